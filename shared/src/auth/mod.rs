@@ -1,0 +1,50 @@
+//! Identity: own accounts (password, access JWT, rotating refresh tokens),
+//! external OIDC via JWKS, and resolving a bearer token to a [`Caller`].
+
+pub mod email;
+pub mod handlers;
+pub mod jwt;
+pub mod oidc;
+pub mod password;
+pub mod refresh;
+pub mod throttle;
+
+use crate::db::users::{self, User};
+use crate::error::{ApiError, ApiResult};
+use crate::http::request::{bearer_token, Request};
+use crate::routes::Ctx;
+
+/// The authenticated user of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+}
+
+impl Caller {
+    pub fn id(&self) -> &str {
+        &self.user.id
+    }
+    pub fn is_admin(&self) -> bool {
+        self.user.role == "admin"
+    }
+}
+
+/// Resolves the bearer token of `req`: our own HS256 access token, or an
+/// external OIDC token when OIDC is configured. A user that no longer exists
+/// is not authenticated.
+pub async fn authenticate(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
+    let config = ctx.ports.config()?;
+    let token = bearer_token(req).ok_or_else(|| ApiError::unauthorized("unauthorized", "Send Authorization: Bearer <token>."))?;
+    let invalid = || ApiError::unauthorized("invalid_token", "The access token is invalid or expired.");
+    let issuer = jwt::peek_issuer(token).ok_or_else(invalid)?;
+    let user = if issuer == jwt::ISSUER {
+        let claims = jwt::verify_access(config, ctx.ports.clock.now_ms(), token).ok_or_else(invalid)?;
+        users::by_id(ctx.ports.sql.as_ref(), &claims.sub).await?
+    } else if config.oidc.as_ref().is_some_and(|o| o.issuer == issuer) {
+        let identity = oidc::verify(ctx, token).await?.ok_or_else(invalid)?;
+        Some(users::upsert_oidc(ctx, &identity).await?)
+    } else {
+        None
+    };
+    user.map(|user| Caller { user }).ok_or_else(invalid)
+}

@@ -1,0 +1,112 @@
+//! Configuration, read once per isolate from the platform's variables
+//! (Workers vars and secrets, Spin variables) under the same names.
+
+/// Names of every variable the core reads; the adapters pass these through,
+/// and `spin.toml` / `wrangler.toml` are checked against this list.
+pub const VARIABLES: &[(&str, bool)] = &[
+    // (name, secret)
+    ("JWT_SECRET", true),
+    ("OIDC_ISSUER", false),
+    ("OIDC_AUDIENCE", false),
+    ("OIDC_JWKS_URL", false),
+    ("OIDC_ALGORITHMS", false),
+    ("MAX_FILE_BYTES", false),
+    ("MAX_PROJECT_BYTES", false),
+    ("PASSWORD_ITERATIONS", false),
+    ("EVERJUST_ENV", false),
+    ("ANTHROPIC_BASE_URL", false),
+    ("ANTHROPIC_API_KEY", true),
+    ("ANTHROPIC_MODEL", false),
+    ("OPENAI_BASE_URL", false),
+    ("OPENAI_API_KEY", true),
+    ("OPENAI_MODEL", false),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcAlg {
+    Rs256,
+    Es256,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// Exact `iss` value, e.g. `https://tenant.auth0.com/`.
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: String,
+    /// Accepted algorithms, from configuration, never from the token.
+    pub algorithms: Vec<OidcAlg>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HS256 key of our own access tokens (at least 32 bytes).
+    pub jwt_secret: Vec<u8>,
+    pub oidc: Option<OidcConfig>,
+    pub max_file_bytes: u64,
+    pub max_project_bytes: u64,
+    pub password_iterations: u32,
+    /// `development` enables test-only routes (port conformance suites).
+    pub development: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("configuration variable {name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: &'static str,
+}
+
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 5 * 1024 * 1024;
+pub const DEFAULT_MAX_PROJECT_BYTES: u64 = 100 * 1024 * 1024;
+/// Web Crypto on Workers caps PBKDF2 at 100,000 iterations.
+pub const DEFAULT_PASSWORD_ITERATIONS: u32 = 100_000;
+
+impl Config {
+    /// Reads the configuration through `var`, which returns a variable's value.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let jwt_secret = get("JWT_SECRET").ok_or(ConfigError { name: "JWT_SECRET", problem: "is not set" })?;
+        if jwt_secret.len() < 32 {
+            return Err(ConfigError { name: "JWT_SECRET", problem: "must be at least 32 characters" });
+        }
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| ConfigError { name, problem: "is not a number" }),
+            }
+        };
+        let oidc = match (get("OIDC_ISSUER"), get("OIDC_AUDIENCE")) {
+            (Some(issuer), Some(audience)) => {
+                let jwks_url = get("OIDC_JWKS_URL")
+                    .unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
+                let algorithms = get("OIDC_ALGORITHMS")
+                    .unwrap_or_else(|| "RS256".to_owned())
+                    .split(',')
+                    .map(|a| match a.trim() {
+                        "RS256" => Ok(OidcAlg::Rs256),
+                        "ES256" => Ok(OidcAlg::Es256),
+                        _ => Err(ConfigError { name: "OIDC_ALGORITHMS", problem: "only RS256 and ES256 are supported" }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(OidcConfig { issuer, audience, jwks_url, algorithms })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError { name: "OIDC_AUDIENCE", problem: "OIDC_ISSUER and OIDC_AUDIENCE must be set together" })
+            }
+        };
+        let iterations = number("PASSWORD_ITERATIONS", DEFAULT_PASSWORD_ITERATIONS.into())?;
+        Ok(Config {
+            jwt_secret: jwt_secret.into_bytes(),
+            oidc,
+            max_file_bytes: number("MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES)?,
+            max_project_bytes: number("MAX_PROJECT_BYTES", DEFAULT_MAX_PROJECT_BYTES)?,
+            password_iterations: u32::try_from(iterations)
+                .ok()
+                .filter(|i| *i >= 1_000)
+                .ok_or(ConfigError { name: "PASSWORD_ITERATIONS", problem: "must be between 1000 and 2^32" })?,
+            development: get("EVERJUST_ENV").is_some_and(|e| e == "development" || e == "test"),
+        })
+    }
+}

@@ -1,0 +1,137 @@
+//! Project files: metadata per path, contents stored once per owner and
+//! sha256. Callers hold the project row lock (see `projects::lock`) while
+//! writing, so the project's byte total stays exact.
+
+use crate::pagination::rfc3339;
+use crate::ports::sql::{Row, Sql, SqlError, Value};
+use crate::projects::path::ProjectPath;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileMeta {
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+    pub updated_at: String,
+}
+
+fn from_row(r: &Row) -> Result<FileMeta, SqlError> {
+    Ok(FileMeta {
+        path: r.text("path")?,
+        size: r.int("size")?,
+        sha256: r.text("sha256")?,
+        updated_at: rfc3339(r.int("updated_at")?),
+    })
+}
+
+pub async fn page(sql: &dyn Sql, project: &str, after: Option<&str>, limit: usize) -> Result<Vec<FileMeta>, SqlError> {
+    let rows = sql
+        .query(
+            "SELECT path, size, sha256, updated_at FROM files
+             WHERE project_id = $1 AND ($2::text IS NULL OR path > $2) ORDER BY path LIMIT $3",
+            &[project.into(), after.into(), Value::Int(i64::try_from(limit).unwrap_or(1000))],
+        )
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+pub async fn meta(sql: &dyn Sql, project: &str, path: &ProjectPath) -> Result<Option<FileMeta>, SqlError> {
+    sql.query_opt(
+        "SELECT path, size, sha256, updated_at FROM files WHERE project_id = $1 AND path = $2",
+        &[project.into(), path.as_str().into()],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
+}
+
+/// The file's metadata and content, read through its owner.
+pub async fn read(sql: &dyn Sql, owner: &str, project: &str, path: &ProjectPath) -> Result<Option<(FileMeta, Vec<u8>)>, SqlError> {
+    let row = sql
+        .query_opt(
+            "SELECT f.path, f.size, f.sha256, f.updated_at, b.content
+             FROM files f JOIN projects p ON p.id = f.project_id
+             JOIN blobs b ON b.owner_id = f.owner_id AND b.sha256 = f.sha256
+             WHERE f.project_id = $1 AND f.path = $2 AND p.owner_id = $3",
+            &[project.into(), path.as_str().into(), owner.into()],
+        )
+        .await?;
+    row.map(|r| Ok((from_row(&r)?, r.bytes("content")?))).transpose()
+}
+
+/// Writes the file (content stored once per owner and hash); returns its
+/// metadata and whether it was new. Keeps `projects.total_bytes` exact.
+pub async fn write(sql: &dyn Sql, owner: &str, project: &str, path: &ProjectPath, sha256: &str, content: &[u8]) -> Result<(FileMeta, bool), SqlError> {
+    let old = meta(sql, project, path).await?;
+    let size = i64::try_from(content.len()).unwrap_or(i64::MAX);
+    sql.execute(
+        "INSERT INTO blobs (owner_id, sha256, size, content) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        &[owner.into(), sha256.into(), Value::Int(size), content.into()],
+    )
+    .await?;
+    let row = sql
+        .query_opt(
+            "INSERT INTO files (project_id, path, owner_id, sha256, size) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (project_id, path) DO UPDATE SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size, updated_at = now()
+             RETURNING path, size, sha256, updated_at",
+            &[project.into(), path.as_str().into(), owner.into(), sha256.into(), Value::Int(size)],
+        )
+        .await?
+        .ok_or_else(|| SqlError::Other("upsert returned no row".into()))?;
+    let delta = size - old.as_ref().map_or(0, |o| o.size);
+    sql.execute(
+        "UPDATE projects SET total_bytes = total_bytes + $2, updated_at = now() WHERE id = $1",
+        &[project.into(), Value::Int(delta)],
+    )
+    .await?;
+    if let Some(old) = &old {
+        if old.sha256 != sha256 {
+            collect_blob(sql, owner, &old.sha256).await?;
+        }
+    }
+    Ok((from_row(&row)?, old.is_none()))
+}
+
+/// Deletes the file; returns whether it existed.
+pub async fn delete(sql: &dyn Sql, owner: &str, project: &str, path: &ProjectPath) -> Result<bool, SqlError> {
+    let Some(row) = sql
+        .query_opt(
+            "DELETE FROM files WHERE project_id = $1 AND path = $2 RETURNING sha256, size",
+            &[project.into(), path.as_str().into()],
+        )
+        .await?
+    else {
+        return Ok(false);
+    };
+    sql.execute(
+        "UPDATE projects SET total_bytes = total_bytes - $2, updated_at = now() WHERE id = $1",
+        &[project.into(), Value::Int(row.int("size")?)],
+    )
+    .await?;
+    collect_blob(sql, owner, &row.text("sha256")?).await?;
+    Ok(true)
+}
+
+/// Removes a blob that no file of its owner references any more.
+async fn collect_blob(sql: &dyn Sql, owner: &str, sha256: &str) -> Result<(), SqlError> {
+    sql.execute(
+        "DELETE FROM blobs b WHERE b.owner_id = $1 AND b.sha256 = $2
+         AND NOT EXISTS (SELECT 1 FROM files f WHERE f.owner_id = $1 AND f.sha256 = $2)",
+        &[owner.into(), sha256.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every file of a project with its content (GDPR export).
+pub async fn export(sql: &dyn Sql, owner: &str, project: &str) -> Result<Vec<(FileMeta, Vec<u8>)>, SqlError> {
+    let rows = sql
+        .query(
+            "SELECT f.path, f.size, f.sha256, f.updated_at, b.content FROM files f
+             JOIN blobs b ON b.owner_id = f.owner_id AND b.sha256 = f.sha256
+             WHERE f.project_id = $1 AND f.owner_id = $2 ORDER BY f.path",
+            &[project.into(), owner.into()],
+        )
+        .await?;
+    rows.iter().map(|r| Ok((from_row(r)?, r.bytes("content")?))).collect()
+}

@@ -1,0 +1,62 @@
+//! Schema migrations: numbered SQL files in `migrations/`, embedded here and
+//! applied in order, each in its own transaction, recorded in
+//! `schema_migrations`. Re-running applies nothing twice. The same code runs
+//! from `scripts/migrate` (host) and in tests.
+
+use crate::ports::sql::{transaction, Sql, SqlError, Value};
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_foundation",
+    sql: include_str!("../../../migrations/0001_foundation.sql"),
+}];
+
+/// A fixed key for the advisory lock that serialises concurrent migrators.
+const LOCK_KEY: i64 = 0x6576_6572_6a75;
+
+/// Applies every migration not yet recorded; returns the names applied.
+pub async fn apply(sql: &dyn Sql, migrations: &[Migration]) -> Result<Vec<&'static str>, SqlError> {
+    sql.batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    bigint PRIMARY KEY,
+            name       text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    sql.query("SELECT pg_advisory_lock($1)", &[Value::Int(LOCK_KEY)]).await?;
+    let result = apply_locked(sql, migrations).await;
+    let unlock = sql.query("SELECT pg_advisory_unlock($1)", &[Value::Int(LOCK_KEY)]).await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_locked(sql: &dyn Sql, migrations: &[Migration]) -> Result<Vec<&'static str>, SqlError> {
+    let done: Vec<i64> = sql
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .await?
+        .iter()
+        .map(|r| r.int("version"))
+        .collect::<Result<_, _>>()?;
+    let mut applied = Vec::new();
+    for m in migrations.iter().filter(|m| !done.contains(&m.version)) {
+        transaction(sql, async || {
+            sql.batch(m.sql).await?;
+            sql.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[Value::Int(m.version), m.name.into()],
+            )
+            .await
+        })
+        .await?;
+        applied.push(m.name);
+    }
+    Ok(applied)
+}

@@ -1,0 +1,43 @@
+//! Liveness, readiness and the in-runtime port conformance route.
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::response::{ok, Response};
+use crate::ports::conformance;
+use crate::routes::Ctx;
+
+pub fn health() -> Response {
+    ok(&serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 when Postgres and KV answer, else 503 naming what is down.
+pub async fn ready(ctx: &Ctx<'_>) -> ApiResult<Response> {
+    let pg = ctx.ports.sql.query("SELECT 1 AS one", &[]).await;
+    let kv = ctx.ports.kv.get("ready:probe").await;
+    let mut failing = Vec::new();
+    if let Err(e) = &pg {
+        crate::log::error("ready_postgres", &e.to_string());
+        failing.push("postgres");
+    }
+    if let Err(e) = &kv {
+        crate::log::error("ready_kv", &e.to_string());
+        failing.push("kv");
+    }
+    if failing.is_empty() {
+        Ok(ok(&serde_json::json!({ "status": "ready", "checks": { "postgres": "ok", "kv": "ok" } })))
+    } else {
+        Err(ApiError::unavailable("not_ready", format!("Not ready: {} unreachable.", failing.join(" and ")))
+            .with_extra(serde_json::json!({ "failing": failing })))
+    }
+}
+
+/// Runs the port conformance suites inside this runtime (development only).
+pub async fn conformance(ctx: &Ctx<'_>) -> ApiResult<Response> {
+    if !ctx.ports.config()?.development {
+        return Err(ApiError::not_found("route"));
+    }
+    let prefix = crate::ids::new_id(ctx.ports, "conf");
+    let kv = conformance::kv_suite(ctx.ports.kv.as_ref(), &prefix).await;
+    let sql = conformance::sql_suite(ctx.ports.sql.as_ref(), &prefix).await;
+    let all_ok = kv.iter().chain(sql.iter()).all(|c| c.ok);
+    Ok(ok(&serde_json::json!({ "ok": all_ok, "kv": kv, "sql": sql })))
+}

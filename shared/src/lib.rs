@@ -1,0 +1,49 @@
+//! EverJust core: the whole product as a sans-I/O library on `http` types.
+//! Platform adapters (Cloudflare Workers, Spin) build [`Ports`] per request
+//! and call [`handle`]; everything else lives here.
+
+pub mod account;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod log;
+pub mod openapi;
+pub mod pagination;
+pub mod ports;
+pub mod projects;
+pub mod routes;
+pub mod security;
+
+pub use config::{Config, ConfigError};
+pub use error::{ApiError, ApiResult};
+pub use http::body::Body;
+pub use http::request::Meta;
+pub use ports::Ports;
+
+use ::http::HeaderValue;
+
+/// Serves one request. Never fails: every error is a problem+json response.
+pub async fn handle(ports: &Ports, req: ::http::Request<bytes::Bytes>, meta: Meta) -> ::http::Response<Body> {
+    let request_id = request_id(&req, ports);
+    let mut res = routes::dispatch(ports, req, meta, &request_id).await;
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", v);
+    }
+    security::apply_headers(headers);
+    res
+}
+
+/// The caller's `X-Request-Id` when it is a sane token, else a new one.
+fn request_id(req: &::http::Request<bytes::Bytes>, ports: &Ports) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| ids::new_id(ports, "req"))
+}

@@ -1,0 +1,139 @@
+//! One behaviour suite per port, written once. The in-memory implementations
+//! run it under `cargo test`; the platform implementations run it inside the
+//! built wasm (the adapters expose it on a test-only route) from the
+//! end-to-end suite.
+
+use super::kv::Kv;
+use super::sql::{Sql, Value};
+
+/// The outcome of one conformance case.
+#[derive(Debug, serde::Serialize)]
+pub struct Case {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn check(name: &'static str, result: Result<(), String>) -> Case {
+    match result {
+        Ok(()) => Case { name, ok: true, detail: String::new() },
+        Err(detail) => Case { name, ok: false, detail },
+    }
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// Runs the key-value suite under a unique `prefix` so runs never collide.
+pub async fn kv_suite(kv: &dyn Kv, prefix: &str) -> Vec<Case> {
+    let k = |s: &str| format!("{prefix}:{s}");
+    vec![
+        check("missing_key_is_none", async {
+            let v = kv.get(&k("missing")).await.map_err(|e| e.to_string())?;
+            ensure!(v.is_none(), "expected None, got {v:?}");
+            Ok(())
+        }.await),
+        check("put_then_get_returns_the_bytes", async {
+            let bytes = [0u8, 1, 2, 255, b'x'];
+            kv.put(&k("a"), &bytes, None).await.map_err(|e| e.to_string())?;
+            let v = kv.get(&k("a")).await.map_err(|e| e.to_string())?;
+            ensure!(v.as_deref() == Some(&bytes[..]), "got {v:?}");
+            Ok(())
+        }.await),
+        check("put_overwrites", async {
+            kv.put(&k("b"), b"one", None).await.map_err(|e| e.to_string())?;
+            kv.put(&k("b"), b"two", Some(3600)).await.map_err(|e| e.to_string())?;
+            let v = kv.get(&k("b")).await.map_err(|e| e.to_string())?;
+            ensure!(v.as_deref() == Some(&b"two"[..]), "got {v:?}");
+            Ok(())
+        }.await),
+        check("entry_with_ttl_is_readable_before_expiry", async {
+            kv.put(&k("t"), b"soon", Some(60)).await.map_err(|e| e.to_string())?;
+            let v = kv.get(&k("t")).await.map_err(|e| e.to_string())?;
+            ensure!(v.as_deref() == Some(&b"soon"[..]), "got {v:?}");
+            Ok(())
+        }.await),
+        check("delete_removes_and_is_idempotent", async {
+            kv.put(&k("d"), b"x", None).await.map_err(|e| e.to_string())?;
+            kv.delete(&k("d")).await.map_err(|e| e.to_string())?;
+            kv.delete(&k("d")).await.map_err(|e| e.to_string())?;
+            let v = kv.get(&k("d")).await.map_err(|e| e.to_string())?;
+            ensure!(v.is_none(), "got {v:?}");
+            Ok(())
+        }.await),
+    ]
+}
+
+/// Runs the SQL executor suite in a temporary table named after `prefix`.
+pub async fn sql_suite(sql: &dyn Sql, prefix: &str) -> Vec<Case> {
+    let table = format!("conformance_{}", prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let setup = sql
+        .batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id int8 PRIMARY KEY, name text, data bytea, flag bool, at timestamptz DEFAULT now(), doc jsonb)"
+        ))
+        .await;
+    let mut cases = vec![check("create_table", setup.map_err(|e| e.to_string()))];
+    cases.push(check("round_trips_every_value_type", async {
+        let n = sql
+            .execute(
+                &format!("INSERT INTO {table} (id, name, data, flag, doc) VALUES ($1, $2, $3, $4, $5::jsonb)"),
+                &[Value::Int(1), "it's; DROP TABLE x --".into(), Value::Bytes(vec![0, 159, 255]), true.into(), r#"{"a":[1,"é"]}"#.into()],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure!(n == 1, "rows affected {n}");
+        let row = sql
+            .query_opt(&format!("SELECT id, name, data, flag, at, doc::text AS doc FROM {table} WHERE id = $1"), &[Value::Int(1)])
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("row missing")?;
+        ensure!(row.int("id").map_err(|e| e.to_string())? == 1, "id");
+        ensure!(row.text("name").map_err(|e| e.to_string())? == "it's; DROP TABLE x --", "name");
+        ensure!(row.bytes("data").map_err(|e| e.to_string())? == vec![0, 159, 255], "bytes");
+        ensure!(row.bool("flag").map_err(|e| e.to_string())?, "flag");
+        ensure!(row.int("at").map_err(|e| e.to_string())? > 1_600_000_000_000, "timestamp in ms");
+        ensure!(row.text("doc").map_err(|e| e.to_string())?.contains('é'), "jsonb as text");
+        Ok(())
+    }.await));
+    cases.push(check("null_parameters_and_columns", async {
+        sql.execute(&format!("INSERT INTO {table} (id, name) VALUES ($1, $2)"), &[Value::Int(2), Value::Null])
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = sql
+            .query_opt(&format!("SELECT name, data FROM {table} WHERE id = $1"), &[Value::Int(2)])
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("row missing")?;
+        ensure!(row.opt_text("name").map_err(|e| e.to_string())?.is_none(), "name should be null");
+        ensure!(row.value("data").map_err(|e| e.to_string())? == &Value::Null, "data should be null");
+        Ok(())
+    }.await));
+    cases.push(check("unique_violation_is_reported_as_such", async {
+        let r = sql.execute(&format!("INSERT INTO {table} (id) VALUES ($1)"), &[Value::Int(1)]).await;
+        ensure!(matches!(r, Err(super::sql::SqlError::Unique(_))), "got {r:?}");
+        Ok(())
+    }.await));
+    cases.push(check("rollback_discards_writes", async {
+        let r: Result<(), super::sql::SqlError> = super::sql::transaction(sql, async || {
+            sql.execute(&format!("INSERT INTO {table} (id) VALUES ($1)"), &[Value::Int(3)]).await?;
+            Err(super::sql::SqlError::Other("abort".into()))
+        })
+        .await;
+        ensure!(r.is_err(), "transaction should fail");
+        let rows = sql.query(&format!("SELECT id FROM {table} WHERE id = 3"), &[]).await.map_err(|e| e.to_string())?;
+        ensure!(rows.is_empty(), "row 3 survived a rollback");
+        Ok(())
+    }.await));
+    cases.push(check("empty_result_is_empty", async {
+        let rows = sql.query(&format!("SELECT id FROM {table} WHERE id < 0"), &[]).await.map_err(|e| e.to_string())?;
+        ensure!(rows.is_empty(), "rows {rows:?}");
+        Ok(())
+    }.await));
+    cases.push(check("drop_table", sql.batch(&format!("DROP TABLE {table}")).await.map_err(|e| e.to_string())));
+    cases
+}

@@ -1,0 +1,50 @@
+//! Ports: the only ways the core reaches the world. Each platform adapter
+//! implements them; `memory` holds the in-process implementations used by
+//! tests and local tools, and `conformance` the one behaviour suite every
+//! implementation must pass.
+
+pub mod clock;
+pub mod conformance;
+pub mod crypto;
+pub mod http_client;
+pub mod kv;
+pub mod memory;
+pub mod sql;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+use std::rc::Rc;
+
+pub use clock::Clock;
+pub use crypto::Crypto;
+pub use http_client::HttpClient;
+pub use kv::Kv;
+pub use sql::Sql;
+
+use crate::config::{Config, ConfigError};
+use crate::error::{ApiError, ApiResult};
+
+/// Everything a request handler may touch, built per request by the adapter.
+///
+/// The core is single-threaded (wasm32 futures are not `Send`), so ports are
+/// shared with `Rc`.
+#[derive(Clone)]
+pub struct Ports {
+    pub sql: Rc<dyn Sql>,
+    pub kv: Rc<dyn Kv>,
+    pub http: Rc<dyn HttpClient>,
+    pub clock: Rc<dyn Clock>,
+    pub crypto: Rc<dyn Crypto>,
+    /// The configuration, or why it is unusable (then every route but
+    /// `/health` answers 503 `misconfigured`).
+    pub config: Rc<Result<Config, ConfigError>>,
+}
+
+impl Ports {
+    pub fn config(&self) -> ApiResult<&Config> {
+        self.config.as_ref().as_ref().map_err(|e| {
+            ApiError::unavailable("misconfigured", format!("The service is misconfigured: {e}."))
+        })
+    }
+}

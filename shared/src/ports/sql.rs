@@ -1,0 +1,177 @@
+//! The SQL executor port. Repositories are written once against it; it is
+//! implemented by tokio-postgres (Workers over Hyperdrive, host tools and
+//! tests) and by Spin's PostgreSQL interface.
+//!
+//! Parameters travel as one of five wire types (bool, int8, text, bytea,
+//! null); SQL casts explicitly where a column has another type
+//! (`$1::jsonb`). Result columns are decoded the same way; timestamps come
+//! back as Unix milliseconds.
+
+use async_trait::async_trait;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    /// `timestamptz`, as milliseconds since the Unix epoch.
+    Timestamp(i64),
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Bytes(v.to_vec())
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One result row: column names and values in select order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub columns: std::rc::Rc<[String]>,
+    pub values: Vec<Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// A unique constraint was violated (SQLSTATE 23505); carries the constraint name.
+    #[error("unique violation on {0}")]
+    Unique(String),
+    /// A foreign key was violated (SQLSTATE 23503).
+    #[error("foreign key violation on {0}")]
+    ForeignKey(String),
+    #[error("unexpected column type: {0}")]
+    Decode(String),
+    /// Connection, syntax or any other database failure.
+    #[error("database: {0}")]
+    Other(String),
+}
+
+impl Row {
+    fn index(&self, name: &str) -> Result<usize, SqlError> {
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| SqlError::Decode(format!("no column {name}")))
+    }
+
+    pub fn value(&self, name: &str) -> Result<&Value, SqlError> {
+        Ok(&self.values[self.index(name)?])
+    }
+
+    pub fn text(&self, name: &str) -> Result<String, SqlError> {
+        match self.value(name)? {
+            Value::Text(s) => Ok(s.clone()),
+            other => Err(SqlError::Decode(format!("{name}: want text, got {other:?}"))),
+        }
+    }
+
+    pub fn opt_text(&self, name: &str) -> Result<Option<String>, SqlError> {
+        match self.value(name)? {
+            Value::Null => Ok(None),
+            _ => self.text(name).map(Some),
+        }
+    }
+
+    pub fn int(&self, name: &str) -> Result<i64, SqlError> {
+        match self.value(name)? {
+            Value::Int(i) | Value::Timestamp(i) => Ok(*i),
+            other => Err(SqlError::Decode(format!("{name}: want int, got {other:?}"))),
+        }
+    }
+
+    pub fn opt_int(&self, name: &str) -> Result<Option<i64>, SqlError> {
+        match self.value(name)? {
+            Value::Null => Ok(None),
+            _ => self.int(name).map(Some),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool, SqlError> {
+        match self.value(name)? {
+            Value::Bool(b) => Ok(*b),
+            other => Err(SqlError::Decode(format!("{name}: want bool, got {other:?}"))),
+        }
+    }
+
+    pub fn bytes(&self, name: &str) -> Result<Vec<u8>, SqlError> {
+        match self.value(name)? {
+            Value::Bytes(b) => Ok(b.clone()),
+            other => Err(SqlError::Decode(format!("{name}: want bytes, got {other:?}"))),
+        }
+    }
+}
+
+#[async_trait(?Send)]
+pub trait Sql {
+    /// Runs a statement that returns rows.
+    async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError>;
+
+    /// Runs a statement and returns the number of rows it affected.
+    async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, SqlError>;
+
+    /// Runs several statements without parameters (migrations, BEGIN/COMMIT).
+    async fn batch(&self, sql: &str) -> Result<(), SqlError>;
+
+    async fn query_opt(&self, sql: &str, params: &[Value]) -> Result<Option<Row>, SqlError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+}
+
+/// Runs `body` inside a transaction on `sql`: committed when it returns
+/// `Ok`, rolled back otherwise.
+pub async fn transaction<T, E, F>(sql: &dyn Sql, body: F) -> Result<T, E>
+where
+    F: AsyncFnOnce() -> Result<T, E>,
+    E: From<SqlError>,
+{
+    sql.batch("BEGIN").await?;
+    match body().await {
+        Ok(v) => {
+            sql.batch("COMMIT").await?;
+            Ok(v)
+        }
+        Err(e) => {
+            // The original error matters more than a failed rollback.
+            let _ = sql.batch("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}

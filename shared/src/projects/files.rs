@@ -1,0 +1,129 @@
+//! File routes, and [`write_file`] / [`delete_file`]: the one path every
+//! change to a project's files takes (API, agent tools, sync), with path
+//! rules, size limits and the audit log.
+
+use http::{HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
+
+use crate::auth::authenticate;
+use crate::db::files::{self, FileMeta};
+use crate::db::{audit, projects};
+use crate::error::{ApiError, ApiResult};
+use crate::http::request::Request;
+use crate::http::response::{bytes, created, no_content, ok, Response};
+use crate::pagination;
+use crate::ports::sql::transaction;
+use crate::projects::handlers::hex;
+use crate::projects::path::ProjectPath;
+use crate::routes::Ctx;
+
+/// Who made a change, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor {
+    User,
+    Agent,
+}
+
+impl Actor {
+    fn as_str(self) -> &'static str {
+        match self {
+            Actor::User => "user",
+            Actor::Agent => "agent",
+        }
+    }
+}
+
+/// Writes one file of the owner's project within the size limits.
+pub async fn write_file(ctx: &Ctx<'_>, owner: &str, project_id: &str, path: &ProjectPath, content: &[u8], actor: Actor) -> ApiResult<(FileMeta, bool)> {
+    let config = ctx.ports.config()?;
+    let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
+    if size > config.max_file_bytes {
+        return Err(ApiError::too_large(
+            "file_too_large",
+            format!("A file may have at most {} bytes; this one has {size}.", config.max_file_bytes),
+        ));
+    }
+    let sha = hex(&Sha256::digest(content));
+    let sql = ctx.ports.sql.as_ref();
+    transaction(sql, async || {
+        let project = projects::lock(sql, owner, project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
+        let old = files::meta(sql, project_id, path).await?.map_or(0, |m| m.size);
+        let new_total = u64::try_from(project.total_bytes - old).unwrap_or(0) + size;
+        if new_total > config.max_project_bytes {
+            return Err(ApiError::too_large(
+                "project_too_large",
+                format!("A project may hold at most {} bytes in total.", config.max_project_bytes),
+            ));
+        }
+        let (meta, is_new) = files::write(sql, owner, project_id, path, &sha, content).await?;
+        audit::record(
+            sql,
+            ctx,
+            owner,
+            "file.write",
+            Some(project_id),
+            serde_json::json!({ "path": path.as_str(), "sha256": sha, "size": size, "by": actor.as_str() }),
+        )
+        .await?;
+        Ok((meta, is_new))
+    })
+    .await
+}
+
+/// Deletes one file of the owner's project; 404 when it does not exist.
+pub async fn delete_file(ctx: &Ctx<'_>, owner: &str, project_id: &str, path: &ProjectPath, actor: Actor) -> ApiResult<()> {
+    let sql = ctx.ports.sql.as_ref();
+    transaction(sql, async || {
+        projects::lock(sql, owner, project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
+        if !files::delete(sql, owner, project_id, path).await? {
+            return Err(ApiError::not_found("file"));
+        }
+        audit::record(sql, ctx, owner, "file.delete", Some(project_id), serde_json::json!({ "path": path.as_str(), "by": actor.as_str() }))
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn list(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let page = pagination::page(req, 1000, 1000)?;
+    let sql = ctx.ports.sql.as_ref();
+    let project = projects::get(sql, caller.id(), ctx.params.get("id")).await?.ok_or_else(|| ApiError::not_found("project"))?;
+    let rows = files::page(sql, &project.id, page.after.as_deref(), page.limit + 1).await?;
+    let (items, next) = pagination::finish(rows, page.limit, |f| f.path.clone());
+    Ok(ok(&serde_json::json!({ "items": items, "next_cursor": next })))
+}
+
+pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let path = ProjectPath::from_url(ctx.params.get("path"))?;
+    let (meta, content) = files::read(ctx.ports.sql.as_ref(), caller.id(), ctx.params.get("id"), &path)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file"))?;
+    let etag = format!("\"{}\"", meta.sha256);
+    let not_modified = req.headers().get(http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str());
+    let mut res = if not_modified {
+        bytes(StatusCode::NOT_MODIFIED, path.content_type(), Vec::new())
+    } else {
+        bytes(StatusCode::OK, path.content_type(), content)
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        res.headers_mut().insert(http::header::ETAG, v);
+    }
+    Ok(res)
+}
+
+pub async fn put(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let path = ProjectPath::from_url(ctx.params.get("path"))?;
+    let (meta, is_new) = write_file(ctx, caller.id(), ctx.params.get("id"), &path, req.body(), Actor::User).await?;
+    Ok(if is_new { created(&meta) } else { ok(&meta) })
+}
+
+pub async fn delete(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let path = ProjectPath::from_url(ctx.params.get("path"))?;
+    delete_file(ctx, caller.id(), ctx.params.get("id"), &path, Actor::User).await?;
+    Ok(no_content())
+}

@@ -1,0 +1,142 @@
+//! The route table of the API and the dispatch from a matched route to its
+//! handler. The same table generates the OpenAPI document.
+
+use std::sync::OnceLock;
+
+use http::{HeaderValue, Method, StatusCode};
+
+use crate::error::ApiError;
+use crate::http::request::{Meta, Request};
+use crate::http::response::Response;
+use crate::http::router::{Match, RouteDef, Router};
+use crate::ports::Ports;
+use crate::{account, auth, health, openapi, projects};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Ready,
+    OpenApi,
+    Signup,
+    Login,
+    Refresh,
+    Logout,
+    Me,
+    DeleteMe,
+    ExportMe,
+    Templates,
+    CreateProject,
+    ListProjects,
+    GetProject,
+    UpdateProject,
+    DeleteProject,
+    ListFiles,
+    GetFile,
+    PutFile,
+    DeleteFile,
+    Conformance,
+}
+
+macro_rules! route {
+    ($m:ident $path:literal => $r:ident, $tag:literal, $auth:literal, $summary:literal) => {
+        RouteDef { method: Method::$m, path: $path, route: Route::$r, summary: $summary, tag: $tag, auth: $auth }
+    };
+}
+
+pub static ROUTES: &[RouteDef<Route>] = &[
+    route!(GET "/health" => Health, "health", false, "Liveness; touches no dependency"),
+    route!(GET "/ready" => Ready, "health", false, "Readiness: Postgres and KV reachable, else 503 naming what is down"),
+    route!(GET "/v1/openapi.json" => OpenApi, "health", false, "This OpenAPI 3.1 document"),
+    route!(POST "/v1/auth/signup" => Signup, "auth", false, "Create an account; returns the user and tokens"),
+    route!(POST "/v1/auth/login" => Login, "auth", false, "Exchange email and password for tokens"),
+    route!(POST "/v1/auth/refresh" => Refresh, "auth", false, "Rotate a refresh token; a reused one revokes its family"),
+    route!(POST "/v1/auth/logout" => Logout, "auth", false, "Revoke a refresh token"),
+    route!(GET "/v1/me" => Me, "account", true, "The caller, tier and limits"),
+    route!(DELETE "/v1/me" => DeleteMe, "account", true, "Erase the account and all its data"),
+    route!(GET "/v1/me/export" => ExportMe, "account", true, "All the caller's data as JSON"),
+    route!(GET "/v1/templates" => Templates, "projects", false, "Built-in starter templates"),
+    route!(POST "/v1/projects" => CreateProject, "projects", true, "Create a project, optionally from a template"),
+    route!(GET "/v1/projects" => ListProjects, "projects", true, "List own projects"),
+    route!(GET "/v1/projects/{id}" => GetProject, "projects", true, "One project"),
+    route!(PATCH "/v1/projects/{id}" => UpdateProject, "projects", true, "Rename or describe a project"),
+    route!(DELETE "/v1/projects/{id}" => DeleteProject, "projects", true, "Delete a project and its files"),
+    route!(GET "/v1/projects/{id}/files" => ListFiles, "files", true, "List paths with size and sha256"),
+    route!(GET "/v1/projects/{id}/files/{*path}" => GetFile, "files", true, "Read one file (raw body)"),
+    route!(PUT "/v1/projects/{id}/files/{*path}" => PutFile, "files", true, "Create or replace one file (raw body)"),
+    route!(DELETE "/v1/projects/{id}/files/{*path}" => DeleteFile, "files", true, "Delete one file"),
+    route!(GET "/v1/_conformance" => Conformance, "health", false, "Development only: run the port conformance suites in this runtime"),
+];
+
+/// The largest body any route but file uploads accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+fn router() -> &'static Router<Route> {
+    static R: OnceLock<Router<Route>> = OnceLock::new();
+    R.get_or_init(|| Router::new(ROUTES))
+}
+
+/// Path parameters of the matched route.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> &str {
+        self.0.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// What a handler gets besides the request.
+pub struct Ctx<'a> {
+    pub ports: &'a Ports,
+    pub request_id: &'a str,
+    pub meta: Meta,
+    pub params: Params,
+}
+
+pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str) -> Response {
+    let path = req.uri().path().to_owned();
+    let (route, params) = match router().find(req.method(), &path) {
+        Match::Found(r, p) => (r, p),
+        Match::NotFound => return ApiError::not_found("route").into_response(request_id),
+        Match::MethodNotAllowed(allowed) => {
+            let mut res = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this path.")
+                .into_response(request_id);
+            let list = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            if let Ok(v) = HeaderValue::from_str(&list) {
+                res.headers_mut().insert(http::header::ALLOW, v);
+            }
+            return res;
+        }
+    };
+    if route != Route::PutFile && req.body().len() > MAX_BODY_BYTES {
+        return ApiError::too_large("body_too_large", "The request body is larger than 1 MiB.").into_response(request_id);
+    }
+    let ctx = Ctx { ports, request_id, meta, params: Params(params) };
+    let result = match route {
+        Route::Health => Ok(health::health()),
+        Route::Ready => health::ready(&ctx).await,
+        Route::OpenApi => Ok(openapi::document()),
+        Route::Conformance => health::conformance(&ctx).await,
+        Route::Signup => auth::handlers::signup(&ctx, &req).await,
+        Route::Login => auth::handlers::login(&ctx, &req).await,
+        Route::Refresh => auth::handlers::refresh(&ctx, &req).await,
+        Route::Logout => auth::handlers::logout(&ctx, &req).await,
+        Route::Me => account::me(&ctx, &req).await,
+        Route::DeleteMe => account::delete_me(&ctx, &req).await,
+        Route::ExportMe => account::export(&ctx, &req).await,
+        Route::Templates => Ok(projects::templates::list()),
+        Route::CreateProject => projects::handlers::create(&ctx, &req).await,
+        Route::ListProjects => projects::handlers::list(&ctx, &req).await,
+        Route::GetProject => projects::handlers::get(&ctx, &req).await,
+        Route::UpdateProject => projects::handlers::update(&ctx, &req).await,
+        Route::DeleteProject => projects::handlers::delete(&ctx, &req).await,
+        Route::ListFiles => projects::files::list(&ctx, &req).await,
+        Route::GetFile => projects::files::get(&ctx, &req).await,
+        Route::PutFile => projects::files::put(&ctx, &req).await,
+        Route::DeleteFile => projects::files::delete(&ctx, &req).await,
+    };
+    let mut res = result.unwrap_or_else(|e| e.into_response(request_id));
+    if req.method() == Method::HEAD {
+        *res.body_mut() = crate::Body::empty();
+    }
+    res
+}

@@ -14,17 +14,44 @@
 //   hmac_secret "rsa-public-pem" | "rsa-public-pkcs1-pem" | "rsa-jwk-json" | "ec-public-pem" | any other string (used as is)
 //   header      object merged over the JOSE header
 // Run standalone: `node tests/e2e/oidc-issuer.mjs` (port from OIDC_FAKE_PORT, default 8790;
-// audience default from OIDC_AUDIENCE, default everjust-e2e). Keys are generated at start and never printed.
+// audience default from OIDC_AUDIENCE, default everjust-e2e). Keys are never printed; standalone, they are
+// kept in tests/artifacts/oidc-fake-keys.json (gitignored; OIDC_FAKE_KEYS_FILE overrides, empty = fresh keys
+// each start) so that a server caching the JWKS keeps accepting the tokens of a restarted fake.
 
-import { createHmac, generateKeyPairSync, randomUUID, sign as cryptoSign } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, sign as cryptoSign } from 'node:crypto';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 
-function makeKeys() {
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const otherRsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const otherEc = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const KEY_NAMES = { rsa: 'rsa', ec: 'ec', otherRsa: 'rsa', otherEc: 'ec' };
+
+// Keys are generated, or loaded from keysFile (and written there when it does not exist yet) so that a
+// server that caches the JWKS across runs keeps verifying the tokens of a restarted fake.
+function loadOrGenerate(keysFile) {
+  if (keysFile && existsSync(keysFile)) {
+    const saved = JSON.parse(readFileSync(keysFile, 'utf8'));
+    return Object.fromEntries(
+      Object.keys(KEY_NAMES).map((k) => {
+        const privateKey = createPrivateKey(saved[k]);
+        return [k, { privateKey, publicKey: createPublicKey(privateKey) }];
+      }),
+    );
+  }
+  const out = {};
+  for (const [k, type] of Object.entries(KEY_NAMES)) {
+    out[k] = type === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  }
+  if (keysFile) {
+    mkdirSync(dirname(keysFile), { recursive: true });
+    const pems = Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.privateKey.export({ type: 'pkcs8', format: 'pem' })]));
+    writeFileSync(keysFile, JSON.stringify(pems), { mode: 0o600 });
+  }
+  return out;
+}
+
+function makeKeys(keysFile) {
+  const { rsa, ec, otherRsa, otherEc } = loadOrGenerate(keysFile);
   return {
     rsa: { ...rsa, kid: 'rsa-1', alg: 'RS256' },
     ec: { ...ec, kid: 'ec-1', alg: 'ES256' },
@@ -39,8 +66,8 @@ function jwk(key) {
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
 
-export function startIssuer({ port = 8790, host = '127.0.0.1', audience = 'everjust-e2e' } = {}) {
-  const keys = makeKeys();
+export function startIssuer({ port = 8790, host = '127.0.0.1', audience = 'everjust-e2e', keysFile = null } = {}) {
+  const keys = makeKeys(keysFile);
   const state = { jwksRequests: 0 };
   let issuer = `http://${host}:${port}/`;
 
@@ -142,7 +169,10 @@ export function startIssuer({ port = 8790, host = '127.0.0.1', audience = 'everj
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const port = Number(process.env.OIDC_FAKE_PORT || 8790);
   const audience = process.env.OIDC_AUDIENCE || 'everjust-e2e';
-  const fake = await startIssuer({ port, audience });
+  // Stable keys across restarts by default (gitignored); OIDC_FAKE_KEYS_FILE= (empty) for fresh keys.
+  const defaultKeys = resolve(dirname(fileURLToPath(import.meta.url)), '../artifacts/oidc-fake-keys.json');
+  const keysFile = process.env.OIDC_FAKE_KEYS_FILE ?? defaultKeys;
+  const fake = await startIssuer({ port, audience, keysFile: keysFile || null });
   console.log(`oidc fake issuer listening: issuer ${fake.issuer} jwks ${fake.jwksUrl}`);
   const stop = () => fake.close().then(() => process.exit(0));
   process.on('SIGTERM', stop);

@@ -67,6 +67,7 @@ ensure_node_modules() {
   fi
 }
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 WRANGLER="$REPO_ROOT/node_modules/.bin/wrangler"
 export WRANGLER_SEND_METRICS=false
 # Request.cf comes from the internet; offline, wrangler waits for it on every start.
@@ -207,6 +208,18 @@ stop_embedded_postgres() {
   fi
 }
 
+# start_local_cluster: start the machine's Debian cluster (as the machine does at boot), if it has one.
+start_local_cluster() {
+  command -v pg_ctlcluster >/dev/null 2>&1 || return 1
+  local version
+  # shellcheck disable=SC2012 # version directories: plain names
+  version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)"
+  [[ -n "$version" ]] || return 1
+  log "starting the machine's Postgres $version cluster (pg_ctlcluster)"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || return 1
+  pgtool ready "postgres://postgres:postgres@127.0.0.1:5432/postgres" 30
+}
+
 # ensure_postgres: find or start a Postgres server; exports PG_SERVER_URL (a URL whose database part
 # callers replace with url_with_db) and sets PG_SOURCE (what was found). In order:
 #   1. DATABASE_URL, when set;
@@ -223,13 +236,9 @@ ensure_postgres() {
   elif [[ "${EVERJUST_PG:-}" != embedded ]] && pgtool ready "postgres://postgres:postgres@$host:$port/postgres"; then
     PG_SERVER_URL="postgres://postgres:postgres@$host:$port/postgres"
     PG_SOURCE="local Postgres on $host:$port"
-  elif [[ "${EVERJUST_PG:-}" != embedded && "$port" == 5432 && "$host" == 127.0.0.1 ]] &&
-    command -v pg_ctlcluster >/dev/null 2>&1 && [[ -n "$(ls /etc/postgresql 2>/dev/null)" ]] &&
-    log "starting the machine's Postgres cluster (pg_ctlcluster)" &&
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start &&
-    pgtool ready "postgres://postgres:postgres@$host:$port/postgres" 30; then
+  elif [[ "${EVERJUST_PG:-}" != embedded && "$port" == 5432 && "$host" == 127.0.0.1 ]] && start_local_cluster; then
     PG_SERVER_URL="postgres://postgres:postgres@$host:$port/postgres"
-    PG_SOURCE="local Postgres cluster on $host:$port (started)"
+    PG_SOURCE="local Postgres cluster on $host:$port (started with pg_ctlcluster)"
   else
     start_embedded_postgres
   fi
@@ -269,6 +278,7 @@ dotenv_line() {
   elif [[ "$value" != *'"'* ]]; then
     printf '%s="%s"\n' "$name" "$value"
   elif [[ "$value" != *'`'* ]]; then
+    # shellcheck disable=SC2016 # literal backquotes
     printf '%s=`%s`\n' "$name" "$value"
   else
     die "$name contains all of ' \" and \`: cannot write it to a .dev.vars file"

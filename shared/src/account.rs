@@ -31,8 +31,16 @@ pub async fn me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 pub async fn delete_me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let sql = ctx.ports.sql.as_ref();
-    transaction(sql, async || sql.execute("DELETE FROM users WHERE id = $1", &[caller.id().into()]).await).await?;
-    crate::log::event("info", "account_erased", serde_json::json!({ "request_id": ctx.request_id }));
+    transaction(sql, async || {
+        sql.execute("DELETE FROM users WHERE id = $1", &[caller.id().into()])
+            .await
+    })
+    .await?;
+    crate::log::event(
+        "info",
+        "account_erased",
+        serde_json::json!({ "request_id": ctx.request_id }),
+    );
     Ok(no_content())
 }
 
@@ -71,7 +79,15 @@ pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             }))
         })
         .collect::<Result<Vec<_>, crate::ports::sql::SqlError>>()?;
-    audit::record(sql, ctx, caller.id(), "account.export", None, serde_json::json!({})).await?;
+    audit::record(
+        sql,
+        ctx,
+        caller.id(),
+        "account.export",
+        None,
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(ok(&serde_json::json!({
         "exported_at": crate::pagination::rfc3339(ctx.ports.clock.now_ms()),
         "user": caller.user,

@@ -65,35 +65,60 @@ pub const DEFAULT_PASSWORD_ITERATIONS: u32 = 100_000;
 impl Config {
     /// Reads the configuration through `var`, which returns a variable's value.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let jwt_secret = get("JWT_SECRET").ok_or(ConfigError { name: "JWT_SECRET", problem: "is not set" })?;
+        let get = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let jwt_secret = get("JWT_SECRET").ok_or(ConfigError {
+            name: "JWT_SECRET",
+            problem: "is not set",
+        })?;
         if jwt_secret.len() < 32 {
-            return Err(ConfigError { name: "JWT_SECRET", problem: "must be at least 32 characters" });
+            return Err(ConfigError {
+                name: "JWT_SECRET",
+                problem: "must be at least 32 characters",
+            });
         }
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match get(name) {
                 None => Ok(default),
-                Some(v) => v.parse().map_err(|_| ConfigError { name, problem: "is not a number" }),
+                Some(v) => v.parse().map_err(|_| ConfigError {
+                    name,
+                    problem: "is not a number",
+                }),
             }
         };
         let oidc = match (get("OIDC_ISSUER"), get("OIDC_AUDIENCE")) {
             (Some(issuer), Some(audience)) => {
-                let jwks_url = get("OIDC_JWKS_URL")
-                    .unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
+                let jwks_url = get("OIDC_JWKS_URL").unwrap_or_else(|| {
+                    format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
+                });
                 let algorithms = get("OIDC_ALGORITHMS")
                     .unwrap_or_else(|| "RS256".to_owned())
                     .split(',')
                     .map(|a| match a.trim() {
                         "RS256" => Ok(OidcAlg::Rs256),
                         "ES256" => Ok(OidcAlg::Es256),
-                        _ => Err(ConfigError { name: "OIDC_ALGORITHMS", problem: "only RS256 and ES256 are supported" }),
+                        _ => Err(ConfigError {
+                            name: "OIDC_ALGORITHMS",
+                            problem: "only RS256 and ES256 are supported",
+                        }),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                Some(OidcConfig { issuer, audience, jwks_url, algorithms })
+                Some(OidcConfig {
+                    issuer,
+                    audience,
+                    jwks_url,
+                    algorithms,
+                })
             }
             (None, None) => None,
             _ => {
-                return Err(ConfigError { name: "OIDC_AUDIENCE", problem: "OIDC_ISSUER and OIDC_AUDIENCE must be set together" })
+                return Err(ConfigError {
+                    name: "OIDC_AUDIENCE",
+                    problem: "OIDC_ISSUER and OIDC_AUDIENCE must be set together",
+                })
             }
         };
         let iterations = number("PASSWORD_ITERATIONS", DEFAULT_PASSWORD_ITERATIONS.into())?;
@@ -105,7 +130,10 @@ impl Config {
             password_iterations: u32::try_from(iterations)
                 .ok()
                 .filter(|i| *i >= 1_000)
-                .ok_or(ConfigError { name: "PASSWORD_ITERATIONS", problem: "must be between 1000 and 2^32" })?,
+                .ok_or(ConfigError {
+                    name: "PASSWORD_ITERATIONS",
+                    problem: "must be between 1000 and 2^32",
+                })?,
             development: get("EVERJUST_ENV").is_some_and(|e| e == "development" || e == "test"),
         })
     }

@@ -23,7 +23,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), retry_after: None, extra: None }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            retry_after: None,
+            extra: None,
+        }
     }
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -35,7 +41,11 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, code, detail)
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
@@ -44,12 +54,19 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, detail)
     }
     pub fn too_many(code: &'static str, detail: impl Into<String>, retry_after: u64) -> Self {
-        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, detail) }
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
+        }
     }
     /// A server-side failure: the cause goes to the log, never to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         crate::log::error("internal_error", &cause.to_string());
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "An internal error occurred. Try again later.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "An internal error occurred. Try again later.",
+        )
     }
     pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
@@ -73,17 +90,22 @@ impl ApiError {
             "code": self.code,
             "request_id": request_id,
         });
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.extra, doc.as_object_mut()) {
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.extra, doc.as_object_mut())
+        {
             for (k, v) in extra {
                 obj.entry(k).or_insert(v);
             }
         }
         let mut res = http::Response::new(Body::from(doc.to_string()));
         *res.status_mut() = self.status;
-        res.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(secs) = self.retry_after {
-            res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

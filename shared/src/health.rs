@@ -23,10 +23,15 @@ pub async fn ready(ctx: &Ctx<'_>) -> ApiResult<Response> {
         failing.push("kv");
     }
     if failing.is_empty() {
-        Ok(ok(&serde_json::json!({ "status": "ready", "checks": { "postgres": "ok", "kv": "ok" } })))
+        Ok(ok(
+            &serde_json::json!({ "status": "ready", "checks": { "postgres": "ok", "kv": "ok" } }),
+        ))
     } else {
-        Err(ApiError::unavailable("not_ready", format!("Not ready: {} unreachable.", failing.join(" and ")))
-            .with_extra(serde_json::json!({ "failing": failing })))
+        Err(ApiError::unavailable(
+            "not_ready",
+            format!("Not ready: {} unreachable.", failing.join(" and ")),
+        )
+        .with_extra(serde_json::json!({ "failing": failing })))
     }
 }
 
@@ -39,5 +44,7 @@ pub async fn conformance(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let kv = conformance::kv_suite(ctx.ports.kv.as_ref(), &prefix).await;
     let sql = conformance::sql_suite(ctx.ports.sql.as_ref(), &prefix).await;
     let all_ok = kv.iter().chain(sql.iter()).all(|c| c.ok);
-    Ok(ok(&serde_json::json!({ "ok": all_ok, "kv": kv, "sql": sql })))
+    Ok(ok(
+        &serde_json::json!({ "ok": all_ok, "kv": kv, "sql": sql }),
+    ))
 }

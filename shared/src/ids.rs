@@ -1,15 +1,37 @@
 //! Identifiers: a type prefix and a time-ordered random part (48-bit
 //! milliseconds then 80 random bits, Crockford base32), so ids sort by
-//! creation time and serve directly as pagination keys.
+//! creation time and serve directly as pagination keys. Within one
+//! millisecond an isolate increments the random part (ULID's monotonic
+//! rule), so its ids stay ordered by creation.
+
+use std::cell::Cell;
 
 use crate::ports::Ports;
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
+thread_local! {
+    static LAST: Cell<(i64, u128)> = const { Cell::new((i64::MIN, 0)) };
+}
+
 pub fn new_id(ports: &Ports, prefix: &str) -> String {
-    let mut rand = [0u8; 10];
-    ports.crypto.fill_random(&mut rand);
-    encode(prefix, ports.clock.now_ms(), rand)
+    let now = ports.clock.now_ms();
+    let (ms, rand) = LAST.with(|last| {
+        let (last_ms, last_rand) = last.get();
+        let next = if now <= last_ms && last_rand < (1u128 << 80) - 1 {
+            (last_ms, last_rand + 1)
+        } else {
+            let mut bytes = [0u8; 16];
+            ports.crypto.fill_random(&mut bytes[6..]);
+            (now, u128::from_be_bytes(bytes))
+        };
+        last.set(next);
+        next
+    });
+    let bytes = rand.to_be_bytes();
+    let mut rand10 = [0u8; 10];
+    rand10.copy_from_slice(&bytes[6..]);
+    encode(prefix, ms, rand10)
 }
 
 pub fn encode(prefix: &str, ms: i64, rand: [u8; 10]) -> String {

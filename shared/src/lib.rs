@@ -27,7 +27,11 @@ pub use ports::Ports;
 use ::http::HeaderValue;
 
 /// Serves one request. Never fails: every error is a problem+json response.
-pub async fn handle(ports: &Ports, req: ::http::Request<bytes::Bytes>, meta: Meta) -> ::http::Response<Body> {
+pub async fn handle(
+    ports: &Ports,
+    req: ::http::Request<bytes::Bytes>,
+    meta: Meta,
+) -> ::http::Response<Body> {
     let request_id = request_id(&req, ports);
     let mut res = routes::dispatch(ports, req, meta, &request_id).await;
     let headers = res.headers_mut();
@@ -43,7 +47,12 @@ fn request_id(req: &::http::Request<bytes::Bytes>, ports: &Ports) -> String {
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| ids::new_id(ports, "req"))
 }

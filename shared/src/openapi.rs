@@ -82,7 +82,11 @@ fn schema_ref(name: &str) -> Value {
 
 /// Request body schema and success status/schema of each route.
 fn shapes(route: Route) -> (Option<Value>, u16, Option<Value>) {
-    let json_body = |name: &str| Some(json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}}));
+    let json_body = |name: &str| {
+        Some(
+            json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}}),
+        )
+    };
     match route {
         Route::Signup => (json_body("Credentials"), 201, Some(schema_ref("Tokens"))),
         Route::Login => (json_body("Credentials"), 200, Some(schema_ref("Tokens"))),
@@ -93,13 +97,21 @@ fn shapes(route: Route) -> (Option<Value>, u16, Option<Value>) {
         Route::CreateProject => (json_body("ProjectCreate"), 201, Some(schema_ref("Project"))),
         Route::UpdateProject => (json_body("ProjectUpdate"), 200, Some(schema_ref("Project"))),
         Route::GetProject => (None, 200, Some(schema_ref("Project"))),
-        Route::ListProjects | Route::ListFiles | Route::Templates => (None, 200, Some(schema_ref("Page"))),
+        Route::ListProjects | Route::ListFiles | Route::Templates => {
+            (None, 200, Some(schema_ref("Page")))
+        }
         Route::PutFile => (
-            Some(json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})),
+            Some(
+                json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
+            ),
             201,
             Some(schema_ref("File")),
         ),
-        Route::GetFile => (None, 200, Some(json!({"type": "string", "format": "binary"}))),
+        Route::GetFile => (
+            None,
+            200,
+            Some(json!({"type": "string", "format": "binary"})),
+        ),
         _ => (None, 200, Some(json!({"type": "object"}))),
     }
 }
@@ -121,7 +133,9 @@ fn build() -> Value {
         let (body, status, schema) = shapes(def.route);
         let mut responses = Map::new();
         let success = match schema {
-            Some(s) => json!({"description": "Success", "content": {"application/json": {"schema": s}}}),
+            Some(s) => {
+                json!({"description": "Success", "content": {"application/json": {"schema": s}}})
+            }
             None => json!({"description": "Success"}),
         };
         responses.insert(status.to_string(), success);

@@ -21,7 +21,12 @@ pub fn page(req: &Request, default: usize, max: usize) -> ApiResult<Page> {
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::bad_request("invalid_limit", format!("limit must be an integer from 1 to {max}.")))?,
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be an integer from 1 to {max}."),
+                )
+            })?,
     };
     let after = match query_param(req, "cursor").filter(|c| !c.is_empty()) {
         None => None,
@@ -31,7 +36,12 @@ pub fn page(req: &Request, default: usize, max: usize) -> ApiResult<Page> {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.strip_prefix("c1:").map(str::to_owned))
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "The cursor is not one this API issued."))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_cursor",
+                        "The cursor is not one this API issued.",
+                    )
+                })?,
         ),
     };
     Ok(Page { limit, after })
@@ -42,7 +52,11 @@ pub fn cursor(key: &str) -> String {
 }
 
 /// Splits a result fetched with `limit + 1` rows into the page and its next cursor.
-pub fn finish<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+pub fn finish<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
     if items.len() > limit {
         items.truncate(limit);
         let next = items.last().map(|i| cursor(&key(i)));

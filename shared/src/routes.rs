@@ -39,7 +39,14 @@ pub enum Route {
 
 macro_rules! route {
     ($m:ident $path:literal => $r:ident, $tag:literal, $auth:literal, $summary:literal) => {
-        RouteDef { method: Method::$m, path: $path, route: Route::$r, summary: $summary, tag: $tag, auth: $auth }
+        RouteDef {
+            method: Method::$m,
+            path: $path,
+            route: Route::$r,
+            summary: $summary,
+            tag: $tag,
+            auth: $auth,
+        }
     };
 }
 
@@ -80,7 +87,10 @@ pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, name: &str) -> &str {
-        self.0.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
     }
 }
 
@@ -98,9 +108,17 @@ pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str)
         Match::Found(r, p) => (r, p),
         Match::NotFound => return ApiError::not_found("route").into_response(request_id),
         Match::MethodNotAllowed(allowed) => {
-            let mut res = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this path.")
-                .into_response(request_id);
-            let list = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let mut res = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed on this path.",
+            )
+            .into_response(request_id);
+            let list = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             if let Ok(v) = HeaderValue::from_str(&list) {
                 res.headers_mut().insert(http::header::ALLOW, v);
             }
@@ -108,9 +126,15 @@ pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str)
         }
     };
     if route != Route::PutFile && req.body().len() > MAX_BODY_BYTES {
-        return ApiError::too_large("body_too_large", "The request body is larger than 1 MiB.").into_response(request_id);
+        return ApiError::too_large("body_too_large", "The request body is larger than 1 MiB.")
+            .into_response(request_id);
     }
-    let ctx = Ctx { ports, request_id, meta, params: Params(params) };
+    let ctx = Ctx {
+        ports,
+        request_id,
+        meta,
+        params: Params(params),
+    };
     let result = match route {
         Route::Health => Ok(health::health()),
         Route::Ready => health::ready(&ctx).await,

@@ -10,8 +10,16 @@ pub fn apply_headers(headers: &mut HeaderMap) {
     };
     set(headers, "x-content-type-options", "nosniff");
     set(headers, "referrer-policy", "no-referrer");
-    set(headers, "strict-transport-security", "max-age=63072000; includeSubDomains");
+    set(
+        headers,
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    );
     set(headers, "x-frame-options", "DENY");
-    set(headers, "content-security-policy", "default-src 'none'; frame-ancestors 'none'");
+    set(
+        headers,
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    );
     set(headers, "cache-control", "no-store");
 }

@@ -13,7 +13,12 @@ pub struct Email {
 impl Email {
     pub fn parse(raw: &str) -> Result<Email, ApiError> {
         let s = raw.trim();
-        let bad = || ApiError::bad_request("invalid_email", "Enter a valid email address, like name@example.com.");
+        let bad = || {
+            ApiError::bad_request(
+                "invalid_email",
+                "Enter a valid email address, like name@example.com.",
+            )
+        };
         if s.is_empty() || s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
         }
@@ -32,7 +37,10 @@ impl Email {
         if labels.len() < 2 || !labels.iter().all(label_ok) {
             return Err(bad());
         }
-        Ok(Email { display: s.to_owned(), normalized: s.to_lowercase() })
+        Ok(Email {
+            display: s.to_owned(),
+            normalized: s.to_lowercase(),
+        })
     }
 }
 
@@ -49,7 +57,18 @@ mod tests {
 
     #[test]
     fn invalid_addresses_are_rejected() {
-        for bad in ["", "plain", "@example.com", "a@", "a@b", "a b@example.com", "a@exa mple.com", "a@-x.com", "a@x..com", "a@@x.com"] {
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@-x.com",
+            "a@x..com",
+            "a@@x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

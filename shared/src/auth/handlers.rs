@@ -25,7 +25,12 @@ struct RefreshBody {
 }
 
 /// The token pair answered by signup, login and refresh.
-async fn token_response(ctx: &Ctx<'_>, user: &users::User, family: Option<&str>, refresh_token: Option<String>) -> ApiResult<serde_json::Value> {
+async fn token_response(
+    ctx: &Ctx<'_>,
+    user: &users::User,
+    family: Option<&str>,
+    refresh_token: Option<String>,
+) -> ApiResult<serde_json::Value> {
     let config = ctx.ports.config()?;
     let refresh_token = match refresh_token {
         Some(t) => t,
@@ -45,11 +50,31 @@ pub async fn signup(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let body: Credentials = json_body(req)?;
     let email = Email::parse(&body.email)?;
     password::check_strength(&body.password, &email.normalized)?;
-    let hash = password::hash(ctx.ports.crypto.as_ref(), &body.password, config.password_iterations).await;
+    let hash = password::hash(
+        ctx.ports.crypto.as_ref(),
+        &body.password,
+        config.password_iterations,
+    )
+    .await;
     let sql = ctx.ports.sql.as_ref();
     let user = transaction(sql, async || {
-        let user = users::create_with_password(sql, &ids::new_id(ctx.ports, "usr"), &email.display, &email.normalized, &hash).await?;
-        audit::record(sql, ctx, &user.id, "auth.signup", None, serde_json::json!({})).await?;
+        let user = users::create_with_password(
+            sql,
+            &ids::new_id(ctx.ports, "usr"),
+            &email.display,
+            &email.normalized,
+            &hash,
+        )
+        .await?;
+        audit::record(
+            sql,
+            ctx,
+            &user.id,
+            "auth.signup",
+            None,
+            serde_json::json!({}),
+        )
+        .await?;
         Ok::<_, ApiError>(user)
     })
     .await?;
@@ -59,9 +84,12 @@ pub async fn signup(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 pub async fn login(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let config = ctx.ports.config()?;
     let body: Credentials = json_body(req)?;
-    let invalid = || ApiError::unauthorized("invalid_credentials", "The email or password is incorrect.");
+    let invalid =
+        || ApiError::unauthorized("invalid_credentials", "The email or password is incorrect.");
     // A malformed address cannot belong to an account: same answer as a wrong password.
-    let Ok(email) = Email::parse(&body.email) else { return Err(invalid()) };
+    let Ok(email) = Email::parse(&body.email) else {
+        return Err(invalid());
+    };
     throttle::check(ctx, &email.normalized).await?;
     let found = users::credentials_by_email(ctx.ports.sql.as_ref(), &email.normalized).await?;
     let crypto = ctx.ports.crypto.as_ref();
@@ -69,18 +97,39 @@ pub async fn login(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         Some((user, hash)) if password::verify(crypto, &body.password, &hash).await => user,
         Some((user, _)) => {
             throttle::failed(ctx, &email.normalized).await?;
-            audit::record(ctx.ports.sql.as_ref(), ctx, &user.id, "auth.login_failed", None, serde_json::json!({})).await?;
+            audit::record(
+                ctx.ports.sql.as_ref(),
+                ctx,
+                &user.id,
+                "auth.login_failed",
+                None,
+                serde_json::json!({}),
+            )
+            .await?;
             return Err(invalid());
         }
         None => {
             // Spend the same time as a real check so unknown emails do not stand out.
-            password::verify(crypto, &body.password, &password::dummy_hash(config.password_iterations)).await;
+            password::verify(
+                crypto,
+                &body.password,
+                &password::dummy_hash(config.password_iterations),
+            )
+            .await;
             throttle::failed(ctx, &email.normalized).await?;
             return Err(invalid());
         }
     };
     throttle::succeeded(ctx, &email.normalized).await?;
-    audit::record(ctx.ports.sql.as_ref(), ctx, &user.id, "auth.login", None, serde_json::json!({})).await?;
+    audit::record(
+        ctx.ports.sql.as_ref(),
+        ctx,
+        &user.id,
+        "auth.login",
+        None,
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(ok(&token_response(ctx, &user, None, None).await?))
 }
 
@@ -89,14 +138,24 @@ pub async fn refresh(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let (user_id, next) = refresh::rotate(ctx, &body.refresh_token).await?;
     let user = users::by_id(ctx.ports.sql.as_ref(), &user_id)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid_refresh_token", "The account no longer exists."))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("invalid_refresh_token", "The account no longer exists.")
+        })?;
     Ok(ok(&token_response(ctx, &user, None, Some(next)).await?))
 }
 
 pub async fn logout(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let body: RefreshBody = json_body(req)?;
     if let Some(user_id) = refresh::revoke(ctx, &body.refresh_token).await? {
-        audit::record(ctx.ports.sql.as_ref(), ctx, &user_id, "auth.logout", None, serde_json::json!({})).await?;
+        audit::record(
+            ctx.ports.sql.as_ref(),
+            ctx,
+            &user_id,
+            "auth.logout",
+            None,
+            serde_json::json!({}),
+        )
+        .await?;
     }
     Ok(no_content())
 }

@@ -48,7 +48,10 @@ pub fn verify_access(config: &Config, now_ms: i64, token: &str) -> Option<Access
     if untrusted.algorithm() != "HS256" {
         return None;
     }
-    let token = Hs256.validator::<AccessClaims>(&Hs256Key::new(&config.jwt_secret)).validate(&untrusted).ok()?;
+    let token = Hs256
+        .validator::<AccessClaims>(&Hs256Key::new(&config.jwt_secret))
+        .validate(&untrusted)
+        .ok()?;
     let claims = token.claims();
     claims.validate_expiration(&time(now_ms)).ok()?;
     claims.expiration?;
@@ -64,7 +67,11 @@ struct Peek {
 /// The unverified `iss` of a token, used only to pick the verifier.
 pub fn peek_issuer(token: &str) -> Option<String> {
     let untrusted = UntrustedToken::new(token).ok()?;
-    untrusted.deserialize_claims_unchecked::<Peek>().ok()?.custom.iss
+    untrusted
+        .deserialize_claims_unchecked::<Peek>()
+        .ok()?
+        .custom
+        .iss
 }
 
 #[cfg(test)]
@@ -79,14 +86,23 @@ mod tests {
     fn issued_token_verifies_until_it_expires() {
         let c = config();
         let t = issue_access(&c, 1_700_000_000_000, "usr_1", "user");
-        assert_eq!(verify_access(&c, 1_700_000_000_000, &t).map(|c| c.sub), Some("usr_1".into()));
-        assert!(verify_access(&c, 1_700_000_000_000 + (ACCESS_TTL_SECS + LEEWAY_SECS + 1) * 1000, &t).is_none());
+        assert_eq!(
+            verify_access(&c, 1_700_000_000_000, &t).map(|c| c.sub),
+            Some("usr_1".into())
+        );
+        assert!(verify_access(
+            &c,
+            1_700_000_000_000 + (ACCESS_TTL_SECS + LEEWAY_SECS + 1) * 1000,
+            &t
+        )
+        .is_none());
         assert_eq!(peek_issuer(&t).as_deref(), Some(ISSUER));
     }
 
     #[test]
     fn token_under_another_secret_is_rejected() {
-        let other = Config::from_vars(|k| (k == "JWT_SECRET").then(|| "x".repeat(40))).expect("config");
+        let other =
+            Config::from_vars(|k| (k == "JWT_SECRET").then(|| "x".repeat(40))).expect("config");
         let t = issue_access(&other, 1_700_000_000_000, "usr_1", "admin");
         assert!(verify_access(&config(), 1_700_000_000_000, &t).is_none());
     }
@@ -97,6 +113,8 @@ mod tests {
         let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = b.encode(r#"{"alg":"none","typ":"JWT"}"#);
         let body = b.encode(r#"{"sub":"usr_1","iss":"everjust","aud":"everjust-api","role":"admin","exp":9999999999}"#);
-        assert!(verify_access(&config(), 1_700_000_000_000, &format!("{header}.{body}.")).is_none());
+        assert!(
+            verify_access(&config(), 1_700_000_000_000, &format!("{header}.{body}.")).is_none()
+        );
     }
 }

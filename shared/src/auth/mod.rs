@@ -34,11 +34,15 @@ impl Caller {
 /// is not authenticated.
 pub async fn authenticate(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
     let config = ctx.ports.config()?;
-    let token = bearer_token(req).ok_or_else(|| ApiError::unauthorized("unauthorized", "Send Authorization: Bearer <token>."))?;
-    let invalid = || ApiError::unauthorized("invalid_token", "The access token is invalid or expired.");
+    let token = bearer_token(req).ok_or_else(|| {
+        ApiError::unauthorized("unauthorized", "Send Authorization: Bearer <token>.")
+    })?;
+    let invalid =
+        || ApiError::unauthorized("invalid_token", "The access token is invalid or expired.");
     let issuer = jwt::peek_issuer(token).ok_or_else(invalid)?;
     let user = if issuer == jwt::ISSUER {
-        let claims = jwt::verify_access(config, ctx.ports.clock.now_ms(), token).ok_or_else(invalid)?;
+        let claims =
+            jwt::verify_access(config, ctx.ports.clock.now_ms(), token).ok_or_else(invalid)?;
         users::by_id(ctx.ports.sql.as_ref(), &claims.sub).await?
     } else if config.oidc.as_ref().is_some_and(|o| o.issuer == issuer) {
         let identity = oidc::verify(ctx, token).await?.ok_or_else(invalid)?;

@@ -46,8 +46,12 @@ struct OidcClaims {
 /// Verifies `token`; `Ok(None)` when it is not acceptable.
 pub async fn verify(ctx: &Ctx<'_>, token: &str) -> ApiResult<Option<Identity>> {
     let config = ctx.ports.config()?;
-    let Some(oidc) = &config.oidc else { return Ok(None) };
-    let Ok(untrusted) = UntrustedToken::new(token) else { return Ok(None) };
+    let Some(oidc) = &config.oidc else {
+        return Ok(None);
+    };
+    let Ok(untrusted) = UntrustedToken::new(token) else {
+        return Ok(None);
+    };
     let alg = match untrusted.algorithm() {
         "RS256" => OidcAlg::Rs256,
         "ES256" => OidcAlg::Es256,
@@ -56,23 +60,38 @@ pub async fn verify(ctx: &Ctx<'_>, token: &str) -> ApiResult<Option<Identity>> {
     if !oidc.algorithms.contains(&alg) {
         return Ok(None);
     }
-    let Some(kid) = untrusted.header().key_id.clone() else { return Ok(None) };
-    let Some(raw) = find_key(ctx, oidc, &kid).await? else { return Ok(None) };
-    let Ok(jwk) = serde_json::from_value::<JsonWebKey<'_>>(raw) else { return Ok(None) };
+    let Some(kid) = untrusted.header().key_id.clone() else {
+        return Ok(None);
+    };
+    let Some(raw) = find_key(ctx, oidc, &kid).await? else {
+        return Ok(None);
+    };
+    let Ok(jwk) = serde_json::from_value::<JsonWebKey<'_>>(raw) else {
+        return Ok(None);
+    };
     let claims = match alg {
         OidcAlg::Rs256 => {
-            let Ok(key) = RsaPublicKey::try_from(&jwk) else { return Ok(None) };
+            let Ok(key) = RsaPublicKey::try_from(&jwk) else {
+                return Ok(None);
+            };
             validate(&Rsa::rs256(), &key, &untrusted)
         }
         OidcAlg::Es256 => {
-            let Ok(key) = <Es256 as Algorithm>::VerifyingKey::try_from(&jwk) else { return Ok(None) };
+            let Ok(key) = <Es256 as Algorithm>::VerifyingKey::try_from(&jwk) else {
+                return Ok(None);
+            };
             validate(&Es256, &key, &untrusted)
         }
     };
-    let Some(claims) = claims else { return Ok(None) };
+    let Some(claims) = claims else {
+        return Ok(None);
+    };
     let now = DateTime::from_timestamp_millis(ctx.ports.clock.now_ms()).unwrap_or_default();
     let time = TimeOptions::new(Duration::seconds(LEEWAY_SECS), move || now);
-    if claims.expiration.is_none() || claims.validate_expiration(&time).is_err() || claims.validate_maturity(&time).is_err() {
+    if claims.expiration.is_none()
+        || claims.validate_expiration(&time).is_err()
+        || claims.validate_maturity(&time).is_err()
+    {
         return Ok(None);
     }
     let c = claims.custom;
@@ -84,15 +103,30 @@ pub async fn verify(ctx: &Ctx<'_>, token: &str) -> ApiResult<Option<Identity>> {
         return Ok(None);
     }
     let email = c.email.filter(|_| c.email_verified.unwrap_or(false));
-    Ok(Some(Identity { issuer: c.iss, subject: c.sub, email }))
+    Ok(Some(Identity {
+        issuer: c.iss,
+        subject: c.sub,
+        email,
+    }))
 }
 
-fn validate<A: Algorithm>(alg: &A, key: &A::VerifyingKey, token: &UntrustedToken<'_>) -> Option<Claims<OidcClaims>> {
-    alg.validator::<OidcClaims>(key).validate(token).ok().map(|t| t.claims().clone())
+fn validate<A: Algorithm>(
+    alg: &A,
+    key: &A::VerifyingKey,
+    token: &UntrustedToken<'_>,
+) -> Option<Claims<OidcClaims>> {
+    alg.validator::<OidcClaims>(key)
+        .validate(token)
+        .ok()
+        .map(|t| t.claims().clone())
 }
 
 /// The JWK with `kid`, from the cached set or, if absent, a rate-limited refetch.
-async fn find_key(ctx: &Ctx<'_>, oidc: &OidcConfig, kid: &str) -> ApiResult<Option<serde_json::Value>> {
+async fn find_key(
+    ctx: &Ctx<'_>,
+    oidc: &OidcConfig,
+    kid: &str,
+) -> ApiResult<Option<serde_json::Value>> {
     let cache_key = format!("oidc:jwks:{}", oidc.jwks_url);
     if let Some(cached) = ctx.ports.kv.get(&cache_key).await? {
         if let Some(k) = select(&cached, kid) {
@@ -103,7 +137,10 @@ async fn find_key(ctx: &Ctx<'_>, oidc: &OidcConfig, kid: &str) -> ApiResult<Opti
     if ctx.ports.kv.get(&gate).await?.is_some() {
         return Ok(None);
     }
-    ctx.ports.kv.put(&gate, b"1", Some(REFETCH_INTERVAL_SECS)).await?;
+    ctx.ports
+        .kv
+        .put(&gate, b"1", Some(REFETCH_INTERVAL_SECS))
+        .await?;
     let req = http::Request::get(&oidc.jwks_url)
         .header("accept", "application/json")
         .body(Bytes::new())
@@ -119,12 +156,18 @@ async fn find_key(ctx: &Ctx<'_>, oidc: &OidcConfig, kid: &str) -> ApiResult<Opti
             return Ok(None);
         }
     };
-    ctx.ports.kv.put(&cache_key, &body, Some(JWKS_TTL_SECS)).await?;
+    ctx.ports
+        .kv
+        .put(&cache_key, &body, Some(JWKS_TTL_SECS))
+        .await?;
     Ok(select(&body, kid))
 }
 
 fn select(jwks: &[u8], kid: &str) -> Option<serde_json::Value> {
     let doc: serde_json::Value = serde_json::from_slice(jwks).ok()?;
-    doc.get("keys")?.as_array()?.iter().find(|k| k.get("kid").and_then(|v| v.as_str()) == Some(kid)).cloned()
+    doc.get("keys")?
+        .as_array()?
+        .iter()
+        .find(|k| k.get("kid").and_then(|v| v.as_str()) == Some(kid))
+        .cloned()
 }
-

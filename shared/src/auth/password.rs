@@ -15,12 +15,46 @@ pub const MAX_BYTES: usize = 1024;
 
 /// Common passwords that meet the length rule (lower-case).
 const COMMON: &[&str] = &[
-    "password123", "password1234", "password12345", "1234567890", "12345678910", "0123456789", "qwertyuiop",
-    "qwerty12345", "qwerty123456", "1q2w3e4r5t", "1qaz2wsx3edc", "iloveyou123", "letmein123", "welcome123",
-    "adminadmin", "administrator", "passw0rd123", "abcdefghij", "abc1234567", "aaaaaaaaaa", "1111111111",
-    "0000000000", "football123", "baseball123", "princess123", "sunshine123", "starwars123", "monkey12345",
-    "dragon12345", "superman123", "trustno1234", "changeme123", "qwertyuiop123", "asdfghjkl123", "zxcvbnm123",
-    "passwordpassword", "mypassword", "mypassword1", "secret1234", "whatever123",
+    "password123",
+    "password1234",
+    "password12345",
+    "1234567890",
+    "12345678910",
+    "0123456789",
+    "qwertyuiop",
+    "qwerty12345",
+    "qwerty123456",
+    "1q2w3e4r5t",
+    "1qaz2wsx3edc",
+    "iloveyou123",
+    "letmein123",
+    "welcome123",
+    "adminadmin",
+    "administrator",
+    "passw0rd123",
+    "abcdefghij",
+    "abc1234567",
+    "aaaaaaaaaa",
+    "1111111111",
+    "0000000000",
+    "football123",
+    "baseball123",
+    "princess123",
+    "sunshine123",
+    "starwars123",
+    "monkey12345",
+    "dragon12345",
+    "superman123",
+    "trustno1234",
+    "changeme123",
+    "qwertyuiop123",
+    "asdfghjkl123",
+    "zxcvbnm123",
+    "passwordpassword",
+    "mypassword",
+    "mypassword1",
+    "secret1234",
+    "whatever123",
 ];
 
 /// Checks the password rules; `email` is used to refuse the address itself.
@@ -34,10 +68,18 @@ pub fn check_strength(password: &str, email_normalized: &str) -> Result<(), ApiE
     }
     let lower = password.to_lowercase();
     let local = email_normalized.split('@').next().unwrap_or_default();
-    if COMMON.contains(&lower.as_str()) || lower == email_normalized || (!local.is_empty() && lower == local) {
-        return Err(weak("This password is too common or too easy to guess; choose another."));
+    if COMMON.contains(&lower.as_str())
+        || lower == email_normalized
+        || (!local.is_empty() && lower == local)
+    {
+        return Err(weak(
+            "This password is too common or too easy to guess; choose another.",
+        ));
     }
-    if lower.chars().all(|c| c == lower.chars().next().unwrap_or(' ')) {
+    if lower
+        .chars()
+        .all(|c| c == lower.chars().next().unwrap_or(' '))
+    {
         return Err(weak("This password is too easy to guess; choose another."));
     }
     Ok(())
@@ -47,22 +89,36 @@ pub fn check_strength(password: &str, email_normalized: &str) -> Result<(), ApiE
 pub async fn hash(crypto: &dyn Crypto, password: &str, iterations: u32) -> String {
     let mut salt = [0u8; 16];
     crypto.fill_random(&mut salt);
-    let out = crypto.pbkdf2_sha256(password.as_bytes(), &salt, iterations).await;
-    format!("pbkdf2-sha256${iterations}${}${}", B64.encode(salt), B64.encode(out))
+    let out = crypto
+        .pbkdf2_sha256(password.as_bytes(), &salt, iterations)
+        .await;
+    format!(
+        "pbkdf2-sha256${iterations}${}${}",
+        B64.encode(salt),
+        B64.encode(out)
+    )
 }
 
 /// Checks `password` against a stored hash in constant time.
 pub async fn verify(crypto: &dyn Crypto, password: &str, stored: &str) -> bool {
     let mut parts = stored.split('$');
-    let (Some("pbkdf2-sha256"), Some(iter), Some(salt), Some(expected), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some("pbkdf2-sha256"), Some(iter), Some(salt), Some(expected), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let (Ok(iterations), Ok(salt), Ok(expected)) =
+        (iter.parse::<u32>(), B64.decode(salt), B64.decode(expected))
     else {
         return false;
     };
-    let (Ok(iterations), Ok(salt), Ok(expected)) = (iter.parse::<u32>(), B64.decode(salt), B64.decode(expected)) else {
-        return false;
-    };
-    let out = crypto.pbkdf2_sha256(password.as_bytes(), &salt, iterations).await;
+    let out = crypto
+        .pbkdf2_sha256(password.as_bytes(), &salt, iterations)
+        .await;
     out.ct_eq(expected.as_slice()).into()
 }
 
@@ -100,6 +156,9 @@ mod tests {
     #[tokio::test]
     async fn two_hashes_of_one_password_differ_by_salt() {
         let c = SeededCrypto::new(9);
-        assert_ne!(hash(&c, "correct horse battery", 1000).await, hash(&c, "correct horse battery", 1000).await);
+        assert_ne!(
+            hash(&c, "correct horse battery", 1000).await,
+            hash(&c, "correct horse battery", 1000).await
+        );
     }
 }

@@ -30,14 +30,23 @@ pub async fn issue(ctx: &Ctx<'_>, user_id: &str, family: Option<&str>) -> ApiRes
         .execute(
             "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
              VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
-            &[id.clone().into(), user_id.into(), family.into(), hash(&secret).into(), Value::Float(REFRESH_TTL_SECS as f64)],
+            &[
+                id.clone().into(),
+                user_id.into(),
+                family.into(),
+                hash(&secret).into(),
+                Value::Float(REFRESH_TTL_SECS as f64),
+            ],
         )
         .await?;
     Ok(format!("{id}.{secret}"))
 }
 
 fn invalid() -> ApiError {
-    ApiError::unauthorized("invalid_refresh_token", "The refresh token is invalid, expired or already used. Log in again.")
+    ApiError::unauthorized(
+        "invalid_refresh_token",
+        "The refresh token is invalid, expired or already used. Log in again.",
+    )
 }
 
 /// Rotates `token`: returns the user id and the next token of its family.
@@ -67,7 +76,15 @@ pub async fn rotate(ctx: &Ctx<'_>, token: &str) -> ApiResult<(String, String)> {
     }
     let reused = || async {
         revoke_family(ctx, &family).await?;
-        crate::db::audit::record(sql, ctx, &user_id, "auth.refresh_reuse", Some(&family), serde_json::json!({})).await?;
+        crate::db::audit::record(
+            sql,
+            ctx,
+            &user_id,
+            "auth.refresh_reuse",
+            Some(&family),
+            serde_json::json!({}),
+        )
+        .await?;
         Err::<(String, String), ApiError>(ApiError::unauthorized(
             "refresh_token_reused",
             "This refresh token was already used; every session of this login was signed out.",
@@ -109,14 +126,19 @@ pub async fn revoke_family(ctx: &Ctx<'_>, family: &str) -> ApiResult<()> {
 
 /// Revokes the family of `token` if the token is genuine; unknown tokens are ignored.
 pub async fn revoke(ctx: &Ctx<'_>, token: &str) -> ApiResult<Option<String>> {
-    let Some((id, secret)) = token.split_once('.') else { return Ok(None) };
+    let Some((id, secret)) = token.split_once('.') else {
+        return Ok(None);
+    };
     if !ids::is_valid(id, "rt") {
         return Ok(None);
     }
     let Some(row) = ctx
         .ports
         .sql
-        .query_opt("SELECT user_id, family_id, token_hash FROM refresh_tokens WHERE id = $1", &[id.into()])
+        .query_opt(
+            "SELECT user_id, family_id, token_hash FROM refresh_tokens WHERE id = $1",
+            &[id.into()],
+        )
         .await?
     else {
         return Ok(None);

@@ -22,7 +22,10 @@ struct Window {
 
 fn keys(ctx: &Ctx<'_>, email_normalized: &str) -> Vec<(String, u32)> {
     let digest = Sha256::digest(email_normalized.as_bytes());
-    let mut keys = vec![(format!("login:acct:{}", hex(&digest[..16])), MAX_PER_ACCOUNT)];
+    let mut keys = vec![(
+        format!("login:acct:{}", hex(&digest[..16])),
+        MAX_PER_ACCOUNT,
+    )];
     if let Some(ip) = &ctx.meta.client_ip {
         keys.push((format!("login:ip:{ip}"), MAX_PER_IP));
     }
@@ -41,7 +44,14 @@ async fn read(ctx: &Ctx<'_>, key: &str, now: i64) -> ApiResult<Window> {
         .await?
         .and_then(|b| serde_json::from_slice::<Window>(&b).ok())
         .unwrap_or_default();
-    Ok(if now - w.start_ms >= WINDOW_SECS * 1000 { Window { count: 0, start_ms: now } } else { w })
+    Ok(if now - w.start_ms >= WINDOW_SECS * 1000 {
+        Window {
+            count: 0,
+            start_ms: now,
+        }
+    } else {
+        w
+    })
 }
 
 /// Refuses with 429 while the account or the IP is over its limit.
@@ -67,7 +77,9 @@ pub async fn failed(ctx: &Ctx<'_>, email_normalized: &str) -> ApiResult<()> {
     for (key, _) in keys(ctx, email_normalized) {
         let mut w = read(ctx, &key, now).await?;
         w.count += 1;
-        let ttl = u64::try_from((w.start_ms + WINDOW_SECS * 1000 - now) / 1000).unwrap_or(0).max(60);
+        let ttl = u64::try_from((w.start_ms + WINDOW_SECS * 1000 - now) / 1000)
+            .unwrap_or(0)
+            .max(60);
         let bytes = serde_json::to_vec(&w).unwrap_or_default();
         ctx.ports.kv.put(&key, &bytes, Some(ttl)).await?;
     }

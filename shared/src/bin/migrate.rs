@@ -18,7 +18,9 @@ async fn main() {
     };
     let conn = tokio::spawn(connection);
     match apply(&PgSql::new(client), MIGRATIONS).await {
-        Ok(applied) if applied.is_empty() => println!("migrate: up to date ({} migrations)", MIGRATIONS.len()),
+        Ok(applied) if applied.is_empty() => {
+            println!("migrate: up to date ({} migrations)", MIGRATIONS.len())
+        }
         Ok(applied) => println!("migrate: applied {}", applied.join(", ")),
         Err(e) => {
             eprintln!("migrate: {e}");

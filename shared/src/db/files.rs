@@ -23,18 +23,31 @@ fn from_row(r: &Row) -> Result<FileMeta, SqlError> {
     })
 }
 
-pub async fn page(sql: &dyn Sql, project: &str, after: Option<&str>, limit: usize) -> Result<Vec<FileMeta>, SqlError> {
+pub async fn page(
+    sql: &dyn Sql,
+    project: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<FileMeta>, SqlError> {
     let rows = sql
         .query(
             "SELECT path, size, sha256, updated_at FROM files
              WHERE project_id = $1 AND ($2::text IS NULL OR path > $2) ORDER BY path LIMIT $3",
-            &[project.into(), after.into(), Value::Int(i64::try_from(limit).unwrap_or(1000))],
+            &[
+                project.into(),
+                after.into(),
+                Value::Int(i64::try_from(limit).unwrap_or(1000)),
+            ],
         )
         .await?;
     rows.iter().map(from_row).collect()
 }
 
-pub async fn meta(sql: &dyn Sql, project: &str, path: &ProjectPath) -> Result<Option<FileMeta>, SqlError> {
+pub async fn meta(
+    sql: &dyn Sql,
+    project: &str,
+    path: &ProjectPath,
+) -> Result<Option<FileMeta>, SqlError> {
     sql.query_opt(
         "SELECT path, size, sha256, updated_at FROM files WHERE project_id = $1 AND path = $2",
         &[project.into(), path.as_str().into()],
@@ -46,7 +59,12 @@ pub async fn meta(sql: &dyn Sql, project: &str, path: &ProjectPath) -> Result<Op
 }
 
 /// The file's metadata and content, read through its owner.
-pub async fn read(sql: &dyn Sql, owner: &str, project: &str, path: &ProjectPath) -> Result<Option<(FileMeta, Vec<u8>)>, SqlError> {
+pub async fn read(
+    sql: &dyn Sql,
+    owner: &str,
+    project: &str,
+    path: &ProjectPath,
+) -> Result<Option<(FileMeta, Vec<u8>)>, SqlError> {
     let row = sql
         .query_opt(
             "SELECT f.path, f.size, f.sha256, f.updated_at, b.content
@@ -56,12 +74,20 @@ pub async fn read(sql: &dyn Sql, owner: &str, project: &str, path: &ProjectPath)
             &[project.into(), path.as_str().into(), owner.into()],
         )
         .await?;
-    row.map(|r| Ok((from_row(&r)?, r.bytes("content")?))).transpose()
+    row.map(|r| Ok((from_row(&r)?, r.bytes("content")?)))
+        .transpose()
 }
 
 /// Writes the file (content stored once per owner and hash); returns its
 /// metadata and whether it was new. Keeps `projects.total_bytes` exact.
-pub async fn write(sql: &dyn Sql, owner: &str, project: &str, path: &ProjectPath, sha256: &str, content: &[u8]) -> Result<(FileMeta, bool), SqlError> {
+pub async fn write(
+    sql: &dyn Sql,
+    owner: &str,
+    project: &str,
+    path: &ProjectPath,
+    sha256: &str,
+    content: &[u8],
+) -> Result<(FileMeta, bool), SqlError> {
     let old = meta(sql, project, path).await?;
     let size = i64::try_from(content.len()).unwrap_or(i64::MAX);
     sql.execute(
@@ -93,7 +119,12 @@ pub async fn write(sql: &dyn Sql, owner: &str, project: &str, path: &ProjectPath
 }
 
 /// Deletes the file; returns whether it existed.
-pub async fn delete(sql: &dyn Sql, owner: &str, project: &str, path: &ProjectPath) -> Result<bool, SqlError> {
+pub async fn delete(
+    sql: &dyn Sql,
+    owner: &str,
+    project: &str,
+    path: &ProjectPath,
+) -> Result<bool, SqlError> {
     let Some(row) = sql
         .query_opt(
             "DELETE FROM files WHERE project_id = $1 AND path = $2 RETURNING sha256, size",
@@ -124,7 +155,11 @@ async fn collect_blob(sql: &dyn Sql, owner: &str, sha256: &str) -> Result<(), Sq
 }
 
 /// Every file of a project with its content (GDPR export).
-pub async fn export(sql: &dyn Sql, owner: &str, project: &str) -> Result<Vec<(FileMeta, Vec<u8>)>, SqlError> {
+pub async fn export(
+    sql: &dyn Sql,
+    owner: &str,
+    project: &str,
+) -> Result<Vec<(FileMeta, Vec<u8>)>, SqlError> {
     let rows = sql
         .query(
             "SELECT f.path, f.size, f.sha256, f.updated_at, b.content FROM files f
@@ -133,5 +168,7 @@ pub async fn export(sql: &dyn Sql, owner: &str, project: &str) -> Result<Vec<(Fi
             &[project.into(), owner.into()],
         )
         .await?;
-    rows.iter().map(|r| Ok((from_row(r)?, r.bytes("content")?))).collect()
+    rows.iter()
+        .map(|r| Ok((from_row(r)?, r.bytes("content")?)))
+        .collect()
 }

@@ -30,17 +30,26 @@ pub async fn apply(sql: &dyn Sql, migrations: &[Migration]) -> Result<Vec<&'stat
         )",
     )
     .await?;
-    sql.query("SELECT pg_advisory_lock($1)", &[Value::Int(LOCK_KEY)]).await?;
+    sql.batch(&format!("SELECT pg_advisory_lock({LOCK_KEY})"))
+        .await?;
     let result = apply_locked(sql, migrations).await;
-    let unlock = sql.query("SELECT pg_advisory_unlock($1)", &[Value::Int(LOCK_KEY)]).await;
+    let unlock = sql
+        .batch(&format!("SELECT pg_advisory_unlock({LOCK_KEY})"))
+        .await;
     let applied = result?;
     unlock?;
     Ok(applied)
 }
 
-async fn apply_locked(sql: &dyn Sql, migrations: &[Migration]) -> Result<Vec<&'static str>, SqlError> {
+async fn apply_locked(
+    sql: &dyn Sql,
+    migrations: &[Migration],
+) -> Result<Vec<&'static str>, SqlError> {
     let done: Vec<i64> = sql
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| r.int("version"))

@@ -4,6 +4,6 @@
 
 pub mod audit;
 pub mod files;
+pub mod migrate;
 pub mod projects;
 pub mod users;
-pub mod migrate;

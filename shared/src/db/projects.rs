@@ -29,7 +29,14 @@ fn from_row(r: &Row) -> Result<Project, SqlError> {
     })
 }
 
-pub async fn insert(sql: &dyn Sql, id: &str, owner: &str, name: &str, description: &str, template: &str) -> Result<Project, SqlError> {
+pub async fn insert(
+    sql: &dyn Sql,
+    id: &str,
+    owner: &str,
+    name: &str,
+    description: &str,
+    template: &str,
+) -> Result<Project, SqlError> {
     let row = sql
         .query_opt(
             &format!(
@@ -47,11 +54,14 @@ pub async fn get(sql: &dyn Sql, owner: &str, id: &str) -> Result<Option<Project>
     if !ids::is_valid(id, "prj") {
         return Ok(None);
     }
-    sql.query_opt(&format!("SELECT {COLUMNS} FROM projects WHERE id = $1 AND owner_id = $2"), &[id.into(), owner.into()])
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    sql.query_opt(
+        &format!("SELECT {COLUMNS} FROM projects WHERE id = $1 AND owner_id = $2"),
+        &[id.into(), owner.into()],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
 }
 
 /// Locks the owner's project row for the rest of the transaction.
@@ -70,7 +80,12 @@ pub async fn lock(sql: &dyn Sql, owner: &str, id: &str) -> Result<Option<Project
 }
 
 /// One page of the owner's projects after `after`, newest id last.
-pub async fn page(sql: &dyn Sql, owner: &str, after: Option<&str>, limit: usize) -> Result<Vec<Project>, SqlError> {
+pub async fn page(
+    sql: &dyn Sql,
+    owner: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Project>, SqlError> {
     let rows = sql
         .query(
             &format!(
@@ -84,11 +99,22 @@ pub async fn page(sql: &dyn Sql, owner: &str, after: Option<&str>, limit: usize)
 }
 
 pub async fn all_for_owner(sql: &dyn Sql, owner: &str) -> Result<Vec<Project>, SqlError> {
-    let rows = sql.query(&format!("SELECT {COLUMNS} FROM projects WHERE owner_id = $1 ORDER BY id"), &[owner.into()]).await?;
+    let rows = sql
+        .query(
+            &format!("SELECT {COLUMNS} FROM projects WHERE owner_id = $1 ORDER BY id"),
+            &[owner.into()],
+        )
+        .await?;
     rows.iter().map(from_row).collect()
 }
 
-pub async fn update(sql: &dyn Sql, owner: &str, id: &str, name: Option<&str>, description: Option<&str>) -> Result<Option<Project>, SqlError> {
+pub async fn update(
+    sql: &dyn Sql,
+    owner: &str,
+    id: &str,
+    name: Option<&str>,
+    description: Option<&str>,
+) -> Result<Option<Project>, SqlError> {
     if !ids::is_valid(id, "prj") {
         return Ok(None);
     }
@@ -110,7 +136,12 @@ pub async fn delete(sql: &dyn Sql, owner: &str, id: &str) -> Result<bool, SqlErr
     if !ids::is_valid(id, "prj") {
         return Ok(false);
     }
-    let n = sql.execute("DELETE FROM projects WHERE id = $1 AND owner_id = $2", &[id.into(), owner.into()]).await?;
+    let n = sql
+        .execute(
+            "DELETE FROM projects WHERE id = $1 AND owner_id = $2",
+            &[id.into(), owner.into()],
+        )
+        .await?;
     if n > 0 {
         sql.execute(
             "DELETE FROM blobs b WHERE b.owner_id = $1

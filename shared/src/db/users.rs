@@ -32,15 +32,21 @@ pub async fn by_id(sql: &dyn Sql, id: &str) -> Result<Option<User>, SqlError> {
     if !ids::is_valid(id, "usr") {
         return Ok(None);
     }
-    sql.query_opt(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"), &[id.into()])
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    sql.query_opt(
+        &format!("SELECT {COLUMNS} FROM users WHERE id = $1"),
+        &[id.into()],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
 }
 
 /// The user and password hash for a login, if the account has a password.
-pub async fn credentials_by_email(sql: &dyn Sql, email_normalized: &str) -> Result<Option<(User, String)>, SqlError> {
+pub async fn credentials_by_email(
+    sql: &dyn Sql,
+    email_normalized: &str,
+) -> Result<Option<(User, String)>, SqlError> {
     let row = sql
         .query_opt(
             "SELECT u.id, u.email, u.role, u.tier, u.created_at, c.password_hash
@@ -48,11 +54,18 @@ pub async fn credentials_by_email(sql: &dyn Sql, email_normalized: &str) -> Resu
             &[email_normalized.into()],
         )
         .await?;
-    row.map(|r| Ok((from_row(&r)?, r.text("password_hash")?))).transpose()
+    row.map(|r| Ok((from_row(&r)?, r.text("password_hash")?)))
+        .transpose()
 }
 
 /// Creates a password account; `email_taken` when the address is in use.
-pub async fn create_with_password(sql: &dyn Sql, id: &str, display: &str, normalized: &str, hash: &str) -> ApiResult<User> {
+pub async fn create_with_password(
+    sql: &dyn Sql,
+    id: &str,
+    display: &str,
+    normalized: &str,
+    hash: &str,
+) -> ApiResult<User> {
     let row = sql
         .query_opt(
             &format!("INSERT INTO users (id, email, email_normalized) VALUES ($1, $2, $3) RETURNING {COLUMNS}"),
@@ -64,8 +77,11 @@ pub async fn create_with_password(sql: &dyn Sql, id: &str, display: &str, normal
             e => ApiError::from(e),
         })?
         .ok_or_else(|| ApiError::internal("insert returned no row"))?;
-    sql.execute("INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)", &[id.into(), hash.into()])
-        .await?;
+    sql.execute(
+        "INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)",
+        &[id.into(), hash.into()],
+    )
+    .await?;
     Ok(from_row(&row)?)
 }
 
@@ -80,23 +96,53 @@ pub async fn upsert_oidc(ctx: &Ctx<'_>, identity: &Identity) -> ApiResult<User> 
         return Ok(from_row(&r)?);
     }
     let id = ids::new_id(ctx.ports, "usr");
-    let insert = "INSERT INTO users (id, email, email_normalized, oidc_subject) VALUES ($1, $2, $3, $4)
+    let insert =
+        "INSERT INTO users (id, email, email_normalized, oidc_subject) VALUES ($1, $2, $3, $4)
                   ON CONFLICT (oidc_subject) DO NOTHING";
     let email = identity.email.clone();
     let normalized = email.as_ref().map(|e| e.to_lowercase());
-    let first = sql.execute(insert, &[id.clone().into(), email.into(), normalized.into(), subject.clone().into()]).await;
+    let first = sql
+        .execute(
+            insert,
+            &[
+                id.clone().into(),
+                email.into(),
+                normalized.into(),
+                subject.clone().into(),
+            ],
+        )
+        .await;
     match first {
         Ok(_) => {}
         Err(SqlError::Unique(_)) => {
-            sql.execute(insert, &[id.clone().into(), crate::ports::sql::Value::Null, crate::ports::sql::Value::Null, subject.clone().into()])
-                .await?;
+            sql.execute(
+                insert,
+                &[
+                    id.clone().into(),
+                    crate::ports::sql::Value::Null,
+                    crate::ports::sql::Value::Null,
+                    subject.clone().into(),
+                ],
+            )
+            .await?;
         }
         Err(e) => return Err(e.into()),
     }
-    let row = sql.query_opt(&select, &[subject.into()]).await?.ok_or_else(|| ApiError::internal("oidc user vanished"))?;
+    let row = sql
+        .query_opt(&select, &[subject.into()])
+        .await?
+        .ok_or_else(|| ApiError::internal("oidc user vanished"))?;
     let user = from_row(&row)?;
     if user.id == id {
-        crate::db::audit::record(sql, ctx, &user.id, "auth.oidc_user_created", Some(&identity.issuer), serde_json::json!({})).await?;
+        crate::db::audit::record(
+            sql,
+            ctx,
+            &user.id,
+            "auth.oidc_user_created",
+            Some(&identity.issuer),
+            serde_json::json!({}),
+        )
+        .await?;
     }
     Ok(user)
 }

@@ -23,7 +23,12 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> ApiResult<T> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence != "application/json" && !essence.ends_with("+json") {
         return Err(ApiError::new(
             http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -33,7 +38,9 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> ApiResult<T> {
     }
     serde_json::from_slice(req.body()).map_err(|e| {
         let detail = match e.classify() {
-            serde_json::error::Category::Data => format!("The JSON body does not match the expected shape: {e}"),
+            serde_json::error::Category::Data => {
+                format!("The JSON body does not match the expected shape: {e}")
+            }
             _ => "The body is not valid JSON.".to_owned(),
         };
         ApiError::bad_request("invalid_body", detail)
@@ -47,7 +54,9 @@ pub fn query_param(req: &Request, name: &str) -> Option<String> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then(|| {
             let v = v.replace('+', " ");
-            percent_encoding::percent_decode_str(&v).decode_utf8_lossy().into_owned()
+            percent_encoding::percent_decode_str(&v)
+                .decode_utf8_lossy()
+                .into_owned()
         })
     })
 }
@@ -55,5 +64,8 @@ pub fn query_param(req: &Request, name: &str) -> Option<String> {
 pub fn bearer_token(req: &Request) -> Option<&str> {
     let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }

@@ -46,9 +46,19 @@ impl<R: Copy + 'static> Router<R> {
     }
 
     pub fn find(&self, method: &Method, path: &str) -> Match<R> {
-        let Ok(m) = self.inner.at(path) else { return Match::NotFound };
-        let params = m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        let lookup = if method == Method::HEAD { &Method::GET } else { method };
+        let Ok(m) = self.inner.at(path) else {
+            return Match::NotFound;
+        };
+        let params = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let lookup = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         match m.value.iter().find(|(mm, _)| mm == lookup) {
             Some((_, r)) => Match::Found(*r, params),
             None => Match::MethodNotAllowed(m.value.iter().map(|(mm, _)| mm.clone()).collect()),

@@ -16,8 +16,16 @@ pub struct Case {
 
 fn check(name: &'static str, result: Result<(), String>) -> Case {
     match result {
-        Ok(()) => Case { name, ok: true, detail: String::new() },
-        Err(detail) => Case { name, ok: false, detail },
+        Ok(()) => Case {
+            name,
+            ok: true,
+            detail: String::new(),
+        },
+        Err(detail) => Case {
+            name,
+            ok: false,
+            detail,
+        },
     }
 }
 
@@ -33,45 +41,78 @@ macro_rules! ensure {
 pub async fn kv_suite(kv: &dyn Kv, prefix: &str) -> Vec<Case> {
     let k = |s: &str| format!("{prefix}:{s}");
     vec![
-        check("missing_key_is_none", async {
-            let v = kv.get(&k("missing")).await.map_err(|e| e.to_string())?;
-            ensure!(v.is_none(), "expected None, got {v:?}");
-            Ok(())
-        }.await),
-        check("put_then_get_returns_the_bytes", async {
-            let bytes = [0u8, 1, 2, 255, b'x'];
-            kv.put(&k("a"), &bytes, None).await.map_err(|e| e.to_string())?;
-            let v = kv.get(&k("a")).await.map_err(|e| e.to_string())?;
-            ensure!(v.as_deref() == Some(&bytes[..]), "got {v:?}");
-            Ok(())
-        }.await),
-        check("put_overwrites", async {
-            kv.put(&k("b"), b"one", None).await.map_err(|e| e.to_string())?;
-            kv.put(&k("b"), b"two", Some(3600)).await.map_err(|e| e.to_string())?;
-            let v = kv.get(&k("b")).await.map_err(|e| e.to_string())?;
-            ensure!(v.as_deref() == Some(&b"two"[..]), "got {v:?}");
-            Ok(())
-        }.await),
-        check("entry_with_ttl_is_readable_before_expiry", async {
-            kv.put(&k("t"), b"soon", Some(60)).await.map_err(|e| e.to_string())?;
-            let v = kv.get(&k("t")).await.map_err(|e| e.to_string())?;
-            ensure!(v.as_deref() == Some(&b"soon"[..]), "got {v:?}");
-            Ok(())
-        }.await),
-        check("delete_removes_and_is_idempotent", async {
-            kv.put(&k("d"), b"x", None).await.map_err(|e| e.to_string())?;
-            kv.delete(&k("d")).await.map_err(|e| e.to_string())?;
-            kv.delete(&k("d")).await.map_err(|e| e.to_string())?;
-            let v = kv.get(&k("d")).await.map_err(|e| e.to_string())?;
-            ensure!(v.is_none(), "got {v:?}");
-            Ok(())
-        }.await),
+        check(
+            "missing_key_is_none",
+            async {
+                let v = kv.get(&k("missing")).await.map_err(|e| e.to_string())?;
+                ensure!(v.is_none(), "expected None, got {v:?}");
+                Ok(())
+            }
+            .await,
+        ),
+        check(
+            "put_then_get_returns_the_bytes",
+            async {
+                let bytes = [0u8, 1, 2, 255, b'x'];
+                kv.put(&k("a"), &bytes, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let v = kv.get(&k("a")).await.map_err(|e| e.to_string())?;
+                ensure!(v.as_deref() == Some(&bytes[..]), "got {v:?}");
+                Ok(())
+            }
+            .await,
+        ),
+        check(
+            "put_overwrites",
+            async {
+                kv.put(&k("b"), b"one", None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                kv.put(&k("b"), b"two", Some(3600))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let v = kv.get(&k("b")).await.map_err(|e| e.to_string())?;
+                ensure!(v.as_deref() == Some(&b"two"[..]), "got {v:?}");
+                Ok(())
+            }
+            .await,
+        ),
+        check(
+            "entry_with_ttl_is_readable_before_expiry",
+            async {
+                kv.put(&k("t"), b"soon", Some(60))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let v = kv.get(&k("t")).await.map_err(|e| e.to_string())?;
+                ensure!(v.as_deref() == Some(&b"soon"[..]), "got {v:?}");
+                Ok(())
+            }
+            .await,
+        ),
+        check(
+            "delete_removes_and_is_idempotent",
+            async {
+                kv.put(&k("d"), b"x", None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                kv.delete(&k("d")).await.map_err(|e| e.to_string())?;
+                kv.delete(&k("d")).await.map_err(|e| e.to_string())?;
+                let v = kv.get(&k("d")).await.map_err(|e| e.to_string())?;
+                ensure!(v.is_none(), "got {v:?}");
+                Ok(())
+            }
+            .await,
+        ),
     ]
 }
 
 /// Runs the SQL executor suite in a temporary table named after `prefix`.
 pub async fn sql_suite(sql: &dyn Sql, prefix: &str) -> Vec<Case> {
-    let table = format!("conformance_{}", prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let table = format!(
+        "conformance_{}",
+        prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
     let setup = sql
         .batch(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (id int8 PRIMARY KEY, name text, data bytea, flag bool, at timestamptz DEFAULT now(), doc jsonb)"
@@ -100,40 +141,91 @@ pub async fn sql_suite(sql: &dyn Sql, prefix: &str) -> Vec<Case> {
         ensure!(row.text("doc").map_err(|e| e.to_string())?.contains('é'), "jsonb as text");
         Ok(())
     }.await));
-    cases.push(check("null_parameters_and_columns", async {
-        sql.execute(&format!("INSERT INTO {table} (id, name) VALUES ($1, $2)"), &[Value::Int(2), Value::Null])
+    cases.push(check(
+        "null_parameters_and_columns",
+        async {
+            sql.execute(
+                &format!("INSERT INTO {table} (id, name) VALUES ($1, $2)"),
+                &[Value::Int(2), Value::Null],
+            )
             .await
             .map_err(|e| e.to_string())?;
-        let row = sql
-            .query_opt(&format!("SELECT name, data FROM {table} WHERE id = $1"), &[Value::Int(2)])
+            let row = sql
+                .query_opt(
+                    &format!("SELECT name, data FROM {table} WHERE id = $1"),
+                    &[Value::Int(2)],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("row missing")?;
+            ensure!(
+                row.opt_text("name").map_err(|e| e.to_string())?.is_none(),
+                "name should be null"
+            );
+            ensure!(
+                row.value("data").map_err(|e| e.to_string())? == &Value::Null,
+                "data should be null"
+            );
+            Ok(())
+        }
+        .await,
+    ));
+    cases.push(check(
+        "unique_violation_is_reported_as_such",
+        async {
+            let r = sql
+                .execute(
+                    &format!("INSERT INTO {table} (id) VALUES ($1)"),
+                    &[Value::Int(1)],
+                )
+                .await;
+            ensure!(
+                matches!(r, Err(super::sql::SqlError::Unique(_))),
+                "got {r:?}"
+            );
+            Ok(())
+        }
+        .await,
+    ));
+    cases.push(check(
+        "rollback_discards_writes",
+        async {
+            let r: Result<(), super::sql::SqlError> = super::sql::transaction(sql, async || {
+                sql.execute(
+                    &format!("INSERT INTO {table} (id) VALUES ($1)"),
+                    &[Value::Int(3)],
+                )
+                .await?;
+                Err(super::sql::SqlError::Other("abort".into()))
+            })
+            .await;
+            ensure!(r.is_err(), "transaction should fail");
+            let rows = sql
+                .query(&format!("SELECT id FROM {table} WHERE id = 3"), &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            ensure!(rows.is_empty(), "row 3 survived a rollback");
+            Ok(())
+        }
+        .await,
+    ));
+    cases.push(check(
+        "empty_result_is_empty",
+        async {
+            let rows = sql
+                .query(&format!("SELECT id FROM {table} WHERE id < 0"), &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            ensure!(rows.is_empty(), "rows {rows:?}");
+            Ok(())
+        }
+        .await,
+    ));
+    cases.push(check(
+        "drop_table",
+        sql.batch(&format!("DROP TABLE {table}"))
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or("row missing")?;
-        ensure!(row.opt_text("name").map_err(|e| e.to_string())?.is_none(), "name should be null");
-        ensure!(row.value("data").map_err(|e| e.to_string())? == &Value::Null, "data should be null");
-        Ok(())
-    }.await));
-    cases.push(check("unique_violation_is_reported_as_such", async {
-        let r = sql.execute(&format!("INSERT INTO {table} (id) VALUES ($1)"), &[Value::Int(1)]).await;
-        ensure!(matches!(r, Err(super::sql::SqlError::Unique(_))), "got {r:?}");
-        Ok(())
-    }.await));
-    cases.push(check("rollback_discards_writes", async {
-        let r: Result<(), super::sql::SqlError> = super::sql::transaction(sql, async || {
-            sql.execute(&format!("INSERT INTO {table} (id) VALUES ($1)"), &[Value::Int(3)]).await?;
-            Err(super::sql::SqlError::Other("abort".into()))
-        })
-        .await;
-        ensure!(r.is_err(), "transaction should fail");
-        let rows = sql.query(&format!("SELECT id FROM {table} WHERE id = 3"), &[]).await.map_err(|e| e.to_string())?;
-        ensure!(rows.is_empty(), "row 3 survived a rollback");
-        Ok(())
-    }.await));
-    cases.push(check("empty_result_is_empty", async {
-        let rows = sql.query(&format!("SELECT id FROM {table} WHERE id < 0"), &[]).await.map_err(|e| e.to_string())?;
-        ensure!(rows.is_empty(), "rows {rows:?}");
-        Ok(())
-    }.await));
-    cases.push(check("drop_table", sql.batch(&format!("DROP TABLE {table}")).await.map_err(|e| e.to_string())));
+            .map_err(|e| e.to_string()),
+    ));
     cases
 }

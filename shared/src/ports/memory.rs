@@ -77,7 +77,10 @@ pub struct MemoryKv {
 
 impl MemoryKv {
     pub fn new(clock: Rc<dyn Clock>) -> Self {
-        Self { clock, map: RefCell::default() }
+        Self {
+            clock,
+            map: RefCell::default(),
+        }
     }
 }
 
@@ -97,8 +100,11 @@ impl Kv for MemoryKv {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl_secs: Option<u64>) -> Result<(), KvError> {
-        let exp = ttl_secs.map(|t| self.clock.now_ms() + i64::try_from(t).unwrap_or(i64::MAX / 2_000) * 1000);
-        self.map.borrow_mut().insert(key.to_owned(), (value.to_vec(), exp));
+        let exp = ttl_secs
+            .map(|t| self.clock.now_ms() + i64::try_from(t).unwrap_or(i64::MAX / 2_000) * 1000);
+        self.map
+            .borrow_mut()
+            .insert(key.to_owned(), (value.to_vec(), exp));
         Ok(())
     }
 

@@ -44,7 +44,10 @@ pub struct Ports {
 impl Ports {
     pub fn config(&self) -> ApiResult<&Config> {
         self.config.as_ref().as_ref().map_err(|e| {
-            ApiError::unavailable("misconfigured", format!("The service is misconfigured: {e}."))
+            ApiError::unavailable(
+                "misconfigured",
+                format!("The service is misconfigured: {e}."),
+            )
         })
     }
 }

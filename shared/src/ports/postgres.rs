@@ -59,18 +59,42 @@ fn decode(row: &tokio_postgres::Row, columns: &Rc<[String]>) -> Result<Row, SqlE
     let mut values = Vec::with_capacity(row.len());
     for (i, col) in row.columns().iter().enumerate() {
         let ty = col.type_();
-        let err = |e: Box<dyn std::error::Error + Sync + Send>| SqlError::Decode(format!("{}: {e}", col.name()));
+        let err = |e: Box<dyn std::error::Error + Sync + Send>| {
+            SqlError::Decode(format!("{}: {e}", col.name()))
+        };
         let v = match *ty {
-            Type::BOOL => row.try_get::<_, Option<bool>>(i).map_err(|e| err(e.into()))?.map(Value::Bool),
-            Type::INT2 => row.try_get::<_, Option<i16>>(i).map_err(|e| err(e.into()))?.map(|x| Value::Int(x.into())),
-            Type::INT4 => row.try_get::<_, Option<i32>>(i).map_err(|e| err(e.into()))?.map(|x| Value::Int(x.into())),
-            Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(|e| err(e.into()))?.map(Value::Int),
-            Type::FLOAT4 => row.try_get::<_, Option<f32>>(i).map_err(|e| err(e.into()))?.map(|x| Value::Float(x.into())),
-            Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(|e| err(e.into()))?.map(Value::Float),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
-                row.try_get::<_, Option<String>>(i).map_err(|e| err(e.into()))?.map(Value::Text)
-            }
-            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(|e| err(e.into()))?.map(Value::Bytes),
+            Type::BOOL => row
+                .try_get::<_, Option<bool>>(i)
+                .map_err(|e| err(e.into()))?
+                .map(Value::Bool),
+            Type::INT2 => row
+                .try_get::<_, Option<i16>>(i)
+                .map_err(|e| err(e.into()))?
+                .map(|x| Value::Int(x.into())),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(i)
+                .map_err(|e| err(e.into()))?
+                .map(|x| Value::Int(x.into())),
+            Type::INT8 => row
+                .try_get::<_, Option<i64>>(i)
+                .map_err(|e| err(e.into()))?
+                .map(Value::Int),
+            Type::FLOAT4 => row
+                .try_get::<_, Option<f32>>(i)
+                .map_err(|e| err(e.into()))?
+                .map(|x| Value::Float(x.into())),
+            Type::FLOAT8 => row
+                .try_get::<_, Option<f64>>(i)
+                .map_err(|e| err(e.into()))?
+                .map(Value::Float),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => row
+                .try_get::<_, Option<String>>(i)
+                .map_err(|e| err(e.into()))?
+                .map(Value::Text),
+            Type::BYTEA => row
+                .try_get::<_, Option<Vec<u8>>>(i)
+                .map_err(|e| err(e.into()))?
+                .map(Value::Bytes),
             Type::TIMESTAMPTZ | Type::TIMESTAMP => row
                 .try_get::<_, Option<SystemTime>>(i)
                 .map_err(|e| err(e.into()))?
@@ -81,30 +105,50 @@ fn decode(row: &tokio_postgres::Row, columns: &Rc<[String]>) -> Result<Row, SqlE
                     };
                     Value::Timestamp(ms)
                 }),
-            ref other => return Err(SqlError::Decode(format!("{}: unsupported type {other}; cast it in SQL", col.name()))),
+            ref other => {
+                return Err(SqlError::Decode(format!(
+                    "{}: unsupported type {other}; cast it in SQL",
+                    col.name()
+                )))
+            }
         };
         values.push(v.unwrap_or(Value::Null));
     }
-    Ok(Row { columns: columns.clone(), values })
+    Ok(Row {
+        columns: columns.clone(),
+        values,
+    })
 }
 
 #[async_trait(?Send)]
 impl Sql for PgSql {
     async fn query(&self, sql: &str, values: &[Value]) -> Result<Vec<Row>, SqlError> {
         let owned = params(values);
-        let refs: Vec<(&(dyn ToSql + Sync), Type)> = owned.iter().map(|(v, t)| (v.as_ref(), t.clone())).collect();
+        let refs: Vec<(&(dyn ToSql + Sync), Type)> =
+            owned.iter().map(|(v, t)| (v.as_ref(), t.clone())).collect();
         let rows = self.client.query_typed(sql, &refs).await.map_err(map_err)?;
-        let Some(first) = rows.first() else { return Ok(Vec::new()) };
-        let columns: Rc<[String]> = first.columns().iter().map(|c| c.name().to_owned()).collect();
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let columns: Rc<[String]> = first
+            .columns()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
         rows.iter().map(|r| decode(r, &columns)).collect()
     }
 
     async fn execute(&self, sql: &str, values: &[Value]) -> Result<u64, SqlError> {
         let owned = params(values);
-        let refs: Vec<(&(dyn ToSql + Sync), Type)> = owned.iter().map(|(v, t)| (v.as_ref(), t.clone())).collect();
+        let refs: Vec<(&(dyn ToSql + Sync), Type)> =
+            owned.iter().map(|(v, t)| (v.as_ref(), t.clone())).collect();
         // query_typed returns rows; count them for RETURNING-less statements via execute_typed is not
         // available, so run through the simple row stream and read the command tag.
-        let stream = self.client.query_typed_raw(sql, refs).await.map_err(map_err)?;
+        let stream = self
+            .client
+            .query_typed_raw(sql, refs)
+            .await
+            .map_err(map_err)?;
         futures_util::pin_mut!(stream);
         use futures_util::StreamExt;
         while let Some(r) = stream.next().await {

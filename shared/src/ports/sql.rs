@@ -99,7 +99,9 @@ impl Row {
     pub fn text(&self, name: &str) -> Result<String, SqlError> {
         match self.value(name)? {
             Value::Text(s) => Ok(s.clone()),
-            other => Err(SqlError::Decode(format!("{name}: want text, got {other:?}"))),
+            other => Err(SqlError::Decode(format!(
+                "{name}: want text, got {other:?}"
+            ))),
         }
     }
 
@@ -127,14 +129,18 @@ impl Row {
     pub fn bool(&self, name: &str) -> Result<bool, SqlError> {
         match self.value(name)? {
             Value::Bool(b) => Ok(*b),
-            other => Err(SqlError::Decode(format!("{name}: want bool, got {other:?}"))),
+            other => Err(SqlError::Decode(format!(
+                "{name}: want bool, got {other:?}"
+            ))),
         }
     }
 
     pub fn bytes(&self, name: &str) -> Result<Vec<u8>, SqlError> {
         match self.value(name)? {
             Value::Bytes(b) => Ok(b.clone()),
-            other => Err(SqlError::Decode(format!("{name}: want bytes, got {other:?}"))),
+            other => Err(SqlError::Decode(format!(
+                "{name}: want bytes, got {other:?}"
+            ))),
         }
     }
 }

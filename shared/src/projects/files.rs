@@ -34,13 +34,23 @@ impl Actor {
 }
 
 /// Writes one file of the owner's project within the size limits.
-pub async fn write_file(ctx: &Ctx<'_>, owner: &str, project_id: &str, path: &ProjectPath, content: &[u8], actor: Actor) -> ApiResult<(FileMeta, bool)> {
+pub async fn write_file(
+    ctx: &Ctx<'_>,
+    owner: &str,
+    project_id: &str,
+    path: &ProjectPath,
+    content: &[u8],
+    actor: Actor,
+) -> ApiResult<(FileMeta, bool)> {
     let config = ctx.ports.config()?;
     let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
     if size > config.max_file_bytes {
         return Err(ApiError::too_large(
             "file_too_large",
-            format!("A file may have at most {} bytes; this one has {size}.", config.max_file_bytes),
+            format!(
+                "A file may have at most {} bytes; this one has {size}.",
+                config.max_file_bytes
+            ),
         ));
     }
     let sha = hex(&Sha256::digest(content));
@@ -71,15 +81,30 @@ pub async fn write_file(ctx: &Ctx<'_>, owner: &str, project_id: &str, path: &Pro
 }
 
 /// Deletes one file of the owner's project; 404 when it does not exist.
-pub async fn delete_file(ctx: &Ctx<'_>, owner: &str, project_id: &str, path: &ProjectPath, actor: Actor) -> ApiResult<()> {
+pub async fn delete_file(
+    ctx: &Ctx<'_>,
+    owner: &str,
+    project_id: &str,
+    path: &ProjectPath,
+    actor: Actor,
+) -> ApiResult<()> {
     let sql = ctx.ports.sql.as_ref();
     transaction(sql, async || {
-        projects::lock(sql, owner, project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
+        projects::lock(sql, owner, project_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("project"))?;
         if !files::delete(sql, owner, project_id, path).await? {
             return Err(ApiError::not_found("file"));
         }
-        audit::record(sql, ctx, owner, "file.delete", Some(project_id), serde_json::json!({ "path": path.as_str(), "by": actor.as_str() }))
-            .await?;
+        audit::record(
+            sql,
+            ctx,
+            owner,
+            "file.delete",
+            Some(project_id),
+            serde_json::json!({ "path": path.as_str(), "by": actor.as_str() }),
+        )
+        .await?;
         Ok(())
     })
     .await
@@ -89,20 +114,33 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let page = pagination::page(req, 1000, 1000)?;
     let sql = ctx.ports.sql.as_ref();
-    let project = projects::get(sql, caller.id(), ctx.params.get("id")).await?.ok_or_else(|| ApiError::not_found("project"))?;
+    let project = projects::get(sql, caller.id(), ctx.params.get("id"))
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
     let rows = files::page(sql, &project.id, page.after.as_deref(), page.limit + 1).await?;
     let (items, next) = pagination::finish(rows, page.limit, |f| f.path.clone());
-    Ok(ok(&serde_json::json!({ "items": items, "next_cursor": next })))
+    Ok(ok(
+        &serde_json::json!({ "items": items, "next_cursor": next }),
+    ))
 }
 
 pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let path = ProjectPath::from_url(ctx.params.get("path"))?;
-    let (meta, content) = files::read(ctx.ports.sql.as_ref(), caller.id(), ctx.params.get("id"), &path)
-        .await?
-        .ok_or_else(|| ApiError::not_found("file"))?;
+    let (meta, content) = files::read(
+        ctx.ports.sql.as_ref(),
+        caller.id(),
+        ctx.params.get("id"),
+        &path,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("file"))?;
     let etag = format!("\"{}\"", meta.sha256);
-    let not_modified = req.headers().get(http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str());
+    let not_modified = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str());
     let mut res = if not_modified {
         bytes(StatusCode::NOT_MODIFIED, path.content_type(), Vec::new())
     } else {
@@ -117,7 +155,15 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 pub async fn put(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let path = ProjectPath::from_url(ctx.params.get("path"))?;
-    let (meta, is_new) = write_file(ctx, caller.id(), ctx.params.get("id"), &path, req.body(), Actor::User).await?;
+    let (meta, is_new) = write_file(
+        ctx,
+        caller.id(),
+        ctx.params.get("id"),
+        &path,
+        req.body(),
+        Actor::User,
+    )
+    .await?;
     Ok(if is_new { created(&meta) } else { ok(&meta) })
 }
 

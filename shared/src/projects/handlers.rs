@@ -37,14 +37,20 @@ struct UpdateBody {
 fn parse_name(raw: &str) -> ApiResult<String> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_name", "A project name has 1 to 100 characters and no control characters."));
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "A project name has 1 to 100 characters and no control characters.",
+        ));
     }
     Ok(name.to_owned())
 }
 
 fn parse_description(raw: &str) -> ApiResult<String> {
     if raw.chars().count() > 2000 {
-        return Err(ApiError::bad_request("invalid_description", "A description has at most 2000 characters."));
+        return Err(ApiError::bad_request(
+            "invalid_description",
+            "A description has at most 2000 characters.",
+        ));
     }
     Ok(raw.to_owned())
 }
@@ -56,7 +62,10 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let description = parse_description(body.description.as_deref().unwrap_or(""))?;
     let template_id = body.template.as_deref().unwrap_or("blank");
     let template = templates::find(template_id).ok_or_else(|| {
-        ApiError::bad_request("unknown_template", format!("Unknown template {template_id:?}; see GET /v1/templates."))
+        ApiError::bad_request(
+            "unknown_template",
+            format!("Unknown template {template_id:?}; see GET /v1/templates."),
+        )
     })?;
     let sql = ctx.ports.sql.as_ref();
     let id = ids::new_id(ctx.ports, "prj");
@@ -67,8 +76,18 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             let sha = hex(&Sha256::digest(content.as_bytes()));
             files::write(sql, caller.id(), &id, &path, &sha, content.as_bytes()).await?;
         }
-        audit::record(sql, ctx, caller.id(), "project.create", Some(&id), serde_json::json!({ "template": template.id })).await?;
-        projects::get(sql, caller.id(), &id).await?.ok_or_else(|| ApiError::internal("project vanished"))
+        audit::record(
+            sql,
+            ctx,
+            caller.id(),
+            "project.create",
+            Some(&id),
+            serde_json::json!({ "template": template.id }),
+        )
+        .await?;
+        projects::get(sql, caller.id(), &id)
+            .await?
+            .ok_or_else(|| ApiError::internal("project vanished"))
     })
     .await?;
     Ok(created(&project))
@@ -77,9 +96,17 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 pub async fn list(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let page = pagination::page(req, 20, 100)?;
-    let rows = projects::page(ctx.ports.sql.as_ref(), caller.id(), page.after.as_deref(), page.limit + 1).await?;
+    let rows = projects::page(
+        ctx.ports.sql.as_ref(),
+        caller.id(),
+        page.after.as_deref(),
+        page.limit + 1,
+    )
+    .await?;
     let (items, next) = pagination::finish(rows, page.limit, |p| p.id.clone());
-    Ok(ok(&serde_json::json!({ "items": items, "next_cursor": next })))
+    Ok(ok(
+        &serde_json::json!({ "items": items, "next_cursor": next }),
+    ))
 }
 
 pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
@@ -94,14 +121,32 @@ pub async fn update(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let body: UpdateBody = json_body(req)?;
     let name = body.name.as_deref().map(parse_name).transpose()?;
-    let description = body.description.as_deref().map(parse_description).transpose()?;
+    let description = body
+        .description
+        .as_deref()
+        .map(parse_description)
+        .transpose()?;
     let sql = ctx.ports.sql.as_ref();
     let id = ctx.params.get("id");
     let project = transaction(sql, async || {
-        let p = projects::update(sql, caller.id(), id, name.as_deref(), description.as_deref())
-            .await?
-            .ok_or_else(|| ApiError::not_found("project"))?;
-        audit::record(sql, ctx, caller.id(), "project.update", Some(id), serde_json::json!({ "name": name })).await?;
+        let p = projects::update(
+            sql,
+            caller.id(),
+            id,
+            name.as_deref(),
+            description.as_deref(),
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+        audit::record(
+            sql,
+            ctx,
+            caller.id(),
+            "project.update",
+            Some(id),
+            serde_json::json!({ "name": name }),
+        )
+        .await?;
         Ok::<_, ApiError>(p)
     })
     .await?;
@@ -116,7 +161,15 @@ pub async fn delete(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         if !projects::delete(sql, caller.id(), id).await? {
             return Err(ApiError::not_found("project"));
         }
-        audit::record(sql, ctx, caller.id(), "project.delete", Some(id), serde_json::json!({})).await?;
+        audit::record(
+            sql,
+            ctx,
+            caller.id(),
+            "project.delete",
+            Some(id),
+            serde_json::json!({}),
+        )
+        .await?;
         Ok(())
     })
     .await?;
@@ -125,8 +178,10 @@ pub async fn delete(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

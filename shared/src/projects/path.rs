@@ -15,7 +15,8 @@ impl ProjectPath {
     /// segments, no backslash, NUL or control characters, at most 512 bytes
     /// and 32 levels.
     pub fn parse(s: &str) -> Result<ProjectPath, ApiError> {
-        let bad = |why: &str| ApiError::bad_request("invalid_path", format!("Invalid file path: {why}."));
+        let bad =
+            |why: &str| ApiError::bad_request("invalid_path", format!("Invalid file path: {why}."));
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -49,7 +50,9 @@ impl ProjectPath {
     pub fn from_url(raw: &str) -> Result<ProjectPath, ApiError> {
         let decoded = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
-            .map_err(|_| ApiError::bad_request("invalid_path", "Invalid file path: it is not UTF-8."))?;
+            .map_err(|_| {
+                ApiError::bad_request("invalid_path", "Invalid file path: it is not UTF-8.")
+            })?;
         Self::parse(&decoded)
     }
 
@@ -59,7 +62,11 @@ impl ProjectPath {
 
     /// The media type served for this path.
     pub fn content_type(&self) -> &'static str {
-        let ext = self.0.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+        let ext = self
+            .0
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
         match ext.as_str() {
             "html" | "htm" => "text/html; charset=utf-8",
             "css" => "text/css; charset=utf-8",
@@ -86,7 +93,15 @@ mod tests {
 
     #[test]
     fn ordinary_paths_parse() {
-        for ok in ["index.html", "src/App.jsx", "a/b/c/d.txt", "with space/é.md", ".gitignore", "a..b", "%2e%2e"] {
+        for ok in [
+            "index.html",
+            "src/App.jsx",
+            "a/b/c/d.txt",
+            "with space/é.md",
+            ".gitignore",
+            "a..b",
+            "%2e%2e",
+        ] {
             assert!(ProjectPath::parse(ok).is_ok(), "{ok:?}");
         }
     }
@@ -95,17 +110,52 @@ mod tests {
     fn traversal_and_odd_paths_are_rejected() {
         let deep = vec!["d"; 33].join("/");
         let long = "x".repeat(513);
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a/..", "./a", "a/./b", "a//b", "a/", "a\\b", "..\\x", "a\0b", "a\nb", &deep, &long] {
-            assert!(ProjectPath::parse(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/..",
+            "./a",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\\b",
+            "..\\x",
+            "a\0b",
+            "a\nb",
+            &deep,
+            &long,
+        ] {
+            assert!(
+                ProjectPath::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
     #[test]
     fn url_forms_are_decoded_once_then_checked() {
-        for bad in ["%2e%2e/x", "..%2Fsecret", "%2Fetc%2Fpasswd", "a%5Cb", "a%00b", "a%2F%2Fb", "%ff"] {
-            assert!(ProjectPath::from_url(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "%2e%2e/x",
+            "..%2Fsecret",
+            "%2Fetc%2Fpasswd",
+            "a%5Cb",
+            "a%00b",
+            "a%2F%2Fb",
+            "%ff",
+        ] {
+            assert!(
+                ProjectPath::from_url(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
-        assert_eq!(ProjectPath::from_url("src%2FApp.jsx").map(|p| p.as_str().to_owned()).ok(), Some("src/App.jsx".into()));
+        assert_eq!(
+            ProjectPath::from_url("src%2FApp.jsx")
+                .map(|p| p.as_str().to_owned())
+                .ok(),
+            Some("src/App.jsx".into())
+        );
     }
 
     #[test]

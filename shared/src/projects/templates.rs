@@ -10,13 +10,21 @@ pub struct Template {
 }
 
 pub const TEMPLATES: &[Template] = &[
-    Template { id: "blank", name: "Blank", description: "An empty project.", files: &[] },
+    Template {
+        id: "blank",
+        name: "Blank",
+        description: "An empty project.",
+        files: &[],
+    },
     Template {
         id: "static-html",
         name: "Static HTML",
         description: "A single page with HTML, CSS and a script; previews without a build step.",
         files: &[
-            ("index.html", include_str!("templates/static-html/index.html")),
+            (
+                "index.html",
+                include_str!("templates/static-html/index.html"),
+            ),
             ("style.css", include_str!("templates/static-html/style.css")),
             ("app.js", include_str!("templates/static-html/app.js")),
         ],
@@ -26,11 +34,26 @@ pub const TEMPLATES: &[Template] = &[
         name: "Vite + React",
         description: "A React app built with Vite.",
         files: &[
-            ("package.json", include_str!("templates/vite-react/package.json")),
-            ("index.html", include_str!("templates/vite-react/index.html")),
-            ("vite.config.js", include_str!("templates/vite-react/vite.config.js")),
-            ("src/main.jsx", include_str!("templates/vite-react/src/main.jsx")),
-            ("src/App.jsx", include_str!("templates/vite-react/src/App.jsx")),
+            (
+                "package.json",
+                include_str!("templates/vite-react/package.json"),
+            ),
+            (
+                "index.html",
+                include_str!("templates/vite-react/index.html"),
+            ),
+            (
+                "vite.config.js",
+                include_str!("templates/vite-react/vite.config.js"),
+            ),
+            (
+                "src/main.jsx",
+                include_str!("templates/vite-react/src/main.jsx"),
+            ),
+            (
+                "src/App.jsx",
+                include_str!("templates/vite-react/src/App.jsx"),
+            ),
         ],
     },
 ];

@@ -1,0 +1,265 @@
+//! Files: safe paths, size limits, hashes, deduplication, binary round trips.
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn binary_file_round_trips_byte_exact_with_etag() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "p").await;
+    let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let put = app
+        .request(
+            "PUT",
+            &format!("/v1/projects/{p}/files/img/logo.png"),
+            Some(&t),
+            None,
+            data.clone(),
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    let sha = put.json()["sha256"].as_str().expect("sha").to_owned();
+    let get = app
+        .get(&format!("/v1/projects/{p}/files/img/logo.png"), Some(&t))
+        .await;
+    assert_eq!(get.body.as_ref(), data.as_slice());
+    assert_eq!(get.headers["content-type"], "image/png");
+    assert_eq!(
+        get.headers["etag"].to_str().ok(),
+        Some(format!("\"{sha}\"").as_str())
+    );
+    let again = app
+        .request(
+            "PUT",
+            &format!("/v1/projects/{p}/files/img/logo.png"),
+            Some(&t),
+            None,
+            data,
+        )
+        .await;
+    assert_eq!(again.status, 200, "replacing answers 200");
+}
+
+#[tokio::test]
+async fn identical_content_is_stored_once() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "p").await;
+    for path in ["a.txt", "b/c.txt", "d.txt"] {
+        app.request(
+            "PUT",
+            &format!("/v1/projects/{p}/files/{path}"),
+            Some(&t),
+            None,
+            "same bytes",
+        )
+        .await;
+    }
+    assert_eq!(app.count("files").await, 3);
+    assert_eq!(app.count("blobs").await, 1);
+    app.request(
+        "DELETE",
+        &format!("/v1/projects/{p}/files/a.txt"),
+        Some(&t),
+        None,
+        "",
+    )
+    .await;
+    app.request(
+        "DELETE",
+        &format!("/v1/projects/{p}/files/b/c.txt"),
+        Some(&t),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(app.count("blobs").await, 1, "still used by d.txt");
+    app.request(
+        "DELETE",
+        &format!("/v1/projects/{p}/files/d.txt"),
+        Some(&t),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(app.count("blobs").await, 0);
+}
+
+#[tokio::test]
+async fn unsafe_paths_are_refused_and_nothing_is_written() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "p").await;
+    let deep = vec!["d"; 33].join("/");
+    let long = "x".repeat(513);
+    for bad in [
+        "..%2Fescape",
+        "%2e%2e/x",
+        "a/%2e%2e/b",
+        "%2Fetc%2Fpasswd",
+        "a%5Cb",
+        "a%00b",
+        "a//b",
+        "a/./b",
+        "./a",
+        deep.as_str(),
+        long.as_str(),
+        "%ff%fe",
+        "a/",
+    ] {
+        let r = app
+            .request(
+                "PUT",
+                &format!("/v1/projects/{p}/files/{bad}"),
+                Some(&t),
+                None,
+                "x",
+            )
+            .await;
+        r.problem(400, "invalid_path");
+        app.get(&format!("/v1/projects/{p}/files/{bad}"), Some(&t))
+            .await
+            .problem(400, "invalid_path");
+    }
+    assert_eq!(app.count("files").await, 0);
+}
+
+#[tokio::test]
+async fn oversize_file_is_413_and_the_old_content_survives() {
+    let app =
+        TestApp::with_vars(&[("MAX_FILE_BYTES", "1000"), ("MAX_PROJECT_BYTES", "2000")]).await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "p").await;
+    app.request(
+        "PUT",
+        &format!("/v1/projects/{p}/files/a.txt"),
+        Some(&t),
+        None,
+        "original",
+    )
+    .await;
+    app.request(
+        "PUT",
+        &format!("/v1/projects/{p}/files/a.txt"),
+        Some(&t),
+        None,
+        vec![b'x'; 1001],
+    )
+    .await
+    .problem(413, "file_too_large");
+    assert_eq!(
+        app.get(&format!("/v1/projects/{p}/files/a.txt"), Some(&t))
+            .await
+            .body,
+        "original"
+    );
+    app.request(
+        "PUT",
+        &format!("/v1/projects/{p}/files/b.txt"),
+        Some(&t),
+        None,
+        vec![b'b'; 1000],
+    )
+    .await;
+    app.request(
+        "PUT",
+        &format!("/v1/projects/{p}/files/c.txt"),
+        Some(&t),
+        None,
+        vec![b'c'; 1000],
+    )
+    .await
+    .problem(413, "project_too_large");
+    // Replacing a file counts only the difference.
+    assert_eq!(
+        app.request(
+            "PUT",
+            &format!("/v1/projects/{p}/files/b.txt"),
+            Some(&t),
+            None,
+            vec![b'd'; 1000]
+        )
+        .await
+        .status,
+        200
+    );
+    let project = app.get(&format!("/v1/projects/{p}"), Some(&t)).await.json();
+    assert_eq!(project["total_bytes"], 1008);
+    assert_eq!(app.count("files").await, 2);
+}
+
+#[tokio::test]
+async fn missing_file_is_404_and_delete_is_not_repeatable() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "p").await;
+    app.get(&format!("/v1/projects/{p}/files/nope.txt"), Some(&t))
+        .await
+        .problem(404, "not_found");
+    app.request(
+        "PUT",
+        &format!("/v1/projects/{p}/files/x.txt"),
+        Some(&t),
+        None,
+        "x",
+    )
+    .await;
+    assert_eq!(
+        app.request(
+            "DELETE",
+            &format!("/v1/projects/{p}/files/x.txt"),
+            Some(&t),
+            None,
+            ""
+        )
+        .await
+        .status,
+        204
+    );
+    app.request(
+        "DELETE",
+        &format!("/v1/projects/{p}/files/x.txt"),
+        Some(&t),
+        None,
+        "",
+    )
+    .await
+    .problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn every_file_change_is_audited() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "p").await;
+    app.request(
+        "PUT",
+        &format!("/v1/projects/{p}/files/x.txt"),
+        Some(&t),
+        None,
+        "x",
+    )
+    .await;
+    app.request(
+        "DELETE",
+        &format!("/v1/projects/{p}/files/x.txt"),
+        Some(&t),
+        None,
+        "",
+    )
+    .await;
+    let rows = app
+        .ports
+        .sql
+        .query(
+            "SELECT action FROM audit_events WHERE target = $1 ORDER BY id",
+            &[p.as_str().into()],
+        )
+        .await
+        .expect("audit");
+    let actions: Vec<String> = rows
+        .iter()
+        .map(|r| r.text("action").expect("action"))
+        .collect();
+    assert_eq!(actions, ["project.create", "file.write", "file.delete"]);
+}

@@ -1,0 +1,287 @@
+//! `TestApp`: one app with its own fresh database per test. Databases of
+//! finished test processes are dropped when the next process starts.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use everjust_core::db::migrate::{apply, MIGRATIONS};
+use everjust_core::ports::memory::{ManualClock, MemoryKv, SeededCrypto};
+use everjust_core::ports::postgres::PgSql;
+use everjust_core::ports::{HttpClient, Ports};
+use everjust_core::{Body, Config, Meta};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+fn base_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn url_for(db: &str) -> String {
+    let base = base_url();
+    let (head, _) = base
+        .rsplit_once('/')
+        .expect("TEST_DATABASE_URL has a database");
+    format!("{head}/{db}")
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}; set TEST_DATABASE_URL"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A migrated template database, made once per test process.
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("ejt_tmpl_{}", std::process::id());
+            let admin = connect(&base_url()).await;
+            // Databases left by earlier test processes that have ended.
+            let stale = admin
+                .query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'ejt\\_%'",
+                    &[],
+                )
+                .await
+                .expect("list dbs");
+            for row in stale {
+                let db: String = row.get(0);
+                let pid = db.split('_').find_map(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                        .await;
+                }
+            }
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await
+                .expect("drop template");
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create template");
+            // A short-lived runtime-independent connection: it must be closed before the template is copied.
+            let (client, conn) = tokio_postgres::connect(&url_for(&name), tokio_postgres::NoTls)
+                .await
+                .expect("connect template");
+            let handle = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("rt")
+                    .block_on(async move {
+                        let _ = conn.await;
+                    })
+            });
+            let applied = apply(&PgSql::new(client), MIGRATIONS)
+                .await
+                .expect("migrations apply");
+            assert_eq!(applied.len(), MIGRATIONS.len());
+            handle.join().expect("template connection closed");
+            name
+        })
+        .await
+}
+
+pub struct TestApp {
+    pub ports: Ports,
+    pub clock: Rc<ManualClock>,
+    pub db: String,
+    pub ip: String,
+}
+
+pub struct Res {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Res {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    /// Asserts a problem+json with `status` and `code`, and returns it.
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) -> Value {
+        let j = self.json();
+        assert_eq!(
+            (self.status, j["code"].as_str()),
+            (status, Some(code)),
+            "body: {j}"
+        );
+        assert_eq!(self.headers["content-type"], "application/problem+json");
+        for k in ["type", "title", "status", "detail", "request_id"] {
+            assert!(!j[k].is_null(), "problem lacks {k}: {j}");
+        }
+        j
+    }
+}
+
+pub struct NoHttp;
+
+#[async_trait::async_trait(?Send)]
+impl HttpClient for NoHttp {
+    async fn send(
+        &self,
+        _req: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, everjust_core::ports::http_client::HttpError> {
+        Err(everjust_core::ports::http_client::HttpError(
+            "no outbound HTTP in these tests".into(),
+        ))
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        Self::with_vars(&[]).await
+    }
+
+    pub async fn with_vars(vars: &[(&str, &str)]) -> TestApp {
+        let tmpl = template().await;
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let db = format!("ejt_{}_{n}", std::process::id());
+        let admin = connect(&base_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db} TEMPLATE {tmpl}"))
+            .await
+            .expect("create test db");
+        let client = connect(&url_for(&db)).await;
+        let clock = Rc::new(ManualClock::new(1_780_000_000_000));
+        let owned: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let config = Config::from_vars(|name| {
+            owned
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| match name {
+                    "JWT_SECRET" => Some("test-secret-test-secret-test-secret-0123".into()),
+                    "PASSWORD_ITERATIONS" => Some("1000".into()),
+                    "EVERJUST_ENV" => Some("test".into()),
+                    _ => None,
+                })
+        });
+        let ports = Ports {
+            sql: Rc::new(PgSql::new(client)),
+            kv: Rc::new(MemoryKv::new(clock.clone())),
+            http: Rc::new(NoHttp),
+            clock: clock.clone(),
+            crypto: Rc::new(SeededCrypto::new(u64::from(n) + 1)),
+            config: Rc::new(config),
+        };
+        TestApp {
+            ports,
+            clock,
+            db,
+            ip: "203.0.113.7".into(),
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Res {
+        let mut b = http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(ct) = content_type {
+            b = b.header("content-type", ct);
+        }
+        let req = b.body(body.into()).expect("request");
+        let res = everjust_core::handle(
+            &self.ports,
+            req,
+            Meta {
+                client_ip: Some(self.ip.clone()),
+            },
+        )
+        .await;
+        let (parts, body) = res.into_parts();
+        let body = match body {
+            Body::Full(b) => b,
+            Body::Stream(_) => panic!("unexpected stream"),
+        };
+        Res {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Res {
+        self.request("GET", path, token, None, Bytes::new()).await
+    }
+
+    pub async fn json(&self, method: &str, path: &str, token: Option<&str>, body: Value) -> Res {
+        self.request(
+            method,
+            path,
+            token,
+            Some("application/json"),
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// Signs up a new user; returns (access token, refresh token, user id).
+    pub async fn signup(&self, email: &str) -> (String, String, String) {
+        let r = self
+            .json(
+                "POST",
+                "/v1/auth/signup",
+                None,
+                serde_json::json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        let j = r.json();
+        (
+            j["access_token"].as_str().expect("access").to_owned(),
+            j["refresh_token"].as_str().expect("refresh").to_owned(),
+            j["user"]["id"].as_str().expect("id").to_owned(),
+        )
+    }
+
+    pub async fn project(&self, token: &str, name: &str) -> String {
+        let r = self
+            .json(
+                "POST",
+                "/v1/projects",
+                Some(token),
+                serde_json::json!({"name": name}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        r.json()["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Counts rows of `table` straight from the database.
+    pub async fn count(&self, table: &str) -> i64 {
+        let rows = self
+            .ports
+            .sql
+            .query(&format!("SELECT count(*)::int8 AS n FROM {table}"), &[])
+            .await
+            .expect("count");
+        rows[0].int("n").expect("n")
+    }
+}

@@ -1,0 +1,10 @@
+//! In-process tests of the whole API: the router with in-memory KV and
+//! clock and a real Postgres database per test (created from a migrated
+//! template), as the platforms run it minus the platform.
+
+mod accounts;
+mod conformance;
+mod files;
+mod helpers;
+mod projects;
+mod service;

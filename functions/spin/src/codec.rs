@@ -51,11 +51,21 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     let b = sql.as_bytes();
     let mut ends = Vec::new();
     let (mut start, mut i) = (0, 0);
+    // Whether the current statement has anything but comments and whitespace.
+    let mut code = false;
     while i < b.len() {
+        let comment = matches!(
+            (b[i], b.get(i + 1)),
+            (b'-', Some(b'-')) | (b'/', Some(b'*'))
+        );
+        code |= !comment && b[i] != b';' && !b[i].is_ascii_whitespace();
         match b[i] {
             b'\'' | b'"' => {
                 let q = b[i];
-                let escapes = q == b'\'' && i > 0 && (b[i - 1] == b'E' || b[i - 1] == b'e') && !is_ident(b, i - 1);
+                let escapes = q == b'\''
+                    && i > 0
+                    && (b[i - 1] == b'E' || b[i - 1] == b'e')
+                    && !is_ident(b, i - 1);
                 i += 1;
                 while i < b.len() {
                     if escapes && b[i] == b'\\' {
@@ -98,7 +108,10 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
             }
             b'$' if !is_ident(b, i) => {
                 // `$tag$` opens a dollar quote; `$1` is a parameter.
-                let tag_end = b[i + 1..].iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_')).map(|p| i + 1 + p);
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .map(|p| i + 1 + p);
                 match tag_end {
                     Some(e) if b[e] == b'$' && !b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                         let tag = &sql[i..=e];
@@ -111,18 +124,19 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
                 }
             }
             b';' => {
-                ends.push((start, i));
+                ends.push((start, i, code));
+                code = false;
                 i += 1;
                 start = i;
             }
             _ => i += 1,
         }
     }
-    ends.push((start, b.len()));
+    ends.push((start, b.len(), code));
     ends.into_iter()
-        .map(|(s, e)| sql[s..e].trim())
         // Only comments or whitespace: nothing to run.
-        .filter(|s| !s.is_empty() && !is_only_comments(s))
+        .filter(|(_, _, code)| *code)
+        .map(|(s, e, _)| sql[s..e].trim())
         .collect()
 }
 
@@ -130,28 +144,17 @@ fn is_ident(b: &[u8], i: usize) -> bool {
     i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')
 }
 
-fn is_only_comments(s: &str) -> bool {
-    let mut rest = s.trim_start();
-    loop {
-        if rest.is_empty() {
-            return true;
-        }
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, r)| r).trim_start();
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            match r.find("*/") {
-                Some(p) => rest = r[p + 2..].trim_start(),
-                None => return true,
-            }
-        } else {
-            return false;
-        }
-    }
-}
-
 /// Unix milliseconds of a UTC calendar time (proleptic Gregorian), the form
 /// Spin's PostgreSQL interface returns `timestamp`/`timestamptz` columns in.
-pub fn civil_to_unix_ms(year: i32, month: u8, day: u8, hour: u8, minute: u8, second: u8, nanos: u32) -> i64 {
+pub fn civil_to_unix_ms(
+    year: i32,
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+    nanos: u32,
+) -> i64 {
     // Howard Hinnant's days_from_civil.
     let (m, d) = (i64::from(month), i64::from(day));
     let y = i64::from(year) - i64::from(m <= 2);
@@ -208,7 +211,10 @@ mod tests {
     #[test]
     fn a_single_statement_and_blank_input_split_as_expected() {
         assert_eq!(split_statements("BEGIN"), vec!["BEGIN"]);
-        assert_eq!(split_statements("  ;; -- only a comment\n"), Vec::<&str>::new());
+        assert_eq!(
+            split_statements("  ;; -- only a comment\n"),
+            Vec::<&str>::new()
+        );
         assert_eq!(split_statements("SELECT $$a;b$$;"), vec!["SELECT $$a;b$$"]);
     }
 
@@ -216,7 +222,13 @@ mod tests {
     fn calendar_time_converts_to_unix_milliseconds() {
         assert_eq!(civil_to_unix_ms(1970, 1, 1, 0, 0, 0, 0), 0);
         assert_eq!(civil_to_unix_ms(2000, 3, 1, 0, 0, 0, 0), 951_868_800_000);
-        assert_eq!(civil_to_unix_ms(2024, 2, 29, 12, 34, 56, 789_999_999), 1_709_210_096_789);
-        assert_eq!(civil_to_unix_ms(1969, 12, 31, 23, 59, 59, 500_000_000), -500);
+        assert_eq!(
+            civil_to_unix_ms(2024, 2, 29, 12, 34, 56, 789_999_999),
+            1_709_210_096_789
+        );
+        assert_eq!(
+            civil_to_unix_ms(1969, 12, 31, 23, 59, 59, 500_000_000),
+            -500
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use everjust_core::config::{Config, VARIABLES};
+use everjust_core::config::Config;
 use everjust_core::{Body, Meta, Ports};
 use futures_util::{SinkExt, StreamExt};
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
@@ -35,19 +35,23 @@ fn variable(name: &str) -> Option<String> {
 
 fn ports() -> Ports {
     // Spin runs each request in a fresh instance: nothing to cache across requests.
-    debug_assert!(VARIABLES.iter().all(|(n, _)| n.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')));
     let clock: Rc<SystemClock> = Rc::new(SystemClock);
     Ports {
-        sql: Rc::new(SpinSql::new(variable("database_url").filter(|u| !u.trim().is_empty()))),
+        sql: Rc::new(SpinSql::new(
+            variable("database_url").filter(|u| !u.trim().is_empty()),
+        )),
         kv: Rc::new(SpinKv::new(clock.clone())),
         http: Rc::new(SpinHttp),
         clock,
         crypto: Rc::new(WasiCrypto),
-        config: Rc::new(Config::from_vars(|name| variable(name))),
+        config: Rc::new(Config::from_vars(variable)),
     }
 }
 
-async fn read_request(req: IncomingRequest, ports: &Ports) -> Result<(http::Request<Bytes>, Meta), String> {
+async fn read_request(
+    req: IncomingRequest,
+    ports: &Ports,
+) -> Result<(http::Request<Bytes>, Meta), String> {
     let method = match req.method() {
         Method::Get => http::Method::GET,
         Method::Post => http::Method::POST,
@@ -78,7 +82,8 @@ async fn read_request(req: IncomingRequest, ports: &Ports) -> Result<(http::Requ
     let mut body = Vec::new();
     let mut stream = req.into_body_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("reading the request body: {}", e.to_debug_string()))?;
+        let chunk =
+            chunk.map_err(|e| format!("reading the request body: {}", e.to_debug_string()))?;
         body.extend_from_slice(&chunk);
         if body.len() as u64 >= limit {
             body.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -95,18 +100,29 @@ fn strip_port(addr: &str) -> String {
         return rest.split(']').next().unwrap_or(rest).to_owned();
     }
     match addr.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host.to_owned()
+        }
         _ => addr.to_owned(),
     }
 }
 
 async fn respond(out: ResponseOutparam, response: http::Response<Body>) {
     let (parts, body) = response.into_parts();
-    let headers: Vec<(String, Vec<u8>)> =
-        parts.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+    let headers: Vec<(String, Vec<u8>)> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
     let fields = match Fields::from_list(&headers) {
         Ok(f) => f,
-        Err(e) => return respond_plain(out, 500, &format!("response headers rejected by the host: {e:?}")),
+        Err(e) => {
+            return respond_plain(
+                out,
+                500,
+                &format!("response headers rejected by the host: {e:?}"),
+            )
+        }
     };
     let outgoing = OutgoingResponse::new(fields);
     if outgoing.set_status_code(parts.status.as_u16()).is_err() {
@@ -138,13 +154,20 @@ async fn respond(out: ResponseOutparam, response: http::Response<Body>) {
 /// A last-resort response when the core could not even be asked.
 fn respond_plain(out: ResponseOutparam, status: u16, detail: &str) {
     eprintln!("everjust-spin: {status}: {detail}");
-    let fields = Fields::from_list(&[("content-type".to_owned(), b"text/plain; charset=utf-8".to_vec())])
-        .unwrap_or_else(|_| Fields::new());
+    let fields = Fields::from_list(&[(
+        "content-type".to_owned(),
+        b"text/plain; charset=utf-8".to_vec(),
+    )])
+    .unwrap_or_else(|_| Fields::new());
     let outgoing = OutgoingResponse::new(fields);
     let _ = outgoing.set_status_code(status);
     let sink = outgoing.take_body();
     out.set(outgoing);
-    let message = if status == 400 { "bad request\n" } else { "internal error\n" };
+    let message = if status == 400 {
+        "bad request\n"
+    } else {
+        "internal error\n"
+    };
     spin_sdk::http::run(async move {
         let mut sink = sink;
         let _ = sink.send(message.as_bytes().to_vec()).await;

@@ -24,14 +24,20 @@ pub struct SpinSql {
 
 impl SpinSql {
     pub fn new(url: Option<String>) -> Self {
-        Self { url, conn: OnceCell::new() }
+        Self {
+            url,
+            conn: OnceCell::new(),
+        }
     }
 
     fn conn(&self) -> Result<&Connection, SqlError> {
         if let Some(c) = self.conn.get() {
             return Ok(c);
         }
-        let url = self.url.as_deref().ok_or_else(|| SqlError::Other("the Spin variable database_url is not set".into()))?;
+        let url = self
+            .url
+            .as_deref()
+            .ok_or_else(|| SqlError::Other("the Spin variable database_url is not set".into()))?;
         let c = Connection::open(url).map_err(map_err)?;
         Ok(self.conn.get_or_init(|| c))
     }
@@ -65,12 +71,16 @@ fn decode(v: DbValue, column: &str) -> Result<Value, SqlError> {
         DbValue::Floating64(f) => Value::Float(f),
         DbValue::Str(s) => Value::Text(s),
         DbValue::Binary(b) => Value::Bytes(b),
-        DbValue::Datetime((y, mo, d, h, mi, s, ns)) => Value::Timestamp(codec::civil_to_unix_ms(y, mo, d, h, mi, s, ns)),
+        DbValue::Datetime((y, mo, d, h, mi, s, ns)) => {
+            Value::Timestamp(codec::civil_to_unix_ms(y, mo, d, h, mi, s, ns))
+        }
         DbValue::Timestamp(secs) => Value::Timestamp(secs.saturating_mul(1000)),
         other => {
             let kind = format!("{other:?}");
             let kind = kind.split('(').next().unwrap_or("?");
-            return Err(SqlError::Decode(format!("{column}: unsupported type {kind}; cast it in SQL")));
+            return Err(SqlError::Decode(format!(
+                "{column}: unsupported type {kind}; cast it in SQL"
+            )));
         }
     })
 }
@@ -79,7 +89,11 @@ fn map_err(e: pg4::PgError) -> SqlError {
     match e {
         pg4::PgError::QueryFailed(pg4::QueryError::DbError(db)) => {
             let constraint = || {
-                db.extras.iter().find(|(k, _)| k == "constraint").map(|(_, v)| v.clone()).unwrap_or_default()
+                db.extras
+                    .iter()
+                    .find(|(k, _)| k == "constraint")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
             };
             match db.code.as_str() {
                 "23505" => SqlError::Unique(constraint()),
@@ -109,7 +123,10 @@ impl Sql for SpinSql {
                     .zip(columns.iter())
                     .map(|(v, name)| decode(v, name))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Row { columns: columns.clone(), values })
+                Ok(Row {
+                    columns: columns.clone(),
+                    values,
+                })
             })
             .collect()
     }
@@ -138,7 +155,10 @@ pub struct SpinKv {
 
 impl SpinKv {
     pub fn new(clock: Rc<dyn Clock>) -> Self {
-        Self { store: OnceCell::new(), clock }
+        Self {
+            store: OnceCell::new(),
+            clock,
+        }
     }
 
     fn store(&self) -> Result<&Store, KvError> {
@@ -154,7 +174,9 @@ impl SpinKv {
 impl Kv for SpinKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let store = self.store()?;
-        let Some(stored) = store.get(key).map_err(|e| KvError(e.to_string()))? else { return Ok(None) };
+        let Some(stored) = store.get(key).map_err(|e| KvError(e.to_string()))? else {
+            return Ok(None);
+        };
         match codec::open(&stored, self.clock.now_ms()) {
             codec::Opened::Live(v) => Ok(Some(v.to_vec())),
             codec::Opened::Expired => {
@@ -170,11 +192,15 @@ impl Kv for SpinKv {
             let ms = i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000);
             self.clock.now_ms().saturating_add(ms)
         });
-        self.store()?.set(key, &codec::seal(value, expires)).map_err(|e| KvError(e.to_string()))
+        self.store()?
+            .set(key, &codec::seal(value, expires))
+            .map_err(|e| KvError(e.to_string()))
     }
 
     async fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.store()?.delete(key).map_err(|e| KvError(e.to_string()))
+        self.store()?
+            .delete(key)
+            .map_err(|e| KvError(e.to_string()))
     }
 }
 
@@ -185,8 +211,9 @@ pub struct SpinHttp;
 #[async_trait(?Send)]
 impl HttpClient for SpinHttp {
     async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
-        let res: http::Response<Vec<u8>> =
-            spin_sdk::http::send(req).await.map_err(|e| HttpError(e.to_string()))?;
+        let res: http::Response<Vec<u8>> = spin_sdk::http::send(req)
+            .await
+            .map_err(|e| HttpError(e.to_string()))?;
         Ok(res.map(Bytes::from))
     }
 }

@@ -69,10 +69,13 @@ impl Crypto for SeededCrypto {
     }
 }
 
+/// A value and its expiry (Unix ms).
+type Entry = (Vec<u8>, Option<i64>);
+
 /// Workers-KV-like store in memory, expiring entries by its clock.
 pub struct MemoryKv {
     clock: Rc<dyn Clock>,
-    map: RefCell<HashMap<String, (Vec<u8>, Option<i64>)>>,
+    map: RefCell<HashMap<String, Entry>>,
 }
 
 impl MemoryKv {

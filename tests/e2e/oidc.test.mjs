@@ -88,6 +88,12 @@ test('the same subject signed with either key is the same user', async (t) => {
   assert.equal(a.id, b.id);
 });
 
+test('OIDC token with nbf in the past is accepted', async (t) => {
+  if (!needOidc(t)) return;
+  const { token } = await sign({ claims: { sub: newSub(), email: newEmail(), nbf: nowSecs() - 30 } });
+  expectJson(await get('/v1/me', { token }), 200);
+});
+
 test('two subjects are two users', async (t) => {
   if (!needOidc(t)) return;
   const a = expectJson(await get('/v1/me', { token: (await sign({ claims: { sub: newSub(), email: newEmail() } })).token }), 200);

@@ -210,8 +210,9 @@ test('invalid cursor is rejected', async () => {
 test('foreign project is not found', async () => {
   const owner = await newUser('owner');
   const intruder = await newUser('intruder');
-  const project = await createProject(owner.access, { name: 'owned', description: 'mine' });
-  expectStatus(await putFile(owner.access, project.id, 'src/secret.txt', 'owner secret'), 201);
+  const created = await createProject(owner.access, { name: 'owned', description: 'mine' });
+  expectStatus(await putFile(owner.access, created.id, 'src/secret.txt', 'owner secret'), 201);
+  const project = expectJson(await get(`/v1/projects/${created.id}`, { token: owner.access }), 200);
   const before = await listFiles(owner.access, project.id);
   const tok = { token: intruder.access };
   const base = `/v1/projects/${project.id}`;

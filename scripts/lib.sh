@@ -251,6 +251,69 @@ run_migrations() {
   DATABASE_URL="$1" "$REPO_ROOT/scripts/migrate"
 }
 
+# --- background services ----------------------------------------------------------------------
+
+# bg_init DIR: services started with start_bg are listed in DIR/background.pids.
+bg_init() {
+  BG_PIDS_FILE="$1/background.pids"
+  : >"$BG_PIDS_FILE"
+}
+
+# start_bg LOGFILE CMD...: start a service in its own process group (setsid); sets BG_PID. It is listed
+# in $BG_PIDS_FILE, so stop_all_bg (in an exit trap) stops it even when the caller dies half-way.
+start_bg() {
+  local logfile="$1"
+  shift
+  setsid "$@" >"$logfile" 2>&1 </dev/null &
+  BG_PID=$!
+  echo "$BG_PID" >>"$BG_PIDS_FILE"
+}
+
+# stop_bg PID...: stop services started by start_bg, whole process groups (TERM, then KILL after 5 s).
+stop_bg() {
+  local pid
+  for pid in "$@"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+}
+
+stop_all_bg() {
+  local pids=()
+  [[ -n "${BG_PIDS_FILE:-}" && -f "$BG_PIDS_FILE" ]] || return 0
+  mapfile -t pids <"$BG_PIDS_FILE"
+  ((${#pids[@]} == 0)) || stop_bg "${pids[@]}"
+  : >"$BG_PIDS_FILE"
+}
+
+# wait_http URL SECONDS [PID]: until URL answers 2xx (false after SECONDS, or when PID has exited).
+wait_http() {
+  local url="$1" deadline=$((SECONDS + $2)) pid="${3:-}"
+  until curl -sf -o /dev/null --max-time 2 "$url"; do
+    [[ -z "$pid" ]] || kill -0 "$pid" 2>/dev/null || return 1
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+# start_worker DB_URL ENV_FILE STATE_DIR LOGFILE [WRANGLER_ARGS...]: the built Worker under wrangler dev
+# on a free port, its variables from ENV_FILE only (not .dev.vars), Hyperdrive to DB_URL, KV and
+# Durable Object state in STATE_DIR. Waits for /health (120 s); sets WORKER_PORT, WORKER_PID.
+start_worker() {
+  local db_url="$1" env_file="$2" state="$3" logfile="$4"
+  shift 4
+  need_cmd curl "Install curl (apt-get install curl)."
+  WORKER_PORT="$(free_port)"
+  local inspector
+  inspector="$(free_port)"
+  start_bg "$logfile" env "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \
+    "$WRANGLER" dev --ip 127.0.0.1 --port "$WORKER_PORT" --inspector-port "$inspector" \
+    --env-file "$env_file" --persist-to "$state" --show-interactive-dev-session=false "$@"
+  WORKER_PID=$BG_PID
+  wait_http "http://127.0.0.1:$WORKER_PORT/health" 120 "$WORKER_PID"
+}
+
 # --- configuration ----------------------------------------------------------------------------
 
 # config_variables: every "NAME secret" pair of the core's config::VARIABLES.

@@ -23,7 +23,15 @@ import {
 } from './lib/client.mjs';
 
 const MiB = 1024 * 1024;
-const MAX_FILE_BYTES = Number(process.env.MAX_FILE_BYTES || 5 * MiB);
+
+/** The server's limits from GET /v1/me (env MAX_FILE_BYTES / MAX_PROJECT_BYTES, then the contract's defaults). */
+async function limits(token) {
+  const me = expectJson(await get('/v1/me', { token }), 200);
+  return {
+    file: Number(me.limits?.max_file_bytes ?? process.env.MAX_FILE_BYTES ?? 5 * MiB),
+    project: Number(me.limits?.max_project_bytes ?? process.env.MAX_PROJECT_BYTES ?? 100 * MiB),
+  };
+}
 
 function assertFileMeta(meta, path, content) {
   assert.equal(meta.path, path);
@@ -67,6 +75,42 @@ test('file put, get, replace, list and delete', async () => {
   expectProblem(await get(fileUrl(project.id, 'index.html'), { token }), 404, 'not_found');
   expectProblem(await del(fileUrl(project.id, 'index.html'), { token }), 404, 'not_found');
   assert.equal((await listFiles(token, project.id)).size, 0);
+});
+
+test('a matching If-None-Match is 304 without a body', async () => {
+  const { project, token } = await setup('etag');
+  const content = Buffer.from('cache me');
+  expectJson(await putFile(token, project.id, 'c.txt', content), 201);
+  const etag = `"${sha256(content)}"`;
+  const res = await get(fileUrl(project.id, 'c.txt'), { token, headers: { 'if-none-match': etag } });
+  expectStatus(res, 304);
+  assert.equal(res.body.length, 0);
+  assert.equal(res.headers.etag, etag);
+  const stale = await get(fileUrl(project.id, 'c.txt'), { token, headers: { 'if-none-match': '"0000"' } });
+  assert.deepEqual(expectStatus(stale, 200).body, content);
+  // after a change the old ETag no longer matches
+  expectJson(await putFile(token, project.id, 'c.txt', 'changed'), 200);
+  const fresh = await get(fileUrl(project.id, 'c.txt'), { token, headers: { 'if-none-match': etag } });
+  assert.equal(expectStatus(fresh, 200).text, 'changed');
+});
+
+test('project over its total size is 413 and keeps its files', async (t) => {
+  const { project, token } = await setup('projlimit');
+  const lim = await limits(token);
+  if (lim.project > 12 * MiB || lim.project < 2) {
+    t.skip(`max_project_bytes is ${lim.project}; start the server with MAX_PROJECT_BYTES <= 12 MiB to test it`);
+    return;
+  }
+  const chunk = Math.min(lim.file, lim.project);
+  let written = 0;
+  for (let i = 0; written + chunk <= lim.project; i++) {
+    expectStatus(await putFile(token, project.id, `part-${i}.bin`, Buffer.alloc(chunk, i)), 201);
+    written += chunk;
+  }
+  const before = await listFiles(token, project.id);
+  const over = await putFile(token, project.id, 'straw.bin', Buffer.alloc(lim.project - written + 1, 1));
+  expectProblem(over, 413, 'project_too_large');
+  assert.deepEqual(await listFiles(token, project.id), before);
 });
 
 test('missing file is not found', async () => {
@@ -180,6 +224,7 @@ test('utf-8 file paths round trip', async () => {
 
 test('file over the size limit is 413 and not stored', async () => {
   const { project, token } = await setup('big');
+  const MAX_FILE_BYTES = (await limits(token)).file;
   const before = await listFiles(token, project.id);
   const res = await putFile(token, project.id, 'big.bin', Buffer.alloc(MAX_FILE_BYTES + 1, 7));
   expectProblem(res, 413, 'file_too_large');
@@ -193,6 +238,7 @@ test('file over the size limit is 413 and not stored', async () => {
 
 test('file of exactly the size limit is accepted', async () => {
   const { project, token } = await setup('limit');
+  const MAX_FILE_BYTES = (await limits(token)).file;
   const content = randomBytes(MAX_FILE_BYTES);
   const meta = expectJson(await putFile(token, project.id, 'limit.bin', content), 201);
   assertFileMeta(meta, 'limit.bin', content);

@@ -230,6 +230,9 @@ test('file over the size limit is 413 and not stored', async () => {
   expectProblem(res, 413, 'file_too_large');
   assert.deepEqual(await listFiles(token, project.id), before);
   expectProblem(await get(fileUrl(project.id, 'big.bin'), { token }), 404, 'not_found');
+  // far over the limit too (an adapter that stops reading early must still answer 413)
+  expectProblem(await putFile(token, project.id, 'huge.bin', Buffer.alloc(MAX_FILE_BYTES * 4, 7)), 413, 'file_too_large');
+  assert.deepEqual(await listFiles(token, project.id), before);
   // an oversized replacement keeps the old content
   expectStatus(await putFile(token, project.id, 'keep.txt', 'old'), 201);
   expectProblem(await putFile(token, project.id, 'keep.txt', Buffer.alloc(MAX_FILE_BYTES + 1, 7)), 413, 'file_too_large');

@@ -164,8 +164,24 @@ test('duplicate signup with different case of the email is 409', async () => {
   expectJson(await login(u.email, u.password), 200);
 });
 
-test('wrong password and unknown email fail with the same answer', async () => {
+/**
+ * Failed logins also count per client IP (20 in 15 minutes), and every test runs from one IP: after
+ * a few runs against the same KV store the runner itself is locked out. A correct login answering
+ * 429 shows that, and the test skips instead of failing for it.
+ */
+async function skipIfRunnerLockedOut(t, user) {
+  const res = await login(user.email, user.password);
+  if (res.status === 429) {
+    t.skip('this client IP is locked out by failed logins of earlier runs: use a fresh KV store or wait 15 minutes');
+    return true;
+  }
+  expectJson(res, 200);
+  return false;
+}
+
+test('wrong password and unknown email fail with the same answer', async (t) => {
   const u = await newUser('same401');
+  if (await skipIfRunnerLockedOut(t, u)) return;
   const wrong = expectProblem(await login(u.email, `${u.password}x`), 401, 'invalid_credentials');
   const unknown = expectProblem(await login(randomEmail('nobody'), u.password), 401, 'invalid_credentials');
   assert.equal(wrong.detail, unknown.detail, 'same detail');
@@ -183,13 +199,16 @@ function assertRetryAfter(res) {
   assert.ok(Number(ra) > 0 && Number(ra) <= 15 * 60, `Retry-After within the 15 minute window: ${ra}`);
 }
 
-test('login locks out after repeated failures', async () => {
+test('login locks out after repeated failures', async (t) => {
   const u = await newUser('lockout');
   const other = await newUser('lockout-other');
+  if (await skipIfRunnerLockedOut(t, other)) return;
+  // changing the case of the email does not buy more attempts
+  const variants = [u.email, u.email.toUpperCase(), u.email, u.email.replace('@example.com', '@EXAMPLE.com'), u.email];
   for (let i = 1; i <= 5; i++) {
-    expectProblem(await login(u.email, `wrong-password-${i}`), 401, 'invalid_credentials');
+    expectProblem(await login(variants[i - 1], `wrong-password-${i}`), 401, 'invalid_credentials');
   }
-  const locked = await login(u.email, 'wrong-password-6');
+  const locked = await login(u.email.toUpperCase(), 'wrong-password-6');
   expectProblem(locked, 429, 'too_many_attempts');
   assertRetryAfter(locked);
   // even the right password is refused while locked

@@ -357,6 +357,7 @@ write_worker_vars() {
   old_umask="$(umask)"
   umask 077
   : >"$file"
+  chmod 600 "$file"
   for kv in "$@"; do
     dotenv_line "${kv%%=*}" "${kv#*=}" >>"$file"
     given+="${kv%%=*} "

@@ -17,12 +17,25 @@ use crate::ports::{SpinHttp, SpinKv, SpinSql, SystemClock, WasiCrypto};
 /// without the component buffering whatever a client sends.
 const BODY_SLACK: u64 = 1024 * 1024;
 
+/// Headers wasi:http hosts refuse on a response (the connection is theirs).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "http2-settings",
+];
+
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let ports = ports();
     let (request, meta) = match read_request(req, &ports).await {
         Ok(r) => r,
-        Err(detail) => return respond_plain(out, 400, &detail),
+        Err(detail) => return respond_plain(out, 400, &detail).await,
     };
     let response = everjust_core::handle(&ports, request, meta).await;
     respond(out, response).await;
@@ -44,6 +57,8 @@ fn ports() -> Ports {
         http: Rc::new(SpinHttp),
         clock,
         crypto: Rc::new(WasiCrypto),
+        // No Durable Objects on Spin: runs are driven inside the request.
+        rooms: None,
         config: Rc::new(Config::from_vars(variable)),
     }
 }
@@ -109,9 +124,14 @@ fn strip_port(addr: &str) -> String {
 
 async fn respond(out: ResponseOutparam, response: http::Response<Body>) {
     let (parts, body) = response.into_parts();
+    if let Body::Native(_) = body {
+        // Only other platforms' ports create native bodies.
+        return respond_plain(out, 500, "a native body reached the Spin adapter").await;
+    }
     let headers: Vec<(String, Vec<u8>)> = parts
         .headers
         .iter()
+        .filter(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()))
         .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
     let fields = match Fields::from_list(&headers) {
@@ -122,11 +142,12 @@ async fn respond(out: ResponseOutparam, response: http::Response<Body>) {
                 500,
                 &format!("response headers rejected by the host: {e:?}"),
             )
+            .await
         }
     };
     let outgoing = OutgoingResponse::new(fields);
     if outgoing.set_status_code(parts.status.as_u16()).is_err() {
-        return respond_plain(out, 500, "invalid status code");
+        return respond_plain(out, 500, "invalid status code").await;
     }
     let mut sink = outgoing.take_body();
     out.set(outgoing);
@@ -148,11 +169,12 @@ async fn respond(out: ResponseOutparam, response: http::Response<Body>) {
                 }
             }
         }
+        Body::Native(_) => {}
     }
 }
 
 /// A last-resort response when the core could not even be asked.
-fn respond_plain(out: ResponseOutparam, status: u16, detail: &str) {
+async fn respond_plain(out: ResponseOutparam, status: u16, detail: &str) {
     eprintln!("everjust-spin: {status}: {detail}");
     let fields = Fields::from_list(&[(
         "content-type".to_owned(),
@@ -168,8 +190,6 @@ fn respond_plain(out: ResponseOutparam, status: u16, detail: &str) {
     } else {
         "internal error\n"
     };
-    spin_sdk::http::run(async move {
-        let mut sink = sink;
-        let _ = sink.send(message.as_bytes().to_vec()).await;
-    });
+    let mut sink = sink;
+    let _ = sink.send(message.as_bytes().to_vec()).await;
 }

@@ -220,7 +220,26 @@ impl HttpClient for SpinHttp {
 
 pub struct SystemClock;
 
+#[async_trait(?Send)]
 impl Clock for SystemClock {
+    /// Waits on a `wasi:clocks/monotonic-clock` deadline, yielding to the
+    /// executor so streams and other futures of the request keep running.
+    async fn sleep_ms(&self, ms: u64) {
+        use wasi::clocks::monotonic_clock;
+        let deadline = monotonic_clock::now().saturating_add(ms.saturating_mul(1_000_000));
+        std::future::poll_fn(|cx| {
+            if monotonic_clock::now() >= deadline {
+                return std::task::Poll::Ready(());
+            }
+            spin_executor::push_waker(
+                monotonic_clock::subscribe_instant(deadline),
+                cx.waker().clone(),
+            );
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
     fn now_ms(&self) -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

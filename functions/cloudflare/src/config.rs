@@ -31,7 +31,11 @@ fn var(env: &Env, name: &str) -> Option<String> {
     if let Some(s) = value.as_string() {
         Some(s)
     } else if let Some(n) = value.as_f64() {
-        Some(if n.fract() == 0.0 && n.abs() < 9.0e15 { format!("{}", n as i64) } else { n.to_string() })
+        Some(if n.fract() == 0.0 && n.abs() < 9.0e15 {
+            format!("{}", n as i64)
+        } else {
+            n.to_string()
+        })
     } else {
         value.as_bool().map(|b| b.to_string())
     }

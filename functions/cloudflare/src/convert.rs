@@ -26,7 +26,17 @@ pub fn write_response(res: http::Response<Body>) -> worker::Result<worker::Respo
     match body {
         Body::Full(bytes) if bytes.is_empty() => Ok(builder.empty()),
         Body::Full(bytes) => Ok(builder.fixed(bytes.to_vec())),
-        Body::Stream(stream) => builder.from_stream(stream.map(|chunk| Ok::<_, worker::Error>(chunk.to_vec()))),
+        Body::Stream(stream) => {
+            builder.from_stream(stream.map(|chunk| Ok::<_, worker::Error>(chunk.to_vec())))
+        }
+        // Made by this adapter's own ports (a Durable Object's WebSocket
+        // upgrade): returned as it is.
+        Body::Native(native) => match native.downcast::<worker::Response>() {
+            Ok(res) => Ok(*res),
+            Err(_) => Err(worker::Error::RustError(
+                "Body::Native holds no worker::Response".into(),
+            )),
+        },
     }
 }
 
@@ -46,9 +56,10 @@ pub fn headers(map: &HeaderMap) -> worker::Result<Headers> {
 pub fn header_map(headers: &Headers) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in headers.entries() {
-        if let (Ok(name), Ok(value)) =
-            (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&value))
-        {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
             map.append(name, value);
         }
     }

@@ -1,9 +1,10 @@
-//! The `HttpClient` port over the Workers `fetch`.
+//! The `HttpClient` port over the Workers `fetch`, whole or streamed.
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use everjust_core::ports::http_client::{HttpClient, HttpError};
-use worker::{Fetch, Method, Request, RequestInit};
+use everjust_core::ports::http_client::{HttpClient, HttpError, StreamingResponse};
+use futures_util::StreamExt;
+use worker::{Fetch, Method, Request, RequestInit, ResponseBody};
 
 use crate::convert;
 
@@ -13,24 +14,54 @@ fn err(e: worker::Error) -> HttpError {
     HttpError(e.to_string())
 }
 
+/// Sends `req`; resolves when the response headers have arrived.
+async fn fetch(
+    req: http::Request<Bytes>,
+) -> Result<(http::StatusCode, http::HeaderMap, worker::Response), HttpError> {
+    let (parts, body) = req.into_parts();
+    let mut init = RequestInit::new();
+    init.with_method(Method::from(parts.method.as_str().to_owned()))
+        .with_headers(convert::headers(&parts.headers).map_err(err)?);
+    if !body.is_empty() {
+        init.with_body(Some(js_sys::Uint8Array::from(body.as_ref()).into()));
+    }
+    let request = Request::new_with_init(&parts.uri.to_string(), &init).map_err(err)?;
+    let res = Fetch::Request(request).send().await.map_err(err)?;
+    let status =
+        http::StatusCode::from_u16(res.status_code()).map_err(|e| HttpError(e.to_string()))?;
+    let headers = convert::header_map(res.headers());
+    Ok((status, headers, res))
+}
+
 #[async_trait(?Send)]
 impl HttpClient for WorkerFetch {
     async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
-        let (parts, body) = req.into_parts();
-        let mut init = RequestInit::new();
-        init.with_method(Method::from(parts.method.as_str().to_owned()))
-            .with_headers(convert::headers(&parts.headers).map_err(err)?);
-        if !body.is_empty() {
-            init.with_body(Some(js_sys::Uint8Array::from(body.as_ref()).into()));
-        }
-        let request = Request::new_with_init(&parts.uri.to_string(), &init).map_err(err)?;
-        let mut res = Fetch::Request(request).send().await.map_err(err)?;
-        let status = http::StatusCode::from_u16(res.status_code()).map_err(|e| HttpError(e.to_string()))?;
-        let headers = convert::header_map(res.headers());
+        let (status, headers, mut res) = fetch(req).await?;
         let body = res.bytes().await.map_err(err)?;
         let mut out = http::Response::new(Bytes::from(body));
         *out.status_mut() = status;
         *out.headers_mut() = headers;
         Ok(out)
+    }
+
+    async fn send_streaming(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> Result<StreamingResponse, HttpError> {
+        let (status, headers, mut res) = fetch(req).await?;
+        let body = match res.body() {
+            // A response without a body (204, HEAD) has nothing to stream.
+            ResponseBody::Empty => futures_util::stream::empty().boxed_local(),
+            _ => res
+                .stream()
+                .map_err(err)?
+                .map(|chunk| chunk.map(Bytes::from).map_err(err))
+                .boxed_local(),
+        };
+        Ok(StreamingResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }

@@ -13,7 +13,9 @@ pub struct WorkersKv {
 
 impl WorkersKv {
     pub fn new(store: worker::Result<KvStore>) -> Self {
-        Self { store: store.map_err(|e| format!("binding: {e}")) }
+        Self {
+            store: store.map_err(|e| format!("binding: {e}")),
+        }
     }
 
     fn store(&self) -> Result<&KvStore, KvError> {

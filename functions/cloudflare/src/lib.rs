@@ -51,6 +51,7 @@ fn ports(env: &Env) -> Ports {
         http: Rc::new(fetch::WorkerFetch),
         clock: Rc::new(clock::DateClock),
         crypto: Rc::new(crypto::WebCrypto),
+        rooms: None,
         config: config::load(env),
     }
 }

@@ -12,7 +12,10 @@ pub struct SessionRoom {
 
 impl DurableObject for SessionRoom {
     fn new(state: State, env: Env) -> Self {
-        Self { _state: state, _env: env }
+        Self {
+            _state: state,
+            _env: env,
+        }
     }
 
     async fn fetch(&self, _req: Request) -> worker::Result<Response> {

@@ -26,7 +26,9 @@ impl LazyPg {
             let hyperdrive = hyperdrive.map_err(|e| format!("binding: {e}"))?;
             connect(&hyperdrive).await
         };
-        Self { connection: connecting.boxed_local().shared() }
+        Self {
+            connection: connecting.boxed_local().shared(),
+        }
     }
 
     async fn client(&self) -> Result<Rc<PgSql>, SqlError> {
@@ -35,13 +37,18 @@ impl LazyPg {
 }
 
 async fn connect(hyperdrive: &Hyperdrive) -> Result<Rc<PgSql>, String> {
-    let config: tokio_postgres::Config =
-        hyperdrive.connection_string().parse().map_err(|e| format!("connection string: {e}"))?;
+    let config: tokio_postgres::Config = hyperdrive
+        .connection_string()
+        .parse()
+        .map_err(|e| format!("connection string: {e}"))?;
     let socket = Socket::builder()
         .secure_transport(SecureTransport::StartTls)
         .connect(hyperdrive.host(), hyperdrive.port())
         .map_err(|e| format!("socket: {e}"))?;
-    let (client, connection) = config.connect_raw(socket, PassthroughTls).await.map_err(|e| format!("connect: {e}"))?;
+    let (client, connection) = config
+        .connect_raw(socket, PassthroughTls)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     wasm_bindgen_futures::spawn_local(async move {
         if let Err(e) = connection.await {
             worker::console_error!("postgres connection: {e}");

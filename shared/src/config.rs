@@ -20,6 +20,9 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("OPENAI_BASE_URL", false),
     ("OPENAI_API_KEY", true),
     ("OPENAI_MODEL", false),
+    ("AGENT_MAX_STEPS", false),
+    ("AGENT_MAX_TOKENS", false),
+    ("AGENT_MAX_SECS", false),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,22 @@ pub struct Config {
     pub password_iterations: u32,
     /// `development` enables test-only routes (port conformance suites).
     pub development: bool,
+    pub anthropic: Option<ProviderConfig>,
+    pub openai: Option<ProviderConfig>,
+    /// Most model calls in one agent run.
+    pub agent_max_steps: u32,
+    /// Most output tokens of one model call.
+    pub agent_max_tokens: u32,
+    /// Longest wall time of one run, in seconds.
+    pub agent_max_secs: u32,
+}
+
+/// A model provider's endpoint and server-side key.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub model: String,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -135,6 +154,26 @@ impl Config {
                     problem: "must be between 1000 and 2^32",
                 })?,
             development: get("EVERJUST_ENV").is_some_and(|e| e == "development" || e == "test"),
+            anthropic: get("ANTHROPIC_API_KEY").map(|api_key| ProviderConfig {
+                base_url: get("ANTHROPIC_BASE_URL")
+                    .unwrap_or_else(|| "https://api.anthropic.com".into()),
+                api_key,
+                model: get("ANTHROPIC_MODEL").unwrap_or_else(|| "claude-sonnet-4-5".into()),
+            }),
+            openai: get("OPENAI_API_KEY").map(|api_key| ProviderConfig {
+                base_url: get("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com".into()),
+                api_key,
+                model: get("OPENAI_MODEL").unwrap_or_else(|| "gpt-4o".into()),
+            }),
+            agent_max_steps: u32::try_from(number("AGENT_MAX_STEPS", 12)?)
+                .unwrap_or(12)
+                .clamp(1, 100),
+            agent_max_tokens: u32::try_from(number("AGENT_MAX_TOKENS", 8192)?)
+                .unwrap_or(8192)
+                .clamp(256, 64_000),
+            agent_max_secs: u32::try_from(number("AGENT_MAX_SECS", 600)?)
+                .unwrap_or(600)
+                .clamp(10, 3600),
         })
     }
 }

@@ -123,4 +123,16 @@ impl From<KvError> for ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status.as_u16(),
+            self.code,
+            self.detail
+        )
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -4,12 +4,14 @@
 
 pub mod account;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod llm;
 pub mod log;
 pub mod openapi;
 pub mod pagination;

@@ -10,7 +10,7 @@ use crate::http::request::{Meta, Request};
 use crate::http::response::Response;
 use crate::http::router::{Match, RouteDef, Router};
 use crate::ports::Ports;
-use crate::{account, auth, health, openapi, projects};
+use crate::{account, auth, chat, health, openapi, projects};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -35,6 +35,14 @@ pub enum Route {
     PutFile,
     DeleteFile,
     Conformance,
+    CreateSession,
+    ListSessions,
+    ListMessages,
+    SendMessage,
+    Events,
+    WsTicket,
+    WebSocket,
+    Cancel,
 }
 
 macro_rules! route {
@@ -71,6 +79,14 @@ pub static ROUTES: &[RouteDef<Route>] = &[
     route!(GET "/v1/projects/{id}/files/{*path}" => GetFile, "files", true, "Read one file (raw body)"),
     route!(PUT "/v1/projects/{id}/files/{*path}" => PutFile, "files", true, "Create or replace one file (raw body)"),
     route!(DELETE "/v1/projects/{id}/files/{*path}" => DeleteFile, "files", true, "Delete one file"),
+    route!(POST "/v1/projects/{id}/sessions" => CreateSession, "chat", true, "Start a chat session in a project"),
+    route!(GET "/v1/projects/{id}/sessions" => ListSessions, "chat", true, "List the project's chat sessions"),
+    route!(GET "/v1/sessions/{id}/messages" => ListMessages, "chat", true, "Message history of a session"),
+    route!(POST "/v1/sessions/{id}/messages" => SendMessage, "chat", true, "Send a message and start a run; Accept: text/event-stream streams it (?protocol=native|ag-ui|ai-sdk), else 202"),
+    route!(GET "/v1/sessions/{id}/events" => Events, "chat", true, "Run events as SSE: replay after Last-Event-ID or ?after=N, then live (?protocol=native|ag-ui|ai-sdk)"),
+    route!(POST "/v1/sessions/{id}/ws-ticket" => WsTicket, "chat", true, "A single-use WebSocket ticket, valid 60 s"),
+    route!(GET "/v1/sessions/{id}/ws" => WebSocket, "chat", false, "WebSocket to the session's live room (ticket in the query): events, presence, resume"),
+    route!(POST "/v1/sessions/{id}/cancel" => Cancel, "chat", true, "Stop the running turn"),
     route!(GET "/v1/_conformance" => Conformance, "health", false, "Development only: run the port conformance suites in this runtime"),
 ];
 
@@ -83,7 +99,8 @@ fn router() -> &'static Router<Route> {
 }
 
 /// Path parameters of the matched route.
-pub struct Params(Vec<(String, String)>);
+#[derive(Debug, Default)]
+pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, name: &str) -> &str {
@@ -157,6 +174,14 @@ pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str)
         Route::GetFile => projects::files::get(&ctx, &req).await,
         Route::PutFile => projects::files::put(&ctx, &req).await,
         Route::DeleteFile => projects::files::delete(&ctx, &req).await,
+        Route::CreateSession => chat::handlers::create_session(&ctx, &req).await,
+        Route::ListSessions => chat::handlers::list_sessions(&ctx, &req).await,
+        Route::ListMessages => chat::handlers::list_messages(&ctx, &req).await,
+        Route::SendMessage => chat::handlers::send_message(&ctx, &req).await,
+        Route::Events => chat::handlers::events(&ctx, &req).await,
+        Route::WsTicket => chat::handlers::ws_ticket(&ctx, &req).await,
+        Route::WebSocket => chat::handlers::websocket(&ctx, &req).await,
+        Route::Cancel => chat::handlers::cancel(&ctx, &req).await,
     };
     let mut res = result.unwrap_or_else(|e| e.into_response(request_id));
     if req.method() == Method::HEAD {

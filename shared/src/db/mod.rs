@@ -3,6 +3,7 @@
 //! by its owner.
 
 pub mod audit;
+pub mod chat;
 pub mod files;
 pub mod migrate;
 pub mod projects;

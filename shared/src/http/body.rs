@@ -7,6 +7,10 @@ use futures_util::stream::LocalBoxStream;
 pub enum Body {
     Full(Bytes),
     Stream(LocalBoxStream<'static, Bytes>),
+    /// A platform response the adapter returns as it is (e.g. a WebSocket
+    /// upgrade answered by a Durable Object). Only a platform's own ports
+    /// create it, and only its adapter unwraps it.
+    Native(Box<dyn std::any::Any>),
 }
 
 impl Body {
@@ -18,7 +22,7 @@ impl Body {
     pub fn as_bytes(&self) -> Option<&Bytes> {
         match self {
             Body::Full(b) => Some(b),
-            Body::Stream(_) => None,
+            Body::Stream(_) | Body::Native(_) => None,
         }
     }
 }
@@ -28,6 +32,7 @@ impl std::fmt::Debug for Body {
         match self {
             Body::Full(b) => write!(f, "Body::Full({} bytes)", b.len()),
             Body::Stream(_) => write!(f, "Body::Stream"),
+            Body::Native(_) => write!(f, "Body::Native"),
         }
     }
 }

@@ -25,9 +25,14 @@ impl ManualClock {
     }
 }
 
+#[async_trait(?Send)]
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.0.get()
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        self.advance_ms(i64::try_from(ms).unwrap_or(i64::MAX / 2));
     }
 }
 
@@ -35,7 +40,13 @@ impl Clock for ManualClock {
 #[derive(Debug, Default)]
 pub struct SystemClock;
 
+#[async_trait(?Send)]
 impl Clock for SystemClock {
+    /// Blocks the thread: for single-purpose host tools only.
+    async fn sleep_ms(&self, ms: u64) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+
     fn now_ms(&self) -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

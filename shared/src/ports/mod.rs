@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod http_client;
 pub mod kv;
 pub mod memory;
+pub mod rooms;
 pub mod sql;
 
 #[cfg(feature = "postgres")]
@@ -20,6 +21,7 @@ pub use clock::Clock;
 pub use crypto::Crypto;
 pub use http_client::HttpClient;
 pub use kv::Kv;
+pub use rooms::Rooms;
 pub use sql::Sql;
 
 use crate::config::{Config, ConfigError};
@@ -36,6 +38,8 @@ pub struct Ports {
     pub http: Rc<dyn HttpClient>,
     pub clock: Rc<dyn Clock>,
     pub crypto: Rc<dyn Crypto>,
+    /// Live session rooms; `None` drives runs inline (Spin, tests).
+    pub rooms: Option<Rc<dyn Rooms>>,
     /// The configuration, or why it is unusable (then every route but
     /// `/health` answers 503 `misconfigured`).
     pub config: Rc<Result<Config, ConfigError>>,

@@ -129,6 +129,86 @@ impl Res {
     }
 }
 
+/// Outbound HTTP answered from a script of canned provider responses, each
+/// body cut into small chunks at odd places as a network would. Records the
+/// requests it saw. (The end-to-end suite runs the same code against fakes
+/// over real TCP.)
+#[derive(Default)]
+pub struct ScriptedHttp {
+    pub responses:
+        std::cell::RefCell<std::collections::VecDeque<(u16, Vec<(String, String)>, String)>>,
+    pub requests: std::cell::RefCell<Vec<(String, serde_json::Value)>>,
+}
+
+impl ScriptedHttp {
+    pub fn push(&self, status: u16, headers: &[(&str, &str)], body: impl Into<String>) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.responses
+            .borrow_mut()
+            .push_back((status, headers, body.into()));
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl HttpClient for ScriptedHttp {
+    async fn send(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, everjust_core::ports::http_client::HttpError> {
+        let uri = req.uri().to_string();
+        self.requests
+            .borrow_mut()
+            .push((uri, serde_json::from_slice(req.body()).unwrap_or_default()));
+        let (status, headers, body) = self.responses.borrow_mut().pop_front().ok_or_else(|| {
+            everjust_core::ports::http_client::HttpError(
+                "connection refused: script exhausted".into(),
+            )
+        })?;
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        Ok(b.body(Bytes::from(body)).expect("response"))
+    }
+
+    async fn send_streaming(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> Result<
+        everjust_core::ports::http_client::StreamingResponse,
+        everjust_core::ports::http_client::HttpError,
+    > {
+        use futures_util::StreamExt;
+        let res = self.send(req).await?;
+        let (parts, body) = res.into_parts();
+        // Odd chunk sizes so events and UTF-8 sequences are split.
+        let mut chunks = Vec::new();
+        let mut i = 0;
+        let mut size = 7;
+        while i < body.len() {
+            let end = (i + size).min(body.len());
+            chunks.push(Ok(body.slice(i..end)));
+            i = end;
+            size = size % 13 + 3;
+        }
+        // A body ending in "!CUT" simulates a connection dropped mid-stream.
+        if body.ends_with(b"!CUT") {
+            chunks.pop();
+            chunks.push(Err(everjust_core::ports::http_client::HttpError(
+                "connection reset".into(),
+            )));
+        }
+        Ok(everjust_core::ports::http_client::StreamingResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: futures_util::stream::iter(chunks).boxed_local(),
+        })
+    }
+}
+
 pub struct NoHttp;
 
 #[async_trait::async_trait(?Send)]
@@ -149,6 +229,10 @@ impl TestApp {
     }
 
     pub async fn with_vars(vars: &[(&str, &str)]) -> TestApp {
+        Self::build(vars, Rc::new(NoHttp)).await
+    }
+
+    pub async fn build(vars: &[(&str, &str)], http: Rc<dyn HttpClient>) -> TestApp {
         let tmpl = template().await;
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let db = format!("ejt_{}_{n}", std::process::id());
@@ -178,9 +262,10 @@ impl TestApp {
         let ports = Ports {
             sql: Rc::new(PgSql::new(client)),
             kv: Rc::new(MemoryKv::new(clock.clone())),
-            http: Rc::new(NoHttp),
+            http,
             clock: clock.clone(),
             crypto: Rc::new(SeededCrypto::new(u64::from(n) + 1)),
+            rooms: None,
             config: Rc::new(config),
         };
         TestApp {
@@ -218,7 +303,12 @@ impl TestApp {
         let (parts, body) = res.into_parts();
         let body = match body {
             Body::Full(b) => b,
-            Body::Stream(_) => panic!("unexpected stream"),
+            Body::Stream(s) => {
+                use futures_util::StreamExt;
+                let chunks: Vec<Bytes> = s.collect().await;
+                Bytes::from(chunks.concat())
+            }
+            Body::Native(_) => panic!("no native bodies without a platform"),
         };
         Res {
             status: parts.status.as_u16(),

@@ -1,0 +1,576 @@
+//! The agent loop of one run: stream a model call, relay it as run events,
+//! execute the tools it asks for, feed the results back, until the model
+//! stops or a limit (steps, wall time, cancel) is reached. At the end the
+//! assistant message, its usage and cost are persisted in one transaction.
+//!
+//! The loop never holds a connection open on its own: whoever drives it (a
+//! Durable Object alarm, a Spin request) passes a [`RunSink`] that numbers,
+//! stores and fans out each event.
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::events::{Event, EventBody};
+use super::{pricing, prompt, tools};
+use crate::config::Config;
+use crate::db::chat as db;
+use crate::error::{ApiError, ApiResult};
+use crate::http::request::Meta;
+use crate::ids;
+use crate::llm::{
+    Block, ChatRequest, Message, ModelError, ModelEvent, Provider, Role, StopReason, Usage,
+};
+use crate::ports::sql::transaction;
+use crate::ports::Ports;
+use crate::routes::{Ctx, Params};
+
+/// Everything needed to drive a run; serialisable so it can be handed to a
+/// room. Holds no secrets: the driver resolves the provider key itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub run_id: String,
+    pub session_id: String,
+    pub project_id: String,
+    pub owner_id: String,
+    pub user_message_id: String,
+    pub assistant_message_id: String,
+    pub provider: String,
+    pub model: String,
+    /// The session's sequence number before this run's first event.
+    pub first_seq: i64,
+    pub started_ms: i64,
+}
+
+/// Where a run's events go. `emit` numbers the event and makes it visible
+/// to every reader before returning.
+#[async_trait(?Send)]
+pub trait RunSink {
+    async fn emit(&self, run_id: &str, body: EventBody) -> ApiResult<Event>;
+    /// Whether the user asked to stop (checked between steps and every few deltas).
+    async fn cancel_requested(&self) -> bool;
+}
+
+/// The provider for a run: the one asked for if configured, else the first
+/// configured, else the demo.
+pub fn resolve_provider(config: &Config, wanted: Option<&str>) -> ApiResult<Provider> {
+    let anthropic = config.anthropic.as_ref().map(|c| Provider::Anthropic {
+        base_url: c.base_url.clone(),
+        api_key: c.api_key.clone(),
+        model: c.model.clone(),
+    });
+    let openai = config.openai.as_ref().map(|c| Provider::OpenAi {
+        base_url: c.base_url.clone(),
+        api_key: c.api_key.clone(),
+        model: c.model.clone(),
+    });
+    let unavailable = |p: &str| {
+        ApiError::bad_request(
+            "provider_unavailable",
+            format!("The provider {p} is not configured on this server."),
+        )
+    };
+    match wanted {
+        None => Ok(anthropic.or(openai).unwrap_or(Provider::Demo)),
+        Some("anthropic") => anthropic.ok_or_else(|| unavailable("anthropic")),
+        Some("openai") => openai.ok_or_else(|| unavailable("openai")),
+        Some("demo") if config.anthropic.is_none() && config.openai.is_none() => Ok(Provider::Demo),
+        Some(p) => Err(unavailable(p)),
+    }
+}
+
+/// Rebuilds the conversation the model sees from stored messages: each
+/// assistant message is split at its tool results into assistant / user
+/// turns; a tool call that never got a result is dropped.
+pub fn conversation(stored: &[db::StoredMessage]) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::new();
+    let mut push = |role: Role, content: Vec<Block>| {
+        if content.is_empty() {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.role == role => last.content.extend(content),
+            _ => out.push(Message { role, content }),
+        }
+    };
+    for m in stored {
+        let blocks: Vec<Block> = serde_json::from_value(m.content.clone()).unwrap_or_default();
+        if m.role == "user" {
+            push(Role::User, blocks);
+            continue;
+        }
+        let answered: Vec<String> = blocks
+            .iter()
+            .filter_map(|b| {
+                if let Block::ToolResult { tool_use_id, .. } = b {
+                    Some(tool_use_id.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let mut turn = Vec::new();
+        let mut results = Vec::new();
+        for b in blocks {
+            match b {
+                Block::ToolResult { .. } => results.push(b),
+                Block::ToolUse { ref id, .. } if !answered.contains(id) => {}
+                other => {
+                    if !results.is_empty() {
+                        push(Role::Assistant, std::mem::take(&mut turn));
+                        push(Role::User, std::mem::take(&mut results));
+                    }
+                    turn.push(other);
+                }
+            }
+        }
+        push(Role::Assistant, turn);
+        push(Role::User, results);
+    }
+    // The model must see the user speak last or answer a tool result; an
+    // assistant turn at the end (an earlier run) is fine for Anthropic.
+    out
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub status: &'static str,
+    pub stop_reason: String,
+    pub usage: Usage,
+    pub cost_micros: i64,
+}
+
+/// Calls the model, retrying while it is busy and before any token arrived.
+async fn start_stream(
+    ports: &Ports,
+    provider: &Provider,
+    req: &ChatRequest,
+) -> Result<crate::llm::ModelStream, ModelError> {
+    let mut attempt = 0u32;
+    loop {
+        match provider.stream(ports.http.as_ref(), req).await {
+            Err(ModelError::Busy { retry_after, .. }) if attempt < 3 => {
+                attempt += 1;
+                let wait = retry_after.unwrap_or(1u64 << attempt).min(30);
+                ports.clock.sleep_ms(wait * 1000).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Drives one run to its end and persists it. Never fails: every failure
+/// ends the run with a status and leaves the session usable.
+pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcome {
+    let outcome = drive(ports, spec, sink).await;
+    let (outcome, blocks) = match outcome {
+        Ok(v) => v,
+        Err(e) => (
+            RunOutcome {
+                status: "error",
+                stop_reason: e.code.to_owned(),
+                usage: Usage::default(),
+                cost_micros: 0,
+            },
+            Vec::new(),
+        ),
+    };
+    if let Err(e) = persist(ports, spec, &outcome, &blocks).await {
+        crate::log::error("run_persist_failed", &e.to_string());
+    }
+    let _ = sink
+        .emit(
+            &spec.run_id,
+            EventBody::RunFinished {
+                status: outcome.status.to_owned(),
+                stop_reason: outcome.stop_reason.clone(),
+                usage: outcome.usage,
+                cost_micros: outcome.cost_micros,
+            },
+        )
+        .await;
+    outcome
+}
+
+async fn persist(
+    ports: &Ports,
+    spec: &RunSpec,
+    outcome: &RunOutcome,
+    blocks: &[Block],
+) -> ApiResult<()> {
+    let sql = ports.sql.as_ref();
+    let content = serde_json::to_value(blocks).unwrap_or(Value::Array(vec![]));
+    transaction(sql, async || {
+        db::insert_message(
+            sql,
+            &spec.assistant_message_id,
+            &spec.session_id,
+            &spec.owner_id,
+            Some(&spec.run_id),
+            "assistant",
+            &content,
+            if outcome.status == "error" && !blocks.is_empty() {
+                "incomplete"
+            } else {
+                outcome.status
+            },
+            Some(&spec.model),
+            &outcome.usage,
+            outcome.cost_micros,
+        )
+        .await?;
+        db::finish_run(
+            sql,
+            &spec.run_id,
+            outcome.status,
+            Some(&outcome.stop_reason)
+                .filter(|_| outcome.status != "complete")
+                .map(String::as_str),
+        )
+        .await?;
+        Ok::<_, ApiError>(())
+    })
+    .await
+}
+
+async fn drive(
+    ports: &Ports,
+    spec: &RunSpec,
+    sink: &dyn RunSink,
+) -> ApiResult<(RunOutcome, Vec<Block>)> {
+    let config = ports.config()?;
+    let provider = resolve_provider(config, Some(&spec.provider))
+        .or_else(|_| resolve_provider(config, None))?;
+    let sql = ports.sql.as_ref();
+    let ctx = Ctx {
+        ports,
+        request_id: &spec.run_id,
+        meta: Meta::default(),
+        params: Params::default(),
+    };
+    let history = db::all_messages(sql, &spec.session_id).await?;
+    let mut messages = conversation(&history);
+    sink.emit(
+        &spec.run_id,
+        EventBody::RunStarted {
+            provider: provider.name().to_owned(),
+            model: provider.model().to_owned(),
+            message_id: spec.assistant_message_id.clone(),
+            user_message_id: spec.user_message_id.clone(),
+        },
+    )
+    .await?;
+    let deadline = spec.started_ms + i64::from(config.agent_max_secs) * 1000;
+    let mut all_blocks: Vec<Block> = Vec::new();
+    let mut total = Usage::default();
+    let mut cost = 0i64;
+    let mut block_n = 0u32;
+    let finish = |status: &'static str, reason: &str, usage: Usage, cost: i64| RunOutcome {
+        status,
+        stop_reason: reason.to_owned(),
+        usage,
+        cost_micros: cost,
+    };
+    for step in 1..=config.agent_max_steps {
+        if sink.cancel_requested().await {
+            return Ok((finish("cancelled", "cancelled", total, cost), all_blocks));
+        }
+        if ports.clock.now_ms() > deadline {
+            return Ok((finish("incomplete", "time_limit", total, cost), all_blocks));
+        }
+        sink.emit(&spec.run_id, EventBody::StepStarted { step })
+            .await?;
+        let req = ChatRequest {
+            model: provider.model().to_owned(),
+            system: prompt::SYSTEM.to_owned(),
+            messages: messages.clone(),
+            tools: tools::specs(),
+            max_tokens: config.agent_max_tokens,
+        };
+        let mut stream = match start_stream(ports, &provider, &req).await {
+            Ok(s) => s,
+            Err(e) => {
+                sink.emit(
+                    &spec.run_id,
+                    EventBody::RunError {
+                        code: "upstream_unavailable".into(),
+                        message: e.to_string(),
+                    },
+                )
+                .await?;
+                let status = if all_blocks.is_empty() {
+                    "error"
+                } else {
+                    "incomplete"
+                };
+                return Ok((
+                    finish(status, "upstream_unavailable", total, cost),
+                    all_blocks,
+                ));
+            }
+        };
+        let mut step_blocks: Vec<Block> = Vec::new();
+        let mut text: Option<(String, String)> = None; // (block id, text so far)
+        let mut tool_json: Vec<(String, String, String)> = Vec::new(); // (id, name, json)
+        let mut call_usage = Usage::default();
+        let mut stop = StopReason::EndTurn;
+        let mut failure: Option<ModelError> = None;
+        let mut seen = 0u32;
+        let mut cancelled = false;
+        while let Some(item) = stream.next().await {
+            seen += 1;
+            if seen.is_multiple_of(64) && sink.cancel_requested().await {
+                cancelled = true;
+                break;
+            }
+            match item {
+                Ok(ModelEvent::TextStart) => {
+                    block_n += 1;
+                    let id = format!("{}-{block_n}", spec.assistant_message_id);
+                    sink.emit(
+                        &spec.run_id,
+                        EventBody::TextStart {
+                            block_id: id.clone(),
+                        },
+                    )
+                    .await?;
+                    text = Some((id, String::new()));
+                }
+                Ok(ModelEvent::TextDelta(d)) => {
+                    if text.is_none() {
+                        block_n += 1;
+                        let id = format!("{}-{block_n}", spec.assistant_message_id);
+                        sink.emit(
+                            &spec.run_id,
+                            EventBody::TextStart {
+                                block_id: id.clone(),
+                            },
+                        )
+                        .await?;
+                        text = Some((id, String::new()));
+                    }
+                    if let Some((id, t)) = text.as_mut() {
+                        t.push_str(&d);
+                        sink.emit(
+                            &spec.run_id,
+                            EventBody::TextDelta {
+                                block_id: id.clone(),
+                                delta: d,
+                            },
+                        )
+                        .await?;
+                    }
+                }
+                Ok(ModelEvent::TextEnd) => {
+                    if let Some((id, t)) = text.take() {
+                        sink.emit(&spec.run_id, EventBody::TextEnd { block_id: id })
+                            .await?;
+                        step_blocks.push(Block::Text { text: t });
+                    }
+                }
+                Ok(ModelEvent::ToolStart { id, name }) => {
+                    sink.emit(
+                        &spec.run_id,
+                        EventBody::ToolCallStart {
+                            tool_call_id: id.clone(),
+                            name: name.clone(),
+                        },
+                    )
+                    .await?;
+                    tool_json.push((id, name, String::new()));
+                }
+                Ok(ModelEvent::ToolDelta { id, partial_json }) => {
+                    if let Some(t) = tool_json.iter_mut().find(|t| t.0 == id) {
+                        t.2.push_str(&partial_json);
+                    }
+                    sink.emit(
+                        &spec.run_id,
+                        EventBody::ToolCallDelta {
+                            tool_call_id: id,
+                            delta: partial_json,
+                        },
+                    )
+                    .await?;
+                }
+                Ok(ModelEvent::ToolEnd { id }) => {
+                    if let Some((_, name, json)) = tool_json.iter().find(|t| t.0 == id) {
+                        let input = if json.trim().is_empty() {
+                            Some(Value::Object(Default::default()))
+                        } else {
+                            serde_json::from_str::<Value>(json).ok()
+                        };
+                        sink.emit(
+                            &spec.run_id,
+                            EventBody::ToolCallEnd {
+                                tool_call_id: id.clone(),
+                                name: name.clone(),
+                                input: input.clone().unwrap_or(Value::Null),
+                            },
+                        )
+                        .await?;
+                        step_blocks.push(Block::ToolUse {
+                            id: id.clone(),
+                            name: name.clone(),
+                            input: input.unwrap_or(Value::Null),
+                        });
+                    }
+                }
+                Ok(ModelEvent::Thinking {
+                    thinking,
+                    signature,
+                }) => step_blocks.push(Block::Thinking {
+                    thinking,
+                    signature,
+                }),
+                Ok(ModelEvent::Usage(u)) => call_usage = u,
+                Ok(ModelEvent::Stop(r)) => stop = r,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // Keep whatever text arrived, even when the stream broke mid-block.
+        if let Some((id, t)) = text.take() {
+            sink.emit(&spec.run_id, EventBody::TextEnd { block_id: id })
+                .await?;
+            if !t.is_empty() {
+                step_blocks.push(Block::Text { text: t });
+            }
+        }
+        let call_cost = pricing::cost_micros(provider.model(), &call_usage);
+        total.add(&call_usage);
+        cost += call_cost;
+        db::insert_usage(
+            sql,
+            &ids::new_id(ports, "use"),
+            &spec.owner_id,
+            &spec.session_id,
+            &spec.run_id,
+            provider.name(),
+            provider.model(),
+            &call_usage,
+            call_cost,
+            false,
+        )
+        .await?;
+        if let Some(e) = failure {
+            // Unfinished tool calls are dropped: the model never saw them complete.
+            step_blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));
+            all_blocks.extend(step_blocks);
+            sink.emit(
+                &spec.run_id,
+                EventBody::RunError {
+                    code: "upstream_failed".into(),
+                    message: e.to_string(),
+                },
+            )
+            .await?;
+            return Ok((
+                finish("incomplete", "upstream_failed", total, cost),
+                all_blocks,
+            ));
+        }
+        if cancelled {
+            step_blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));
+            all_blocks.extend(step_blocks);
+            return Ok((finish("cancelled", "cancelled", total, cost), all_blocks));
+        }
+        let calls: Vec<(String, String, Value)> = step_blocks
+            .iter()
+            .filter_map(|b| {
+                if let Block::ToolUse { id, name, input } = b {
+                    Some((id.clone(), name.clone(), input.clone()))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        all_blocks.extend(step_blocks.iter().cloned());
+        messages.push(Message {
+            role: Role::Assistant,
+            content: step_blocks,
+        });
+        sink.emit(&spec.run_id, EventBody::StepFinished { step })
+            .await?;
+        if stop != StopReason::ToolUse || calls.is_empty() {
+            let reason = match stop {
+                StopReason::EndTurn => "end_turn".to_owned(),
+                StopReason::ToolUse => "tool_use".to_owned(),
+                StopReason::MaxTokens => "max_tokens".to_owned(),
+                StopReason::Other(o) => o,
+            };
+            return Ok((finish("complete", &reason, total, cost), all_blocks));
+        }
+        let mut results = Vec::new();
+        for (id, name, input) in calls {
+            let input = Some(&input).filter(|v| !v.is_null());
+            let out = tools::execute(&ctx, &spec.owner_id, &spec.project_id, &name, input).await;
+            sink.emit(
+                &spec.run_id,
+                EventBody::ToolResult {
+                    tool_call_id: id.clone(),
+                    output: out.output.clone(),
+                    is_error: out.is_error,
+                },
+            )
+            .await?;
+            results.push(Block::ToolResult {
+                tool_use_id: id,
+                content: out.output,
+                is_error: out.is_error,
+            });
+        }
+        all_blocks.extend(results.iter().cloned());
+        messages.push(Message {
+            role: Role::User,
+            content: results,
+        });
+    }
+    Ok((finish("incomplete", "max_steps", total, cost), all_blocks))
+}
+
+/// Rebuilds the blocks of a run from its events (for a run whose driver died).
+pub fn blocks_from_events(events: &[Event]) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut text: Option<String> = None;
+    for e in events {
+        match &e.body {
+            EventBody::TextStart { .. } => text = Some(String::new()),
+            EventBody::TextDelta { delta, .. } => {
+                text.get_or_insert_with(String::new).push_str(delta)
+            }
+            EventBody::TextEnd { .. } => {
+                if let Some(t) = text.take().filter(|t| !t.is_empty()) {
+                    blocks.push(Block::Text { text: t });
+                }
+            }
+            EventBody::ToolCallEnd {
+                tool_call_id,
+                name,
+                input,
+            } => blocks.push(Block::ToolUse {
+                id: tool_call_id.clone(),
+                name: name.clone(),
+                input: input.clone(),
+            }),
+            EventBody::ToolResult {
+                tool_call_id,
+                output,
+                is_error,
+            } => blocks.push(Block::ToolResult {
+                tool_use_id: tool_call_id.clone(),
+                content: output.clone(),
+                is_error: *is_error,
+            }),
+            _ => {}
+        }
+    }
+    if let Some(t) = text.filter(|t| !t.is_empty()) {
+        blocks.push(Block::Text { text: t });
+    }
+    // A tool call without its result is dropped (see `conversation`).
+    blocks
+}

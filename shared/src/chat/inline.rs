@@ -1,0 +1,242 @@
+//! Runs driven within the request that starts them, with the Postgres event
+//! log as the room: used on Spin (no Durable Objects there) and wherever no
+//! room port is configured. Events are appended in batches, not one round
+//! trip per token; readers replay and tail the log; a run whose request
+//! died is found by its stale heartbeat, marked `incomplete`, and its
+//! partial answer kept.
+
+use std::cell::{Cell, RefCell};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::stream::LocalBoxStream;
+use futures_util::StreamExt;
+
+use super::agent::{self, blocks_from_events, RunSink, RunSpec};
+use super::encode::{Encoder, Protocol};
+use super::events::{Event, EventBody};
+use crate::db::chat as db;
+use crate::error::ApiResult;
+use crate::ids;
+use crate::llm::Usage;
+use crate::ports::Ports;
+
+/// Flush the batch after this many events or this many milliseconds.
+const BATCH_EVENTS: usize = 48;
+const BATCH_MS: i64 = 150;
+/// A run whose log has not moved for this long lost its driver.
+pub const STALE_SECS: i64 = 120;
+const POLL_MS: u64 = 150;
+
+pub struct PgLogSink {
+    ports: Ports,
+    session_id: String,
+    run_id: String,
+    seq: Cell<i64>,
+    batch: RefCell<Vec<Event>>,
+    last_flush: Cell<i64>,
+    last_cancel_check: Cell<i64>,
+    cancelled: Cell<bool>,
+    live: Option<mpsc::UnboundedSender<Event>>,
+}
+
+impl PgLogSink {
+    pub fn new(ports: Ports, spec: &RunSpec, live: Option<mpsc::UnboundedSender<Event>>) -> Self {
+        let now = ports.clock.now_ms();
+        Self {
+            ports,
+            session_id: spec.session_id.clone(),
+            run_id: spec.run_id.clone(),
+            seq: Cell::new(spec.first_seq),
+            batch: RefCell::default(),
+            last_flush: Cell::new(now),
+            last_cancel_check: Cell::new(now),
+            cancelled: Cell::new(false),
+            live,
+        }
+    }
+
+    pub async fn flush(&self) -> ApiResult<()> {
+        let batch = std::mem::take(&mut *self.batch.borrow_mut());
+        self.last_flush.set(self.ports.clock.now_ms());
+        db::append_events(
+            self.ports.sql.as_ref(),
+            &self.session_id,
+            &self.run_id,
+            &batch,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait(?Send)]
+impl RunSink for PgLogSink {
+    async fn emit(&self, run_id: &str, body: EventBody) -> ApiResult<Event> {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let boundary = !matches!(
+            body,
+            EventBody::TextDelta { .. } | EventBody::ToolCallDelta { .. }
+        );
+        let terminal = body.is_terminal();
+        let ev = Event {
+            seq,
+            run_id: run_id.to_owned(),
+            body,
+        };
+        self.batch.borrow_mut().push(ev.clone());
+        if let Some(tx) = &self.live {
+            // A reader that went away is not an error: the run goes on.
+            let _ = tx.unbounded_send(ev.clone());
+        }
+        let due = self.batch.borrow().len() >= BATCH_EVENTS
+            || self.ports.clock.now_ms() - self.last_flush.get() >= BATCH_MS;
+        if terminal || (boundary && due) || self.batch.borrow().len() >= BATCH_EVENTS * 4 {
+            self.flush().await?;
+        }
+        Ok(ev)
+    }
+
+    async fn cancel_requested(&self) -> bool {
+        let now = self.ports.clock.now_ms();
+        if !self.cancelled.get() && now - self.last_cancel_check.get() >= 500 {
+            self.last_cancel_check.set(now);
+            self.cancelled.set(
+                db::cancel_requested(self.ports.sql.as_ref(), &self.run_id)
+                    .await
+                    .unwrap_or(false),
+            );
+        }
+        self.cancelled.get()
+    }
+}
+
+/// Runs `spec` while streaming its events in `protocol`. If the reader goes
+/// away the stream is dropped, the run stops with it, and a later reader
+/// finds it stale and marks it incomplete.
+pub fn stream_run(
+    ports: Ports,
+    spec: RunSpec,
+    protocol: Protocol,
+) -> LocalBoxStream<'static, Bytes> {
+    let (tx, rx) = mpsc::unbounded();
+    let session = spec.session_id.clone();
+    let driver = async move {
+        let sink = PgLogSink::new(ports.clone(), &spec, Some(tx));
+        agent::run(&ports, &spec, &sink).await;
+        if let Err(e) = sink.flush().await {
+            crate::log::error("run_log_flush", &e.to_string());
+        }
+    };
+    let driver = futures_util::stream::once(driver).filter_map(|()| async { None::<Bytes> });
+    let mut encoder = Encoder::new(protocol, &session);
+    let events =
+        rx.map(move |ev| Bytes::from(encoder.encode(&ev)))
+            .chain(futures_util::stream::once(async move {
+                Bytes::from(Encoder::new(protocol, "").end())
+            }));
+    futures_util::stream::select(driver, events)
+        .filter(|b| futures_util::future::ready(!b.is_empty()))
+        .boxed_local()
+}
+
+/// Runs `spec` to the end without a reader.
+pub async fn run_detached(ports: &Ports, spec: &RunSpec) -> agent::RunOutcome {
+    let sink = PgLogSink::new(ports.clone(), spec, None);
+    let outcome = agent::run(ports, spec, &sink).await;
+    let _ = sink.flush().await;
+    outcome
+}
+
+/// Marks runs of the session whose driver died as incomplete, keeping the
+/// partial answer rebuilt from their events.
+pub async fn recover_stale(ports: &Ports, session_id: &str, owner_id: &str) -> ApiResult<()> {
+    let sql = ports.sql.as_ref();
+    for run in db::stale_runs(sql, session_id, STALE_SECS).await? {
+        let events: Vec<Event> = db::events_after(sql, session_id, run.first_seq, 100_000)
+            .await?
+            .into_iter()
+            .filter(|e| e.run_id == run.id)
+            .collect();
+        let blocks = blocks_from_events(&events);
+        let last_seq = events.last().map_or(run.first_seq, |e| e.seq);
+        db::insert_message(
+            sql,
+            &ids::new_id(ports, "msg"),
+            session_id,
+            owner_id,
+            Some(&run.id),
+            "assistant",
+            &serde_json::to_value(&blocks).unwrap_or_default(),
+            "incomplete",
+            None,
+            &Usage::default(),
+            0,
+        )
+        .await?;
+        db::finish_run(sql, &run.id, "incomplete", Some("driver_lost")).await?;
+        let end = Event {
+            seq: last_seq + 1,
+            run_id: run.id.clone(),
+            body: EventBody::RunFinished {
+                status: "incomplete".into(),
+                stop_reason: "driver_lost".into(),
+                usage: Usage::default(),
+                cost_micros: 0,
+            },
+        };
+        db::append_events(sql, session_id, &run.id, &[end]).await?;
+    }
+    Ok(())
+}
+
+/// Replays the session's events after `after`, then tails the log while a
+/// run is active, then ends.
+pub fn tail(
+    ports: Ports,
+    session_id: String,
+    after: i64,
+    protocol: Protocol,
+) -> LocalBoxStream<'static, Bytes> {
+    let encoder = Encoder::new(protocol, &session_id);
+    futures_util::stream::unfold(
+        (ports, session_id, after, encoder, false),
+        |(ports, session, after, mut encoder, done)| async move {
+            if done {
+                return None;
+            }
+            let sql = ports.sql.as_ref();
+            loop {
+                let events = match db::events_after(sql, &session, after, 500).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        crate::log::error("tail_read", &e.to_string());
+                        return Some((
+                            Bytes::from(encoder.end()),
+                            (ports, session, after, encoder, true),
+                        ));
+                    }
+                };
+                if let Some(last) = events.last() {
+                    let next = last.seq;
+                    let text: String = events.iter().map(|e| encoder.encode(e)).collect();
+                    return Some((Bytes::from(text), (ports, session, next, encoder, false)));
+                }
+                let pending = db::terminal_event_pending(sql, &session)
+                    .await
+                    .unwrap_or(false);
+                if !pending {
+                    return Some((
+                        Bytes::from(encoder.end()),
+                        (ports, session, after, encoder, true),
+                    ));
+                }
+                ports.clock.sleep_ms(POLL_MS).await;
+            }
+        },
+    )
+    .filter(|b| futures_util::future::ready(!b.is_empty()))
+    .boxed_local()
+}

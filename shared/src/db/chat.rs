@@ -1,0 +1,397 @@
+//! Sessions, runs, messages, the run event log and the usage ledger.
+
+use serde_json::Value as Json;
+
+use crate::chat::events::Event;
+use crate::ids;
+use crate::llm::Usage;
+use crate::pagination::rfc3339;
+use crate::ports::sql::{Row, Sql, SqlError, Value};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Session {
+    pub id: String,
+    pub project_id: String,
+    pub title: String,
+    pub last_seq: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const SESSION_COLUMNS: &str = "id, project_id, title, last_seq, created_at, updated_at";
+
+fn session(r: &Row) -> Result<Session, SqlError> {
+    Ok(Session {
+        id: r.text("id")?,
+        project_id: r.text("project_id")?,
+        title: r.text("title")?,
+        last_seq: r.int("last_seq")?,
+        created_at: rfc3339(r.int("created_at")?),
+        updated_at: rfc3339(r.int("updated_at")?),
+    })
+}
+
+pub async fn insert_session(
+    sql: &dyn Sql,
+    id: &str,
+    project: &str,
+    owner: &str,
+    title: &str,
+) -> Result<Session, SqlError> {
+    let row = sql
+        .query_opt(
+            &format!("INSERT INTO sessions (id, project_id, owner_id, title) VALUES ($1, $2, $3, $4) RETURNING {SESSION_COLUMNS}"),
+            &[id.into(), project.into(), owner.into(), title.into()],
+        )
+        .await?
+        .ok_or_else(|| SqlError::Other("insert returned no row".into()))?;
+    session(&row)
+}
+
+/// The owner's session (missing and foreign look the same).
+pub async fn session_of(sql: &dyn Sql, owner: &str, id: &str) -> Result<Option<Session>, SqlError> {
+    if !ids::is_valid(id, "ses") {
+        return Ok(None);
+    }
+    sql.query_opt(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND owner_id = $2"),
+        &[id.into(), owner.into()],
+    )
+    .await?
+    .as_ref()
+    .map(session)
+    .transpose()
+}
+
+pub async fn sessions_page(
+    sql: &dyn Sql,
+    project: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Session>, SqlError> {
+    let rows = sql
+        .query(
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE project_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3"),
+            &[project.into(), after.into(), Value::Int(i64::try_from(limit).unwrap_or(100))],
+        )
+        .await?;
+    rows.iter().map(session).collect()
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredMessage {
+    pub id: String,
+    pub run_id: Option<String>,
+    pub role: String,
+    pub content: Json,
+    pub status: String,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub cost_micros: i64,
+    pub created_at: String,
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, run_id, role, content::text AS content, status, model, input_tokens, output_tokens, \
+     cache_read_tokens, cache_write_tokens, cost_micros, created_at";
+
+fn message(r: &Row) -> Result<StoredMessage, SqlError> {
+    Ok(StoredMessage {
+        id: r.text("id")?,
+        run_id: r.opt_text("run_id")?,
+        role: r.text("role")?,
+        content: serde_json::from_str(&r.text("content")?).unwrap_or(Json::Null),
+        status: r.text("status")?,
+        model: r.opt_text("model")?,
+        usage: Usage {
+            input_tokens: r.int("input_tokens")?,
+            output_tokens: r.int("output_tokens")?,
+            cache_read_tokens: r.int("cache_read_tokens")?,
+            cache_write_tokens: r.int("cache_write_tokens")?,
+        },
+        cost_micros: r.int("cost_micros")?,
+        created_at: rfc3339(r.int("created_at")?),
+    })
+}
+
+pub async fn messages_page(
+    sql: &dyn Sql,
+    session: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, SqlError> {
+    let rows = sql
+        .query(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3"),
+            &[session.into(), after.into(), Value::Int(i64::try_from(limit).unwrap_or(100))],
+        )
+        .await?;
+    rows.iter().map(message).collect()
+}
+
+pub async fn all_messages(sql: &dyn Sql, session: &str) -> Result<Vec<StoredMessage>, SqlError> {
+    messages_page(sql, session, None, 10_000).await
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_message(
+    sql: &dyn Sql,
+    id: &str,
+    session: &str,
+    owner: &str,
+    run: Option<&str>,
+    role: &str,
+    content: &Json,
+    status: &str,
+    model: Option<&str>,
+    usage: &Usage,
+    cost: i64,
+) -> Result<(), SqlError> {
+    sql.execute(
+        "INSERT INTO messages (id, session_id, owner_id, run_id, role, content, status, model,
+             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)",
+        &[
+            id.into(),
+            session.into(),
+            owner.into(),
+            run.into(),
+            role.into(),
+            content.to_string().into(),
+            status.into(),
+            model.into(),
+            Value::Int(usage.input_tokens),
+            Value::Int(usage.output_tokens),
+            Value::Int(usage.cache_read_tokens),
+            Value::Int(usage.cache_write_tokens),
+            Value::Int(cost),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Starts a run; `None` when the session already has an active one.
+pub async fn insert_run(
+    sql: &dyn Sql,
+    id: &str,
+    session: &str,
+    owner: &str,
+    provider: &str,
+    model: &str,
+) -> Result<Option<i64>, SqlError> {
+    let r = sql
+        .query_opt(
+            "INSERT INTO runs (id, session_id, owner_id, provider, model, first_seq)
+             SELECT $1, $2, $3, $4, $5, last_seq FROM sessions WHERE id = $2 RETURNING first_seq",
+            &[
+                id.into(),
+                session.into(),
+                owner.into(),
+                provider.into(),
+                model.into(),
+            ],
+        )
+        .await;
+    match r {
+        Ok(row) => Ok(row.map(|r| r.int("first_seq")).transpose()?),
+        Err(SqlError::Unique(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn finish_run(
+    sql: &dyn Sql,
+    id: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), SqlError> {
+    sql.execute(
+        "UPDATE runs SET status = $2, error = $3, finished_at = now() WHERE id = $1 AND status = 'running'",
+        &[id.into(), status.into(), error.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn request_cancel(sql: &dyn Sql, session: &str) -> Result<Option<String>, SqlError> {
+    sql
+        .query_opt(
+            "UPDATE runs SET cancel_requested = true WHERE session_id = $1 AND status = 'running' RETURNING id",
+            &[session.into()],
+        )
+        .await?
+        .map(|r| r.text("id"))
+        .transpose()
+}
+
+pub async fn cancel_requested(sql: &dyn Sql, run: &str) -> Result<bool, SqlError> {
+    Ok(sql
+        .query_opt(
+            "SELECT cancel_requested FROM runs WHERE id = $1",
+            &[run.into()],
+        )
+        .await?
+        .map(|r| r.bool("cancel_requested"))
+        .transpose()?
+        .unwrap_or(false))
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: String,
+    pub status: String,
+    pub first_seq: i64,
+}
+
+pub async fn active_run(sql: &dyn Sql, session: &str) -> Result<Option<RunRow>, SqlError> {
+    sql.query_opt(
+        "SELECT id, status, first_seq FROM runs WHERE session_id = $1 AND status = 'running'",
+        &[session.into()],
+    )
+    .await?
+    .map(|r| {
+        Ok(RunRow {
+            id: r.text("id")?,
+            status: r.text("status")?,
+            first_seq: r.int("first_seq")?,
+        })
+    })
+    .transpose()
+}
+
+/// Runs whose driver stopped sending heartbeats (its request died).
+pub async fn stale_runs(
+    sql: &dyn Sql,
+    session: &str,
+    older_than_secs: i64,
+) -> Result<Vec<RunRow>, SqlError> {
+    sql.query(
+        "SELECT id, status, first_seq FROM runs WHERE session_id = $1 AND status = 'running'
+         AND heartbeat_at < now() - make_interval(secs => $2)",
+        &[session.into(), Value::Float(older_than_secs as f64)],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(RunRow {
+            id: r.text("id")?,
+            status: r.text("status")?,
+            first_seq: r.int("first_seq")?,
+        })
+    })
+    .collect()
+}
+
+/// Appends events to the log and advances the session's sequence and the run's heartbeat.
+pub async fn append_events(
+    sql: &dyn Sql,
+    session: &str,
+    run: &str,
+    events: &[Event],
+) -> Result<(), SqlError> {
+    let Some(last) = events.last() else {
+        return Ok(());
+    };
+    let docs: Vec<Json> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or_default())
+        .collect();
+    sql.execute(
+        "INSERT INTO run_events (session_id, seq, run_id, event)
+         SELECT $1, (e->>'seq')::int8, $2, e FROM jsonb_array_elements($3::jsonb) AS e",
+        &[
+            session.into(),
+            run.into(),
+            Json::Array(docs).to_string().into(),
+        ],
+    )
+    .await?;
+    sql.execute(
+        "UPDATE sessions SET last_seq = GREATEST(last_seq, $2), updated_at = now() WHERE id = $1",
+        &[session.into(), Value::Int(last.seq)],
+    )
+    .await?;
+    sql.execute(
+        "UPDATE runs SET heartbeat_at = now() WHERE id = $1",
+        &[run.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn events_after(
+    sql: &dyn Sql,
+    session: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>, SqlError> {
+    sql.query(
+        "SELECT event::text AS event FROM run_events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        &[session.into(), Value::Int(after), Value::Int(limit)],
+    )
+    .await?
+    .iter()
+    .map(|r| serde_json::from_str(&r.text("event")?).map_err(|e| SqlError::Decode(e.to_string())))
+    .collect()
+}
+
+pub async fn run_status(sql: &dyn Sql, run: &str) -> Result<Option<String>, SqlError> {
+    sql.query_opt("SELECT status FROM runs WHERE id = $1", &[run.into()])
+        .await?
+        .map(|r| r.text("status"))
+        .transpose()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_usage(
+    sql: &dyn Sql,
+    id: &str,
+    owner: &str,
+    session: &str,
+    run: &str,
+    provider: &str,
+    model: &str,
+    usage: &Usage,
+    cost: i64,
+    byok: bool,
+) -> Result<(), SqlError> {
+    sql.execute(
+        "INSERT INTO usage_ledger (id, owner_id, session_id, run_id, kind, provider, model, input_tokens, output_tokens,
+             cache_read_tokens, cache_write_tokens, cost_micros, byok)
+         VALUES ($1, $2, $3, $4, 'model', $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            id.into(),
+            owner.into(),
+            session.into(),
+            run.into(),
+            provider.into(),
+            model.into(),
+            Value::Int(usage.input_tokens),
+            Value::Int(usage.output_tokens),
+            Value::Int(usage.cache_read_tokens),
+            Value::Int(usage.cache_write_tokens),
+            Value::Int(cost),
+            byok.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether the session's latest run has ended (or is running) without its
+/// terminal event in the log yet: its driver is about to write it.
+pub async fn terminal_event_pending(sql: &dyn Sql, session: &str) -> Result<bool, SqlError> {
+    Ok(sql
+        .query_opt(
+            "SELECT NOT EXISTS (SELECT 1 FROM run_events e WHERE e.session_id = r.session_id AND e.run_id = r.id
+                                AND e.event->>'type' = 'run_finished')
+                    AND (r.status = 'running' OR r.finished_at > now() - interval '5 seconds') AS pending
+             FROM runs r WHERE r.session_id = $1 ORDER BY r.id DESC LIMIT 1",
+            &[session.into()],
+        )
+        .await?
+        .map(|r| r.bool("pending"))
+        .transpose()?
+        .unwrap_or(false))
+}

@@ -1,0 +1,294 @@
+//! Model providers behind one streaming interface: the Anthropic Messages
+//! API, OpenAI-compatible chat completions, and a keyless demo. Each turns
+//! its wire stream into [`ModelEvent`]s.
+
+pub mod anthropic;
+pub mod demo;
+pub mod openai;
+pub mod sse;
+
+use bytes::Bytes;
+use futures_util::stream::LocalBoxStream;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ports::http_client::{HttpClient, StreamingResponse};
+
+/// One content block of a conversation message (Anthropic's shape, which
+/// the OpenAI adapter maps from and to).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: String,
+        #[serde(default)]
+        is_error: bool,
+    },
+    Thinking {
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<Block>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub input_schema: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    pub system: String,
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSpec>,
+    pub max_tokens: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+}
+
+impl Usage {
+    pub fn add(&mut self, o: &Usage) {
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.cache_read_tokens += o.cache_read_tokens;
+        self.cache_write_tokens += o.cache_write_tokens;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndTurn,
+    ToolUse,
+    MaxTokens,
+    Other(String),
+}
+
+/// What a provider stream says, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelEvent {
+    TextStart,
+    TextDelta(String),
+    TextEnd,
+    ToolStart {
+        id: String,
+        name: String,
+    },
+    ToolDelta {
+        id: String,
+        partial_json: String,
+    },
+    ToolEnd {
+        id: String,
+    },
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    /// Usage so far (providers report input at the start and output at the end).
+    Usage(Usage),
+    Stop(StopReason),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// 429 or 529 (overloaded): retry after the given seconds if known.
+    #[error("the model provider is busy (status {status})")]
+    Busy {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    #[error("the model provider refused the request (status {status}): {message}")]
+    Refused { status: u16, message: String },
+    /// An `error` event or a broken stream after the response began.
+    #[error("the model stream failed: {0}")]
+    Stream(String),
+    #[error("the model provider is unreachable: {0}")]
+    Transport(String),
+}
+
+pub type ModelStream = LocalBoxStream<'static, Result<ModelEvent, ModelError>>;
+
+/// A configured provider.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    Anthropic {
+        base_url: String,
+        api_key: String,
+        model: String,
+    },
+    OpenAi {
+        base_url: String,
+        api_key: String,
+        model: String,
+    },
+    Demo,
+}
+
+impl Provider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Anthropic { .. } => "anthropic",
+            Provider::OpenAi { .. } => "openai",
+            Provider::Demo => "demo",
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        match self {
+            Provider::Anthropic { model, .. } | Provider::OpenAi { model, .. } => model,
+            Provider::Demo => "demo",
+        }
+    }
+
+    /// Starts one streamed model call.
+    pub async fn stream(
+        &self,
+        http: &dyn HttpClient,
+        req: &ChatRequest,
+    ) -> Result<ModelStream, ModelError> {
+        match self {
+            Provider::Anthropic {
+                base_url, api_key, ..
+            } => anthropic::stream(http, base_url, api_key, req).await,
+            Provider::OpenAi {
+                base_url, api_key, ..
+            } => openai::stream(http, base_url, api_key, req).await,
+            Provider::Demo => Ok(demo::stream(req)),
+        }
+    }
+}
+
+/// Sends a streaming POST and maps HTTP-level failures to [`ModelError`].
+pub(crate) async fn post_stream(
+    http: &dyn HttpClient,
+    req: http::Request<Bytes>,
+) -> Result<StreamingResponse, ModelError> {
+    let res = http
+        .send_streaming(req)
+        .await
+        .map_err(|e| ModelError::Transport(e.0))?;
+    let status = res.status.as_u16();
+    if res.status.is_success() {
+        return Ok(res);
+    }
+    let retry_after = res
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let mut body = Vec::new();
+    let mut s = res.body;
+    while let Some(Ok(chunk)) = s.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 16 * 1024 {
+            break;
+        }
+    }
+    if status == 429 || status == 529 || status == 503 {
+        return Err(ModelError::Busy {
+            status,
+            retry_after,
+        });
+    }
+    let message = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "no details".to_owned());
+    Err(ModelError::Refused { status, message })
+}
+
+/// Turns a byte stream of SSE into parsed events, feeding `decode`, which
+/// may emit any number of model events per SSE event.
+pub(crate) fn decode_sse<S: 'static>(
+    body: LocalBoxStream<'static, Result<Bytes, crate::ports::http_client::HttpError>>,
+    state: S,
+    decode: fn(&mut S, sse::SseEvent) -> Vec<Result<ModelEvent, ModelError>>,
+) -> ModelStream {
+    futures_util::stream::unfold(
+        (
+            body,
+            sse::SseParser::new(),
+            state,
+            std::collections::VecDeque::<Result<ModelEvent, ModelError>>::new(),
+            false,
+        ),
+        move |(mut body, mut parser, mut state, mut queue, mut done)| async move {
+            loop {
+                if let Some(item) = queue.pop_front() {
+                    let failed = item.is_err();
+                    if failed {
+                        done = true;
+                        queue.clear();
+                    }
+                    return Some((item, (body, parser, state, queue, done)));
+                }
+                if done {
+                    return None;
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        for ev in parser.push(&chunk) {
+                            queue.extend(decode(&mut state, ev));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        queue.push_back(Err(ModelError::Stream(format!(
+                            "connection lost: {}",
+                            e.0
+                        ))));
+                    }
+                    None => {
+                        parser.finish();
+                        done = true;
+                        queue.extend(decode(
+                            &mut state,
+                            sse::SseEvent {
+                                event: "__eof".into(),
+                                data: String::new(),
+                                id: None,
+                            },
+                        ));
+                    }
+                }
+            }
+        },
+    )
+    .boxed_local()
+}

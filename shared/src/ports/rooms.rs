@@ -1,0 +1,51 @@
+//! The room port: where a session's runs live when the platform has
+//! something better than the request (a Durable Object per session on
+//! Workers). Without it, runs are driven inline with the Postgres event log
+//! as the room (see `chat::inline`).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::LocalBoxStream;
+
+use crate::chat::agent::RunSpec;
+use crate::chat::encode::Protocol;
+use crate::http::body::Body;
+
+#[derive(Debug, thiserror::Error)]
+#[error("room: {0}")]
+pub struct RoomError(pub String);
+
+/// Who joins a room over a WebSocket (already authenticated by ticket).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    pub user_id: String,
+    pub name: String,
+}
+
+#[async_trait(?Send)]
+pub trait Rooms {
+    /// Hands the run to its session's room, which drives it to its end even
+    /// when every reader is gone.
+    async fn start(&self, spec: &RunSpec) -> Result<(), RoomError>;
+
+    /// The session's events after `after` in `protocol`, then the live tail
+    /// until the running run ends (SSE bytes).
+    async fn events(
+        &self,
+        session_id: &str,
+        after: i64,
+        protocol: Protocol,
+    ) -> Result<LocalBoxStream<'static, Bytes>, RoomError>;
+
+    /// Asks the running run of the session to stop.
+    async fn cancel(&self, session_id: &str) -> Result<(), RoomError>;
+
+    /// Answers a WebSocket upgrade for `member` (the original request's
+    /// upgrade headers are the adapter's to keep).
+    async fn websocket(
+        &self,
+        session_id: &str,
+        member: &Member,
+        after: Option<i64>,
+    ) -> Result<http::Response<Body>, RoomError>;
+}

@@ -1,0 +1,828 @@
+//! Chat runs in-process: the agent loop against scripted provider streams
+//! in the exact Anthropic / OpenAI wire formats, persistence, encodings,
+//! resume, limits and bad input.
+
+use std::rc::Rc;
+
+use everjust_core::ports::Clock;
+use serde_json::{json, Value};
+
+use crate::helpers::{Res, ScriptedHttp, TestApp};
+
+const ANTHROPIC: &[(&str, &str)] = &[
+    ("ANTHROPIC_API_KEY", "sk-test"),
+    ("ANTHROPIC_BASE_URL", "http://model.test"),
+    ("ANTHROPIC_MODEL", "claude-sonnet-4-5"),
+];
+
+fn ev(name: &str, data: Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// An Anthropic stream: text pieces, then optional tool calls (input sent in
+/// 5-byte fragments), then the stop reason.
+fn anthropic(texts: &[&str], tools: &[(&str, &str, Value)], stop: &str) -> String {
+    let mut s = ev(
+        "message_start",
+        json!({"type":"message_start","message":{"id":"msg_x","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"usage":{"input_tokens":100,"output_tokens":1,"cache_read_input_tokens":40}}}),
+    );
+    s += &ev("ping", json!({"type":"ping"}));
+    let mut index = 0;
+    if !texts.is_empty() {
+        s += &ev(
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        );
+        for t in texts {
+            s += &ev(
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":t}}),
+            );
+        }
+        s += &ev(
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":0}),
+        );
+        index = 1;
+    }
+    for (id, name, input) in tools {
+        s += &ev(
+            "content_block_start",
+            json!({"type":"content_block_start","index":index,"content_block":{"type":"tool_use","id":id,"name":name,"input":{}}}),
+        );
+        let text = input.to_string();
+        let chars: Vec<char> = text.chars().collect();
+        for part in chars.chunks(5) {
+            let part: String = part.iter().collect();
+            s += &ev(
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":index,"delta":{"type":"input_json_delta","partial_json":part}}),
+            );
+        }
+        s += &ev(
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":index}),
+        );
+        index += 1;
+    }
+    s += &ev(
+        "message_delta",
+        json!({"type":"message_delta","delta":{"stop_reason":stop,"stop_sequence":null},"usage":{"output_tokens":50}}),
+    );
+    s += &ev("message_stop", json!({"type":"message_stop"}));
+    s
+}
+
+async fn setup(vars: &[(&str, &str)]) -> (TestApp, Rc<ScriptedHttp>, String, String) {
+    let http = Rc::new(ScriptedHttp::default());
+    let app = TestApp::build(vars, http.clone()).await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "site").await;
+    let s = app
+        .json(
+            "POST",
+            &format!("/v1/projects/{p}/sessions"),
+            Some(&t),
+            json!({"title": "first"}),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.json());
+    (
+        app,
+        http,
+        t,
+        s.json()["id"].as_str().expect("id").to_owned(),
+    )
+}
+
+/// Sends a message with Accept: text/event-stream; returns the response.
+async fn send(app: &TestApp, t: &str, session: &str, text: &str, protocol: &str) -> Res {
+    let req = http::Request::post(format!(
+        "/v1/sessions/{session}/messages?protocol={protocol}"
+    ))
+    .header("authorization", format!("Bearer {t}"))
+    .header("content-type", "application/json")
+    .header("accept", "text/event-stream")
+    .body(bytes::Bytes::from(json!({"content": text}).to_string()))
+    .expect("req");
+    let res = everjust_core::handle(&app.ports, req, everjust_core::Meta::default()).await;
+    let (parts, body) = res.into_parts();
+    let body = match body {
+        everjust_core::Body::Stream(s) => {
+            use futures_util::StreamExt;
+            bytes::Bytes::from(s.collect::<Vec<_>>().await.concat())
+        }
+        everjust_core::Body::Full(b) => b,
+        everjust_core::Body::Native(_) => panic!("native"),
+    };
+    Res {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// (id, data) of every SSE event.
+fn sse(body: &[u8]) -> Vec<(Option<i64>, String)> {
+    let text = String::from_utf8_lossy(body);
+    text.split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let id = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .and_then(|v| v.parse().ok());
+            let data = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect::<Vec<_>>()
+                .join("\n");
+            (id, data)
+        })
+        .collect()
+}
+
+fn native(body: &[u8]) -> Vec<Value> {
+    sse(body)
+        .into_iter()
+        .map(|(_, d)| serde_json::from_str(&d).expect("json event"))
+        .collect()
+}
+
+fn text_of(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == "text_delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect()
+}
+
+async fn messages(app: &TestApp, t: &str, session: &str) -> Vec<Value> {
+    app.get(&format!("/v1/sessions/{session}/messages"), Some(t))
+        .await
+        .json()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn tool_call_in_fragments_writes_the_file_and_everything_is_persisted() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let html = "<!doctype html><h1>Héllo 👋 \"quoted\"</h1>";
+    http.push(
+        200,
+        &[("content-type", "text/event-stream")],
+        anthropic(
+            &["I'll write ", "the page."],
+            &[(
+                "toolu_1",
+                "write_file",
+                json!({"path": "index.html", "content": html}),
+            )],
+            "tool_use",
+        ),
+    );
+    http.push(
+        200,
+        &[("content-type", "text/event-stream")],
+        anthropic(&["Done: ", "index.html ✓"], &[], "end_turn"),
+    );
+    let r = send(&app, &t, &s, "Build a page", "native").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let events = native(&r.body);
+    let seqs: Vec<i64> = events.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert_eq!(
+        seqs,
+        (1..=i64::try_from(seqs.len()).expect("len")).collect::<Vec<_>>(),
+        "gapless sequence"
+    );
+    assert_eq!(text_of(&events), "I'll write the page.Done: index.html ✓");
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "tool_result" && e["is_error"] == false));
+    assert_eq!(
+        events.last().map(|e| e["status"].clone()),
+        Some(json!("complete"))
+    );
+    // The file is in the project, through the same path as the files API.
+    let project = app.get("/v1/projects", Some(&t)).await.json()["items"][0]["id"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    let file = app
+        .get(
+            &format!("/v1/projects/{project}/files/index.html"),
+            Some(&t),
+        )
+        .await;
+    assert_eq!(std::str::from_utf8(&file.body).ok(), Some(html));
+    // The model got the tool result back in the second call.
+    let reqs = http.requests.borrow();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].0, "http://model.test/v1/messages");
+    let last = &reqs[1].1["messages"]
+        .as_array()
+        .expect("messages")
+        .last()
+        .cloned()
+        .expect("last");
+    assert_eq!(last["content"][0]["type"], "tool_result");
+    assert_eq!(last["content"][0]["tool_use_id"], "toolu_1");
+    // Persisted: the user message and one assistant message with usage and cost.
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[1]["status"], "complete");
+    assert_eq!(msgs[1]["usage"]["input_tokens"], 200);
+    assert_eq!(msgs[1]["usage"]["output_tokens"], 100);
+    assert_eq!(msgs[1]["usage"]["cache_read_tokens"], 80);
+    assert!(msgs[1]["cost_micros"].as_i64().is_some_and(|c| c > 0));
+    assert_eq!(app.count("usage_ledger").await, 2);
+}
+
+#[tokio::test]
+async fn demo_provider_runs_the_whole_pipeline_without_a_key() {
+    let (app, _http, t, s) = setup(&[]).await;
+    let r = send(&app, &t, &s, "A todo app", "native").await;
+    let events = native(&r.body);
+    assert!(text_of(&events).contains("[demo model"), "clearly labelled");
+    assert_eq!(events[0]["provider"], "demo");
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "tool_call_end" && e["input"]["path"] == "index.html"));
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs[1]["status"], "complete");
+}
+
+#[tokio::test]
+async fn mid_stream_error_keeps_the_partial_answer_as_incomplete_and_the_session_usable() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let broken = anthropic(&["Partial ", "answer"], &[], "end_turn");
+    let cut = broken
+        .split("event: message_delta")
+        .next()
+        .expect("head")
+        .to_owned()
+        + &ev(
+            "error",
+            json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}),
+        );
+    http.push(200, &[], cut);
+    let r = send(&app, &t, &s, "hi", "native").await;
+    let events = native(&r.body);
+    assert!(events.iter().any(|e| e["type"] == "run_error"));
+    assert_eq!(
+        events.last().map(|e| e["status"].clone()),
+        Some(json!("incomplete"))
+    );
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs[1]["status"], "incomplete");
+    assert_eq!(msgs[1]["content"][0]["text"], "Partial answer");
+    // The session takes the next message.
+    http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
+    let again = send(&app, &t, &s, "again", "native").await;
+    assert_eq!(
+        native(&again.body).last().map(|e| e["status"].clone()),
+        Some(json!("complete"))
+    );
+}
+
+#[tokio::test]
+async fn connection_cut_mid_stream_is_incomplete() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let full = anthropic(&["Some ", "words ", "here"], &[], "end_turn");
+    http.push(200, &[], full[..full.len() / 2].to_owned() + "!CUT");
+    let r = send(&app, &t, &s, "hi", "native").await;
+    assert_eq!(
+        native(&r.body).last().map(|e| e["status"].clone()),
+        Some(json!("incomplete"))
+    );
+    assert_eq!(messages(&app, &t, &s).await[1]["status"], "incomplete");
+}
+
+#[tokio::test]
+async fn busy_provider_is_retried_after_retry_after() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    http.push(
+        529,
+        &[("retry-after", "2")],
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    );
+    http.push(200, &[], anthropic(&["fine"], &[], "end_turn"));
+    let before = app.clock.now_ms();
+    let r = send(&app, &t, &s, "hi", "native").await;
+    assert_eq!(text_of(&native(&r.body)), "fine");
+    assert!(app.clock.now_ms() - before >= 2000, "waited retry-after");
+}
+
+#[tokio::test]
+async fn unreachable_provider_ends_the_run_with_an_error_and_the_session_usable() {
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    let r = send(&app, &t, &s, "hi", "native").await;
+    let events = native(&r.body);
+    assert_eq!(
+        events.last().map(|e| e["status"].clone()),
+        Some(json!("error"))
+    );
+    assert_eq!(app.count("runs WHERE status = 'running'").await, 0);
+}
+
+#[tokio::test]
+async fn a_model_that_never_stops_calling_tools_is_stopped_at_max_steps() {
+    let (app, http, t, s) = setup(&[ANTHROPIC[0], ANTHROPIC[1], ("AGENT_MAX_STEPS", "3")]).await;
+    for i in 0..3 {
+        http.push(
+            200,
+            &[],
+            anthropic(
+                &[],
+                &[(&format!("toolu_{i}"), "list_files", json!({}))],
+                "tool_use",
+            ),
+        );
+    }
+    let r = send(&app, &t, &s, "loop", "native").await;
+    let last = native(&r.body).last().cloned().expect("event");
+    assert_eq!(
+        (last["status"].as_str(), last["stop_reason"].as_str()),
+        (Some("incomplete"), Some("max_steps"))
+    );
+    assert_eq!(http.requests.borrow().len(), 3);
+    assert_eq!(messages(&app, &t, &s).await[1]["status"], "incomplete");
+}
+
+#[tokio::test]
+async fn bad_tool_input_is_a_tool_error_and_writes_nothing() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &[],
+            &[
+                (
+                    "t1",
+                    "write_file",
+                    json!({"path": "../escape.txt", "content": "x"}),
+                ),
+                ("t2", "write_file", json!({"path": "a.txt"})),
+                (
+                    "t3",
+                    "edit_file",
+                    json!({"path": "nope.txt", "old": "a", "new": "b"}),
+                ),
+                ("t4", "run_command", json!({"command": "ls"})),
+            ],
+            "tool_use",
+        ),
+    );
+    // A tool call whose input is not JSON at all.
+    let mut broken = anthropic(
+        &[],
+        &[("t5", "write_file", json!({"path": "b.txt", "content": "y"}))],
+        "tool_use",
+    );
+    broken = broken.replace(r#""partial_json":"{\"con""#, r#""partial_json":"{{{con""#);
+    http.push(200, &[], broken);
+    http.push(200, &[], anthropic(&["giving up"], &[], "end_turn"));
+    let r = send(&app, &t, &s, "go", "native").await;
+    let results: Vec<Value> = native(&r.body)
+        .into_iter()
+        .filter(|e| e["type"] == "tool_result")
+        .collect();
+    assert_eq!(results.len(), 5);
+    assert!(results.iter().all(|e| e["is_error"] == true), "{results:?}");
+    assert!(results[3]["output"]
+        .as_str()
+        .is_some_and(|o| o.contains("No sandbox")));
+    assert_eq!(app.count("files").await, 0);
+}
+
+#[tokio::test]
+async fn edit_file_needs_exactly_one_match() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let project = app.get("/v1/projects", Some(&t)).await.json()["items"][0]["id"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    app.request(
+        "PUT",
+        &format!("/v1/projects/{project}/files/a.txt"),
+        Some(&t),
+        None,
+        "one two two",
+    )
+    .await;
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &[],
+            &[
+                (
+                    "e1",
+                    "edit_file",
+                    json!({"path": "a.txt", "old": "two", "new": "2"}),
+                ),
+                (
+                    "e2",
+                    "edit_file",
+                    json!({"path": "a.txt", "old": "one", "new": "1"}),
+                ),
+            ],
+            "tool_use",
+        ),
+    );
+    http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
+    let events = native(&send(&app, &t, &s, "edit", "native").await.body);
+    let results: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "tool_result")
+        .collect();
+    assert_eq!(
+        (
+            results[0]["is_error"].as_bool(),
+            results[1]["is_error"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        app.get(&format!("/v1/projects/{project}/files/a.txt"), Some(&t))
+            .await
+            .body,
+        "1 two two"
+    );
+}
+
+#[tokio::test]
+async fn openai_compatible_provider_streams_and_calls_tools() {
+    let vars = [
+        ("OPENAI_API_KEY", "sk-o"),
+        ("OPENAI_BASE_URL", "http://oai.test"),
+        ("OPENAI_MODEL", "gpt-4o"),
+    ];
+    let (app, http, t, s) = setup(&vars).await;
+    let chunk = |v: Value| format!("data: {v}\n\n");
+    let mut first =
+        chunk(json!({"choices":[{"index":0,"delta":{"role":"assistant","content":"Writing"}}]}));
+    first += &chunk(
+        json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"write_file","arguments":"{\"path\":\"x.txt\","}}]}}]}),
+    );
+    first += &chunk(
+        json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"content\":\"hi\"}"}}]},"finish_reason":"tool_calls"}]}),
+    );
+    first += &chunk(json!({"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}));
+    first += "data: [DONE]\n\n";
+    http.push(200, &[], first);
+    http.push(
+        200,
+        &[],
+        chunk(json!({"choices":[{"index":0,"delta":{"content":"done"},"finish_reason":"stop"}]}))
+            + "data: [DONE]\n\n",
+    );
+    let events = native(&send(&app, &t, &s, "go", "native").await.body);
+    assert_eq!(text_of(&events), "Writingdone");
+    assert_eq!(
+        events.last().map(|e| e["status"].clone()),
+        Some(json!("complete"))
+    );
+    assert_eq!(
+        http.requests.borrow()[0].0,
+        "http://oai.test/v1/chat/completions"
+    );
+    assert_eq!(
+        http.requests.borrow()[1].1["messages"]
+            .as_array()
+            .expect("m")
+            .last()
+            .expect("l")["role"],
+        "tool"
+    );
+    assert_eq!(app.count("files").await, 1);
+}
+
+#[tokio::test]
+async fn replay_after_any_point_gives_exactly_the_missing_events() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    http.push(
+        200,
+        &[],
+        anthropic(&["a", "b", "c", "d", "e"], &[], "end_turn"),
+    );
+    let full = native(&send(&app, &t, &s, "hi", "native").await.body);
+    let n = i64::try_from(full.len()).expect("len");
+    for after in 0..=n {
+        let r = app
+            .get(&format!("/v1/sessions/{s}/events?after={after}"), Some(&t))
+            .await;
+        let got = native(&r.body);
+        assert_eq!(
+            got,
+            full[usize::try_from(after).expect("idx")..].to_vec(),
+            "after {after}"
+        );
+    }
+    // Last-Event-ID wins over ?after=.
+    let req = http::Request::get(format!("/v1/sessions/{s}/events?after=0"))
+        .header("authorization", format!("Bearer {t}"))
+        .header("last-event-id", (n - 2).to_string())
+        .body(bytes::Bytes::new())
+        .expect("req");
+    let res = everjust_core::handle(&app.ports, req, everjust_core::Meta::default()).await;
+    let everjust_core::Body::Stream(st) = res.into_body() else {
+        panic!("stream")
+    };
+    use futures_util::StreamExt;
+    let body = st.collect::<Vec<_>>().await.concat();
+    assert_eq!(native(&body).len(), 2);
+    for bad in ["-1", "abc", "1.5"] {
+        app.get(&format!("/v1/sessions/{s}/events?after={bad}"), Some(&t))
+            .await
+            .problem(400, "invalid_resume_point");
+    }
+}
+
+#[tokio::test]
+async fn ag_ui_and_ai_sdk_encodings_carry_the_same_run() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &["Hi ", "there"],
+            &[("tu", "list_files", json!({}))],
+            "tool_use",
+        ),
+    );
+    http.push(200, &[], anthropic(&["bye"], &[], "end_turn"));
+    let native_events = native(&send(&app, &t, &s, "hi", "native").await.body);
+    let last = native_events
+        .last()
+        .and_then(|e| e["seq"].as_i64())
+        .expect("seq");
+    let ag = app
+        .get(&format!("/v1/sessions/{s}/events?protocol=ag-ui"), Some(&t))
+        .await;
+    let ag_events: Vec<Value> = sse(&ag.body)
+        .into_iter()
+        .map(|(_, d)| serde_json::from_str(&d).expect("json"))
+        .collect();
+    let types: Vec<&str> = ag_events
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(types.first(), Some(&"RUN_STARTED"));
+    assert_eq!(types.last(), Some(&"RUN_FINISHED"));
+    for ty in [
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "TOOL_CALL_RESULT",
+        "STEP_STARTED",
+    ] {
+        assert!(types.contains(&ty), "{ty} missing in {types:?}");
+    }
+    let ag_text: String = ag_events
+        .iter()
+        .filter(|e| e["type"] == "TEXT_MESSAGE_CONTENT")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(ag_text, "Hi therebye");
+    let ai = app
+        .get(
+            &format!("/v1/sessions/{s}/events?protocol=ai-sdk"),
+            Some(&t),
+        )
+        .await;
+    assert_eq!(ai.headers["x-vercel-ai-ui-message-stream"], "v1");
+    let parts = sse(&ai.body);
+    assert_eq!(parts.last().map(|p| p.1.as_str()), Some("[DONE]"));
+    let ai_events: Vec<Value> = parts
+        .iter()
+        .filter(|p| p.1 != "[DONE]")
+        .map(|p| serde_json::from_str(&p.1).expect("json"))
+        .collect();
+    assert_eq!(
+        ai_events.first().map(|e| e["type"].clone()),
+        Some(json!("start"))
+    );
+    assert_eq!(
+        ai_events.last().map(|e| e["type"].clone()),
+        Some(json!("finish"))
+    );
+    assert!(ai_events
+        .iter()
+        .any(|e| e["type"] == "tool-input-available" && e["toolName"] == "list_files"));
+    // Every SSE event of each encoding carries the native sequence number.
+    assert!(sse(&ag.body)
+        .iter()
+        .all(|(id, _)| id.is_some_and(|i| (1..=last).contains(&i))));
+}
+
+#[tokio::test]
+async fn a_second_concurrent_run_is_a_conflict() {
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    app.ports
+        .sql
+        .execute("INSERT INTO runs (id, session_id, owner_id, provider, model) SELECT 'run_busy', id, owner_id, 'demo', 'demo' FROM sessions", &[])
+        .await
+        .expect("insert");
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&t),
+        json!({"content": "x"}),
+    )
+    .await
+    .problem(409, "run_in_progress");
+    assert_eq!(app.count("messages").await, 0, "nothing stored");
+    let c = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/cancel"),
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (c.status, c.json()["run_id"].as_str()),
+        (202, Some("run_busy"))
+    );
+}
+
+#[tokio::test]
+async fn a_run_whose_driver_died_is_marked_incomplete_with_its_partial_text() {
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    let sql = app.ports.sql.as_ref();
+    sql.execute("INSERT INTO runs (id, session_id, owner_id, provider, model, heartbeat_at) SELECT 'run_dead', id, owner_id, 'anthropic', 'm', now() - interval '10 minutes' FROM sessions", &[])
+        .await
+        .expect("run");
+    for (seq, body) in [
+        (1, json!({"type":"text_start","block_id":"b"})),
+        (
+            2,
+            json!({"type":"text_delta","block_id":"b","delta":"half an "}),
+        ),
+        (
+            3,
+            json!({"type":"text_delta","block_id":"b","delta":"answer"}),
+        ),
+    ] {
+        let mut e = body;
+        e["seq"] = seq.into();
+        e["run_id"] = "run_dead".into();
+        sql.execute("INSERT INTO run_events (session_id, seq, run_id, event) SELECT id, $1, 'run_dead', $2::jsonb FROM sessions", &[everjust_core::ports::sql::Value::Int(seq), e.to_string().into()])
+            .await
+            .expect("event");
+    }
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        (
+            msgs[0]["status"].as_str(),
+            msgs[0]["content"][0]["text"].as_str()
+        ),
+        (Some("incomplete"), Some("half an answer"))
+    );
+    let tail = native(
+        &app.get(&format!("/v1/sessions/{s}/events?after=3"), Some(&t))
+            .await
+            .body,
+    );
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0]["status"], "incomplete");
+}
+
+#[tokio::test]
+async fn bad_messages_and_foreign_sessions_are_refused() {
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&t),
+        json!({"content": "   "}),
+    )
+    .await
+    .problem(400, "empty_message");
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&t),
+        json!({"content": "x".repeat(64 * 1024 + 1)}),
+    )
+    .await
+    .problem(413, "message_too_large");
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&t),
+        json!({"content": "x", "provider": "nope"}),
+    )
+    .await
+    .problem(400, "provider_unavailable");
+    app.get(&format!("/v1/sessions/{s}/events?protocol=xml"), Some(&t))
+        .await
+        .problem(400, "invalid_protocol");
+    let (eve, _, _) = app.signup("eve@example.com").await;
+    app.get(&format!("/v1/sessions/{s}/messages"), Some(&eve))
+        .await
+        .problem(404, "not_found");
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&eve),
+        json!({"content": "x"}),
+    )
+    .await
+    .problem(404, "not_found");
+    app.get(&format!("/v1/sessions/{s}/events"), Some(&eve))
+        .await
+        .problem(404, "not_found");
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/ws-ticket"),
+        Some(&eve),
+        json!({}),
+    )
+    .await
+    .problem(404, "not_found");
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/cancel"),
+        Some(&eve),
+        json!({}),
+    )
+    .await
+    .problem(404, "not_found");
+    assert_eq!(app.count("messages").await, 0);
+    assert_eq!(app.count("runs").await, 0);
+}
+
+#[tokio::test]
+async fn websocket_tickets_are_single_use_and_bound_to_their_session() {
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    let ticket = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/ws-ticket"),
+            Some(&t),
+            json!({}),
+        )
+        .await
+        .json()["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_owned();
+    let ws = |ticket: String, session: String| {
+        let app = &app;
+        async move {
+            let req = http::Request::get(format!("/v1/sessions/{session}/ws?ticket={ticket}"))
+                .header("upgrade", "websocket")
+                .body(bytes::Bytes::new())
+                .expect("req");
+            let res = everjust_core::handle(&app.ports, req, everjust_core::Meta::default()).await;
+            res.status().as_u16()
+        }
+    };
+    // No rooms in-process: the first use is accepted (then 501), the second is refused.
+    assert_eq!(ws(ticket.clone(), s.clone()).await, 501);
+    assert_eq!(ws(ticket, s.clone()).await, 401);
+    assert_eq!(ws("forged".into(), s.clone()).await, 401);
+    let other = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/ws-ticket"),
+            Some(&t),
+            json!({}),
+        )
+        .await
+        .json()["ticket"]
+        .as_str()
+        .expect("t")
+        .to_owned();
+    assert_eq!(
+        ws(other, "ses_00000000000000000000000000".into()).await,
+        404
+    );
+    let expiring = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/ws-ticket"),
+            Some(&t),
+            json!({}),
+        )
+        .await
+        .json()["ticket"]
+        .as_str()
+        .expect("t")
+        .to_owned();
+    app.clock.advance_ms(61_000);
+    assert_eq!(ws(expiring, s).await, 401);
+}

@@ -222,7 +222,7 @@ async fn tool_call_in_fragments_writes_the_file_and_everything_is_persisted() {
         .await;
     assert_eq!(std::str::from_utf8(&file.body).ok(), Some(html));
     // The model got the tool result back in the second call.
-    let reqs = http.requests.borrow();
+    let reqs = http.requests.borrow().clone();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[0].0, "http://model.test/v1/messages");
     let last = &reqs[1].1["messages"]

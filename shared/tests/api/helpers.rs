@@ -133,10 +133,12 @@ impl Res {
 /// body cut into small chunks at odd places as a network would. Records the
 /// requests it saw. (The end-to-end suite runs the same code against fakes
 /// over real TCP.)
+/// A canned response: status, headers, body.
+pub type Canned = (u16, Vec<(String, String)>, String);
+
 #[derive(Default)]
 pub struct ScriptedHttp {
-    pub responses:
-        std::cell::RefCell<std::collections::VecDeque<(u16, Vec<(String, String)>, String)>>,
+    pub responses: std::cell::RefCell<std::collections::VecDeque<Canned>>,
     pub requests: std::cell::RefCell<Vec<(String, serde_json::Value)>>,
 }
 

@@ -221,16 +221,21 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         first_seq,
         started_ms: ctx.ports.clock.now_ms(),
     };
-    let accepted = serde_json::json!({
-        "run_id": run_id, "session_id": session.id, "message_id": user_message_id, "after": first_seq,
-        "events_url": format!("/v1/sessions/{}/events?after={first_seq}", session.id),
-    });
+    let accepted = |after: i64| {
+        serde_json::json!({
+            "run_id": run_id, "session_id": session.id, "message_id": user_message_id, "after": after,
+            "events_url": format!("/v1/sessions/{}/events?after={after}", session.id),
+        })
+    };
     match &ctx.ports.rooms {
         Some(rooms) => {
-            if let Err(e) = rooms.start(&spec).await {
-                db::finish_run(sql, &run_id, "error", Some("room_unavailable")).await?;
-                return Err(ApiError::internal(e));
-            }
+            let first_seq = match rooms.start(&spec).await {
+                Ok(seq) => seq,
+                Err(e) => {
+                    db::finish_run(sql, &run_id, "error", Some("room_unavailable")).await?;
+                    return Err(ApiError::internal(e));
+                }
+            };
             if wants_stream(req) {
                 let stream = rooms
                     .events(&session.id, first_seq, protocol)
@@ -238,7 +243,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                     .map_err(ApiError::internal)?;
                 return Ok(sse_response(protocol, stream));
             }
-            Ok(json(StatusCode::ACCEPTED, &accepted))
+            Ok(json(StatusCode::ACCEPTED, &accepted(first_seq)))
         }
         None if wants_stream(req) => Ok(sse_response(
             protocol,
@@ -247,7 +252,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         None => {
             // Without a room the run lives in this request: answer when it is done.
             let outcome = inline::run_detached(ctx.ports, &spec).await;
-            let mut doc = accepted;
+            let mut doc = accepted(first_seq);
             doc["status"] = outcome.status.into();
             Ok(json(StatusCode::ACCEPTED, &doc))
         }

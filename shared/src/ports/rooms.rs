@@ -25,8 +25,9 @@ pub struct Member {
 #[async_trait(?Send)]
 pub trait Rooms {
     /// Hands the run to its session's room, which drives it to its end even
-    /// when every reader is gone.
-    async fn start(&self, spec: &RunSpec) -> Result<(), RoomError>;
+    /// when every reader is gone. Returns the room's sequence number before
+    /// the run's first event (readers of the run resume after it).
+    async fn start(&self, spec: &RunSpec) -> Result<i64, RoomError>;
 
     /// The session's events after `after` in `protocol`, then the live tail
     /// until the running run ends (SSE bytes).

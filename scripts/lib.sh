@@ -56,14 +56,24 @@ ensure_rust_target() {
   fi
 }
 
-# ensure_node_modules: npm ci when node_modules is missing or older than package-lock.json.
+# ensure_node_modules: npm ci when node_modules does not hold what package-lock.json lists (compared by
+# content, so a checkout that only touches the files' dates costs nothing).
 ensure_node_modules() {
   need_node
-  local stamp="node_modules/.package-lock.json"
-  if [[ ! -d node_modules || ! -f "$stamp" || package-lock.json -nt "$stamp" || package.json -nt "$stamp" ]]; then
-    log "npm ci (node_modules missing or older than package-lock.json)"
+  if ! node -e '
+    const fs = require("fs");
+    const read = (f) => JSON.parse(fs.readFileSync(f, "utf8"));
+    const lock = read("package-lock.json"), installed = read("node_modules/.package-lock.json").packages;
+    const pkg = read("package.json"), root = lock.packages[""] || {};
+    for (const k of ["dependencies", "devDependencies", "optionalDependencies"])
+      if (JSON.stringify(pkg[k] || {}) !== JSON.stringify(root[k] || {})) process.exit(1);
+    for (const [path, p] of Object.entries(lock.packages)) {
+      if (path === "") continue;
+      const have = installed[path];
+      if (have ? have.version !== p.version : !p.optional) process.exit(1);
+    }' 2>/dev/null; then
+    log "npm ci (node_modules missing or not matching package-lock.json)"
     npm ci --no-audit --no-fund --loglevel=error
-    touch "$stamp"
   fi
 }
 

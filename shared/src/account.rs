@@ -96,3 +96,35 @@ pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         "audit": audit::export(sql, caller.id()).await?,
     })))
 }
+
+/// GET /v1/audit: the caller's own audit events, newest first.
+pub async fn audit(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let page = crate::pagination::page(req, 50, 200)?;
+    let rows = ctx
+        .ports
+        .sql
+        .query(
+            "SELECT id, action, target, detail::text AS detail, ip, request_id, created_at FROM audit_events
+             WHERE user_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            &[caller.id().into(), page.after.clone().into(), crate::ports::sql::Value::Int(i64::try_from(page.limit + 1).unwrap_or(51))],
+        )
+        .await?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            Ok(serde_json::json!({
+                "id": r.text("id")?, "action": r.text("action")?, "target": r.opt_text("target")?,
+                "detail": serde_json::from_str::<serde_json::Value>(&r.text("detail")?).unwrap_or_default(),
+                "ip": r.opt_text("ip")?, "request_id": r.opt_text("request_id")?,
+                "created_at": crate::pagination::rfc3339(r.int("created_at")?),
+            }))
+        })
+        .collect::<Result<Vec<_>, crate::ports::sql::SqlError>>()?;
+    let (items, next) = crate::pagination::finish(items, page.limit, |e| {
+        e["id"].as_str().unwrap_or_default().to_owned()
+    });
+    Ok(ok(
+        &serde_json::json!({ "items": items, "next_cursor": next }),
+    ))
+}

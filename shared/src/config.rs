@@ -23,7 +23,34 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("AGENT_MAX_STEPS", false),
     ("AGENT_MAX_TOKENS", false),
     ("AGENT_MAX_SECS", false),
+    ("KEYS_ENCRYPTION_KEY", true),
+    ("CORS_ORIGINS", false),
 ];
+
+/// `KEYS_ENCRYPTION_KEY`: comma-separated `<id>:<base64 of 32 bytes>`, the
+/// current key first; older ones stay to open rows sealed before a rotation.
+/// A bare base64 key gets the id `k1`.
+fn parse_keys(v: &str) -> Result<Vec<(String, [u8; 32])>, ConfigError> {
+    use base64::Engine;
+    let bad = ConfigError {
+        name: "KEYS_ENCRYPTION_KEY",
+        problem: "must be <id>:<base64 of 32 bytes>[,<id>:<key>...]",
+    };
+    v.split(',')
+        .map(|part| {
+            let (id, b64) = part.trim().split_once(':').unwrap_or(("k1", part.trim()));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim()))
+                .map_err(|_| bad.clone())?;
+            let key: [u8; 32] = bytes.try_into().map_err(|_| bad.clone())?;
+            if id.is_empty() {
+                return Err(bad.clone());
+            }
+            Ok((id.to_owned(), key))
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OidcAlg {
@@ -59,6 +86,10 @@ pub struct Config {
     pub agent_max_tokens: u32,
     /// Longest wall time of one run, in seconds.
     pub agent_max_secs: u32,
+    /// AES-256-GCM keys for provider keys at rest, current first: (key id, key).
+    pub encryption_keys: Vec<(String, [u8; 32])>,
+    /// Origins allowed to call the API from a browser (CORS); empty: same origin only.
+    pub cors_origins: Vec<String>,
 }
 
 /// A model provider's endpoint and server-side key.
@@ -174,6 +205,18 @@ impl Config {
             agent_max_secs: u32::try_from(number("AGENT_MAX_SECS", 600)?)
                 .unwrap_or(600)
                 .clamp(10, 3600),
+            encryption_keys: match get("KEYS_ENCRYPTION_KEY") {
+                None => Vec::new(),
+                Some(v) => parse_keys(&v)?,
+            },
+            cors_origins: get("CORS_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod billing;
 pub mod chat;
 pub mod config;
 pub mod db;

@@ -10,7 +10,7 @@ use crate::http::request::{Meta, Request};
 use crate::http::response::Response;
 use crate::http::router::{Match, RouteDef, Router};
 use crate::ports::Ports;
-use crate::{account, auth, chat, health, openapi, projects};
+use crate::{account, auth, billing, chat, health, openapi, projects};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -43,6 +43,13 @@ pub enum Route {
     WsTicket,
     WebSocket,
     Cancel,
+    Usage,
+    ListKeys,
+    PutKey,
+    DeleteKey,
+    Audit,
+    AdminUsers,
+    AdminUpdateUser,
 }
 
 macro_rules! route {
@@ -87,6 +94,13 @@ pub static ROUTES: &[RouteDef<Route>] = &[
     route!(POST "/v1/sessions/{id}/ws-ticket" => WsTicket, "chat", true, "A single-use WebSocket ticket, valid 60 s"),
     route!(GET "/v1/sessions/{id}/ws" => WebSocket, "chat", false, "WebSocket to the session's live room (ticket in the query): events, presence, resume"),
     route!(POST "/v1/sessions/{id}/cancel" => Cancel, "chat", true, "Stop the running turn"),
+    route!(GET "/v1/usage" => Usage, "billing", true, "Tokens, cost and compute this month, by day, with the tier's limits"),
+    route!(GET "/v1/keys" => ListKeys, "billing", true, "Your provider keys: provider and last 4 characters only"),
+    route!(PUT "/v1/keys/{provider}" => PutKey, "billing", true, "Store your own provider key {api_key} (validated, encrypted, never returned)"),
+    route!(DELETE "/v1/keys/{provider}" => DeleteKey, "billing", true, "Remove your provider key"),
+    route!(GET "/v1/audit" => Audit, "account", true, "Your own audit events"),
+    route!(GET "/v1/admin/users" => AdminUsers, "admin", true, "Admin: list users with this month's cost"),
+    route!(PATCH "/v1/admin/users/{id}" => AdminUpdateUser, "admin", true, "Admin: set a user's tier, role or limit overrides"),
     route!(GET "/v1/_conformance" => Conformance, "health", false, "Development only: run the port conformance suites in this runtime"),
 ];
 
@@ -117,6 +131,8 @@ pub struct Ctx<'a> {
     pub request_id: &'a str,
     pub meta: Meta,
     pub params: Params,
+    /// The rate-limit decision of this request, for its response headers.
+    pub rate: std::cell::Cell<Option<crate::ports::ratelimit::Decision>>,
 }
 
 pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str) -> Response {
@@ -151,6 +167,7 @@ pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str)
         request_id,
         meta,
         params: Params(params),
+        rate: Default::default(),
     };
     let result = match route {
         Route::Health => Ok(health::health()),
@@ -182,8 +199,18 @@ pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str)
         Route::WsTicket => chat::handlers::ws_ticket(&ctx, &req).await,
         Route::WebSocket => chat::handlers::websocket(&ctx, &req).await,
         Route::Cancel => chat::handlers::cancel(&ctx, &req).await,
+        Route::Usage => billing::usage::get(&ctx, &req).await,
+        Route::ListKeys => billing::keys::list(&ctx, &req).await,
+        Route::PutKey => billing::keys::put(&ctx, &req).await,
+        Route::DeleteKey => billing::keys::delete(&ctx, &req).await,
+        Route::Audit => account::audit(&ctx, &req).await,
+        Route::AdminUsers => billing::admin::list(&ctx, &req).await,
+        Route::AdminUpdateUser => billing::admin::update(&ctx, &req).await,
     };
     let mut res = result.unwrap_or_else(|e| e.into_response(request_id));
+    if let Some(d) = ctx.rate.get() {
+        billing::quota::headers(&d, res.headers_mut());
+    }
     if req.method() == Method::HEAD {
         *res.body_mut() = crate::Body::empty();
     }

@@ -249,6 +249,7 @@ async fn drive(
         request_id: &spec.run_id,
         meta: Meta::default(),
         params: Params::default(),
+        rate: Default::default(),
     };
     let history = db::all_messages(sql, &spec.session_id).await?;
     let mut messages = conversation(&history);

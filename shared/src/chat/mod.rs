@@ -8,6 +8,6 @@ pub mod events;
 pub mod handlers;
 pub mod inline;
 pub mod pricing;
-pub mod room;
 pub mod prompt;
+pub mod room;
 pub mod tools;

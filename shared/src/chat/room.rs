@@ -39,7 +39,11 @@ pub struct RoomSink<'a> {
 #[async_trait(?Send)]
 impl RunSink for RoomSink<'_> {
     async fn emit(&self, run_id: &str, body: EventBody) -> ApiResult<Event> {
-        let ev = Event { seq: self.log.last_seq() + 1, run_id: run_id.to_owned(), body };
+        let ev = Event {
+            seq: self.log.last_seq() + 1,
+            run_id: run_id.to_owned(),
+            body,
+        };
         self.log.append(&ev).map_err(ApiError::internal)?;
         self.fanout.broadcast(&ev);
         Ok(ev)
@@ -55,9 +59,13 @@ impl RunSink for RoomSink<'_> {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Send me every event after `after`, then keep me live.
-    Resume { after: i64 },
+    Resume {
+        after: i64,
+    },
     /// I have seen everything up to `seq` (for presence cursors).
-    Ack { seq: i64 },
+    Ack {
+        seq: i64,
+    },
     Ping,
 }
 
@@ -104,7 +112,14 @@ mod tests {
             Ok(())
         }
         fn after(&self, after: i64, limit: usize) -> Result<Vec<Event>, String> {
-            Ok(self.0.borrow().iter().filter(|e| e.seq > after).take(limit).cloned().collect())
+            Ok(self
+                .0
+                .borrow()
+                .iter()
+                .filter(|e| e.seq > after)
+                .take(limit)
+                .cloned()
+                .collect())
         }
         fn last_seq(&self) -> i64 {
             self.0.borrow().last().map_or(0, |e| e.seq)
@@ -121,9 +136,15 @@ mod tests {
     #[tokio::test]
     async fn sink_numbers_appends_and_broadcasts_in_order() {
         let (log, seen, cancel) = (VecLog::default(), Seen::default(), Cell::new(false));
-        let sink = RoomSink { log: &log, fanout: &seen, cancel: &cancel };
+        let sink = RoomSink {
+            log: &log,
+            fanout: &seen,
+            cancel: &cancel,
+        };
         for i in 0..3 {
-            sink.emit("run_1", EventBody::StepStarted { step: i }).await.expect("emit");
+            sink.emit("run_1", EventBody::StepStarted { step: i })
+                .await
+                .expect("emit");
         }
         assert_eq!(*seen.0.borrow(), vec![1, 2, 3]);
         assert_eq!(log.after(1, 10).expect("after").len(), 2);
@@ -134,8 +155,14 @@ mod tests {
 
     #[test]
     fn client_messages_parse_strictly() {
-        assert_eq!(ClientMessage::parse(r#"{"type":"resume","after":5}"#), Some(ClientMessage::Resume { after: 5 }));
-        assert_eq!(ClientMessage::parse(r#"{"type":"ping"}"#), Some(ClientMessage::Ping));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"resume","after":5}"#),
+            Some(ClientMessage::Resume { after: 5 })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"ping"}"#),
+            Some(ClientMessage::Ping)
+        );
         assert_eq!(ClientMessage::parse(r#"{"type":"resume"}"#), None);
         assert_eq!(ClientMessage::parse("garbage"), None);
     }

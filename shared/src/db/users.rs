@@ -14,9 +14,12 @@ pub struct User {
     pub role: String,
     pub tier: String,
     pub created_at: String,
+    /// Limits an admin set over the tier's (see `billing::tiers`).
+    #[serde(skip)]
+    pub limits_override: serde_json::Value,
 }
 
-const COLUMNS: &str = "id, email, role, tier, created_at";
+const COLUMNS: &str = "id, email, role, tier, created_at, limits_override::text AS limits_override";
 
 fn from_row(r: &Row) -> Result<User, SqlError> {
     Ok(User {
@@ -25,7 +28,61 @@ fn from_row(r: &Row) -> Result<User, SqlError> {
         role: r.text("role")?,
         tier: r.text("tier")?,
         created_at: rfc3339(r.int("created_at")?),
+        limits_override: serde_json::from_str(&r.text("limits_override")?).unwrap_or_default(),
     })
+}
+
+impl User {
+    pub fn limits(&self) -> crate::billing::tiers::Limits {
+        crate::billing::tiers::effective(&self.tier, &self.limits_override)
+    }
+}
+
+/// One page of all users (admin), oldest first.
+pub async fn page(sql: &dyn Sql, after: Option<&str>, limit: usize) -> Result<Vec<User>, SqlError> {
+    sql.query(
+        &format!(
+            "SELECT {COLUMNS} FROM users WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        ),
+        &[
+            after.into(),
+            crate::ports::sql::Value::Int(i64::try_from(limit).unwrap_or(100)),
+        ],
+    )
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+/// Sets tier, role and limit overrides (each when given); the updated user.
+pub async fn update_admin(
+    sql: &dyn Sql,
+    id: &str,
+    tier: Option<&str>,
+    role: Option<&str>,
+    limits: Option<&serde_json::Value>,
+) -> Result<Option<User>, SqlError> {
+    if !ids::is_valid(id, "usr") {
+        return Ok(None);
+    }
+    sql.query_opt(
+        &format!(
+            "UPDATE users SET tier = COALESCE($2, tier), role = COALESCE($3, role),
+                 limits_override = COALESCE($4::jsonb, limits_override), updated_at = now()
+             WHERE id = $1 RETURNING {COLUMNS}"
+        ),
+        &[
+            id.into(),
+            tier.into(),
+            role.into(),
+            limits.map(|l| l.to_string()).into(),
+        ],
+    )
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
 }
 
 pub async fn by_id(sql: &dyn Sql, id: &str) -> Result<Option<User>, SqlError> {
@@ -49,7 +106,7 @@ pub async fn credentials_by_email(
 ) -> Result<Option<(User, String)>, SqlError> {
     let row = sql
         .query_opt(
-            "SELECT u.id, u.email, u.role, u.tier, u.created_at, c.password_hash
+            "SELECT u.id, u.email, u.role, u.tier, u.created_at, u.limits_override::text AS limits_override, c.password_hash
              FROM users u JOIN credentials c ON c.user_id = u.id WHERE u.email_normalized = $1",
             &[email_normalized.into()],
         )

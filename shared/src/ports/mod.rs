@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod http_client;
 pub mod kv;
 pub mod memory;
+pub mod ratelimit;
 pub mod rooms;
 pub mod sql;
 
@@ -40,12 +41,25 @@ pub struct Ports {
     pub crypto: Rc<dyn Crypto>,
     /// Live session rooms; `None` drives runs inline (Spin, tests).
     pub rooms: Option<Rc<dyn Rooms>>,
+    /// An exact rate limiter; `None` uses the approximate KV one.
+    pub limiter: Option<Rc<dyn ratelimit::RateLimiter>>,
     /// The configuration, or why it is unusable (then every route but
     /// `/health` answers 503 `misconfigured`).
     pub config: Rc<Result<Config, ConfigError>>,
 }
 
 impl Ports {
+    /// The rate limiter: the platform's exact one, else the KV-backed one.
+    pub fn limiter(&self) -> Rc<dyn ratelimit::RateLimiter> {
+        match &self.limiter {
+            Some(l) => l.clone(),
+            None => Rc::new(ratelimit::KvRateLimiter {
+                kv: self.kv.clone(),
+                clock: self.clock.clone(),
+            }),
+        }
+    }
+
     pub fn config(&self) -> ApiResult<&Config> {
         self.config.as_ref().as_ref().map_err(|e| {
             ApiError::unavailable(

@@ -1,0 +1,139 @@
+//! Tiers and their limits, in one table. An admin may override any limit
+//! per user (`users.limits_override`); the effective limits are the tier's
+//! with the overrides on top.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub projects: i64,
+    pub concurrent_runs: i64,
+    /// Model tokens (input + output, our keys only) per calendar month.
+    pub model_tokens_month: i64,
+    /// Model calls (our keys only) per UTC day.
+    pub model_calls_day: i64,
+    pub compute_minutes_month: i64,
+    pub sandbox_idle_minutes: i64,
+    pub api_requests_minute: i64,
+    pub max_file_bytes: i64,
+    pub max_project_bytes: i64,
+    /// Model name prefixes this tier may use; empty means any.
+    pub allowed_models: Vec<String>,
+}
+
+pub const TIERS: &[&str] = &["free", "starter", "pro", "enterprise"];
+
+pub fn defaults(tier: &str) -> Limits {
+    let mib = 1024 * 1024;
+    match tier {
+        "starter" => Limits {
+            projects: 20,
+            concurrent_runs: 2,
+            model_tokens_month: 20_000_000,
+            model_calls_day: 5_000,
+            compute_minutes_month: 50 * 60,
+            sandbox_idle_minutes: 30,
+            api_requests_minute: 300,
+            max_file_bytes: 5 * mib,
+            max_project_bytes: 200 * mib,
+            allowed_models: vec![],
+        },
+        "pro" => Limits {
+            projects: 100,
+            concurrent_runs: 5,
+            model_tokens_month: 100_000_000,
+            model_calls_day: 20_000,
+            compute_minutes_month: 200 * 60,
+            sandbox_idle_minutes: 60,
+            api_requests_minute: 600,
+            max_file_bytes: 10 * mib,
+            max_project_bytes: 500 * mib,
+            allowed_models: vec![],
+        },
+        "enterprise" => Limits {
+            projects: 10_000,
+            concurrent_runs: 20,
+            model_tokens_month: 1_000_000_000,
+            model_calls_day: 200_000,
+            compute_minutes_month: 2_000 * 60,
+            sandbox_idle_minutes: 240,
+            api_requests_minute: 3_000,
+            max_file_bytes: 25 * mib,
+            max_project_bytes: 2_000 * mib,
+            allowed_models: vec![],
+        },
+        // free, and anything unknown
+        _ => Limits {
+            projects: 3,
+            concurrent_runs: 1,
+            model_tokens_month: 2_000_000,
+            model_calls_day: 1_000,
+            compute_minutes_month: 10 * 60,
+            sandbox_idle_minutes: 10,
+            api_requests_minute: 120,
+            max_file_bytes: 5 * mib,
+            max_project_bytes: 100 * mib,
+            allowed_models: vec![
+                "claude-haiku".into(),
+                "claude-sonnet".into(),
+                "gpt-4o".into(),
+                "demo".into(),
+            ],
+        },
+    }
+}
+
+/// The tier's limits with the user's overrides applied; unknown keys in the
+/// override are ignored.
+pub fn effective(tier: &str, overrides: &serde_json::Value) -> Limits {
+    let mut doc = serde_json::to_value(defaults(tier)).unwrap_or_default();
+    if let (Some(base), Some(over)) = (doc.as_object_mut(), overrides.as_object()) {
+        for (k, v) in over {
+            if let Some(slot) = base.get_mut(k) {
+                if std::mem::discriminant(slot) == std::mem::discriminant(v) {
+                    *slot = v.clone();
+                }
+            }
+        }
+    }
+    serde_json::from_value(doc).unwrap_or_else(|_| defaults(tier))
+}
+
+impl Limits {
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.allowed_models.is_empty()
+            || self
+                .allowed_models
+                .iter()
+                .any(|p| model.starts_with(p.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_tier_has_the_documented_defaults() {
+        let f = defaults("free");
+        assert_eq!(
+            (
+                f.projects,
+                f.concurrent_runs,
+                f.compute_minutes_month,
+                f.model_calls_day,
+                f.api_requests_minute
+            ),
+            (3, 1, 600, 1000, 120)
+        );
+    }
+
+    #[test]
+    fn overrides_replace_only_known_keys_of_the_same_type() {
+        let l = effective(
+            "free",
+            &serde_json::json!({"projects": 7, "bogus": 1, "concurrent_runs": "x"}),
+        );
+        assert_eq!((l.projects, l.concurrent_runs), (7, 1));
+    }
+}

@@ -11,7 +11,7 @@
 //   GET  /health                {"status":"ok"}
 //   GET  /_fake/requests?contains=TEXT
 //                               test-only: the requests whose last user text contains TEXT, newest last:
-//                               [{at, api, path, auth, version, scenario, step, status, body}]
+//                               [{at, api, path, auth, version, scenario, step, status, output_tokens, body}]
 // Credentials: Anthropic accepts `x-api-key: <key>` or `authorization: Bearer <key>` (the official
 // TypeScript SDK sends the latter) and requires `anthropic-version`; OpenAI requires
 // `authorization: Bearer <key>`. Any non-empty key is accepted; the log records which form came.
@@ -282,7 +282,7 @@ async function handleAnthropic(req, res, raw, ctx) {
   ctx.log({ ...entry, body, scenario: null, step: view?.step ?? null, lastUserText: view?.lastUserText ?? '', status: bad ? 400 : null });
   if (bad) return anthropicError(res, 400, 'invalid_request_error', bad);
   const p = plan(view, ctx.busyKeys);
-  ctx.amend({ scenario: p.scenario, status: p.busy ? p.busy.status : 200 });
+  ctx.amend({ scenario: p.scenario, status: p.busy ? p.busy.status : 200, output_tokens: p.busy ? 0 : outputTokens(p) });
   if (p.busy) {
     const type = p.busy.status === 429 ? 'rate_limit_error' : 'overloaded_error';
     return anthropicError(res, p.busy.status, type, p.busy.status === 429 ? 'Rate limited' : 'Overloaded', {

@@ -206,7 +206,7 @@ export async function handleOpenAi(req, res, raw, ctx) {
   ctx.log({ ...entry, body, scenario: null, step: view?.step ?? null, lastUserText: view?.lastUserText ?? '', status: bad ? 400 : null });
   if (bad) return openAiError(res, 400, 'invalid_request_error', bad);
   const p = plan(view, ctx.busyKeys);
-  ctx.amend({ scenario: p.scenario, status: p.busy ? p.busy.status : 200 });
+  ctx.amend({ scenario: p.scenario, status: p.busy ? p.busy.status : 200, output_tokens: p.busy ? 0 : outputTokens(p) });
   if (p.busy) {
     return openAiError(res, p.busy.status, 'requests', 'Rate limit reached for requests', { 'retry-after': String(p.busy.retryAfter) }, 'rate_limit_exceeded');
   }

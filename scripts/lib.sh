@@ -118,8 +118,17 @@ free_port() {
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
 
-# ensure_secret NAME [hex|base64]: export NAME. Kept from the environment when set; otherwise read from
+# ensure_secret NAME [hex|keyring]: export NAME. Kept from the environment when set; otherwise read from
 # .data/secrets/NAME, generated there (32 random bytes) on first use. Never a built-in default.
+#   hex      64 hex digits (JWT_SECRET)
+#   keyring  k1:<base64 of the 32 bytes>, the key-ring form of KEYS_ENCRYPTION_KEY
+secret_ok() {
+  case "$2" in
+    hex) [[ "$1" =~ ^[0-9a-f]{64}$ ]] ;;
+    keyring) [[ "$1" =~ ^[A-Za-z0-9_-]+:[A-Za-z0-9+/]{43}=$ ]] ;;
+    *) die "ensure_secret: unknown format $2" ;;
+  esac
+}
 ensure_secret() {
   local name="$1" format="${2:-hex}" file="$DATA_DIR/secrets/$1"
   if [[ -n "${!name:-}" ]]; then
@@ -131,13 +140,15 @@ ensure_secret() {
     chmod 700 "$DATA_DIR/secrets"
     case "$format" in
       hex) random_hex 32 >"$file" ;;
-      base64) head -c 32 /dev/urandom | base64 | tr -d '\n' >"$file" ;;
+      keyring) printf 'k1:%s' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$file" ;;
       *) die "ensure_secret: unknown format $format" ;;
     esac
     chmod 600 "$file"
     log "generated $name into ${file#"$REPO_ROOT"/}"
   fi
   printf -v "$name" '%s' "$(<"$file")"
+  secret_ok "${!name}" "$format" ||
+    die "${file#"$REPO_ROOT"/} does not hold a $format secret; delete it to have a new one generated (what it encrypted is then lost)"
   export "${name?}"
 }
 

@@ -163,6 +163,7 @@ export async function openSse(method, path, { token, json, headers = {}, timeout
     async read({ stopAfter = Infinity, onEvent } = {}) {
       const events = [];
       let ended = false;
+      let dropped = false;
       try {
         if (stopAfter === 0) {
           ac.abort();
@@ -179,13 +180,14 @@ export async function openSse(method, path, { token, json, headers = {}, timeout
           events.push(ev);
           if (onEvent) await onEvent(ev, events);
           if (events.length >= stopAfter) {
+            dropped = true;
             ac.abort();
-            return { events, ended };
+            break;
           }
         }
-        ended = true;
+        ended = !dropped;
       } catch (e) {
-        throw timedOut || e;
+        if (!dropped || timedOut) throw timedOut || e;
       } finally {
         clearTimeout(timer);
       }

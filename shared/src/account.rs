@@ -11,18 +11,14 @@ use crate::http::response::{no_content, ok, Response};
 use crate::ports::sql::transaction;
 use crate::routes::Ctx;
 
-fn limits(ctx: &Ctx<'_>) -> ApiResult<serde_json::Value> {
-    let c = ctx.ports.config()?;
-    Ok(serde_json::json!({
-        "max_file_bytes": c.max_file_bytes,
-        "max_project_bytes": c.max_project_bytes,
-    }))
-}
-
 pub async fn me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
+    let (max_file, max_project) = crate::projects::files::limits(ctx, caller.id()).await?;
     let mut doc = serde_json::to_value(&caller.user).unwrap_or_default();
-    doc["limits"] = limits(ctx)?;
+    let mut limits = serde_json::to_value(caller.user.limits()).unwrap_or_default();
+    limits["max_file_bytes"] = max_file.into();
+    limits["max_project_bytes"] = max_project.into();
+    doc["limits"] = limits;
     Ok(ok(&doc))
 }
 

@@ -25,6 +25,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("AGENT_MAX_SECS", false),
     ("KEYS_ENCRYPTION_KEY", true),
     ("CORS_ORIGINS", false),
+    ("ADMIN_EMAILS", false),
 ];
 
 /// `KEYS_ENCRYPTION_KEY`: comma-separated `<id>:<base64 of 32 bytes>`, the
@@ -90,6 +91,8 @@ pub struct Config {
     pub encryption_keys: Vec<(String, [u8; 32])>,
     /// Origins allowed to call the API from a browser (CORS); empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// Accounts with these emails are admins from their first sign-in (bootstrap).
+    pub admin_emails: Vec<String>,
 }
 
 /// A model provider's endpoint and server-side key.
@@ -209,6 +212,14 @@ impl Config {
                 None => Vec::new(),
                 Some(v) => parse_keys(&v)?,
             },
+            admin_emails: get("ADMIN_EMAILS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|e| e.trim().to_lowercase())
+                        .filter(|e| !e.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             cors_origins: get("CORS_ORIGINS")
                 .map(|v| {
                     v.split(',')

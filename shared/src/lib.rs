@@ -36,7 +36,24 @@ pub async fn handle(
     meta: Meta,
 ) -> ::http::Response<Body> {
     let request_id = request_id(&req, ports);
+    let origin = req
+        .headers()
+        .get(::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let allowed = origin
+        .as_deref()
+        .filter(|o| security::origin_allowed(ports, o))
+        .map(str::to_owned);
+    if req.method() == ::http::Method::OPTIONS && origin.is_some() {
+        let mut res = security::preflight(allowed.as_deref(), &request_id);
+        security::apply_headers(res.headers_mut());
+        return res;
+    }
     let mut res = routes::dispatch(ports, req, meta, &request_id).await;
+    if let Some(o) = &allowed {
+        security::cors_headers(res.headers_mut(), o);
+    }
     let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", v);

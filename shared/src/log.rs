@@ -1,9 +1,22 @@
-//! Structured JSON log lines on stderr (Workers and Spin both collect it).
-//! Never pass secrets, tokens or request bodies here.
+//! Structured JSON log lines. Where they go is the platform's choice
+//! (`set_sink`; stderr by default, `console.log` on Workers where stderr
+//! goes nowhere). Never pass secrets, tokens or request bodies here.
+
+use std::sync::OnceLock;
+
+static SINK: OnceLock<fn(&str)> = OnceLock::new();
+
+/// Sets where log lines go (once, at start-up).
+pub fn set_sink(sink: fn(&str)) {
+    let _ = SINK.set(sink);
+}
 
 pub fn event(level: &str, name: &str, fields: serde_json::Value) {
-    let line = serde_json::json!({ "level": level, "event": name, "fields": fields });
-    eprintln!("{line}");
+    let line = serde_json::json!({ "level": level, "event": name, "fields": fields }).to_string();
+    match SINK.get() {
+        Some(sink) => sink(&line),
+        None => eprintln!("{line}"),
+    }
 }
 
 pub fn error(name: &str, message: &str) {

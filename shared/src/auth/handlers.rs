@@ -24,6 +24,21 @@ struct RefreshBody {
     refresh_token: String,
 }
 
+/// Anonymous routes are limited per client IP.
+async fn limit_ip(ctx: &Ctx<'_>) -> ApiResult<()> {
+    match &ctx.meta.client_ip {
+        Some(ip) => {
+            crate::billing::quota::rate_limit(
+                ctx,
+                &format!("ip:{ip}"),
+                crate::billing::quota::ANONYMOUS_PER_MINUTE,
+            )
+            .await
+        }
+        None => Ok(()),
+    }
+}
+
 /// The token pair answered by signup, login and refresh.
 async fn token_response(
     ctx: &Ctx<'_>,
@@ -46,6 +61,7 @@ async fn token_response(
 }
 
 pub async fn signup(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    limit_ip(ctx).await?;
     let config = ctx.ports.config()?;
     let body: Credentials = json_body(req)?;
     let email = Email::parse(&body.email)?;
@@ -57,6 +73,11 @@ pub async fn signup(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     )
     .await;
     let sql = ctx.ports.sql.as_ref();
+    let role = if config.admin_emails.contains(&email.normalized) {
+        "admin"
+    } else {
+        "user"
+    };
     let user = transaction(sql, async || {
         let user = users::create_with_password(
             sql,
@@ -64,6 +85,7 @@ pub async fn signup(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             &email.display,
             &email.normalized,
             &hash,
+            role,
         )
         .await?;
         audit::record(
@@ -82,6 +104,7 @@ pub async fn signup(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 }
 
 pub async fn login(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    limit_ip(ctx).await?;
     let config = ctx.ports.config()?;
     let body: Credentials = json_body(req)?;
     let invalid =
@@ -134,6 +157,7 @@ pub async fn login(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 }
 
 pub async fn refresh(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    limit_ip(ctx).await?;
     let body: RefreshBody = json_body(req)?;
     let (user_id, next) = refresh::rotate(ctx, &body.refresh_token).await?;
     let user = users::by_id(ctx.ports.sql.as_ref(), &user_id)
@@ -145,6 +169,7 @@ pub async fn refresh(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 }
 
 pub async fn logout(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    limit_ip(ctx).await?;
     let body: RefreshBody = json_body(req)?;
     if let Some(user_id) = refresh::revoke(ctx, &body.refresh_token).await? {
         audit::record(

@@ -50,5 +50,8 @@ pub async fn authenticate(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
     } else {
         None
     };
-    user.map(|user| Caller { user }).ok_or_else(invalid)
+    let caller = user.map(|user| Caller { user }).ok_or_else(invalid)?;
+    let per_minute = u32::try_from(caller.user.limits().api_requests_minute).unwrap_or(u32::MAX);
+    crate::billing::quota::rate_limit(ctx, &format!("user:{}", caller.id()), per_minute).await?;
+    Ok(caller)
 }

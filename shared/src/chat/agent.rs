@@ -41,6 +41,9 @@ pub struct RunSpec {
     /// The session's sequence number before this run's first event.
     pub first_seq: i64,
     pub started_ms: i64,
+    /// The user's own provider key pays (its usage does not count against the budget).
+    #[serde(default)]
+    pub byok: bool,
 }
 
 /// Where a run's events go. `emit` numbers the event and makes it visible
@@ -52,32 +55,81 @@ pub trait RunSink {
     async fn cancel_requested(&self) -> bool;
 }
 
-/// The provider for a run: the one asked for if configured, else the first
-/// configured, else the demo.
-pub fn resolve_provider(config: &Config, wanted: Option<&str>) -> ApiResult<Provider> {
-    let anthropic = config.anthropic.as_ref().map(|c| Provider::Anthropic {
-        base_url: c.base_url.clone(),
-        api_key: c.api_key.clone(),
-        model: c.model.clone(),
-    });
-    let openai = config.openai.as_ref().map(|c| Provider::OpenAi {
-        base_url: c.base_url.clone(),
-        api_key: c.api_key.clone(),
-        model: c.model.clone(),
-    });
-    let unavailable = |p: &str| {
-        ApiError::bad_request(
-            "provider_unavailable",
-            format!("The provider {p} is not configured on this server."),
-        )
+/// The provider for a run and whether the user's own key pays: the one
+/// asked for (the user's key first, else the server's), else the user's
+/// first key, else the server's first, else the demo (only when the server
+/// has no key at all).
+pub fn resolve_provider(
+    config: &Config,
+    wanted: Option<&str>,
+    own: &[(&str, String)],
+) -> ApiResult<(Provider, bool)> {
+    let server = |name: &str| match name {
+        "anthropic" => config.anthropic.as_ref(),
+        "openai" => config.openai.as_ref(),
+        _ => None,
+    };
+    let default_base = |name: &str| {
+        if name == "anthropic" {
+            "https://api.anthropic.com"
+        } else {
+            "https://api.openai.com"
+        }
+    };
+    let default_model = |name: &str| {
+        if name == "anthropic" {
+            "claude-sonnet-4-5"
+        } else {
+            "gpt-4o"
+        }
+    };
+    let build = |name: &str, key: String, byok: bool| {
+        let (base_url, model) = match server(name) {
+            Some(c) => (c.base_url.clone(), c.model.clone()),
+            None => (
+                default_base(name).to_owned(),
+                default_model(name).to_owned(),
+            ),
+        };
+        let p = if name == "anthropic" {
+            Provider::Anthropic {
+                base_url,
+                api_key: key,
+                model,
+            }
+        } else {
+            Provider::OpenAi {
+                base_url,
+                api_key: key,
+                model,
+            }
+        };
+        (p, byok)
+    };
+    let pick = |name: &str| {
+        if let Some((_, k)) = own.iter().find(|(p, _)| *p == name) {
+            return Some(build(name, k.clone(), true));
+        }
+        server(name).map(|c| build(name, c.api_key.clone(), false))
     };
     match wanted {
-        None => Ok(anthropic.or(openai).unwrap_or(Provider::Demo)),
-        Some("anthropic") => anthropic.ok_or_else(|| unavailable("anthropic")),
-        Some("openai") => openai.ok_or_else(|| unavailable("openai")),
-        Some("demo") if config.anthropic.is_none() && config.openai.is_none() => Ok(Provider::Demo),
-        Some(p) => Err(unavailable(p)),
+        Some(name @ ("anthropic" | "openai")) => pick(name)
+            .ok_or_else(|| ApiError::bad_request("provider_unavailable", format!("The provider {name} is not configured; add your own key with PUT /v1/keys/{name}."))),
+        Some("demo") | None if own.is_empty() && config.anthropic.is_none() && config.openai.is_none() => Ok((Provider::Demo, false)),
+        None => Ok(pick("anthropic").or_else(|| pick("openai")).unwrap_or((Provider::Demo, false))),
+        Some(p) => Err(ApiError::bad_request("provider_unavailable", format!("The provider {p} is not available."))),
     }
+}
+
+/// The user's own provider keys, opened.
+pub async fn own_keys(ctx: &Ctx<'_>, owner: &str) -> ApiResult<Vec<(&'static str, String)>> {
+    let mut out = Vec::new();
+    for p in crate::billing::keys::PROVIDERS {
+        if let Some(k) = crate::billing::keys::user_key(ctx, owner, p).await? {
+            out.push((*p, k));
+        }
+    }
+    Ok(out)
 }
 
 /// Rebuilds the conversation the model sees from stored messages: each
@@ -241,8 +293,6 @@ async fn drive(
     sink: &dyn RunSink,
 ) -> ApiResult<(RunOutcome, Vec<Block>)> {
     let config = ports.config()?;
-    let provider = resolve_provider(config, Some(&spec.provider))
-        .or_else(|_| resolve_provider(config, None))?;
     let sql = ports.sql.as_ref();
     let ctx = Ctx {
         ports,
@@ -251,6 +301,16 @@ async fn drive(
         params: Params::default(),
         rate: Default::default(),
     };
+    let own = if spec.byok {
+        own_keys(&ctx, &spec.owner_id).await?
+    } else {
+        Vec::new()
+    };
+    let (provider, byok) = resolve_provider(config, Some(&spec.provider), &own)?;
+    let limits = crate::db::users::by_id(sql, &spec.owner_id)
+        .await?
+        .map(|u| u.limits())
+        .unwrap_or_else(|| crate::billing::tiers::defaults("free"));
     let history = db::all_messages(sql, &spec.session_id).await?;
     let mut messages = conversation(&history);
     sink.emit(
@@ -280,6 +340,21 @@ async fn drive(
         }
         if ports.clock.now_ms() > deadline {
             return Ok((finish("incomplete", "time_limit", total, cost), all_blocks));
+        }
+        // The budget is checked before each model call and settled after it.
+        if !byok && provider.name() != "demo" {
+            if let Err(e) = crate::billing::quota::check_model(&ctx, &spec.owner_id, &limits).await
+            {
+                sink.emit(
+                    &spec.run_id,
+                    EventBody::RunError {
+                        code: e.code.to_owned(),
+                        message: e.detail.clone(),
+                    },
+                )
+                .await?;
+                return Ok((finish("incomplete", e.code, total, cost), all_blocks));
+            }
         }
         sink.emit(&spec.run_id, EventBody::StepStarted { step })
             .await?;
@@ -454,7 +529,7 @@ async fn drive(
             provider.model(),
             &call_usage,
             call_cost,
-            false,
+            byok,
         )
         .await?;
         if let Some(e) = failure {

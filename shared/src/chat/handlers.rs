@@ -158,9 +158,51 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         ));
     }
     let config = ctx.ports.config()?;
-    let provider = resolve_provider(config, body.provider.as_deref())?;
+    let own = super::agent::own_keys(ctx, caller.id()).await?;
+    let (provider, byok) = resolve_provider(config, body.provider.as_deref(), &own)?;
+    let limits = caller.user.limits();
+    if !limits.allows_model(provider.model()) {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "model_not_allowed",
+            format!(
+                "Your tier cannot use the model {}; add your own key or upgrade.",
+                provider.model()
+            ),
+        ));
+    }
     let session = own_session(ctx, &caller).await?;
     let sql = ctx.ports.sql.as_ref();
+    if !byok && provider.name() != "demo" {
+        crate::billing::quota::check_model(ctx, caller.id(), &limits).await?;
+    }
+    let running = sql
+        .query_opt(
+            "SELECT count(*)::int8 AS n FROM runs WHERE owner_id = $1 AND status = 'running'",
+            &[caller.id().into()],
+        )
+        .await?
+        .map(|r| r.int("n"))
+        .transpose()?
+        .unwrap_or(0);
+    if running >= limits.concurrent_runs {
+        let mut e = ApiError::too_many(
+            "quota_concurrent_runs",
+            format!(
+                "Your tier allows {} run(s) at a time; wait for one to finish.",
+                limits.concurrent_runs
+            ),
+            5,
+        );
+        // A run in this very session is the more useful answer.
+        if db::active_run(sql, &session.id).await?.is_some() {
+            e = ApiError::conflict(
+                "run_in_progress",
+                "A run is already in progress in this session; wait for it or cancel it.",
+            );
+        }
+        return Err(e);
+    }
     if ctx.ports.rooms.is_none() {
         inline::recover_stale(ctx.ports, &session.id, caller.id()).await?;
     }
@@ -220,6 +262,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         model: provider.model().to_owned(),
         first_seq,
         started_ms: ctx.ports.clock.now_ms(),
+        byok,
     };
     let accepted = |after: i64| {
         serde_json::json!({

@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_chat",
         sql: include_str!("../../../migrations/0002_chat.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_tiers_keys",
+        sql: include_str!("../../../migrations/0003_tiers_keys.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

@@ -122,11 +122,12 @@ pub async fn create_with_password(
     display: &str,
     normalized: &str,
     hash: &str,
+    role: &str,
 ) -> ApiResult<User> {
     let row = sql
         .query_opt(
-            &format!("INSERT INTO users (id, email, email_normalized) VALUES ($1, $2, $3) RETURNING {COLUMNS}"),
-            &[id.into(), display.into(), normalized.into()],
+            &format!("INSERT INTO users (id, email, email_normalized, role) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"),
+            &[id.into(), display.into(), normalized.into(), role.into()],
         )
         .await
         .map_err(|e| match e {

@@ -33,6 +33,28 @@ impl Actor {
     }
 }
 
+/// The owner's file and project size limits: the server's, lowered by the tier's.
+pub async fn limits(ctx: &Ctx<'_>, owner: &str) -> ApiResult<(u64, u64)> {
+    let config = ctx.ports.config()?;
+    let tier = crate::db::users::by_id(ctx.ports.sql.as_ref(), owner)
+        .await?
+        .map(|u| u.limits());
+    let cap = |server: u64, tier: Option<i64>| {
+        tier.and_then(|t| u64::try_from(t).ok())
+            .map_or(server, |t| t.min(server))
+    };
+    Ok((
+        cap(
+            config.max_file_bytes,
+            tier.as_ref().map(|l| l.max_file_bytes),
+        ),
+        cap(
+            config.max_project_bytes,
+            tier.as_ref().map(|l| l.max_project_bytes),
+        ),
+    ))
+}
+
 /// Writes one file of the owner's project within the size limits.
 pub async fn write_file(
     ctx: &Ctx<'_>,
@@ -42,15 +64,12 @@ pub async fn write_file(
     content: &[u8],
     actor: Actor,
 ) -> ApiResult<(FileMeta, bool)> {
-    let config = ctx.ports.config()?;
+    let (max_file, max_project) = limits(ctx, owner).await?;
     let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
-    if size > config.max_file_bytes {
+    if size > max_file {
         return Err(ApiError::too_large(
             "file_too_large",
-            format!(
-                "A file may have at most {} bytes; this one has {size}.",
-                config.max_file_bytes
-            ),
+            format!("A file may have at most {max_file} bytes; this one has {size}."),
         ));
     }
     let sha = hex(&Sha256::digest(content));
@@ -59,11 +78,8 @@ pub async fn write_file(
         let project = projects::lock(sql, owner, project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
         let old = files::meta(sql, project_id, path).await?.map_or(0, |m| m.size);
         let new_total = u64::try_from(project.total_bytes - old).unwrap_or(0) + size;
-        if new_total > config.max_project_bytes {
-            return Err(ApiError::too_large(
-                "project_too_large",
-                format!("A project may hold at most {} bytes in total.", config.max_project_bytes),
-            ));
+        if new_total > max_project {
+            return Err(ApiError::too_large("project_too_large", format!("A project may hold at most {max_project} bytes in total.")));
         }
         let (meta, is_new) = files::write(sql, owner, project_id, path, &sha, content).await?;
         audit::record(

@@ -69,7 +69,30 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     })?;
     let sql = ctx.ports.sql.as_ref();
     let id = ids::new_id(ctx.ports, "prj");
+    let max_projects = caller.user.limits().projects;
     let project = transaction(sql, async || {
+        // Serialise this user's creations so two at once cannot both pass the count.
+        sql.execute(
+            "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
+            &[caller.id().into()],
+        )
+        .await?;
+        let count = sql
+            .query_opt(
+                "SELECT count(*)::int8 AS n FROM projects WHERE owner_id = $1",
+                &[caller.id().into()],
+            )
+            .await?
+            .map(|r| r.int("n"))
+            .transpose()?
+            .unwrap_or(0);
+        if count >= max_projects {
+            return Err(ApiError::new(
+                http::StatusCode::PAYMENT_REQUIRED,
+                "quota_projects",
+                format!("Your tier allows {max_projects} projects; delete one or upgrade."),
+            ));
+        }
         projects::insert(sql, &id, caller.id(), &name, &description, template.id).await?;
         for (path, content) in template.files {
             let path = ProjectPath::parse(path)?;

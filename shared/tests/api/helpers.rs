@@ -268,6 +268,7 @@ impl TestApp {
             clock: clock.clone(),
             crypto: Rc::new(SeededCrypto::new(u64::from(n) + 1)),
             rooms: None,
+            limiter: None,
             config: Rc::new(config),
         };
         TestApp {
@@ -364,6 +365,18 @@ impl TestApp {
             .await;
         assert_eq!(r.status, 201, "{}", r.json());
         r.json()["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Moves a user to another tier straight in the database.
+    pub async fn set_tier(&self, user_id: &str, tier: &str) {
+        self.ports
+            .sql
+            .execute(
+                "UPDATE users SET tier = $2 WHERE id = $1",
+                &[user_id.into(), tier.into()],
+            )
+            .await
+            .expect("set tier");
     }
 
     /// Counts rows of `table` straight from the database.

@@ -3,6 +3,7 @@
 //! template), as the platforms run it minus the platform.
 
 mod accounts;
+mod billing;
 mod chat;
 mod conformance;
 mod files;

@@ -98,7 +98,8 @@ async fn sql_metacharacters_in_names_are_stored_verbatim() {
 #[tokio::test]
 async fn pagination_walks_every_project_once() {
     let app = TestApp::new().await;
-    let (t, _, _) = app.signup("ada@example.com").await;
+    let (t, _, id) = app.signup("ada@example.com").await;
+    app.set_tier(&id, "pro").await;
     let mut made = Vec::new();
     for i in 0..5 {
         made.push(app.project(&t, &format!("p{i}")).await);

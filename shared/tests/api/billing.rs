@@ -1,0 +1,366 @@
+//! Tiers, quotas, rate limits, usage, bring-your-own keys, admin, CORS.
+
+use std::rc::Rc;
+
+use serde_json::json;
+
+use crate::helpers::{ScriptedHttp, TestApp};
+
+const KEYS: &str = "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=,k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
+#[tokio::test]
+async fn free_tier_allows_three_projects_then_402() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    for i in 0..3 {
+        app.project(&t, &format!("p{i}")).await;
+    }
+    let r = app
+        .json("POST", "/v1/projects", Some(&t), json!({"name": "fourth"}))
+        .await;
+    r.problem(402, "quota_projects");
+    assert_eq!(app.count("projects").await, 3);
+}
+
+#[tokio::test]
+async fn requests_over_the_tier_rate_get_429_with_ratelimit_headers() {
+    let app = TestApp::new().await;
+    let (t, _, id) = app.signup("ada@example.com").await;
+    app.ports
+        .sql
+        .execute(
+            "UPDATE users SET limits_override = '{\"api_requests_minute\": 5}' WHERE id = $1",
+            &[id.as_str().into()],
+        )
+        .await
+        .expect("override");
+    let mut last = None;
+    for _ in 0..5 {
+        let r = app.get("/v1/projects", Some(&t)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["ratelimit-limit"], "5");
+        last = Some(r);
+    }
+    assert_eq!(last.expect("res").headers["ratelimit-remaining"], "0");
+    let r = app.get("/v1/projects", Some(&t)).await;
+    r.problem(429, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(r.headers["ratelimit-remaining"], "0");
+    // The window slides: after a minute and a bit the user may call again.
+    app.clock.advance_ms(121_000);
+    assert_eq!(app.get("/v1/projects", Some(&t)).await.status, 200);
+}
+
+#[tokio::test]
+async fn me_shows_tier_and_limits() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let me = app.get("/v1/me", Some(&t)).await.json();
+    assert_eq!(me["tier"], "free");
+    assert_eq!(me["limits"]["projects"], 3);
+    assert_eq!(me["limits"]["concurrent_runs"], 1);
+    assert_eq!(me["limits"]["model_calls_day"], 1000);
+    assert_eq!(me["limits"]["api_requests_minute"], 120);
+}
+
+#[tokio::test]
+async fn only_admins_change_tiers_and_it_is_audited() {
+    let app = TestApp::with_vars(&[("ADMIN_EMAILS", "root@example.com")]).await;
+    let (admin, _, admin_id) = app.signup("Root@example.com").await;
+    let (user, _, user_id) = app.signup("ada@example.com").await;
+    app.get("/v1/admin/users", Some(&user))
+        .await
+        .problem(403, "forbidden");
+    app.json(
+        "PATCH",
+        &format!("/v1/admin/users/{user_id}"),
+        Some(&user),
+        json!({"tier": "enterprise"}),
+    )
+    .await
+    .problem(403, "forbidden");
+    assert_eq!(app.get("/v1/me", Some(&user)).await.json()["tier"], "free");
+    let list = app.get("/v1/admin/users", Some(&admin)).await;
+    assert_eq!(list.json()["items"].as_array().map(Vec::len), Some(2));
+    app.json(
+        "PATCH",
+        &format!("/v1/admin/users/{user_id}"),
+        Some(&admin),
+        json!({"tier": "gold"}),
+    )
+    .await
+    .problem(400, "invalid_tier");
+    let r = app
+        .json(
+            "PATCH",
+            &format!("/v1/admin/users/{user_id}"),
+            Some(&admin),
+            json!({"tier": "pro", "limits": {"projects": 7}}),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.json()["tier"].as_str(),
+            r.json()["limits"]["projects"].as_i64()
+        ),
+        (200, Some("pro"), Some(7))
+    );
+    let audit = app.get("/v1/audit", Some(&admin)).await.json();
+    assert_eq!(audit["items"][0]["action"], "admin.user_update");
+    let theirs = app.get("/v1/audit", Some(&user)).await.json();
+    assert_eq!(theirs["items"][0]["action"], "account.changed_by_admin");
+    assert!(admin_id.starts_with("usr_"));
+}
+
+#[tokio::test]
+async fn byo_key_is_validated_encrypted_and_never_returned() {
+    let http = Rc::new(ScriptedHttp::default());
+    let app = TestApp::build(&[("KEYS_ENCRYPTION_KEY", KEYS)], http.clone()).await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    http.push(
+        401,
+        &[],
+        r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+    );
+    app.json(
+        "PUT",
+        "/v1/keys/anthropic",
+        Some(&t),
+        json!({"api_key": "sk-ant-rejected-1234"}),
+    )
+    .await
+    .problem(400, "key_rejected");
+    assert_eq!(
+        app.count("provider_keys").await,
+        0,
+        "a rejected key is not stored"
+    );
+    http.push(200, &[], r#"{"data":[]}"#);
+    let secret = "sk-ant-api03-verysecret-WXYZ";
+    let r = app
+        .json(
+            "PUT",
+            "/v1/keys/anthropic",
+            Some(&t),
+            json!({"api_key": secret}),
+        )
+        .await;
+    assert_eq!((r.status, r.json()["last4"].as_str()), (200, Some("WXYZ")));
+    assert_eq!(
+        http.requests.borrow()[1].0,
+        "https://api.anthropic.com/v1/models"
+    );
+    let listed = app.get("/v1/keys", Some(&t)).await;
+    assert!(!String::from_utf8_lossy(&listed.body).contains("verysecret"));
+    assert_eq!(listed.json()["items"][0]["last4"], "WXYZ");
+    let row = app
+        .ports
+        .sql
+        .query("SELECT ciphertext, key_id FROM provider_keys", &[])
+        .await
+        .expect("row");
+    let ct = row[0].bytes("ciphertext").expect("ct");
+    assert!(
+        !ct.windows(10).any(|w| w == b"verysecret"),
+        "stored encrypted"
+    );
+    assert_eq!(row[0].text("key_id").expect("id"), "k2");
+    let export = app.get("/v1/me/export", Some(&t)).await;
+    assert!(!String::from_utf8_lossy(&export.body).contains("verysecret"));
+    app.json(
+        "PUT",
+        "/v1/keys/gemini",
+        Some(&t),
+        json!({"api_key": secret}),
+    )
+    .await
+    .problem(404, "not_found");
+    assert_eq!(
+        app.request("DELETE", "/v1/keys/anthropic", Some(&t), None, "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(app.count("provider_keys").await, 0);
+}
+
+#[tokio::test]
+async fn runs_use_the_users_own_key_and_its_usage_is_not_billed() {
+    let http = Rc::new(ScriptedHttp::default());
+    let app = TestApp::build(&[("KEYS_ENCRYPTION_KEY", KEYS)], http.clone()).await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    http.push(200, &[], "{}");
+    app.json(
+        "PUT",
+        "/v1/keys/anthropic",
+        Some(&t),
+        json!({"api_key": "sk-ant-mine-1234"}),
+    )
+    .await;
+    let p = app.project(&t, "p").await;
+    let s = app
+        .json(
+            "POST",
+            &format!("/v1/projects/{p}/sessions"),
+            Some(&t),
+            json!({}),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("s")
+        .to_owned();
+    let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    http.push(200, &[], stream);
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/messages"),
+            Some(&t),
+            json!({"content": "hello"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (202, Some("complete")),
+        "{}",
+        r.json()
+    );
+    let usage = app.get("/v1/usage", Some(&t)).await.json();
+    assert_eq!(usage["totals"]["tokens"], 8);
+    assert_eq!(
+        usage["totals"]["billable_tokens"], 0,
+        "paid by the user's key"
+    );
+    let byok: bool = app
+        .ports
+        .sql
+        .query("SELECT byok FROM usage_ledger", &[])
+        .await
+        .expect("q")[0]
+        .bool("byok")
+        .expect("b");
+    assert!(byok);
+}
+
+#[tokio::test]
+async fn a_tampered_ciphertext_is_a_clear_error_not_a_panic() {
+    let http = Rc::new(ScriptedHttp::default());
+    let app = TestApp::build(&[("KEYS_ENCRYPTION_KEY", KEYS)], http.clone()).await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    http.push(200, &[], "{}");
+    app.json(
+        "PUT",
+        "/v1/keys/anthropic",
+        Some(&t),
+        json!({"api_key": "sk-ant-mine-1234"}),
+    )
+    .await;
+    app.ports.sql.execute("UPDATE provider_keys SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)", &[]).await.expect("tamper");
+    let p = app.project(&t, "p").await;
+    let s = app
+        .json(
+            "POST",
+            &format!("/v1/projects/{p}/sessions"),
+            Some(&t),
+            json!({}),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("s")
+        .to_owned();
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&t),
+        json!({"content": "hello"}),
+    )
+    .await
+    .problem(409, "key_unreadable");
+    assert_eq!(app.count("runs").await, 0);
+}
+
+#[tokio::test]
+async fn keys_sealed_under_an_old_key_are_reencrypted_on_use() {
+    let http = Rc::new(ScriptedHttp::default());
+    let old = TestApp::build(
+        &[(
+            "KEYS_ENCRYPTION_KEY",
+            "k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",
+        )],
+        http.clone(),
+    )
+    .await;
+    let (t, _, id) = old.signup("ada@example.com").await;
+    http.push(200, &[], "{}");
+    old.json(
+        "PUT",
+        "/v1/keys/openai",
+        Some(&t),
+        json!({"api_key": "sk-openai-abcd"}),
+    )
+    .await;
+    // Same database, rotated configuration: k2 is current, k1 still opens old rows.
+    let rotated = everjust_core::Config::from_vars(|k| match k {
+        "JWT_SECRET" => Some("test-secret-test-secret-test-secret-0123".into()),
+        "KEYS_ENCRYPTION_KEY" => Some(KEYS.into()),
+        _ => None,
+    })
+    .expect("config");
+    let mut ports = old.ports.clone();
+    ports.config = Rc::new(Ok(rotated));
+    let ctx = everjust_core::routes::Ctx {
+        ports: &ports,
+        request_id: "t",
+        meta: Default::default(),
+        params: Default::default(),
+        rate: Default::default(),
+    };
+    let key = everjust_core::billing::keys::user_key(&ctx, &id, "openai")
+        .await
+        .expect("open");
+    assert_eq!(key.as_deref(), Some("sk-openai-abcd"));
+    let kid = old
+        .ports
+        .sql
+        .query("SELECT key_id FROM provider_keys", &[])
+        .await
+        .expect("q")[0]
+        .text("key_id")
+        .expect("id");
+    assert_eq!(kid, "k2");
+}
+
+#[tokio::test]
+async fn cors_preflight_from_an_unknown_origin_is_refused() {
+    let app = TestApp::with_vars(&[("CORS_ORIGINS", "https://app.example.com")]).await;
+    let pre = |origin: &'static str| {
+        let app = &app;
+        async move {
+            let req = http::Request::builder()
+                .method("OPTIONS")
+                .uri("/v1/projects")
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .body(bytes::Bytes::new())
+                .expect("req");
+            everjust_core::handle(&app.ports, req, Default::default()).await
+        }
+    };
+    let ok = pre("https://app.example.com").await;
+    assert_eq!(ok.status(), 204);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let bad = pre("https://evil.example.net").await;
+    assert_eq!(bad.status(), 403);
+    assert!(!bad.headers().contains_key("access-control-allow-origin"));
+}

@@ -1,6 +1,8 @@
 //! EverJust on Cloudflare Workers. The Worker only converts between
 //! workers-rs and `http` types, builds the core's ports from its bindings
 //! and calls `everjust_core::handle`; every decision lives in the core.
+//! Live chat sessions run in the `SessionRoom` Durable Object, reached
+//! through the `Rooms` port.
 #![cfg(target_arch = "wasm32")]
 
 mod clock;
@@ -9,6 +11,7 @@ mod convert;
 mod crypto;
 mod fetch;
 mod kv;
+mod rooms;
 mod session_room;
 mod sql;
 
@@ -22,11 +25,14 @@ pub use session_room::SessionRoom;
 /// Binding names, as declared in `wrangler.toml`.
 const KV_BINDING: &str = "KV";
 const HYPERDRIVE_BINDING: &str = "HYPERDRIVE";
+const ROOMS_BINDING: &str = "ROOMS";
 
 #[event(start)]
 fn start() {
-    // Panics would otherwise vanish: wasm32-unknown-unknown has no stderr.
+    // Panics and the core's log lines would otherwise vanish:
+    // wasm32-unknown-unknown has no stderr.
     std::panic::set_hook(Box::new(|info| worker::console_error!("panic: {info}")));
+    everjust_core::log::set_sink(|line| worker::console_log!("{line}"));
 }
 
 #[event(fetch)]
@@ -36,15 +42,20 @@ async fn fetch(req: HttpRequest, env: Env, _ctx: Context) -> worker::Result<work
         .get("cf-connecting-ip")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let upgrade = rooms::Upgrade::of(&req);
     let req = convert::read_request(req).await?;
-    let ports = ports(&env);
+    let mut ports = base_ports(&env);
+    ports.rooms = Some(Rc::new(rooms::DurableRooms::new(
+        env.durable_object(ROOMS_BINDING),
+        upgrade,
+    )));
     let res = everjust_core::handle(&ports, req, Meta { client_ip }).await;
     convert::write_response(res)
 }
 
-/// The ports of one request. Nothing here touches the network: Postgres is
-/// connected on the first query.
-fn ports(env: &Env) -> Ports {
+/// The ports of one request or one room, without rooms. Nothing here
+/// touches the network: Postgres is connected on the first query.
+pub(crate) fn base_ports(env: &Env) -> Ports {
     Ports {
         sql: Rc::new(sql::LazyPg::new(env.hyperdrive(HYPERDRIVE_BINDING))),
         kv: Rc::new(kv::WorkersKv::new(env.kv(KV_BINDING))),
@@ -52,6 +63,7 @@ fn ports(env: &Env) -> Ports {
         clock: Rc::new(clock::DateClock),
         crypto: Rc::new(crypto::WebCrypto),
         rooms: None,
+        limiter: None,
         config: config::load(env),
     }
 }

@@ -1,34 +1,740 @@
-//! The `SessionRoom` Durable Object: one per live chat session. It will
-//! hold the live run buffer and fan events out to connected clients; until
-//! chat lands it only answers 501.
+//! The `SessionRoom` Durable Object: one per chat session (named by its
+//! id). It drives the session's run from its alarm, keeps the run's events
+//! in its SQLite storage with their sequence numbers, and fans each event
+//! out to the connected WebSockets (hibernation API) and SSE readers.
+//!
+//! Routes (from the Worker's `Rooms` port, `rooms.rs`; every request
+//! carries `?session=<id>`):
+//! - `POST /start` (a `RunSpec`): 409 when a run is active; else stores
+//!   it, sets the alarm to now and answers `{"last_seq": N}`.
+//! - `GET /events?after=N&protocol=P`: SSE, the buffer after N, then the
+//!   live events until the active run's `run_finished`.
+//! - `POST /cancel`: asks the active run to stop.
+//! - `GET /ws?user_id=&name=&after=N` with `Upgrade: websocket` and the
+//!   ticket's hash: the WebSocket of one member.
+//!
+//! Exact resume rests on one rule (ARCHITECTURE.md): appending an event and
+//! broadcasting it happen with no `.await` between, and so do a joining
+//! reader's replay and its registration. Storage here is synchronous, so
+//! both are plain sequential code.
+//!
+//! A run whose isolate died (eviction, crash) is found by the next alarm
+//! (a heartbeat alarm is kept armed while a run is active): a run that was
+//! started and not finished is never re-run, it is marked `incomplete` with
+//! its partial answer persisted.
 
-use worker::{durable_object, DurableObject, Env, Request, Response, ResponseBuilder, State};
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
-#[durable_object(fetch)]
+use bytes::Bytes;
+use everjust_core::chat::agent::{self, blocks_from_events, RunSpec};
+use everjust_core::chat::encode::{Encoder, Protocol};
+use everjust_core::chat::events::{Event, EventBody};
+use everjust_core::chat::room::{
+    event_message, presence_message, ClientMessage, Fanout, Presence, RoomLog, RoomSink,
+};
+use everjust_core::db::chat as db;
+use everjust_core::llm::Usage;
+use everjust_core::ports::sql::SqlError;
+use everjust_core::Ports;
+use futures_channel::mpsc;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use worker::{
+    durable_object, DurableObject, Env, Method, Request, Response, ResponseBuilder, SqlStorage,
+    SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+};
+
+use crate::rooms::TICKET_HEADER;
+
+/// While a run is active an alarm is kept armed this far ahead: it keeps the
+/// object alive and is the watchdog of a driver that died.
+const HEARTBEAT_MS: i64 = 20_000;
+/// When marking a lost run fails (Postgres down), try again after this.
+const RETRY_MS: i64 = 30_000;
+/// Events are kept this long after they were written (the newest is kept
+/// always: it holds the sequence number).
+const KEEP_EVENTS_MS: i64 = 24 * 3600 * 1000;
+/// Ticket hashes are kept this long (tickets live 60 s).
+const KEEP_TICKETS_MS: i64 = 3600 * 1000;
+/// Events read from storage per query when replaying.
+const REPLAY_PAGE: usize = 1000;
+/// A start waits this long for a run that is just finishing (its answer is
+/// persisted a moment before its last event is written).
+const START_WAIT_MS: u64 = 3000;
+const START_POLL_MS: u64 = 100;
+
+/// The active run, kept in storage under `meta.k = 'run'`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ActiveRun {
+    spec: RunSpec,
+    /// How many alarms started driving it (0: not yet; a second is never made).
+    attempts: u32,
+    cancel: bool,
+}
+
+/// A WebSocket's member, kept as the socket's attachment so that it survives
+/// hibernation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Connection {
+    connection_id: String,
+    user_id: String,
+    name: String,
+    seen: i64,
+}
+
+impl From<Connection> for Presence {
+    fn from(c: Connection) -> Self {
+        Presence {
+            connection_id: c.connection_id,
+            user_id: c.user_id,
+            name: c.name,
+            seen: c.seen,
+        }
+    }
+}
+
+#[durable_object]
 pub struct SessionRoom {
-    _state: State,
-    _env: Env,
+    state: State,
+    env: Env,
+    /// This isolate is driving the active run right now.
+    driving: Cell<bool>,
+    /// The active run's cancel flag (also in storage).
+    cancel: Cell<bool>,
+    /// Live SSE readers of the active run.
+    readers: RefCell<Vec<mpsc::UnboundedSender<Event>>>,
+}
+
+fn now_ms() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> worker::Result<Response> {
+    Ok(ResponseBuilder::new()
+        .with_status(status)
+        .with_header("content-type", "application/json")?
+        .fixed(body.to_string().into_bytes()))
+}
+
+fn problem(status: u16, code: &str, detail: &str) -> worker::Result<Response> {
+    let title = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    Ok(ResponseBuilder::new()
+        .with_status(status)
+        .with_header("content-type", "application/problem+json")?
+        .fixed(
+            serde_json::json!({
+                "type": "about:blank", "title": title, "status": status,
+                "detail": detail, "code": code,
+            })
+            .to_string()
+            .into_bytes(),
+        ))
+}
+
+/// Runs a statement and reads its rows.
+fn rows<T: serde::de::DeserializeOwned>(
+    sql: &SqlStorage,
+    query: &str,
+    binds: Vec<SqlStorageValue>,
+) -> worker::Result<Vec<T>> {
+    sql.exec(query, binds)?.to_array::<T>()
+}
+
+/// Runs a statement that returns no rows.
+fn exec(sql: &SqlStorage, query: &str, binds: Vec<SqlStorageValue>) -> worker::Result<()> {
+    rows::<serde_json::Value>(sql, query, binds).map(drop)
+}
+
+#[derive(Deserialize)]
+struct TextRow {
+    v: String,
+}
+
+#[derive(Deserialize)]
+struct IntRow {
+    n: Option<f64>,
+}
+
+/// The room's event buffer over the object's SQLite storage.
+struct SqlLog(SqlStorage);
+
+impl SqlLog {
+    /// Every event after `after` (paged through storage).
+    fn all_after(&self, mut after: i64) -> Result<Vec<Event>, String> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.after(after, REPLAY_PAGE)?;
+            let full = page.len() == REPLAY_PAGE;
+            if let Some(last) = page.last() {
+                after = last.seq;
+            }
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl RoomLog for SqlLog {
+    fn append(&self, ev: &Event) -> Result<(), String> {
+        let body = serde_json::to_string(ev).map_err(|e| e.to_string())?;
+        exec(
+            &self.0,
+            "INSERT INTO events (seq, run_id, body, created_ms) VALUES (?, ?, ?, ?)",
+            vec![
+                ev.seq.into(),
+                ev.run_id.as_str().into(),
+                body.into(),
+                now_ms().into(),
+            ],
+        )
+        .map_err(|e| format!("room append: {e}"))
+    }
+
+    fn after(&self, after: i64, limit: usize) -> Result<Vec<Event>, String> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        rows::<TextRow>(
+            &self.0,
+            "SELECT body AS v FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            vec![after.into(), limit.into()],
+        )
+        .map_err(|e| format!("room read: {e}"))?
+        .iter()
+        .map(|r| serde_json::from_str(&r.v).map_err(|e| format!("room event: {e}")))
+        .collect()
+    }
+
+    fn last_seq(&self) -> i64 {
+        match rows::<IntRow>(&self.0, "SELECT MAX(seq) AS n FROM events", vec![]) {
+            Ok(r) => r.first().and_then(|r| r.n).map_or(0, |n| n as i64),
+            Err(e) => {
+                // Numbering on from 0 would collide with stored events: the
+                // append fails and the run ends instead.
+                worker::console_error!("room last_seq: {e}");
+                0
+            }
+        }
+    }
+}
+
+/// Resets `driving` however the driving future ends.
+struct Driving<'a>(&'a Cell<bool>);
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 impl DurableObject for SessionRoom {
     fn new(state: State, env: Env) -> Self {
-        Self {
-            _state: state,
-            _env: env,
+        let sql = state.storage().sql();
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS events_created ON events (created_ms)",
+            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS tickets (hash TEXT PRIMARY KEY, created_ms INTEGER NOT NULL)",
+        ] {
+            if let Err(e) = exec(&sql, ddl, vec![]) {
+                worker::console_error!("room schema: {e}");
+            }
+        }
+        let room = Self {
+            state,
+            env,
+            driving: Cell::new(false),
+            cancel: Cell::new(false),
+            readers: RefCell::new(Vec::new()),
+        };
+        if let Ok(Some(run)) = room.active() {
+            room.cancel.set(run.cancel);
+        }
+        room
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let url = req.url()?;
+        let query = |name: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let session = query("session").unwrap_or_default();
+        match (req.method(), url.path()) {
+            (Method::Post, "/start") => {
+                let spec: RunSpec = match req.json().await {
+                    Ok(spec) => spec,
+                    Err(e) => return problem(400, "invalid_body", &e.to_string()),
+                };
+                self.start(spec).await
+            }
+            (Method::Get, "/events") => {
+                let after = query("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+                let protocol = match Protocol::parse(query("protocol").as_deref()) {
+                    Ok(p) => p,
+                    Err(_) => return problem(400, "invalid_protocol", "unknown protocol"),
+                };
+                self.events(&session, after, protocol)
+            }
+            (Method::Post, "/cancel") => self.request_cancel(),
+            (Method::Get, "/ws") => {
+                let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+                if !upgrade.eq_ignore_ascii_case("websocket") {
+                    return problem(426, "upgrade_required", "Connect with a WebSocket.");
+                }
+                let Some(ticket) = req.headers().get(TICKET_HEADER)? else {
+                    return problem(401, "invalid_ticket", "The WebSocket ticket is missing.");
+                };
+                let member = Connection {
+                    connection_id: self.connection_id(),
+                    user_id: query("user_id").unwrap_or_default(),
+                    name: query("name").unwrap_or_default(),
+                    seen: query("after").and_then(|a| a.parse().ok()).unwrap_or(0),
+                };
+                self.join(&ticket, member)
+            }
+            _ => problem(404, "not_found", "No such room route."),
         }
     }
 
-    async fn fetch(&self, _req: Request) -> worker::Result<Response> {
-        let problem = serde_json::json!({
-            "type": "about:blank",
-            "title": "Not Implemented",
-            "status": 501,
-            "detail": "Live sessions are not available yet.",
-            "code": "not_implemented",
-        });
-        Ok(ResponseBuilder::new()
-            .with_status(501)
-            .with_header("content-type", "application/problem+json")?
-            .fixed(problem.to_string().into_bytes()))
+    async fn alarm(&self) -> worker::Result<Response> {
+        let storage = self.state.storage();
+        match self.active()? {
+            // A heartbeat while this isolate drives the run: keep it armed.
+            Some(_) if self.driving.get() => storage.set_alarm(HEARTBEAT_MS).await?,
+            Some(run) if run.attempts == 0 => self.drive(run).await?,
+            // Started before and not driven by this isolate: its driver died.
+            Some(run) => self.abandon(run).await?,
+            None => self.clean_up().await?,
+        }
+        Response::ok("")
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        let parsed = match message {
+            WebSocketIncomingMessage::String(text) => ClientMessage::parse(&text),
+            WebSocketIncomingMessage::Binary(_) => None,
+        };
+        match parsed {
+            Some(ClientMessage::Resume { after }) => {
+                let events = self
+                    .log()
+                    .all_after(after)
+                    .map_err(worker::Error::RustError)?;
+                for ev in &events {
+                    ws.send_with_str(event_message(ev))?;
+                }
+            }
+            Some(ClientMessage::Ack { seq }) => {
+                if let Some(mut conn) = ws.deserialize_attachment::<Connection>()? {
+                    conn.seen = conn.seen.max(seq);
+                    ws.serialize_attachment(&conn)?;
+                }
+            }
+            Some(ClientMessage::Ping) => ws.send_with_str(r#"{"type":"pong"}"#)?,
+            None => ws.send_with_str(
+                serde_json::json!({
+                    "type": "error", "code": "invalid_message",
+                    "message": "Send resume {after}, ack {seq} or ping.",
+                })
+                .to_string(),
+            )?,
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> worker::Result<()> {
+        // Completes the closing handshake (older compatibility dates do not
+        // answer the client's close frame themselves); a socket already
+        // closed refuses, which is fine.
+        let _ = ws.close(Some(1000), Some("bye"));
+        self.left(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> worker::Result<()> {
+        worker::console_warn!("room websocket error: {error}");
+        self.left(&ws);
+        Ok(())
+    }
+}
+
+impl SessionRoom {
+    fn sql(&self) -> SqlStorage {
+        self.state.storage().sql()
+    }
+
+    fn log(&self) -> SqlLog {
+        SqlLog(self.sql())
+    }
+
+    fn active(&self) -> worker::Result<Option<ActiveRun>> {
+        let found = rows::<TextRow>(&self.sql(), "SELECT v FROM meta WHERE k = 'run'", vec![])?;
+        match found.first() {
+            None => Ok(None),
+            Some(row) => serde_json::from_str(&row.v)
+                .map(Some)
+                .map_err(|e| worker::Error::RustError(format!("room run: {e}"))),
+        }
+    }
+
+    fn save_active(&self, run: &ActiveRun) -> worker::Result<()> {
+        let doc =
+            serde_json::to_string(run).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        exec(
+            &self.sql(),
+            "INSERT INTO meta (k, v) VALUES ('run', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+            vec![doc.into()],
+        )
+    }
+
+    fn clear_active(&self) -> worker::Result<()> {
+        exec(&self.sql(), "DELETE FROM meta WHERE k = 'run'", vec![])
+    }
+
+    fn connection_id(&self) -> String {
+        let mut raw = [0u8; 9];
+        use everjust_core::ports::Crypto;
+        crate::crypto::WebCrypto.fill_random(&mut raw);
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        format!("con_{hex}")
+    }
+
+    /// The ports of a run: the Worker's, without rooms (the room is here).
+    fn ports(&self) -> Ports {
+        crate::base_ports(&self.env)
+    }
+
+    async fn start(&self, mut spec: RunSpec) -> worker::Result<Response> {
+        let mut waited = 0;
+        while let Some(run) = self.active()? {
+            if waited >= START_WAIT_MS {
+                return problem(
+                    409,
+                    "run_in_progress",
+                    &format!("The run {} is still active in this room.", run.spec.run_id),
+                );
+            }
+            worker::Delay::from(Duration::from_millis(START_POLL_MS)).await;
+            waited += START_POLL_MS;
+        }
+        // From the check above to the store below there is no `.await`: two
+        // starts cannot both pass.
+        let last_seq = self.log().last_seq();
+        spec.first_seq = last_seq;
+        self.save_active(&ActiveRun {
+            spec,
+            attempts: 0,
+            cancel: false,
+        })?;
+        self.cancel.set(false);
+        self.state.storage().set_alarm(0i64).await?;
+        json_response(200, &serde_json::json!({ "last_seq": last_seq }))
+    }
+
+    fn request_cancel(&self) -> worker::Result<Response> {
+        let active = match self.active()? {
+            Some(mut run) => {
+                run.cancel = true;
+                self.save_active(&run)?;
+                self.cancel.set(true);
+                true
+            }
+            None => false,
+        };
+        json_response(200, &serde_json::json!({ "active": active }))
+    }
+
+    /// Replay and registration with no `.await` between: the reader misses
+    /// nothing and sees nothing twice.
+    fn events(&self, session: &str, after: i64, protocol: Protocol) -> worker::Result<Response> {
+        let replay = self
+            .log()
+            .all_after(after)
+            .map_err(worker::Error::RustError)?;
+        let mut encoder = Encoder::new(protocol, session);
+        let text: String = replay.iter().map(|e| encoder.encode(e)).collect();
+        let end = Encoder::new(protocol, session).end();
+        let live = match self.active()? {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded();
+                self.readers.borrow_mut().push(tx);
+                rx.map(move |ev| encoder.encode(&ev)).boxed_local()
+            }
+            None => futures_util::stream::empty().boxed_local(),
+        };
+        let body = futures_util::stream::once(async move { text })
+            .chain(live)
+            .chain(futures_util::stream::once(async move { end }))
+            .filter(|s| futures_util::future::ready(!s.is_empty()))
+            .map(|s| Ok::<_, worker::Error>(Bytes::from(s).to_vec()));
+        let mut builder = ResponseBuilder::new()
+            .with_header("content-type", "text/event-stream; charset=utf-8")?
+            .with_header("cache-control", "no-cache, no-transform")?;
+        for (k, v) in protocol.headers() {
+            builder = builder.with_header(k, v)?;
+        }
+        builder.from_stream(body)
+    }
+
+    /// A member joins: refuse a ticket seen before, accept the socket, send
+    /// it the events after its resume point, then presence to everyone. No
+    /// `.await` from accepting to the end of the replay.
+    fn join(&self, ticket_sha256: &str, member: Connection) -> worker::Result<Response> {
+        let sql = self.sql();
+        let now = now_ms();
+        let seen = rows::<TextRow>(
+            &sql,
+            "SELECT hash AS v FROM tickets WHERE hash = ?",
+            vec![ticket_sha256.into()],
+        )?;
+        if !seen.is_empty() {
+            return problem(
+                401,
+                "invalid_ticket",
+                "The WebSocket ticket is missing, expired or already used.",
+            );
+        }
+        exec(
+            &sql,
+            "INSERT INTO tickets (hash, created_ms) VALUES (?, ?)",
+            vec![ticket_sha256.into(), now.into()],
+        )?;
+        let replay = self
+            .log()
+            .all_after(member.seen)
+            .map_err(worker::Error::RustError)?;
+        let pair = WebSocketPair::new()?;
+        self.state.accept_web_socket(&pair.server);
+        pair.server.serialize_attachment(&member)?;
+        for ev in &replay {
+            pair.server.send_with_str(event_message(ev))?;
+        }
+        self.send_presence(None);
+        Response::from_websocket(pair.client)
+    }
+
+    /// Presence to every member but `leaving`.
+    fn send_presence(&self, leaving: Option<&str>) {
+        let sockets = self.state.get_websockets();
+        let members: Vec<Presence> = sockets
+            .iter()
+            .filter_map(|ws| ws.deserialize_attachment::<Connection>().ok().flatten())
+            .filter(|c| Some(c.connection_id.as_str()) != leaving)
+            .map(Presence::from)
+            .collect();
+        let message = presence_message(&members);
+        for ws in &sockets {
+            let own = ws
+                .deserialize_attachment::<Connection>()
+                .ok()
+                .flatten()
+                .map(|c| c.connection_id);
+            if own.is_some() && own.as_deref() == leaving {
+                continue;
+            }
+            let _ = ws.send_with_str(&message);
+        }
+    }
+
+    fn left(&self, ws: &WebSocket) {
+        let id = ws
+            .deserialize_attachment::<Connection>()
+            .ok()
+            .flatten()
+            .map(|c| c.connection_id);
+        if let Some(id) = id {
+            self.send_presence(Some(&id));
+        }
+    }
+
+    /// Drives the active run to its end (from the alarm, which outlives
+    /// every request and connection).
+    async fn drive(&self, mut run: ActiveRun) -> worker::Result<()> {
+        run.attempts += 1;
+        self.save_active(&run)?;
+        self.driving.set(true);
+        let _driving = Driving(&self.driving);
+        self.cancel.set(run.cancel);
+        let storage = self.state.storage();
+        storage.set_alarm(HEARTBEAT_MS).await?;
+        let ports = self.ports();
+        let log = self.log();
+        let sink = RoomSink {
+            log: &log,
+            fanout: self,
+            cancel: &self.cancel,
+        };
+        let outcome = agent::run(&ports, &run.spec, &sink).await;
+        // `run` emitted run_finished just now, without yielding since.
+        self.clear_active()?;
+        self.readers.borrow_mut().clear();
+        drop(_driving);
+        // The run persists its own answer; should that have failed, the
+        // session must not stay blocked by a run Postgres thinks is running.
+        let sql = ports.sql.as_ref();
+        if let Ok(Some(status)) = db::run_status(sql, &run.spec.run_id).await {
+            if status == "running" {
+                if let Err(e) = db::finish_run(
+                    sql,
+                    &run.spec.run_id,
+                    outcome.status,
+                    Some("persist_failed"),
+                )
+                .await
+                {
+                    worker::console_error!("room: finishing run {}: {e}", run.spec.run_id);
+                }
+            }
+        }
+        self.arm_clean_up().await
+    }
+
+    /// A run whose driver died: persist what it said as an incomplete
+    /// answer, end it in Postgres and in the buffer.
+    async fn abandon(&self, run: ActiveRun) -> worker::Result<()> {
+        let spec = &run.spec;
+        let log = self.log();
+        let events: Vec<Event> = log
+            .all_after(spec.first_seq)
+            .map_err(worker::Error::RustError)?
+            .into_iter()
+            .filter(|e| e.run_id == spec.run_id)
+            .collect();
+        if events.iter().any(|e| e.body.is_terminal()) {
+            // It did finish; only the bookkeeping was lost.
+            self.clear_active()?;
+            return self.arm_clean_up().await;
+        }
+        let ports = self.ports();
+        if let Err(e) = persist_incomplete(&ports, spec, &events).await {
+            worker::console_error!("room: marking lost run {} incomplete: {e}", spec.run_id);
+            return self.state.storage().set_alarm(RETRY_MS).await;
+        }
+        let sink = RoomSink {
+            log: &log,
+            fanout: self,
+            cancel: &self.cancel,
+        };
+        use everjust_core::chat::agent::RunSink;
+        let ended = sink
+            .emit(
+                &spec.run_id,
+                EventBody::RunFinished {
+                    status: "incomplete".into(),
+                    stop_reason: "driver_lost".into(),
+                    usage: Usage::default(),
+                    cost_micros: 0,
+                },
+            )
+            .await;
+        if let Err(e) = ended {
+            worker::console_error!("room: ending lost run {}: {e}", spec.run_id);
+        }
+        self.clear_active()?;
+        self.readers.borrow_mut().clear();
+        self.arm_clean_up().await
+    }
+
+    /// Drops events older than a day (keeping the newest, which holds the
+    /// sequence number) and old ticket hashes; re-arms for the next ones.
+    async fn clean_up(&self) -> worker::Result<()> {
+        let sql = self.sql();
+        let now = now_ms();
+        exec(
+            &sql,
+            "DELETE FROM events WHERE created_ms < ? AND seq < (SELECT MAX(seq) FROM events)",
+            vec![(now - KEEP_EVENTS_MS).into()],
+        )?;
+        exec(
+            &sql,
+            "DELETE FROM tickets WHERE created_ms < ?",
+            vec![(now - KEEP_TICKETS_MS).into()],
+        )?;
+        self.arm_clean_up().await
+    }
+
+    /// The alarm for the next clean-up, if anything is left to clean.
+    async fn arm_clean_up(&self) -> worker::Result<()> {
+        let sql = self.sql();
+        let oldest = |query: &str| -> worker::Result<Option<i64>> {
+            Ok(rows::<IntRow>(&sql, query, vec![])?
+                .first()
+                .and_then(|r| r.n)
+                .map(|n| n as i64))
+        };
+        let events = oldest(
+            "SELECT MIN(created_ms) AS n FROM events WHERE seq < (SELECT MAX(seq) FROM events)",
+        )?
+        .map(|t| t + KEEP_EVENTS_MS);
+        let tickets =
+            oldest("SELECT MIN(created_ms) AS n FROM tickets")?.map(|t| t + KEEP_TICKETS_MS);
+        let storage = self.state.storage();
+        match events.into_iter().chain(tickets).min() {
+            Some(at) => storage.set_alarm((at - now_ms()).max(0) + 1000).await,
+            None => storage.delete_alarm().await,
+        }
+    }
+}
+
+/// The partial answer of a lost run, as an incomplete assistant message,
+/// and the run ended in Postgres. Safe to repeat.
+async fn persist_incomplete(
+    ports: &Ports,
+    spec: &RunSpec,
+    events: &[Event],
+) -> Result<(), SqlError> {
+    let sql = ports.sql.as_ref();
+    let blocks = blocks_from_events(events);
+    let inserted = db::insert_message(
+        sql,
+        &spec.assistant_message_id,
+        &spec.session_id,
+        &spec.owner_id,
+        Some(&spec.run_id),
+        "assistant",
+        &serde_json::to_value(&blocks).unwrap_or_default(),
+        "incomplete",
+        Some(&spec.model),
+        &Usage::default(),
+        0,
+    )
+    .await;
+    match inserted {
+        // Inserted by an earlier attempt (or by the run itself).
+        Ok(()) | Err(SqlError::Unique(_)) => {}
+        Err(e) => return Err(e),
+    }
+    db::finish_run(sql, &spec.run_id, "incomplete", Some("driver_lost")).await
+}
+
+impl Fanout for SessionRoom {
+    fn broadcast(&self, ev: &Event) {
+        let frame = event_message(ev);
+        for ws in self.state.get_websockets() {
+            // A socket closing right now refuses; its close handler follows.
+            let _ = ws.send_with_str(&frame);
+        }
+        let mut readers = self.readers.borrow_mut();
+        readers.retain(|tx| tx.unbounded_send(ev.clone()).is_ok());
+        if ev.body.is_terminal() {
+            // Dropping the senders ends every reader's stream.
+            readers.clear();
+        }
     }
 }

@@ -1,0 +1,267 @@
+//! The `Rooms` port over the `SessionRoom` Durable Object: one object per
+//! session (named by the session id), reached over internal HTTP. The
+//! routes are the object's own (see `session_room`): POST /start,
+//! GET /events, POST /cancel, GET /ws.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use everjust_core::chat::agent::RunSpec;
+use everjust_core::chat::encode::Protocol;
+use everjust_core::ports::rooms::{Member, RoomError, Rooms};
+use everjust_core::Body;
+use futures_util::stream::LocalBoxStream;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use wasm_bindgen::JsValue;
+use worker::{Headers, HttpRequest, Method, ObjectNamespace, Request, RequestInit, Stub, Url};
+
+/// The origin of requests to a room; only the path and query matter.
+const ROOM_ORIGIN: &str = "https://session-room.internal";
+
+/// Request headers the room reads.
+pub const TICKET_HEADER: &str = "x-everjust-ticket-sha256";
+
+/// What the adapter keeps of a WebSocket upgrade request for the room: the
+/// core hands the port only the session, the member and the resume point.
+pub struct Upgrade {
+    /// SHA-256 (hex) of the single-use ticket, so the room can refuse one it
+    /// has seen (Workers KV, where tickets live, is eventually consistent).
+    ticket_sha256: Option<String>,
+    protocols: Option<String>,
+}
+
+impl Upgrade {
+    /// `Some` when `req` asks for a WebSocket.
+    pub fn of(req: &HttpRequest) -> Option<Upgrade> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+            return None;
+        }
+        let ticket = req.uri().query().and_then(|q| {
+            Url::parse(&format!("{ROOM_ORIGIN}/?{q}"))
+                .ok()?
+                .query_pairs()
+                .find(|(k, _)| k == "ticket")
+                .map(|(_, v)| v.into_owned())
+        });
+        Some(Upgrade {
+            ticket_sha256: ticket.map(|t| hex(&Sha256::digest(t.as_bytes()))),
+            protocols: header("sec-websocket-protocol"),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub struct DurableRooms {
+    namespace: Result<ObjectNamespace, String>,
+    upgrade: Option<Upgrade>,
+}
+
+fn room_err(context: &str) -> impl Fn(worker::Error) -> RoomError + '_ {
+    move |e| RoomError(format!("{context}: {e}"))
+}
+
+impl DurableRooms {
+    pub fn new(namespace: worker::Result<ObjectNamespace>, upgrade: Option<Upgrade>) -> Self {
+        Self {
+            namespace: namespace.map_err(|e| format!("binding: {e}")),
+            upgrade,
+        }
+    }
+
+    fn stub(&self, session_id: &str) -> Result<Stub, RoomError> {
+        let namespace = self.namespace.as_ref().map_err(|e| RoomError(e.clone()))?;
+        namespace
+            .id_from_name(session_id)
+            .and_then(|id| id.get_stub())
+            .map_err(room_err("stub"))
+    }
+
+    /// One request to the session's room.
+    async fn call(
+        &self,
+        session_id: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: Headers,
+        body: Option<String>,
+    ) -> Result<worker::Response, RoomError> {
+        let mut url = Url::parse(ROOM_ORIGIN)
+            .and_then(|u| u.join(path))
+            .map_err(|e| RoomError(format!("url: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("session", session_id)
+            .extend_pairs(query);
+        let mut init = RequestInit::new();
+        init.with_method(method).with_headers(headers);
+        if let Some(body) = body {
+            init.with_body(Some(JsValue::from_str(&body)));
+        }
+        let req = Request::new_with_init(url.as_str(), &init).map_err(room_err("request"))?;
+        self.stub(session_id)?
+            .fetch_with_request(req)
+            .await
+            .map_err(room_err(path))
+    }
+}
+
+/// The room's answer as an error, when it is not a success.
+async fn refused(what: &str, mut res: worker::Response) -> RoomError {
+    let status = res.status_code();
+    let body = res.text().await.unwrap_or_default();
+    RoomError(format!("{what}: the room answered {status}: {body}"))
+}
+
+#[async_trait(?Send)]
+impl Rooms for DurableRooms {
+    async fn start(&self, spec: &RunSpec) -> Result<i64, RoomError> {
+        let body = serde_json::to_string(spec).map_err(|e| RoomError(e.to_string()))?;
+        let headers = Headers::new();
+        headers
+            .set("content-type", "application/json")
+            .map_err(room_err("headers"))?;
+        let mut res = self
+            .call(
+                &spec.session_id,
+                Method::Post,
+                "/start",
+                &[],
+                headers,
+                Some(body),
+            )
+            .await?;
+        if res.status_code() != 200 {
+            return Err(refused("start", res).await);
+        }
+        #[derive(serde::Deserialize)]
+        struct Started {
+            last_seq: i64,
+        }
+        let started: Started = res.json().await.map_err(room_err("start answer"))?;
+        Ok(started.last_seq)
+    }
+
+    async fn events(
+        &self,
+        session_id: &str,
+        after: i64,
+        protocol: Protocol,
+    ) -> Result<LocalBoxStream<'static, Bytes>, RoomError> {
+        let after = after.to_string();
+        let mut res = self
+            .call(
+                session_id,
+                Method::Get,
+                "/events",
+                &[("after", &after), ("protocol", protocol.as_str())],
+                Headers::new(),
+                None,
+            )
+            .await?;
+        if res.status_code() != 200 {
+            return Err(refused("events", res).await);
+        }
+        let body = res.stream().map_err(room_err("events body"))?;
+        // A broken stream ends the reader's stream; it resumes with Last-Event-ID.
+        Ok(body
+            .take_while(|chunk| {
+                if let Err(e) = chunk {
+                    worker::console_warn!("room events stream: {e}");
+                }
+                futures_util::future::ready(chunk.is_ok())
+            })
+            .filter_map(|chunk| futures_util::future::ready(chunk.ok().map(Bytes::from)))
+            .boxed_local())
+    }
+
+    async fn cancel(&self, session_id: &str) -> Result<(), RoomError> {
+        let res = self
+            .call(
+                session_id,
+                Method::Post,
+                "/cancel",
+                &[],
+                Headers::new(),
+                None,
+            )
+            .await?;
+        if res.status_code() != 200 {
+            return Err(refused("cancel", res).await);
+        }
+        Ok(())
+    }
+
+    async fn websocket(
+        &self,
+        session_id: &str,
+        member: &Member,
+        after: Option<i64>,
+    ) -> Result<http::Response<Body>, RoomError> {
+        let upgrade = self
+            .upgrade
+            .as_ref()
+            .ok_or_else(|| RoomError("websocket: the request is no WebSocket upgrade".into()))?;
+        let headers = Headers::new();
+        headers
+            .set("upgrade", "websocket")
+            .map_err(room_err("headers"))?;
+        if let Some(hash) = &upgrade.ticket_sha256 {
+            headers
+                .set(TICKET_HEADER, hash)
+                .map_err(room_err("headers"))?;
+        }
+        if let Some(p) = &upgrade.protocols {
+            headers
+                .set("sec-websocket-protocol", p)
+                .map_err(room_err("headers"))?;
+        }
+        let after = after.map(|a| a.to_string());
+        let mut query = vec![
+            ("user_id", member.user_id.as_str()),
+            ("name", member.name.as_str()),
+        ];
+        if let Some(a) = &after {
+            query.push(("after", a));
+        }
+        let mut res = self
+            .call(session_id, Method::Get, "/ws", &query, headers, None)
+            .await?;
+        let status = res.status_code();
+        if status == 101 {
+            let mut out = http::Response::new(Body::Native(Box::new(res)));
+            *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            return Ok(out);
+        }
+        // A refusal (a ticket already used) goes back as the room wrote it.
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "application/problem+json".into());
+        let body = res.bytes().await.map_err(room_err("ws answer"))?;
+        let status =
+            http::StatusCode::from_u16(status).map_err(|e| RoomError(format!("ws answer: {e}")))?;
+        if !status.is_client_error() {
+            return Err(RoomError(format!(
+                "ws: the room answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        let mut out = http::Response::new(Body::Full(Bytes::from(body)));
+        *out.status_mut() = status;
+        if let Ok(v) = http::HeaderValue::from_str(&content_type) {
+            out.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        }
+        Ok(out)
+    }
+}

@@ -298,7 +298,7 @@ async function handleAnthropic(req, res, raw, ctx) {
 /** Starts the fake. Resolves { url, port, requests(contains), close() }. */
 export function startModelFake({ port = Number(process.env.MODEL_FAKE_PORT || 8791), host = '127.0.0.1' } = {}) {
   const log = [];
-  const busyKeys = new Set();
+  const busyKeys = new Map();
   const sockets = new Set();
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://fake');

@@ -24,9 +24,9 @@
 //                             unknown delta type mixed in
 //   error[:K]                 K (default 5) text deltas of ERROR_PARTIAL, then an `error` event
 //                             (overloaded_error) and the end of the response
-//   overloaded:KEY[:STATUS[:SECS]]
-//                             the first request carrying KEY gets STATUS (default 529) with
-//                             retry-after SECS (default 1) before any stream; later ones: RECOVERED_REPLY
+//   overloaded:KEY[:STATUS[:SECS[:TIMES]]]
+//                             the first TIMES (default 1) requests carrying KEY get STATUS (default 529)
+//                             with retry-after SECS (default 1) before any stream; later ones: RECOVERED_REPLY
 //   cut[:K]                   K (default 5) deltas of CUT_PARTIAL, half an event, then the socket is destroyed
 //   slow:N:MSms               N deltas `w0 `, `w1 `, ... MS ms apart (slowText(N))
 //   long:N                    N deltas `t0 `, `t1 `, ... at once (longText(N)), for benchmarks
@@ -107,7 +107,7 @@ const toolUse = (name, input, { size = 3, raw } = {}) => ({
  *     fail?: {kind: 'error'|'cut', afterDeltas} }
  * blocks: {type:'text', deltas} | {type:'tool_use', id, name, fragments} | {type:'thinking', deltas, signature}
  *       | {type:'unknown'}
- * `busyKeys` is the set of overloaded keys already answered busy (shared by the whole fake).
+ * `busyKeys` maps each overloaded key to how often it was answered busy (shared by the whole fake).
  */
 export function plan(view, busyKeys) {
   const marker = parseMarker(view.lastUserText) || { name: 'text', args: [] };
@@ -152,8 +152,10 @@ export function plan(view, busyKeys) {
       return { ...base, blocks: [text(CUT_PARTIAL.repeat(4), 8)], fail: { kind: 'cut', afterDeltas: int(args[0], 5) } };
     case 'overloaded': {
       const key = args[0] || 'default';
-      if (!busyKeys.has(key)) {
-        busyKeys.add(key);
+      const times = int(args[3], 1);
+      const seen = busyKeys.get(key) || 0;
+      if (seen < times) {
+        busyKeys.set(key, seen + 1);
         return { ...base, busy: { status: int(args[1], 529), retryAfter: int(args[2], 1) } };
       }
       return { ...base, blocks: [text(RECOVERED_REPLY)] };

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod github;
 pub mod health;
 pub mod http;
 pub mod ids;
@@ -19,6 +20,7 @@ pub mod pagination;
 pub mod ports;
 pub mod projects;
 pub mod routes;
+pub mod sandbox;
 pub mod security;
 
 pub use config::{Config, ConfigError};

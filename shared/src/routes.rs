@@ -10,7 +10,7 @@ use crate::http::request::{Meta, Request};
 use crate::http::response::Response;
 use crate::http::router::{Match, RouteDef, Router};
 use crate::ports::Ports;
-use crate::{account, auth, billing, chat, health, openapi, projects};
+use crate::{account, auth, billing, chat, github, health, openapi, projects, sandbox};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -44,6 +44,15 @@ pub enum Route {
     WebSocket,
     Cancel,
     Usage,
+    Preview,
+    GithubConnect,
+    GithubPush,
+    GithubWebhook,
+    SandboxCreate,
+    SandboxGet,
+    SandboxDelete,
+    SandboxExec,
+    DaytonaWebhook,
     ListKeys,
     PutKey,
     DeleteKey,
@@ -94,6 +103,15 @@ pub static ROUTES: &[RouteDef<Route>] = &[
     route!(POST "/v1/sessions/{id}/ws-ticket" => WsTicket, "chat", true, "A single-use WebSocket ticket, valid 60 s"),
     route!(GET "/v1/sessions/{id}/ws" => WebSocket, "chat", false, "WebSocket to the session's live room (ticket in the query): events, presence, resume"),
     route!(POST "/v1/sessions/{id}/cancel" => Cancel, "chat", true, "Stop the running turn"),
+    route!(GET "/v1/projects/{id}/preview/{*path}" => Preview, "sandbox", false, "Static preview of the project's files (bearer token, or the capability link from GET /v1/projects/{id}/sandbox)"),
+    route!(POST "/v1/projects/{id}/github" => GithubConnect, "github", true, "Connect a repository of your GitHub App installation (create it if absent)"),
+    route!(POST "/v1/projects/{id}/github/push" => GithubPush, "github", true, "Commit the project's files: one commit, many files"),
+    route!(POST "/webhooks/github" => GithubWebhook, "webhooks", false, "GitHub deliveries (X-Hub-Signature-256; repeated delivery: 200, no change)"),
+    route!(POST "/v1/projects/{id}/sandbox" => SandboxCreate, "sandbox", true, "Create or start the project's sandbox"),
+    route!(GET "/v1/projects/{id}/sandbox" => SandboxGet, "sandbox", true, "Sandbox state and preview URL"),
+    route!(DELETE "/v1/projects/{id}/sandbox" => SandboxDelete, "sandbox", true, "Stop (or archive) the sandbox"),
+    route!(POST "/v1/projects/{id}/sandbox/exec" => SandboxExec, "sandbox", true, "Run a command in the sandbox"),
+    route!(POST "/webhooks/daytona" => DaytonaWebhook, "webhooks", false, "Daytona deliveries (Svix-signed; repeated delivery: 200, no change)"),
     route!(GET "/v1/usage" => Usage, "billing", true, "Tokens, cost and compute this month, by day, with the tier's limits"),
     route!(GET "/v1/keys" => ListKeys, "billing", true, "Your provider keys: provider and last 4 characters only"),
     route!(PUT "/v1/keys/{provider}" => PutKey, "billing", true, "Store your own provider key {api_key} (validated, encrypted, never returned)"),
@@ -200,6 +218,15 @@ pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str)
         Route::WebSocket => chat::handlers::websocket(&ctx, &req).await,
         Route::Cancel => chat::handlers::cancel(&ctx, &req).await,
         Route::Usage => billing::usage::get(&ctx, &req).await,
+        Route::Preview => projects::preview::serve(&ctx, &req).await,
+        Route::GithubConnect => github::connect(&ctx, &req).await,
+        Route::GithubPush => github::push(&ctx, &req).await,
+        Route::GithubWebhook => github::webhook(&ctx, &req).await,
+        Route::SandboxCreate => sandbox::create(&ctx, &req).await,
+        Route::SandboxGet => sandbox::get(&ctx, &req).await,
+        Route::SandboxDelete => sandbox::delete(&ctx, &req).await,
+        Route::SandboxExec => sandbox::exec(&ctx, &req).await,
+        Route::DaytonaWebhook => sandbox::webhook(&ctx, &req).await,
         Route::ListKeys => billing::keys::list(&ctx, &req).await,
         Route::PutKey => billing::keys::put(&ctx, &req).await,
         Route::DeleteKey => billing::keys::delete(&ctx, &req).await,

@@ -127,25 +127,48 @@ async fn run(
     let path = || ProjectPath::parse(field(input, "path")?).map_err(api_err);
     match name {
         "list_files" => {
-            let list = files::page(sql, project, None, 1000).await.map_err(|e| api_err(e.into()))?;
+            let list = files::page(sql, project, None, 1000)
+                .await
+                .map_err(|e| api_err(e.into()))?;
             if list.is_empty() {
                 return Ok(done("The project has no files yet.", false));
             }
-            Ok(done(list.iter().map(|f| format!("{} ({} bytes)", f.path, f.size)).collect::<Vec<_>>().join("\n"), false))
+            Ok(done(
+                list.iter()
+                    .map(|f| format!("{} ({} bytes)", f.path, f.size))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                false,
+            ))
         }
         "read_file" => {
             let p = path()?;
-            let (_, content) = files::read(sql, owner, project, &p).await.map_err(|e| api_err(e.into()))?.ok_or_else(|| err(format!("{} does not exist.", p.as_str())))?;
+            let (_, content) = files::read(sql, owner, project, &p)
+                .await
+                .map_err(|e| api_err(e.into()))?
+                .ok_or_else(|| err(format!("{} does not exist.", p.as_str())))?;
             match String::from_utf8(content) {
                 Ok(text) => Ok(done(text, false)),
-                Err(e) => Ok(done(format!("{} is a binary file of {} bytes.", p.as_str(), e.as_bytes().len()), false)),
+                Err(e) => Ok(done(
+                    format!(
+                        "{} is a binary file of {} bytes.",
+                        p.as_str(),
+                        e.as_bytes().len()
+                    ),
+                    false,
+                )),
             }
         }
         "write_file" => {
             let p = path()?;
             let content = field(input, "content")?;
-            let (meta, _) = write_file(ctx, owner, project, &p, content.as_bytes(), Actor::Agent).await.map_err(api_err)?;
-            Ok(done(format!("Wrote {} ({} bytes).", meta.path, meta.size), true))
+            let (meta, _) = write_file(ctx, owner, project, &p, content.as_bytes(), Actor::Agent)
+                .await
+                .map_err(api_err)?;
+            Ok(done(
+                format!("Wrote {} ({} bytes).", meta.path, meta.size),
+                true,
+            ))
         }
         "edit_file" => {
             let p = path()?;
@@ -153,7 +176,10 @@ async fn run(
             if old.is_empty() {
                 return Err(err("`old` must not be empty."));
             }
-            let (_, content) = files::read(sql, owner, project, &p).await.map_err(|e| api_err(e.into()))?.ok_or_else(|| err(format!("{} does not exist.", p.as_str())))?;
+            let (_, content) = files::read(sql, owner, project, &p)
+                .await
+                .map_err(|e| api_err(e.into()))?
+                .ok_or_else(|| err(format!("{} does not exist.", p.as_str())))?;
             let text = String::from_utf8(content).map_err(|_| err("Cannot edit a binary file."))?;
             match text.matches(old).count() {
                 0 => Err(err(format!("The text to replace was not found in {}; read the file and try again.", p.as_str()))),
@@ -167,10 +193,20 @@ async fn run(
         }
         "delete_file" => {
             let p = path()?;
-            delete_file(ctx, owner, project, &p, Actor::Agent).await.map_err(api_err)?;
+            delete_file(ctx, owner, project, &p, Actor::Agent)
+                .await
+                .map_err(api_err)?;
             Ok(done(format!("Deleted {}.", p.as_str()), true))
         }
-        "run_command" => Err(err("No sandbox is configured for this project, so commands cannot run. Write files instead; the static preview shows index.html.")),
+        "run_command" => {
+            let out =
+                crate::sandbox::run_command(ctx, owner, project, field(input, "command")?).await;
+            if out.is_error {
+                Err(out)
+            } else {
+                Ok(out)
+            }
+        }
         other => Err(err(format!("There is no tool named {other}."))),
     }
 }

@@ -27,6 +27,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_tiers_keys",
         sql: include_str!("../../../migrations/0003_tiers_keys.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_github",
+        sql: include_str!("../../../migrations/0004_github.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "0005_sandboxes",
+        sql: include_str!("../../../migrations/0005_sandboxes.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

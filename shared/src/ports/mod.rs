@@ -3,6 +3,7 @@
 //! tests and local tools, and `conformance` the one behaviour suite every
 //! implementation must pass.
 
+pub mod background;
 pub mod clock;
 pub mod conformance;
 pub mod crypto;
@@ -43,12 +44,22 @@ pub struct Ports {
     pub rooms: Option<Rc<dyn Rooms>>,
     /// An exact rate limiter; `None` uses the approximate KV one.
     pub limiter: Option<Rc<dyn ratelimit::RateLimiter>>,
+    /// Work after the response; `None` runs it before the response.
+    pub background: Option<Rc<dyn background::Background>>,
     /// The configuration, or why it is unusable (then every route but
     /// `/health` answers 503 `misconfigured`).
     pub config: Rc<Result<Config, ConfigError>>,
 }
 
 impl Ports {
+    /// Runs `work` after the response when the platform can, else now.
+    pub async fn after_response(&self, work: futures_util::future::LocalBoxFuture<'static, ()>) {
+        match &self.background {
+            Some(b) => b.spawn(work),
+            None => work.await,
+        }
+    }
+
     /// The rate limiter: the platform's exact one, else the KV-backed one.
     pub fn limiter(&self) -> Rc<dyn ratelimit::RateLimiter> {
         match &self.limiter {

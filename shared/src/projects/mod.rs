@@ -4,4 +4,5 @@
 pub mod files;
 pub mod handlers;
 pub mod path;
+pub mod preview;
 pub mod templates;

@@ -269,6 +269,7 @@ impl TestApp {
             crypto: Rc::new(SeededCrypto::new(u64::from(n) + 1)),
             rooms: None,
             limiter: None,
+            background: None,
             config: Rc::new(config),
         };
         TestApp {

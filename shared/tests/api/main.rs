@@ -8,5 +8,6 @@ mod chat;
 mod conformance;
 mod files;
 mod helpers;
+mod preview;
 mod projects;
 mod service;

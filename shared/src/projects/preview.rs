@@ -105,8 +105,7 @@ pub async fn serve(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         // A directory without its trailing slash.
         let index = ProjectPath::parse(&format!("{}/index.html", path.as_str()))?;
         found = files::read(sql, &owner, &project, &index)
-            .await?
-            .map(|(m, c)| (m, c));
+            .await?;
         if found.is_some() {
             return Ok(redirect(&format!("{}/", last_segment(raw))));
         }

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 use spin_sdk::http_component;
 
-use crate::ports::{SpinHttp, SpinKv, SpinSql, SystemClock, WasiCrypto};
+use crate::ports::{AfterResponse, SpinHttp, SpinKv, SpinSql, SystemClock, WasiCrypto};
 
 /// Bodies above this are cut here, one byte past it, so the core answers 413
 /// without the component buffering whatever a client sends.
@@ -32,13 +32,16 @@ const HOP_BY_HOP: &[&str] = &[
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    let ports = ports();
+    let after = Rc::new(AfterResponse::default());
+    let ports = ports(after.clone());
     let (request, meta) = match read_request(req, &ports).await {
         Ok(r) => r,
         Err(detail) => return respond_plain(out, 400, &detail).await,
     };
     let response = everjust_core::handle(&ports, request, meta).await;
+    // Returns once the body is finished, so the client has the whole response.
     respond(out, response).await;
+    after.run().await;
 }
 
 /// A Spin variable; the names are the core's, lowercased (`JWT_SECRET` -> `jwt_secret`).
@@ -46,7 +49,7 @@ fn variable(name: &str) -> Option<String> {
     spin_sdk::variables::get(&name.to_ascii_lowercase()).ok()
 }
 
-fn ports() -> Ports {
+fn ports(after: Rc<AfterResponse>) -> Ports {
     // Spin runs each request in a fresh instance: nothing to cache across requests.
     let clock: Rc<SystemClock> = Rc::new(SystemClock);
     Ports {
@@ -59,6 +62,9 @@ fn ports() -> Ports {
         crypto: Rc::new(WasiCrypto),
         // No Durable Objects on Spin: runs are driven inside the request.
         rooms: None,
+        // Spin's key-value store is local to the app: the KV limiter suffices.
+        limiter: None,
+        background: Some(after),
         config: Rc::new(Config::from_vars(variable)),
     }
 }

@@ -1,6 +1,6 @@
 //! The core's ports on Spin's interfaces.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use async_trait::async_trait;
@@ -264,5 +264,32 @@ impl Crypto for WasiCrypto {
             buf[filled..filled + n].copy_from_slice(&bytes[..n]);
             filled += n;
         }
+    }
+}
+
+/// Work the core hands off until after the response: queued here and run
+/// by the handler once the response body is finished, before the guest
+/// returns to Spin (which keeps the instance until then).
+#[derive(Default)]
+pub struct AfterResponse {
+    queue: RefCell<Vec<futures_util::future::LocalBoxFuture<'static, ()>>>,
+}
+
+impl AfterResponse {
+    pub async fn run(&self) {
+        loop {
+            // Work may queue more work; never hold the borrow across `.await`.
+            let batch = std::mem::take(&mut *self.queue.borrow_mut());
+            if batch.is_empty() {
+                return;
+            }
+            futures_util::future::join_all(batch).await;
+        }
+    }
+}
+
+impl everjust_core::ports::background::Background for AfterResponse {
+    fn spawn(&self, work: futures_util::future::LocalBoxFuture<'static, ()>) {
+        self.queue.borrow_mut().push(work);
     }
 }

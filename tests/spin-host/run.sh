@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Serves the built Spin component on the native test host against a fresh database and checks it:
+# /health, /ready, the port conformance suites inside the component (/v1/_conformance), then the
+# end-to-end suite (tests/e2e) when SPIN_HOST_E2E=1.
+#
+# Usage: tests/spin-host/run.sh
+# Environment:
+#   TEST_DATABASE_URL (or DATABASE_URL)  an empty or migrated database; migrations are applied here
+#   SPIN_HOST_E2E=1                      also run tests/e2e/run.sh against the host
+#   SPIN_HOST_KEEP=1                     leave the host running (prints its URL and pid)
+# The host's own build is cached in target/spin-host (about 6 min the first time).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+die() { echo "spin-host/run.sh: $*" >&2; exit 1; }
+command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
+command -v curl >/dev/null || die "curl not found (apt-get install curl)"
+command -v node >/dev/null || die "node not found (Node 20+)"
+db="${TEST_DATABASE_URL:-${DATABASE_URL:-}}"
+[[ -n "$db" ]] || die "set TEST_DATABASE_URL (or DATABASE_URL) to a Postgres database for the run"
+
+echo "==> migrations"
+DATABASE_URL="$db" scripts/migrate
+echo "==> component"
+scripts/build-spin
+wasm="$root/target/spin/wasm32-wasip2/release/everjust_spin.wasm"
+echo "==> host"
+CARGO_TARGET_DIR="$root/target/spin-host" cargo build --release --locked --manifest-path "$here/Cargo.toml"
+host_bin="$root/target/spin-host/release/everjust-spin-host"
+
+port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+base="http://127.0.0.1:$port"
+log="$(mktemp "${TMPDIR:-/tmp}/spin-host.XXXXXX.log")"
+secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+host_pid=""
+stop_host() { if [[ -n "$host_pid" ]]; then kill "$host_pid" 2>/dev/null || true; wait "$host_pid" 2>/dev/null || true; fi; }
+[[ "${SPIN_HOST_KEEP:-}" == 1 ]] || trap stop_host EXIT
+
+t0=$(date +%s%N)
+env SPIN_VARIABLE_DATABASE_URL="$db" SPIN_VARIABLE_JWT_SECRET="$secret" SPIN_VARIABLE_EVERJUST_ENV=test \
+  "$host_bin" "$wasm" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+host_pid=$!
+for _ in $(seq 1 600); do
+  if curl -fsS -o /dev/null "$base/health" 2>/dev/null; then break; fi
+  kill -0 "$host_pid" 2>/dev/null || { cat "$log"; die "the host exited"; }
+  sleep 0.05
+done
+t1=$(date +%s%N)
+echo "host answered /health $(((t1 - t0) / 1000000)) ms after start ($base, log $log)"
+
+passed=0 failed=0
+check() { # NAME EXPECTED_STATUS PATH JS-EXPRESSION-OVER-BODY [CURL-ARGS...]
+  local name="$1" want="$2" path="$3" expr="$4" body status
+  shift 4
+  body="$(curl -sS -w '\n%{http_code}' "$@" "$base$path" || true)"
+  status="${body##*$'\n'}"
+  body="${body%$'\n'*}"
+  if [[ "$status" == "$want" ]] &&
+    BODY="$body" node -e 'const body = JSON.parse(process.env.BODY); process.exit(('"$expr"') ? 0 : 1)' 2>/dev/null; then
+    echo "ok   $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $name: status $status, body: ${body:0:2000}"
+    failed=$((failed + 1))
+  fi
+}
+check health_answers_ok 200 /health 'body.status === "ok"'
+check ready_reaches_postgres_and_kv 200 /ready 'body.checks.postgres === "ok" && body.checks.kv === "ok"'
+check conformance_suites_pass_inside_the_component 200 /v1/_conformance \
+  'body.ok === true && body.kv.length > 0 && body.sql.length > 0 && [...body.kv, ...body.sql].every((c) => c.ok)'
+check unknown_route_is_a_problem_json_404 404 /v1/no-such-route 'body.code === "not_found"'
+check signup_creates_an_account 201 /v1/auth/signup 'body.user.email === "spin-host@example.com" && body.access_token' \
+  -X POST -H 'content-type: application/json' --data '{"email":"spin-host@example.com","password":"a long enough passphrase"}'
+
+if [[ "${SPIN_HOST_E2E:-}" == 1 && -x tests/e2e/run.sh ]]; then
+  echo "==> e2e against the Spin host"
+  if OIDC_ISSUER= JWT_SECRET="$secret" tests/e2e/run.sh "$base"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
+
+if [[ "${SPIN_HOST_KEEP:-}" == 1 ]]; then echo "host left running: pid $host_pid, $base"; fi
+echo "spin-host: $passed passed, $failed failed"
+[[ "$failed" == 0 ]]

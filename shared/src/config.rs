@@ -26,6 +26,18 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("KEYS_ENCRYPTION_KEY", true),
     ("CORS_ORIGINS", false),
     ("ADMIN_EMAILS", false),
+    ("GITHUB_APP_ID", false),
+    ("GITHUB_APP_PRIVATE_KEY", true),
+    ("GITHUB_WEBHOOK_SECRET", true),
+    ("GITHUB_API_URL", false),
+    ("GITHUB_COMMIT_AUTHOR_NAME", false),
+    ("GITHUB_COMMIT_AUTHOR_EMAIL", false),
+    ("DAYTONA_API_URL", false),
+    ("DAYTONA_API_KEY", true),
+    ("DAYTONA_WEBHOOK_SECRET", true),
+    ("DAYTONA_SNAPSHOT", false),
+    ("DAYTONA_PREVIEW_PORT", false),
+    ("JOBS_SECRET", true),
 ];
 
 /// `KEYS_ENCRYPTION_KEY`: comma-separated `<id>:<base64 of 32 bytes>`, the
@@ -93,6 +105,37 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Accounts with these emails are admins from their first sign-in (bootstrap).
     pub admin_emails: Vec<String>,
+    /// GitHub App settings (`GITHUB_*`); `None` when no app is configured.
+    pub github: Option<GithubConfig>,
+    /// Daytona settings (`DAYTONA_*`); `None` uses the static preview provider.
+    pub daytona: Option<DaytonaConfig>,
+    /// Bearer secret of the scheduled-job routes (`JOBS_SECRET`), for schedulers without cron triggers.
+    pub jobs_secret: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub app_id: String,
+    /// PEM, PKCS#1 or PKCS#8 (literal `\n` sequences are turned into newlines).
+    pub private_key_pem: String,
+    pub webhook_secret: String,
+    /// `https://api.github.com` unless set (tests point it at a fake).
+    pub api_url: String,
+    pub commit_author_name: String,
+    pub commit_author_email: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaytonaConfig {
+    /// Base URL of the API, e.g. `https://app.daytona.io/api`.
+    pub api_url: String,
+    pub api_key: String,
+    /// Svix-style `whsec_<base64>` secret of the webhooks; `None` refuses every webhook.
+    pub webhook_secret: Option<String>,
+    /// Snapshot (or image) new sandboxes start from.
+    pub snapshot: Option<String>,
+    /// The port the app listens on inside the sandbox, for the preview link.
+    pub preview_port: u16,
 }
 
 /// A model provider's endpoint and server-side key.
@@ -212,6 +255,35 @@ impl Config {
                 None => Vec::new(),
                 Some(v) => parse_keys(&v)?,
             },
+            github: match (get("GITHUB_APP_ID"), get("GITHUB_APP_PRIVATE_KEY"), get("GITHUB_WEBHOOK_SECRET")) {
+                (Some(app_id), Some(key), Some(webhook_secret)) => Some(GithubConfig {
+                    app_id,
+                    private_key_pem: key.replace("\\n", "\n"),
+                    webhook_secret,
+                    api_url: get("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()).trim_end_matches('/').to_owned(),
+                    commit_author_name: get("GITHUB_COMMIT_AUTHOR_NAME").unwrap_or_else(|| "EverJust".into()),
+                    commit_author_email: get("GITHUB_COMMIT_AUTHOR_EMAIL").unwrap_or_else(|| "agent@everjust.dev".into()),
+                }),
+                (None, None, None) => None,
+                _ => {
+                    return Err(ConfigError {
+                        name: "GITHUB_APP_ID",
+                        problem: "GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY and GITHUB_WEBHOOK_SECRET must be set together",
+                    })
+                }
+            },
+            daytona: match (get("DAYTONA_API_URL"), get("DAYTONA_API_KEY")) {
+                (Some(api_url), Some(api_key)) => Some(DaytonaConfig {
+                    api_url: api_url.trim_end_matches('/').to_owned(),
+                    api_key,
+                    webhook_secret: get("DAYTONA_WEBHOOK_SECRET"),
+                    snapshot: get("DAYTONA_SNAPSHOT"),
+                    preview_port: get("DAYTONA_PREVIEW_PORT").and_then(|p| p.parse().ok()).unwrap_or(3000),
+                }),
+                (None, None) => None,
+                _ => return Err(ConfigError { name: "DAYTONA_API_KEY", problem: "DAYTONA_API_URL and DAYTONA_API_KEY must be set together" }),
+            },
+            jobs_secret: get("JOBS_SECRET"),
             admin_emails: get("ADMIN_EMAILS")
                 .map(|v| {
                     v.split(',')

@@ -104,8 +104,7 @@ pub async fn serve(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     if found.is_none() && !path.as_str().contains('.') {
         // A directory without its trailing slash.
         let index = ProjectPath::parse(&format!("{}/index.html", path.as_str()))?;
-        found = files::read(sql, &owner, &project, &index)
-            .await?;
+        found = files::read(sql, &owner, &project, &index).await?;
         if found.is_some() {
             return Ok(redirect(&format!("{}/", last_segment(raw))));
         }

@@ -1,0 +1,176 @@
+// EverJust web client: routing (#/login, #/signup, #/, #/p/<id>), the
+// account bar, and the three views.
+
+import { hasSession, json, setSignedOutHandler, signOut, refresh, NetworkError } from './api.js';
+import { h, mount } from './dom.js';
+import { authView } from './views/auth.js';
+import { projectsView } from './views/projects.js';
+import { projectView } from './views/project.js';
+
+const main = /** @type {HTMLElement} */ (document.getElementById('main'));
+const account = /** @type {HTMLElement} */ (document.getElementById('account'));
+const toastEl = /** @type {HTMLElement} */ (document.getElementById('toast'));
+
+/** @type {{id: string, email: string, tier: string, role: string, limits?: object} | null} */
+let me = null;
+/** @type {(() => void) | null} */
+let cleanup = null;
+let flash = '';
+
+export function toast(text) {
+  toastEl.textContent = text;
+  toastEl.hidden = !text;
+  clearTimeout(toast.t);
+  if (text) toast.t = setTimeout(() => (toastEl.hidden = true), 6000);
+}
+toast.t = 0;
+
+setSignedOutHandler((reason) => {
+  me = null;
+  flash = reason;
+  renderAccount();
+  if (!location.hash.startsWith('#/login') && !location.hash.startsWith('#/signup')) go('#/login');
+  else route();
+});
+
+export function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+async function loadMe() {
+  me = await json('/v1/me');
+  renderAccount();
+  // Usage is a separate, optional endpoint.
+  json('/v1/usage')
+    .then((u) => renderAccount(u))
+    .catch(() => {});
+  return me;
+}
+
+function renderAccount(usage) {
+  if (!me) {
+    account.replaceChildren();
+    return;
+  }
+  const tier = h('span', { class: 'tier', title: 'Your tier' }, me.tier || 'free');
+  let meter = null;
+  const limits = (usage && usage.limits) || me.limits || {};
+  if (usage && usage.totals && limits.model_tokens_month) {
+    const used = usage.totals.tokens || 0;
+    const pct = Math.min(100, Math.round((used / limits.model_tokens_month) * 100));
+    meter = h(
+      'span',
+      { class: 'usage', title: `${used.toLocaleString()} of ${limits.model_tokens_month.toLocaleString()} tokens this month` },
+      h('meter', { min: '0', max: '100', value: String(pct), 'aria-label': 'Tokens used this month' }),
+      h('span', { class: 'usage-text' }, `${compact(used)} / ${compact(limits.model_tokens_month)} tokens`),
+    );
+  }
+  const out = h(
+    'button',
+    {
+      type: 'button',
+      class: 'link',
+      onclick: async () => {
+        await signOut();
+        me = null;
+        renderAccount();
+        flash = 'You are logged out.';
+        go('#/login');
+      },
+    },
+    'Log out',
+  );
+  account.replaceChildren(
+    tier,
+    meter || '',
+    h('span', { class: 'email', title: me.email }, me.email || ''),
+    out,
+  );
+}
+
+function compact(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(n % 1e6 ? 1 : 0)}M`;
+  if (n >= 1e3) return `${Math.round(n / 1e3)}k`;
+  return String(n);
+}
+
+async function route() {
+  if (cleanup) {
+    cleanup();
+    cleanup = null;
+  }
+  const hash = location.hash || '#/';
+  const ctx = {
+    main,
+    toast,
+    go,
+    me: () => me,
+    onSignedIn: async (note) => {
+      await loadMe();
+      flash = note || '';
+      go('#/');
+    },
+    setCleanup: (fn) => {
+      cleanup = fn;
+    },
+    refreshUsage: () => {
+      if (me) json('/v1/usage').then((u) => renderAccount(u)).catch(() => {});
+    },
+  };
+  const note = flash;
+  flash = '';
+  if (hash.startsWith('#/login') || hash.startsWith('#/signup')) {
+    if (me) return go('#/');
+    document.title = hash.startsWith('#/signup') ? 'Sign up · EverJust' : 'Log in · EverJust';
+    authView(ctx, hash.startsWith('#/signup') ? 'signup' : 'login', note);
+    focusMain();
+    return;
+  }
+  if (!me) {
+    if (!hasSession()) return go('#/login');
+    mount(main, h('p', { class: 'muted center' }, 'Loading…'));
+    try {
+      if (!(await refresh())) return go('#/login');
+      await loadMe();
+    } catch (e) {
+      if (e instanceof NetworkError) {
+        mount(
+          main,
+          h('div', { class: 'error', role: 'alert' }, e.message),
+          h('button', { type: 'button', onclick: () => route() }, 'Try again'),
+        );
+        return;
+      }
+      flash = (e && e.detail) || '';
+      return go('#/login');
+    }
+    if (!me) return go('#/login');
+  }
+  const m = /^#\/p\/([^/?#]+)/.exec(hash);
+  if (m) {
+    projectView(ctx, decodeURIComponent(m[1]));
+  } else {
+    document.title = 'Projects · EverJust';
+    projectsView(ctx, note);
+  }
+  focusMain();
+}
+
+function focusMain() {
+  // Move focus to the new view for keyboard and screen reader users, unless
+  // the view already put it somewhere useful.
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
+}
+
+// The skip link must not change the hash: the hash is the route.
+document.querySelector('.skip')?.addEventListener('click', (e) => {
+  e.preventDefault();
+  main.focus();
+});
+addEventListener('hashchange', route);
+addEventListener('unhandledrejection', (e) => {
+  const err = e.reason;
+  toast((err && (err.detail || err.message)) || 'Something went wrong.');
+});
+route();

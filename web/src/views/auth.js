@@ -1,0 +1,74 @@
+// Log in and sign up.
+
+import { signIn } from '../api.js';
+import { h, mount, showError } from '../dom.js';
+
+/**
+ * @param {any} ctx
+ * @param {'login' | 'signup'} kind
+ * @param {string} note  a message to show first (e.g. "session ended")
+ */
+export function authView(ctx, kind, note) {
+  const signup = kind === 'signup';
+  const email = h('input', { id: 'email', name: 'email', type: 'email', autocomplete: 'username', required: true, inputmode: 'email' });
+  const password = h('input', {
+    id: 'password',
+    name: 'password',
+    type: 'password',
+    autocomplete: signup ? 'new-password' : 'current-password',
+    required: true,
+    minlength: signup ? '10' : null,
+    'aria-describedby': signup ? 'password-hint' : null,
+  });
+  const error = h('div', { class: 'error', role: 'alert', hidden: true });
+  const submit = h('button', { type: 'submit', class: 'primary' }, signup ? 'Create account' : 'Log in');
+  const form = h(
+    'form',
+    { class: 'stack', novalidate: true },
+    h('label', { for: 'email' }, 'Email'),
+    email,
+    h('label', { for: 'password' }, 'Password'),
+    password,
+    signup ? h('p', { id: 'password-hint', class: 'hint' }, 'At least 10 characters; not a common password.') : null,
+    error,
+    submit,
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    showError(error, null);
+    if (!email.value.trim() || !password.value) {
+      showError(error, { detail: 'Enter your email and password.' });
+      (email.value.trim() ? password : email).focus();
+      return;
+    }
+    submit.disabled = true;
+    submit.textContent = signup ? 'Creating account…' : 'Logging in…';
+    try {
+      await signIn(kind, email.value.trim(), password.value);
+      await ctx.onSignedIn(signup ? 'Welcome! Create your first project.' : '');
+    } catch (err) {
+      showError(error, err);
+      submit.disabled = false;
+      submit.textContent = signup ? 'Create account' : 'Log in';
+      const field = /password/.test(err.code || '') ? password : email;
+      field.focus();
+    }
+  });
+  mount(
+    ctx.main,
+    h(
+      'section',
+      { class: 'auth card', 'aria-labelledby': 'auth-title' },
+      h('h1', { id: 'auth-title' }, signup ? 'Create your account' : 'Log in'),
+      note ? h('p', { class: 'notice', role: 'status' }, note) : null,
+      form,
+      h(
+        'p',
+        { class: 'switch' },
+        signup ? 'Already have an account? ' : 'New here? ',
+        h('a', { href: signup ? '#/login' : '#/signup' }, signup ? 'Log in' : 'Create an account'),
+      ),
+    ),
+  );
+  email.focus();
+}

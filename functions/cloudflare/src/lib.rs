@@ -5,6 +5,7 @@
 //! through the `Rooms` port.
 #![cfg(target_arch = "wasm32")]
 
+mod background;
 mod clock;
 mod config;
 mod convert;
@@ -36,7 +37,7 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: HttpRequest, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<worker::Response> {
     let client_ip = req
         .headers()
         .get("cf-connecting-ip")
@@ -45,6 +46,7 @@ async fn fetch(req: HttpRequest, env: Env, _ctx: Context) -> worker::Result<work
     let upgrade = rooms::Upgrade::of(&req);
     let req = convert::read_request(req).await?;
     let mut ports = base_ports(&env);
+    ports.background = Some(Rc::new(background::WaitUntil(ctx)));
     ports.rooms = Some(Rc::new(rooms::DurableRooms::new(
         env.durable_object(ROOMS_BINDING),
         upgrade,
@@ -53,7 +55,7 @@ async fn fetch(req: HttpRequest, env: Env, _ctx: Context) -> worker::Result<work
     convert::write_response(res)
 }
 
-/// The ports of one request or one room, without rooms. Nothing here
+/// The ports of one request or one room, without rooms or background work. Nothing here
 /// touches the network: Postgres is connected on the first query.
 pub(crate) fn base_ports(env: &Env) -> Ports {
     Ports {
@@ -64,6 +66,8 @@ pub(crate) fn base_ports(env: &Env) -> Ports {
         crypto: Rc::new(crypto::WebCrypto),
         rooms: None,
         limiter: None,
+        // Without a request to wait on (a room's alarm), work runs in line.
+        background: None,
         config: config::load(env),
     }
 }

@@ -106,6 +106,14 @@ pub struct SessionRoom {
     readers: RefCell<Vec<mpsc::UnboundedSender<Event>>>,
 }
 
+fn log_run(level: &str, event: &str, spec: &RunSpec) {
+    everjust_core::log::event(
+        level,
+        event,
+        serde_json::json!({ "session_id": spec.session_id, "run_id": spec.run_id }),
+    );
+}
+
 fn now_ms() -> i64 {
     js_sys::Date::now() as i64
 }
@@ -306,7 +314,10 @@ impl DurableObject for SessionRoom {
         let storage = self.state.storage();
         match self.active()? {
             // A heartbeat while this isolate drives the run: keep it armed.
-            Some(_) if self.driving.get() => storage.set_alarm(HEARTBEAT_MS).await?,
+            Some(run) if self.driving.get() => {
+                log_run("debug", "room_heartbeat", &run.spec);
+                storage.set_alarm(HEARTBEAT_MS).await?
+            }
             Some(run) if run.attempts == 0 => self.drive(run).await?,
             // Started before and not driven by this isolate: its driver died.
             Some(run) => self.abandon(run).await?,
@@ -580,6 +591,7 @@ impl SessionRoom {
             fanout: self,
             cancel: &self.cancel,
         };
+        log_run("info", "room_run_started", &run.spec);
         let outcome = agent::run(&ports, &run.spec, &sink).await;
         // `run` emitted run_finished just now, without yielding since.
         self.clear_active()?;
@@ -621,6 +633,7 @@ impl SessionRoom {
             self.clear_active()?;
             return self.arm_clean_up().await;
         }
+        log_run("warn", "room_run_lost", spec);
         let ports = self.ports();
         if let Err(e) = persist_incomplete(&ports, spec, &events).await {
             worker::console_error!("room: marking lost run {} incomplete: {e}", spec.run_id);

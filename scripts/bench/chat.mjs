@@ -1,0 +1,188 @@
+// The measuring half of scripts/bench-chat (see there). Prints a table; writes target/bench/chat.json.
+import http from 'node:http';
+import fs from 'node:fs';
+import WebSocket from 'ws';
+import pg from 'pg';
+import { streamText } from 'ai';
+import { createAnthropic } from '@ai-sdk/anthropic';
+
+const BASE = process.env.BASE_URL;
+const MODEL = process.env.MODEL_URL;
+const RUNS = Number(process.env.BENCH_RUNS ?? 15);
+const DELTAS = 2000;
+
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
+};
+const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
+
+async function api(method, path, token, body) {
+  const res = await fetch(BASE + path, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Reads an SSE response; calls onData(data) per event; returns when it ends. */
+async function readSse(res, onData) {
+  const dec = new TextDecoder();
+  let buf = '';
+  for await (const chunk of res.body) {
+    buf += dec.decode(chunk, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+      if (data) onData(data);
+    }
+  }
+}
+
+/** Times one stream: ms to the first text delta and to the end. */
+async function timeStream(start, isText) {
+  const t0 = performance.now();
+  let first = NaN;
+  const res = await start();
+  if (!res.ok) throw new Error(`stream: ${res.status} ${await res.text()}`);
+  await readSse(res, (data) => {
+    if (Number.isNaN(first) && isText(data)) first = performance.now() - t0;
+  });
+  return { ttft: first, total: performance.now() - t0 };
+}
+
+const marker = `[scenario:long:${DELTAS}]`;
+
+const direct = () =>
+  fetch(`${MODEL}/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': 'bench-key', 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8192, stream: true, messages: [{ role: 'user', content: [{ type: 'text', text: marker }] }] }),
+  });
+
+// The Node peer: streamText from the fake, relayed as an AI SDK UI message stream.
+const anthropic = createAnthropic({ baseURL: `${MODEL}/v1`, apiKey: 'bench-key' });
+const peer = http.createServer(async (req, res) => {
+  const result = streamText({ model: anthropic('claude-sonnet-4-5'), prompt: marker });
+  result.pipeUIMessageStreamToResponse(res);
+});
+await new Promise((r) => peer.listen(0, '127.0.0.1', r));
+const PEER = `http://127.0.0.1:${peer.address().port}`;
+
+// A user with room for the benchmark's runs.
+const db = new pg.Client({ connectionString: process.env.DATABASE_URL });
+await db.connect();
+const signup = await api('POST', '/v1/auth/signup', null, { email: `bench-${Date.now()}@example.com`, password: 'bench-password-123' });
+const token = signup.access_token;
+await db.query(`UPDATE users SET tier = 'enterprise', limits_override = '{"api_requests_minute": 100000}' WHERE id = $1`, [signup.user.id]);
+const project = await api('POST', '/v1/projects', token, { name: 'bench' });
+
+async function viaWorker(text, protocol = 'native') {
+  const session = await api('POST', `/v1/projects/${project.id}/sessions`, token, {});
+  return fetch(`${BASE}/v1/sessions/${session.id}/messages?protocol=${protocol}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
+    body: JSON.stringify({ content: text }),
+  });
+}
+
+const isAnthropicText = (d) => d.includes('"text_delta"');
+const isNativeText = (d) => d.includes('"type":"text_delta"');
+const isUiText = (d) => d.includes('"type":"text-delta"');
+
+const results = { direct: [], worker: [], peer: [] };
+// Warm-up of each path.
+await timeStream(direct, isAnthropicText);
+await timeStream(() => viaWorker(marker), isNativeText);
+await timeStream(() => fetch(PEER), isUiText);
+for (let i = 0; i < RUNS; i++) {
+  // Interleaved, so machine noise hits every path alike.
+  results.direct.push(await timeStream(direct, isAnthropicText));
+  results.worker.push(await timeStream(() => viaWorker(marker), isNativeText));
+  results.peer.push(await timeStream(() => fetch(PEER), isUiText));
+}
+const added = (path, key) => results[path].map((r, i) => r[key] - results.direct[i][key]);
+
+const rows = [];
+const row = (name, value, unit, baseName, base, goal = '') =>
+  rows.push(`${name.padEnd(44)} ${f1(value).padStart(10)} ${unit.padEnd(3)} | ${baseName.padEnd(30)} ${f1(base).padStart(10)} | ${goal}`);
+for (const key of ['ttft', 'total']) {
+  const d = results.direct.map((r) => r[key]);
+  for (const p of [50, 99]) {
+    row(`${key} direct from the fake, p${p}`, pct(d, p), 'ms', '', NaN);
+    row(`${key} added by our Worker, p${p}`, pct(added('worker', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), 'ours well below');
+  }
+}
+
+// --- room fan-out: N WebSocket clients, delay from the model's delta to delivery --------------------
+async function fanout(clients) {
+  const session = await api('POST', `/v1/projects/${project.id}/sessions`, token, {});
+  const sockets = [];
+  const arrivals = []; // per client: Map(delta index -> ms)
+  for (let c = 0; c < clients; c++) {
+    const { url } = await api('POST', `/v1/sessions/${session.id}/ws-ticket`, token, {});
+    const ws = new WebSocket(BASE.replace('http', 'ws') + url);
+    const seen = new Map();
+    ws.on('message', (raw) => {
+      const now = performance.timeOrigin + performance.now();
+      const ev = JSON.parse(raw.toString());
+      if (ev.type === 'text_delta') {
+        const m = /^w(\d+) $/.exec(ev.delta);
+        if (m) seen.set(Number(m[1]), now);
+      }
+    });
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    sockets.push(ws);
+    arrivals.push(seen);
+  }
+  const n = 100;
+  const gap = 20;
+  const tag = `fan-${clients}-${Date.now()}`;
+  await api('POST', `/v1/sessions/${session.id}/messages`, token, { content: `[scenario:slow:${n}:${gap}ms] ${tag}` });
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline && !arrivals.every((a) => a.size >= n)) await new Promise((r) => setTimeout(r, 100));
+  const log = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(tag)}`)).json();
+  const sentAt = (k) => Number(log[log.length - 1].at) + k * gap; // the fake writes delta k at its start + k*gap
+  const delays = [];
+  for (const a of arrivals) for (const [k, t] of a) delays.push(t - sentAt(k));
+  for (const ws of sockets) ws.close();
+  const complete = arrivals.filter((a) => a.size >= n).length;
+  return { delays, complete };
+}
+const one = await fanout(1);
+const many = await fanout(100);
+for (const p of [50, 99]) {
+  row(`fan-out, 100 clients: model -> delivery, p${p}`, pct(many.delays, p), 'ms', `1 client, p${p}`, pct(one.delays, p), p === 99 ? 'spread p99-p50 < 10 ms' : '');
+}
+row('fan-out, clients that got every delta', many.complete, '', 'clients', 100);
+
+// --- replay of a 10,000-event run -----------------------------------------------------------------
+const replaySession = await api('POST', `/v1/projects/${project.id}/sessions`, token, {});
+const big = await fetch(`${BASE}/v1/sessions/${replaySession.id}/messages`, {
+  method: 'POST',
+  headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
+  body: JSON.stringify({ content: '[scenario:long:10000]' }),
+});
+let events = 0;
+await readSse(big, () => events++);
+const t0 = performance.now();
+let replayed = 0;
+await readSse(await fetch(`${BASE}/v1/sessions/${replaySession.id}/events?after=0`, { headers: { authorization: `Bearer ${token}` } }), () => replayed++);
+const replayMs = performance.now() - t0;
+const h0 = performance.now();
+await fetch(`${BASE}/health`).then((r) => r.text());
+const healthMs = performance.now() - h0;
+row(`replay of a ${replayed}-event run`, replayMs, 'ms', 'one GET /health', healthMs, `${f1(replayed / (replayMs / 1000))} events/s`);
+
+console.log(`\nchat benchmark (${RUNS} streams of ${DELTAS} deltas per path, interleaved)`);
+console.log(`${'measure'.padEnd(44)} ${'value'.padStart(10)}     | ${'baseline'.padEnd(30)} ${'value'.padStart(10)} | goal`);
+for (const r of rows) console.log(r);
+fs.mkdirSync('target/bench', { recursive: true });
+fs.writeFileSync('target/bench/chat.json', JSON.stringify({ results, fanout: { one: one.delays.length, many: many.delays.length }, replay: { events: replayed, ms: replayMs } }, null, 2));
+await db.end();
+peer.close();

@@ -63,6 +63,8 @@ test('project from a template holds its files with correct sha256', async () => 
       assert.equal(entry.size, res.body.length, `size of ${template.id}/${path}`);
       assert.ok(res.body.length > 0 || path.endsWith('.gitkeep'), `${template.id}/${path} has content`);
     }
+    // one project at a time: a tier may allow only a few
+    expectStatus(await del(`/v1/projects/${project.id}`, { token: u.access }), 204);
   }
 });
 
@@ -148,14 +150,19 @@ test('SQL metacharacters in project names are stored verbatim', async () => {
     '%_\\%',
     '$1 $$ $$; --',
   ];
+  // stored by INSERT ...
+  const p = await createProject(u.access, { name: names[0], description: `${names[0]} /* */` });
+  assert.equal(p.name, names[0]);
+  // ... and by UPDATE
   for (const name of names) {
-    const p = await createProject(u.access, { name, description: `${name} /* */` });
-    assert.equal(p.name, name);
+    const patched = expectJson(await patch(`/v1/projects/${p.id}`, { name, description: `${name} /* */` }, { token: u.access }), 200);
+    assert.equal(patched.name, name);
     const got = expectJson(await get(`/v1/projects/${p.id}`, { token: u.access }), 200);
     assert.equal(got.name, name);
     assert.equal(got.description, `${name} /* */`);
   }
-  assert.equal((await listProjects(u.access)).length, names.length);
+  const list = await listProjects(u.access);
+  assert.deepEqual(list.map((x) => x.name), [names[names.length - 1]]);
 });
 
 test('utf-8 project names round trip', async () => {
@@ -166,17 +173,28 @@ test('utf-8 project names round trip', async () => {
   assert.equal(expectJson(await get(`/v1/projects/${p.id}`, { token: u.access }), 200).name, name);
 });
 
+/** How many projects the user's tier allows (GET /v1/me limits.projects), at most `want`. */
+async function projectsAllowed(token, want) {
+  const me = expectJson(await get('/v1/me', { token }), 200);
+  const quota = Number(me.limits?.projects ?? Infinity);
+  return Math.min(want, quota);
+}
+
 test('pagination walks every project once', async () => {
   const u = await newUser('pages');
+  // 5 projects paged by 2; a tier that allows fewer gets pages of 1
+  const n = await projectsAllowed(u.access, 5);
+  assert.ok(n >= 2, `the tier allows ${n} projects`);
+  const pageSize = n >= 5 ? 2 : 1;
   const created = [];
-  for (let i = 0; i < 5; i++) created.push((await createProject(u.access, { name: `page ${i}` })).id);
+  for (let i = 0; i < n; i++) created.push((await createProject(u.access, { name: `page ${i}` })).id);
   const seen = [];
   let cursor = null;
   const sizes = [];
   for (let i = 0; i < 10; i++) {
-    const q = `?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+    const q = `?limit=${pageSize}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
     const body = expectJson(await get(`/v1/projects${q}`, { token: u.access }), 200);
-    assert.ok(body.items.length <= 2, 'limit honoured');
+    assert.ok(body.items.length <= pageSize, 'limit honoured');
     sizes.push(body.items.length);
     seen.push(...body.items.map((p) => p.id));
     cursor = body.next_cursor;
@@ -185,10 +203,10 @@ test('pagination walks every project once', async () => {
   assert.ok(!cursor, 'the walk ends');
   assert.equal(new Set(seen).size, seen.length, `no duplicates: ${seen}`);
   assert.deepEqual([...seen].sort(), [...created].sort(), 'every project seen');
-  assert.deepEqual(sizes.slice(0, 2), [2, 2]);
-  // the default page holds all five
+  assert.deepEqual(sizes, Array.from({ length: Math.ceil(n / pageSize) }, (_, i) => Math.min(pageSize, n - i * pageSize)), 'full pages, then the rest');
+  // the default page holds them all
   const all = expectJson(await get('/v1/projects', { token: u.access }), 200);
-  assert.equal(all.items.length, 5);
+  assert.equal(all.items.length, n);
   assert.ok(all.next_cursor === null || all.next_cursor === undefined);
 });
 
@@ -291,7 +309,8 @@ test('projects of other users are not listed', async () => {
 test('a cursor of another user reveals nothing', async () => {
   const a = await newUser('cura');
   const b = await newUser('curb');
-  for (let i = 0; i < 3; i++) await createProject(a.access, { name: `a${i}` });
+  const n = await projectsAllowed(a.access, 3);
+  for (let i = 0; i < n; i++) await createProject(a.access, { name: `a${i}` });
   const first = expectJson(await get('/v1/projects?limit=1', { token: a.access }), 200);
   assert.ok(first.next_cursor, 'a has more pages');
   const res = await get(`/v1/projects?limit=1&cursor=${encodeURIComponent(first.next_cursor)}`, { token: b.access });

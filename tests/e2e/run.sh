@@ -59,6 +59,8 @@ stop_fake() {
   fi
 }
 trap stop_fake EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 if [[ -n "$OIDC_ISSUER" ]]; then
   jwks="${OIDC_FAKE_URL%/}/.well-known/jwks.json"

@@ -13,11 +13,18 @@
 # there (tests/e2e/oidc-issuer.mjs) and stops it at the end. Set OIDC_ISSUER= (empty) when the
 # server has no OIDC configured: the OIDC tests then skip.
 #
+# The chat tests need the model fake (tests/fakes/anthropic.mjs) at the address the server was
+# configured with: ANTHROPIC_BASE_URL=http://127.0.0.1:8791 and any ANTHROPIC_API_KEY (OPENAI_BASE_URL
+# and OPENAI_API_KEY the same for the OpenAI-compatible test). This script reuses a fake answering on
+# MODEL_FAKE_PORT (default 8791), or starts one there and stops it at the end.
+#
 # Environment passed to the tests:
 #   BASE_URL, OIDC_ISSUER, OIDC_AUDIENCE, OIDC_FAKE_URL (where POST /sign is; default OIDC_ISSUER)
 #   JWT_SECRET      the server's secret, when known: enables the tests that forge otherwise
 #                   valid tokens with one bad claim (expired, wrong iss/aud); they skip without it
 #   MAX_FILE_BYTES  the server's file limit when not the default 5 MiB
+#   MODEL_FAKE_URL  the model fake the chat tests drive (default http://127.0.0.1:$MODEL_FAKE_PORT)
+#   CHAT_STALE_SECS how long a server without rooms takes to declare a dead run incomplete (default 120)
 #   E2E_CONCURRENCY test files run at once (default 2)
 #   E2E_REPORTER    node test reporter (default spec)
 set -euo pipefail
@@ -52,11 +59,15 @@ http_ok() {
 }
 
 fake_pid=""
+model_pid=""
 stop_fake() {
-  if [[ -n "$fake_pid" ]]; then
-    kill "$fake_pid" 2>/dev/null || true
-    wait "$fake_pid" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "$fake_pid" "$model_pid"; do
+    if [[ -n "$pid" ]]; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
 }
 trap stop_fake EXIT
 trap 'exit 143' TERM
@@ -77,6 +88,22 @@ if [[ -n "$OIDC_ISSUER" ]]; then
     done
     http_ok "$jwks" || { echo "run.sh: the OIDC fake does not answer at $jwks" >&2; exit 1; }
   fi
+fi
+
+model_port="${MODEL_FAKE_PORT:-8791}"
+export MODEL_FAKE_URL="${MODEL_FAKE_URL:-http://127.0.0.1:$model_port}"
+if http_ok "${MODEL_FAKE_URL%/}/health"; then
+  echo "run.sh: using the model fake already at $MODEL_FAKE_URL"
+else
+  echo "run.sh: starting the model fake on 127.0.0.1:$model_port"
+  MODEL_FAKE_PORT="$model_port" node "$here/../fakes/anthropic.mjs" &
+  model_pid=$!
+  for _ in $(seq 1 50); do
+    http_ok "${MODEL_FAKE_URL%/}/health" && break
+    kill -0 "$model_pid" 2>/dev/null || { echo "run.sh: the model fake exited (port $model_port busy?)" >&2; exit 1; }
+    sleep 0.2
+  done
+  http_ok "${MODEL_FAKE_URL%/}/health" || { echo "run.sh: the model fake does not answer at $MODEL_FAKE_URL" >&2; exit 1; }
 fi
 
 if ! http_ok "${BASE_URL%/}/health"; then

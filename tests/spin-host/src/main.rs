@@ -61,45 +61,75 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
     }
 }
 
 impl key_value::Host for State {}
 
 impl key_value::HostStore for State {
-    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<KvStore>, key_value::Error>> {
+    async fn open(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<KvStore>, key_value::Error>> {
         if label != "default" {
             return Ok(Err(key_value::Error::NoSuchStore));
         }
         Ok(Ok(self.table.push(KvStore)?))
     }
 
-    async fn get(&mut self, _: Resource<KvStore>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::Error>> {
+    async fn get(
+        &mut self,
+        _: Resource<KvStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::Error>> {
         Ok(Ok(self.kv().get(&key).cloned()))
     }
 
-    async fn set(&mut self, _: Resource<KvStore>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), key_value::Error>> {
+    async fn set(
+        &mut self,
+        _: Resource<KvStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), key_value::Error>> {
         self.kv().insert(key, value);
         Ok(Ok(()))
     }
 
-    async fn delete(&mut self, _: Resource<KvStore>, key: String) -> wasmtime::Result<Result<(), key_value::Error>> {
+    async fn delete(
+        &mut self,
+        _: Resource<KvStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), key_value::Error>> {
         self.kv().remove(&key);
         Ok(Ok(()))
     }
 
-    async fn exists(&mut self, _: Resource<KvStore>, key: String) -> wasmtime::Result<Result<bool, key_value::Error>> {
+    async fn exists(
+        &mut self,
+        _: Resource<KvStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, key_value::Error>> {
         Ok(Ok(self.kv().contains_key(&key)))
     }
 
-    async fn get_keys(&mut self, _: Resource<KvStore>) -> wasmtime::Result<Result<Vec<String>, key_value::Error>> {
+    async fn get_keys(
+        &mut self,
+        _: Resource<KvStore>,
+    ) -> wasmtime::Result<Result<Vec<String>, key_value::Error>> {
         Ok(Ok(self.kv().keys().cloned().collect()))
     }
 
@@ -117,10 +147,19 @@ impl State {
 
 impl variables::Host for State {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
             return Ok(Err(variables::Error::InvalidName(name)));
         }
-        Ok(self.shared.variables.get(&name).cloned().ok_or(variables::Error::Undefined(name)))
+        Ok(self
+            .shared
+            .variables
+            .get(&name)
+            .cloned()
+            .ok_or(variables::Error::Undefined(name)))
     }
 }
 
@@ -128,7 +167,10 @@ impl variables::Host for State {
 /// for `database_url` when that is not given.
 fn variables_from_env() -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = std::env::vars()
-        .filter_map(|(k, v)| k.strip_prefix("SPIN_VARIABLE_").map(|n| (n.to_ascii_lowercase(), v)))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("SPIN_VARIABLE_")
+                .map(|n| (n.to_ascii_lowercase(), v))
+        })
         .collect();
     if let Ok(url) = std::env::var("DATABASE_URL") {
         vars.entry("database_url".to_owned()).or_insert(url);
@@ -143,7 +185,8 @@ fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
-    let cache: PathBuf = std::env::temp_dir().join(format!("everjust-spin-host-{:016x}.cwasm", h.finish()));
+    let cache: PathBuf =
+        std::env::temp_dir().join(format!("everjust-spin-host-{:016x}.cwasm", h.finish()));
     if cache.exists() {
         // SAFETY: the file was written by `precompile_component` of this same
         // binary for these same bytes (the name is their hash); a stale or
@@ -151,10 +194,15 @@ fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
         #[allow(unsafe_code)]
         match unsafe { Component::deserialize_file(engine, &cache) } {
             Ok(c) => return Ok(c),
-            Err(e) => eprintln!("spin-host: ignoring compiled cache {}: {e}", cache.display()),
+            Err(e) => eprintln!(
+                "spin-host: ignoring compiled cache {}: {e}",
+                cache.display()
+            ),
         }
     }
-    let compiled = engine.precompile_component(&bytes).map_err(|e| anyhow::anyhow!("compile component: {e:?}"))?;
+    let compiled = engine
+        .precompile_component(&bytes)
+        .map_err(|e| anyhow::anyhow!("compile component: {e:?}"))?;
     let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
     if std::fs::write(&tmp, &compiled).is_ok() {
         let _ = std::fs::rename(&tmp, &cache);
@@ -177,7 +225,10 @@ impl Server {
         client: SocketAddr,
         local: SocketAddr,
     ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
-        let path_and_query = req.uri().path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
         let path = req.uri().path().to_owned();
         let host = req
             .headers()
@@ -186,7 +237,11 @@ impl Server {
             .map_or_else(|| local.to_string(), str::to_owned);
         // Like Spin: the spin-* headers come from the host, never the client.
         let headers = req.headers_mut();
-        let client_set: Vec<_> = headers.keys().filter(|k| k.as_str().starts_with("spin-")).cloned().collect();
+        let client_set: Vec<_> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("spin-"))
+            .cloned()
+            .collect();
         for k in client_set {
             headers.remove(k);
         }
@@ -215,13 +270,19 @@ impl Server {
             },
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         // The guest keeps running after it sets the response: it streams the body.
         let task = tokio::task::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
         });
         match receiver.await {
             Ok(Ok(resp)) => Ok(resp),
@@ -241,9 +302,11 @@ impl Server {
 fn error_response(e: &anyhow::Error) -> hyper::Response<HyperOutgoingBody> {
     use http_body_util::BodyExt;
     eprintln!("spin-host: request failed: {e:#}");
-    let body = http_body_util::Full::new(hyper::body::Bytes::from("spin-host: the component failed\n"))
-        .map_err(|never| match never {})
-        .boxed_unsync();
+    let body = http_body_util::Full::new(hyper::body::Bytes::from(
+        "spin-host: the component failed\n",
+    ))
+    .map_err(|never| match never {})
+    .boxed_unsync();
     let mut res = hyper::Response::new(body);
     *res.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
     res
@@ -254,7 +317,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut args = std::env::args().skip(1);
     let mut wasm = None;
-    let mut listen = std::env::var("SPIN_HOST_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let mut listen =
+        std::env::var("SPIN_HOST_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().context("--listen needs ADDR:PORT")?,
@@ -266,27 +330,50 @@ async fn main() -> anyhow::Result<()> {
             _ => bail!("unexpected argument {a}"),
         }
     }
-    let wasm = wasm.context("usage: everjust-spin-host <component.wasm> [--listen 127.0.0.1:3000]")?;
+    let wasm =
+        wasm.context("usage: everjust-spin-host <component.wasm> [--listen 127.0.0.1:3000]")?;
 
     let engine = Engine::default();
     let component = load_component(&engine, &wasm)?;
     let mut linker: Linker<State> = Linker::new(&engine);
-    let link = |r: wasmtime::Result<()>, what: &str| r.map_err(|e| anyhow::anyhow!("link {what}: {e:?}"));
+    let link =
+        |r: wasmtime::Result<()>, what: &str| r.map_err(|e| anyhow::anyhow!("link {what}: {e:?}"));
     link(wasmtime_wasi::p2::add_to_linker_async(&mut linker), "wasi")?;
-    link(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker), "wasi:http")?;
-    link(key_value::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s), "key-value")?;
-    link(variables::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s), "variables")?;
-    link(spin::postgres::postgres::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s), "postgres")?;
+    link(
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker),
+        "wasi:http",
+    )?;
+    link(
+        key_value::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s),
+        "key-value",
+    )?;
+    link(
+        variables::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s),
+        "variables",
+    )?;
+    link(
+        spin::postgres::postgres::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s),
+        "postgres",
+    )?;
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| anyhow::anyhow!("the component needs an import this host lacks: {e:?}"))?;
-    let pre = ProxyPre::new(pre).map_err(|e| anyhow::anyhow!("not a wasi:http component: {e:?}"))?;
+    let pre =
+        ProxyPre::new(pre).map_err(|e| anyhow::anyhow!("not a wasi:http component: {e:?}"))?;
 
-    let shared = Arc::new(Shared { kv: Mutex::default(), variables: variables_from_env() });
+    let shared = Arc::new(Shared {
+        kv: Mutex::default(),
+        variables: variables_from_env(),
+    });
     let server = Arc::new(Server { pre, shared });
-    let listener = TcpListener::bind(&listen).await.with_context(|| format!("bind {listen}"))?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
     let local = listener.local_addr()?;
-    println!("listening on http://{local} (ready in {} ms)", started.elapsed().as_millis());
+    println!(
+        "listening on http://{local} (ready in {} ms)",
+        started.elapsed().as_millis()
+    );
 
     loop {
         let (socket, client) = listener.accept().await?;
@@ -302,7 +389,11 @@ async fn main() -> anyhow::Result<()> {
                     Ok::<_, std::convert::Infallible>(res)
                 }
             });
-            if let Err(e) = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(socket), service).await {
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(socket), service)
+                .await
+            {
                 eprintln!("spin-host: connection from {client}: {e}");
             }
         });

@@ -14,7 +14,8 @@ use tokio_postgres::{NoTls, Row};
 use wasmtime::component::Resource;
 
 use crate::spin::postgres::postgres::{
-    Column, DbDataType, DbError, DbValue, Error, Host, HostConnection, ParameterValue, QueryError, RowSet,
+    Column, DbDataType, DbError, DbValue, Error, Host, HostConnection, ParameterValue, QueryError,
+    RowSet,
 };
 use crate::State;
 
@@ -25,7 +26,10 @@ pub struct PgConnection {
 impl Host for State {}
 
 impl HostConnection for State {
-    async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<PgConnection>, Error>> {
+    async fn open(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<PgConnection>, Error>> {
         let (client, connection) = match tokio_postgres::connect(&address, NoTls).await {
             Ok(c) => c,
             Err(e) => return Ok(Err(Error::ConnectionFailed(format!("{e:?}")))),
@@ -35,7 +39,9 @@ impl HostConnection for State {
                 eprintln!("spin-host: postgres connection: {e}");
             }
         });
-        Ok(Ok(self.table.push(PgConnection { client: Arc::new(client) })?))
+        Ok(Ok(self.table.push(PgConnection {
+            client: Arc::new(client),
+        })?))
     }
 
     async fn query(
@@ -49,16 +55,27 @@ impl HostConnection for State {
             Ok(p) => p,
             Err(e) => return Ok(Err(Error::BadParameter(e))),
         };
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
         let rows = match client.query(&statement, &refs).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(query_failed(e))),
         };
-        let Some(first) = rows.first() else { return Ok(Ok(RowSet { columns: vec![], rows: vec![] })) };
+        let Some(first) = rows.first() else {
+            return Ok(Ok(RowSet {
+                columns: vec![],
+                rows: vec![],
+            }));
+        };
         let columns = first
             .columns()
             .iter()
-            .map(|c| Column { name: c.name().to_owned(), data_type: data_type(c.type_()) })
+            .map(|c| Column {
+                name: c.name().to_owned(),
+                data_type: data_type(c.type_()),
+            })
             .collect();
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -81,8 +98,14 @@ impl HostConnection for State {
             Ok(p) => p,
             Err(e) => return Ok(Err(Error::ValueConversionFailed(e))),
         };
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        Ok(client.execute(&statement, &refs).await.map_err(query_failed))
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        Ok(client
+            .execute(&statement, &refs)
+            .await
+            .map_err(query_failed))
     }
 
     async fn drop(&mut self, conn: Resource<PgConnection>) -> wasmtime::Result<()> {
@@ -126,7 +149,11 @@ fn query_failed(e: tokio_postgres::Error) -> Error {
 struct PgNull;
 
 impl ToSql for PgNull {
-    fn to_sql(&self, _: &Type, _: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         Ok(IsNull::Yes)
     }
     fn accepts(_: &Type) -> bool {
@@ -139,9 +166,12 @@ type Param = Box<dyn ToSql + Send + Sync>;
 
 fn to_sql(v: &ParameterValue) -> Result<Param, String> {
     use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
-    let date = |(y, m, d): (i32, u8, u8)| NaiveDate::from_ymd_opt(y, m.into(), d.into()).ok_or(format!("invalid date {y}-{m}-{d}"));
+    let date = |(y, m, d): (i32, u8, u8)| {
+        NaiveDate::from_ymd_opt(y, m.into(), d.into()).ok_or(format!("invalid date {y}-{m}-{d}"))
+    };
     let time = |(h, mi, s, ns): (u8, u8, u8, u32)| {
-        NaiveTime::from_hms_nano_opt(h.into(), mi.into(), s.into(), ns).ok_or(format!("invalid time {h}:{mi}:{s}.{ns}"))
+        NaiveTime::from_hms_nano_opt(h.into(), mi.into(), s.into(), ns)
+            .ok_or(format!("invalid time {h}:{mi}:{s}.{ns}"))
     };
     Ok(match v {
         ParameterValue::Boolean(b) => Box::new(*b),
@@ -155,21 +185,28 @@ fn to_sql(v: &ParameterValue) -> Result<Param, String> {
         ParameterValue::Binary(b) => Box::new(b.clone()),
         ParameterValue::Date(d) => Box::new(date(*d)?),
         ParameterValue::Time(t) => Box::new(time(*t)?),
-        ParameterValue::Datetime((y, mo, d, h, mi, s, ns)) => {
-            Box::new(NaiveDateTime::new(date((*y, *mo, *d))?, time((*h, *mi, *s, *ns))?))
-        }
+        ParameterValue::Datetime((y, mo, d, h, mi, s, ns)) => Box::new(NaiveDateTime::new(
+            date((*y, *mo, *d))?,
+            time((*h, *mi, *s, *ns))?,
+        )),
         // Unix seconds, as in Spin.
-        ParameterValue::Timestamp(secs) => {
-            Box::new(chrono::DateTime::<chrono::Utc>::from_timestamp(*secs, 0).ok_or(format!("invalid timestamp {secs}"))?)
-        }
-        ParameterValue::Jsonb(b) => {
-            Box::new(serde_json::from_slice::<serde_json::Value>(b).map_err(|e| format!("invalid JSON: {e}"))?)
-        }
+        ParameterValue::Timestamp(secs) => Box::new(
+            chrono::DateTime::<chrono::Utc>::from_timestamp(*secs, 0)
+                .ok_or(format!("invalid timestamp {secs}"))?,
+        ),
+        ParameterValue::Jsonb(b) => Box::new(
+            serde_json::from_slice::<serde_json::Value>(b)
+                .map_err(|e| format!("invalid JSON: {e}"))?,
+        ),
         ParameterValue::ArrayInt32(v) => Box::new(v.clone()),
         ParameterValue::ArrayInt64(v) => Box::new(v.clone()),
         ParameterValue::ArrayStr(v) => Box::new(v.clone()),
         ParameterValue::DbNull => Box::new(PgNull),
-        other => return Err(format!("this test host does not support {other:?} parameters")),
+        other => {
+            return Err(format!(
+                "this test host does not support {other:?} parameters"
+            ))
+        }
     })
 }
 
@@ -212,7 +249,11 @@ fn convert_row(row: &Row) -> Result<Vec<DbValue>, String> {
 
 fn convert_entry(row: &Row, i: usize) -> Result<DbValue, String> {
     use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
-    fn get<'a, T: FromSql<'a>, F: FnOnce(T) -> DbValue>(row: &'a Row, i: usize, f: F) -> Result<DbValue, String> {
+    fn get<'a, T: FromSql<'a>, F: FnOnce(T) -> DbValue>(
+        row: &'a Row,
+        i: usize,
+        f: F,
+    ) -> Result<DbValue, String> {
         let v: Option<T> = row.try_get(i).map_err(|e| format!("{e:?}"))?;
         Ok(v.map_or(DbValue::DbNull, f))
     }
@@ -239,20 +280,31 @@ fn convert_entry(row: &Row, i: usize) -> Result<DbValue, String> {
                 t.nanosecond(),
             ))
         }),
-        Type::DATE => get(row, i, |d: NaiveDate| DbValue::Date((d.year(), d.month() as u8, d.day() as u8))),
+        Type::DATE => get(row, i, |d: NaiveDate| {
+            DbValue::Date((d.year(), d.month() as u8, d.day() as u8))
+        }),
         Type::TIME => get(row, i, |t: NaiveTime| {
-            DbValue::Time((t.hour() as u8, t.minute() as u8, t.second() as u8, t.nanosecond()))
+            DbValue::Time((
+                t.hour() as u8,
+                t.minute() as u8,
+                t.second() as u8,
+                t.nanosecond(),
+            ))
         }),
         Type::JSONB => {
             let v: Option<serde_json::Value> = row.try_get(i).map_err(|e| format!("{e:?}"))?;
             match v {
                 None => Ok(DbValue::DbNull),
-                Some(v) => serde_json::to_vec(&v).map(DbValue::Jsonb).map_err(|e| e.to_string()),
+                Some(v) => serde_json::to_vec(&v)
+                    .map(DbValue::Jsonb)
+                    .map_err(|e| e.to_string()),
             }
         }
         Type::INT4_ARRAY => get(row, i, DbValue::ArrayInt32),
         Type::INT8_ARRAY => get(row, i, DbValue::ArrayInt64),
-        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => get(row, i, DbValue::ArrayStr),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => {
+            get(row, i, DbValue::ArrayStr)
+        }
         _ => get(row, i, |r: Raw| DbValue::Unsupported(r.0)),
     }
 }

@@ -18,6 +18,7 @@ import { BASE_URL, createProject, expectJson, get, newUser, post } from './clien
 export const MODEL_FAKE_URL = (process.env.MODEL_FAKE_URL || `http://127.0.0.1:${process.env.MODEL_FAKE_PORT || 8791}`).replace(/\/+$/, '');
 export const STALE_SECS = Number(process.env.CHAT_STALE_SECS || 120);
 const STREAM_TIMEOUT_MS = Number(process.env.E2E_STREAM_TIMEOUT_MS || 60_000);
+const RATE_LIMIT_BUDGET_MS = Number(process.env.E2E_RATE_LIMIT_WAIT_S ?? 150) * 1000;
 
 export const nonce = () => randomBytes(5).toString('hex');
 /** A scenario marker for the model fake, with a nonce so the fake's log can find this run's requests. */
@@ -150,7 +151,25 @@ export async function openSse(method, path, { token, json, headers = {}, timeout
   if (json !== undefined) h['content-type'] = 'application/json';
   let res;
   try {
-    res = await fetch(BASE_URL + path, { method, headers: h, body: json === undefined ? undefined : JSON.stringify(json), signal: ac.signal });
+    // A 429 rate_limited is waited out (Retry-After) and retried, like lib/client.mjs does.
+    for (let waited = 0; ; ) {
+      res = await fetch(BASE_URL + path, { method, headers: h, body: json === undefined ? undefined : JSON.stringify(json), signal: ac.signal });
+      if (res.status !== 429) break;
+      const text = await res.text();
+      let code = null;
+      try {
+        code = JSON.parse(text).code;
+      } catch {
+        /* not a problem document */
+      }
+      const ms = Math.max(1, Number(res.headers.get('retry-after')) || 1) * 1000;
+      if (code !== 'rate_limited' || waited + ms > RATE_LIMIT_BUDGET_MS) {
+        res = new Response(text, { status: 429, headers: res.headers });
+        break;
+      }
+      waited += ms;
+      await sleep(ms);
+    }
   } catch (e) {
     clearTimeout(timer);
     throw e;

@@ -1,5 +1,5 @@
 // Builds the web client: web/src -> web/public (app.js, app.css, index.html,
-// favicon.svg). Deterministic: the same sources and esbuild version give
+// favicon.svg, preview-host.html/js). Deterministic: the same sources and esbuild version give
 // the same bytes, so the output is committed and `--check` verifies it.
 //
 //   node web/build.mjs            build into web/public
@@ -48,6 +48,13 @@ const css = await esbuild.build({
   entryPoints: [join(src, 'styles.css')],
   target: ['chrome100', 'firefox100', 'safari15'],
 });
+const host = await esbuild.build({
+  ...common,
+  entryPoints: [join(src, 'preview-host.js')],
+  format: 'iife',
+  target: ['es2017'],
+});
+const hostText = host.outputFiles[0].contents;
 const jsText = js.outputFiles[0].contents;
 const cssText = css.outputFiles[0].contents;
 const hash = (b) => createHash('sha256').update(b).digest('hex').slice(0, 12);
@@ -60,6 +67,8 @@ const files = {
   'app.css': cssText,
   'index.html': Buffer.from(html),
   'favicon.svg': readFileSync(join(src, 'favicon.svg')),
+  'preview-host.html': Buffer.from(readFileSync(join(src, 'preview-host.html'), 'utf8').replace('%HOST_HASH%', hash(hostText))),
+  'preview-host.js': hostText,
 };
 mkdirSync(out, { recursive: true });
 for (const [name, bytes] of Object.entries(files)) writeFileSync(join(out, name), bytes);

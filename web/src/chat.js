@@ -361,14 +361,21 @@ export class Chat {
   // --- live room (WebSocket) -----------------------------------------------
 
   async connectRoom() {
-    if (this.closed || this.wsFailures >= 3) return;
+    if (this.closed || this.wsFailures >= 3 || this.ws) return;
     let ticket;
     try {
       ticket = await json(`/v1/sessions/${this.session.id}/ws-ticket`, { method: 'POST' });
-    } catch {
-      this.wsFailures++;
+    } catch (e) {
+      if (e instanceof NetworkError) {
+        // Offline: try again when the network is back.
+        await this.waitForWake(30000);
+        this.connectRoom();
+      } else {
+        this.wsFailures++;
+      }
       return;
     }
+    if (this.closed || this.ws) return;
     const url = new URL(ticket.url, location.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     url.searchParams.set('after', String(this.lastSeq));
@@ -401,8 +408,8 @@ export class Chat {
       this.presenceEl.hidden = true;
       if (this.closed) return;
       // A room that never opens (501: no live rooms here) is given up after a few tries.
-      if (!opened) this.wsFailures++;
-      this.schedulePoll();
+      if (!opened && navigator.onLine) this.wsFailures++;
+      if (!this.busy) this.schedulePoll();
       const wait = opened ? 1000 : [2000, 8000, 30000][this.wsFailures - 1] || 30000;
       setTimeout(() => this.connectRoom(), wait);
     };

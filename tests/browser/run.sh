@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The browser tests of the web client: tests/browser/*.test.mjs under `node --test`, driving Debian's
+# Chromium through playwright-core.
+#
+# With BASE_URL set, they run against that server; MODEL_FAKE_URL names the model fake
+# (tests/fakes/anthropic.mjs) the server was started with (ANTHROPIC_BASE_URL), if any: without it
+# the tests that need a slow, scripted stream skip, the rest use the demo model.
+# Without BASE_URL this script starts everything itself: a fresh database, the model fake, and the
+# built Worker under `wrangler dev` pointed at both; it stops them and drops the database at the end.
+#
+# Usage: tests/browser/run.sh [--bench] [FILES...]
+#   --bench   run scripts/bench-web's measurements instead of the tests (same server setup)
+# Environment: BASE_URL, MODEL_FAKE_URL, CHROMIUM, KEEP_TEST_DBS=1, BROWSER_TEST_TIMEOUT (s, default 900).
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+
+bench=0
+files=()
+for a in "$@"; do
+  case "$a" in
+    --bench) bench=1 ;;
+    *) files+=("$a") ;;
+  esac
+done
+
+need_node
+ensure_node_modules
+tests/browser/ensure-chromium.sh
+# The tests exercise web/public: it must be the build of web/src.
+node web/build.mjs --check >/dev/null || die "web/public is stale: run scripts/build-web (and commit web/public)."
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/everjust-browser.XXXXXX")"
+bg_init "$tmp"
+db_url=""
+cleanup() {
+  stop_all_bg
+  if [[ -n "$db_url" && "${KEEP_TEST_DBS:-0}" != 1 ]]; then
+    pgtool drop-db "$db_url" >/dev/null 2>&1 || warn "could not drop $(redact_url "$db_url")"
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ -z "${BASE_URL:-}" ]]; then
+  [[ -d functions/cloudflare/build ]] || scripts/build-worker
+  ensure_postgres
+  db_url="$(url_with_db "$PG_SERVER_URL" "everjust_browser_$(date +%s)_$(random_hex 3)")"
+  pgtool ensure-db "$db_url" >&2
+  run_migrations "$db_url"
+  fake_port="$(free_port)"
+  start_bg "$tmp/model-fake.log" env MODEL_FAKE_PORT="$fake_port" node tests/fakes/anthropic.mjs
+  wait_http "http://127.0.0.1:$fake_port/health" 20 "$BG_PID" || {
+    cat "$tmp/model-fake.log"
+    die "the model fake did not start"
+  }
+  export MODEL_FAKE_URL="http://127.0.0.1:$fake_port"
+  (
+    dotenv_line EVERJUST_ENV test
+    dotenv_line JWT_SECRET "$(random_hex 32)"
+    dotenv_line ANTHROPIC_BASE_URL "$MODEL_FAKE_URL"
+    dotenv_line ANTHROPIC_API_KEY "fake-key-for-browser-tests"
+  ) >"$tmp/worker.env"
+  chmod 600 "$tmp/worker.env"
+  start_worker "$db_url" "$tmp/worker.env" "$tmp/state" "$tmp/wrangler.log" || {
+    tail -n 60 "$tmp/wrangler.log"
+    die "wrangler dev did not answer /health"
+  }
+  export BASE_URL="http://127.0.0.1:$WORKER_PORT"
+  log "server on $BASE_URL, model fake on $MODEL_FAKE_URL"
+fi
+export BASE_URL
+
+rc=0
+if ((bench)); then
+  node tests/browser/bench.mjs || rc=$?
+else
+  ((${#files[@]})) || files=(tests/browser/*.test.mjs)
+  timeout --kill-after=10 "${BROWSER_TEST_TIMEOUT:-900}" \
+    node --test --test-concurrency=1 --test-reporter=spec "${files[@]}" || rc=$?
+fi
+if ((rc != 0)) && [[ -f "$tmp/wrangler.log" ]]; then
+  echo "---- wrangler dev log (last 60 lines) ----"
+  tail -n 60 "$tmp/wrangler.log"
+fi
+exit "$rc"

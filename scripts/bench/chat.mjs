@@ -146,7 +146,8 @@ async function fanout(clients) {
   await api('POST', `/v1/sessions/${session.id}/messages`, token, { content: `[scenario:slow:${n}:${gap}ms] ${tag}` });
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline && !arrivals.every((a) => a.size >= n)) await new Promise((r) => setTimeout(r, 100));
-  const log = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(tag)}`)).json();
+  const { items: log } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(tag)}`)).json();
+  if (!log.length) throw new Error('the fake saw no request of the fan-out run');
   const sentAt = (k) => Number(log[log.length - 1].at) + k * gap; // the fake writes delta k at its start + k*gap
   const delays = [];
   for (const a of arrivals) for (const [k, t] of a) delays.push(t - sentAt(k));

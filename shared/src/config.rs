@@ -38,6 +38,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("DAYTONA_SNAPSHOT", false),
     ("DAYTONA_PREVIEW_PORT", false),
     ("JOBS_SECRET", true),
+    ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", false),
 ];
 
 /// `KEYS_ENCRYPTION_KEY`: comma-separated `<id>:<base64 of 32 bytes>`, the
@@ -105,6 +106,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Accounts with these emails are admins from their first sign-in (bootstrap).
     pub admin_emails: Vec<String>,
+    /// Anonymous requests (signup, login, refresh, logout) allowed per client IP and minute.
+    pub anonymous_per_minute: u32,
     /// GitHub App settings (`GITHUB_*`); `None` when no app is configured.
     pub github: Option<GithubConfig>,
     /// Daytona settings (`DAYTONA_*`); `None` uses the static preview provider.
@@ -284,6 +287,7 @@ impl Config {
                 _ => return Err(ConfigError { name: "DAYTONA_API_KEY", problem: "DAYTONA_API_URL and DAYTONA_API_KEY must be set together" }),
             },
             jobs_secret: get("JOBS_SECRET"),
+            anonymous_per_minute: u32::try_from(number("RATE_LIMIT_ANONYMOUS_PER_MINUTE", 60)?).unwrap_or(60).max(1),
             admin_emails: get("ADMIN_EMAILS")
                 .map(|v| {
                     v.split(',')

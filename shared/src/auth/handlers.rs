@@ -28,12 +28,8 @@ struct RefreshBody {
 async fn limit_ip(ctx: &Ctx<'_>) -> ApiResult<()> {
     match &ctx.meta.client_ip {
         Some(ip) => {
-            crate::billing::quota::rate_limit(
-                ctx,
-                &format!("ip:{ip}"),
-                crate::billing::quota::ANONYMOUS_PER_MINUTE,
-            )
-            .await
+            let per_minute = ctx.ports.config()?.anonymous_per_minute;
+            crate::billing::quota::rate_limit(ctx, &format!("ip:{ip}"), per_minute).await
         }
         None => Ok(()),
     }

@@ -15,9 +15,6 @@ use crate::ports::ratelimit::Decision;
 use crate::ports::sql::Value;
 use crate::routes::Ctx;
 
-/// Anonymous requests allowed per IP and minute (signup, login, refresh).
-pub const ANONYMOUS_PER_MINUTE: u32 = 60;
-
 /// Counts one request of `key` against `per_minute`; 429 over it. The
 /// decision is kept for the response's RateLimit-* headers.
 pub async fn rate_limit(ctx: &Ctx<'_>, key: &str, per_minute: u32) -> ApiResult<()> {

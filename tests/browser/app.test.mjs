@@ -88,17 +88,23 @@ describe('accounts', () => {
       if (req.url().endsWith('/v1/auth/refresh')) refreshed++;
     });
     // (The reload itself refreshes once: the access token lived in memory only.)
-    await page.route('**/v1/projects?*', async (route, req) => {
-      const headers = { ...req.headers(), authorization: 'Bearer expired.garbage.token' };
-      await page.unroute('**/v1/projects?*');
-      await route.continue({ headers });
-    });
+    let tampered = false;
+    await page.route(
+      (url) => url.pathname === '/v1/projects',
+      (route, req) => {
+        if (tampered) return route.continue();
+        tampered = true;
+        return route.continue({ headers: { ...req.headers(), authorization: 'Bearer expired.garbage.token' } });
+      },
+    );
     await page.reload();
     await page.getByRole('heading', { name: 'Projects', level: 1 }).waitFor();
     await page.getByRole('heading', { name: 'New project' }).waitFor();
     await page.waitForFunction(() => !document.querySelector('.projects-page [role="status"]')?.textContent?.includes('Loading'));
     assert.equal(await page.locator('.projects-page .error:not([hidden])').count(), 0, 'no error shown');
+    assert.ok(tampered, 'the projects request carried a bad token');
     assert.ok(refreshed >= 2, `the client refreshed its token after the 401 (${refreshed} refreshes)`);
+    assert.ok(page.badResponses.includes('401 GET /v1/projects'), page.badResponses.join());
     await context.close();
   });
 });
@@ -125,7 +131,7 @@ describe('projects', () => {
     await page.getByRole('link', { name: '← Projects' }).click();
     const card = page.locator(`.project[data-id="${id}"]`);
     await card.waitFor();
-    await card.getByRole('button', { name: /Rename/ }).click();
+    await card.getByRole('button', { name: /^Rename/ }).click();
     const input = page.getByLabel('New name');
     await input.fill('Renamed app');
     await input.press('Enter');
@@ -134,7 +140,7 @@ describe('projects', () => {
     assert.equal(got.doc.name, 'Renamed app');
 
     // Renaming to something invalid shows the server's detail.
-    await card.getByRole('button', { name: /Rename/ }).click();
+    await card.getByRole('button', { name: /^Rename/ }).click();
     await page.getByLabel('New name').fill('   ');
     await page.getByLabel('New name').press('Enter');
     const alert = card.getByRole('alert');
@@ -142,7 +148,7 @@ describe('projects', () => {
     assert.match(await alert.textContent(), /invalid_name/);
     await page.getByLabel('New name').press('Escape');
 
-    await card.getByRole('button', { name: /Delete/ }).click(); // confirm() is accepted
+    await card.getByRole('button', { name: /^Delete/ }).click(); // confirm() is accepted
     await card.waitFor({ state: 'detached' });
     const gone = await api(`/v1/projects/${id}`, { token: await token(page) });
     assert.equal(gone.status, 404);
@@ -216,6 +222,8 @@ describe('a chat run', () => {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     assert.ok(overflow <= 0, `page is ${overflow}px wider than the viewport`);
     assert.deepEqual(page.errors, []);
+    // No failed request, except a server without the preview link route (the client falls back).
+    assert.deepEqual(page.badResponses.filter((r) => !/^404 GET \/v1\/projects\/[^/]+\/sandbox$/.test(r)), []);
     await context.close();
   });
 

@@ -51,8 +51,13 @@ export async function newPage(browser, { width = 1280, height = 800, ...opts } =
   const page = await context.newPage();
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(`pageerror: ${e.message}`));
+  // Failed requests are recorded with their URL below; the console's copy has none.
   page.on('console', (m) => {
-    if (m.type() === 'error') page.errors.push(`console: ${m.text()}`);
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) page.errors.push(`console: ${m.text()}`);
+  });
+  page.badResponses = [];
+  page.on('response', (r) => {
+    if (r.status() >= 400) page.badResponses.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
   });
   page.on('dialog', (d) => d.accept());
   return { context, page };

@@ -30,7 +30,7 @@ export function projectsView(ctx, note) {
   const create = h('button', { type: 'submit', class: 'primary' }, 'Create project');
   const form = h(
     'form',
-    { class: 'new-project card stack', 'aria-labelledby': 'new-title' },
+    { class: 'new-project card stack', 'aria-labelledby': 'new-title', novalidate: true },
     h('h2', { id: 'new-title' }, 'New project'),
     h('label', { for: 'new-name' }, 'Name'),
     name,

@@ -7,7 +7,9 @@
 # Environment:
 #   TEST_DATABASE_URL (or DATABASE_URL)  an empty or migrated database; migrations are applied here
 #   SPIN_HOST_E2E=1                      also run tests/e2e/run.sh against the host
-#   SPIN_HOST_KEEP=1                     leave the host running (prints its URL and pid)
+#   SPIN_HOST_KEEP=1                     leave the host (and fakes) running (prints the URL and pid)
+#   SPIN_HOST_LENIENT_PG=1               NOT Spin's behaviour: let text bind to jsonb and timestamptz
+#                                        columns decode, to test the rest while the SQL is not portable
 # The host's own build is cached in target/spin-host (about 6 min the first time).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,19 +32,48 @@ echo "==> host"
 CARGO_TARGET_DIR="$root/target/spin-host" cargo build --release --locked --manifest-path "$here/Cargo.toml"
 host_bin="$root/target/spin-host/release/everjust-spin-host"
 
-port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+port="$(free_port)"
 base="http://127.0.0.1:$port"
 log="$(mktemp "${TMPDIR:-/tmp}/spin-host.XXXXXX.log")"
 secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-host_pid=""
-stop_host() { if [[ -n "$host_pid" ]]; then kill "$host_pid" 2>/dev/null || true; wait "$host_pid" 2>/dev/null || true; fi; }
-[[ "${SPIN_HOST_KEEP:-}" == 1 ]] || trap stop_host EXIT
+pids=()
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+[[ "${SPIN_HOST_KEEP:-}" == 1 ]] || trap stop_all EXIT
+wait_ok() { # URL PID
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+vars=(SPIN_VARIABLE_DATABASE_URL="$db" SPIN_VARIABLE_JWT_SECRET="$secret" SPIN_VARIABLE_EVERJUST_ENV=test)
+e2e_env=()
+if [[ "${SPIN_HOST_E2E:-}" == 1 ]]; then
+  # The suite's fakes, started before the host so it is configured for them (as scripts/test does for wrangler).
+  oidc_port="$(free_port)"
+  model_port="$(free_port)"
+  OIDC_FAKE_PORT="$oidc_port" OIDC_AUDIENCE=everjust-e2e node tests/e2e/oidc-issuer.mjs >"$log.oidc" 2>&1 &
+  pids+=($!)
+  wait_ok "http://127.0.0.1:$oidc_port/.well-known/openid-configuration" "$!" || { cat "$log.oidc"; die "the OIDC fake did not start"; }
+  MODEL_FAKE_PORT="$model_port" node tests/fakes/anthropic.mjs >"$log.model" 2>&1 &
+  pids+=($!)
+  wait_ok "http://127.0.0.1:$model_port/health" "$!" || { cat "$log.model"; die "the model fake did not start"; }
+  vars+=(SPIN_VARIABLE_OIDC_ISSUER="http://127.0.0.1:$oidc_port/" SPIN_VARIABLE_OIDC_AUDIENCE=everjust-e2e
+    SPIN_VARIABLE_OIDC_JWKS_URL="http://127.0.0.1:$oidc_port/.well-known/jwks.json" SPIN_VARIABLE_OIDC_ALGORITHMS=RS256,ES256
+    SPIN_VARIABLE_ANTHROPIC_BASE_URL="http://127.0.0.1:$model_port" SPIN_VARIABLE_ANTHROPIC_API_KEY=fake-key
+    SPIN_VARIABLE_OPENAI_BASE_URL="http://127.0.0.1:$model_port" SPIN_VARIABLE_OPENAI_API_KEY=fake-key)
+  e2e_env=(OIDC_FAKE_PORT="$oidc_port" OIDC_ISSUER="http://127.0.0.1:$oidc_port/" OIDC_AUDIENCE=everjust-e2e
+    MODEL_FAKE_PORT="$model_port" MODEL_FAKE_URL="http://127.0.0.1:$model_port" JWT_SECRET="$secret")
+fi
 
 t0=$(date +%s%N)
-env SPIN_VARIABLE_DATABASE_URL="$db" SPIN_VARIABLE_JWT_SECRET="$secret" SPIN_VARIABLE_EVERJUST_ENV=test \
-  "$host_bin" "$wasm" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+env "${vars[@]}" "$host_bin" "$wasm" --listen "127.0.0.1:$port" >"$log" 2>&1 &
 host_pid=$!
+pids+=("$host_pid")
 for _ in $(seq 1 600); do
   if curl -fsS -o /dev/null "$base/health" 2>/dev/null; then break; fi
   kill -0 "$host_pid" 2>/dev/null || { cat "$log"; die "the host exited"; }
@@ -75,9 +106,9 @@ check unknown_route_is_a_problem_json_404 404 /v1/no-such-route 'body.code === "
 check signup_creates_an_account 201 /v1/auth/signup 'body.user.email === "spin-host@example.com" && body.access_token' \
   -X POST -H 'content-type: application/json' --data '{"email":"spin-host@example.com","password":"a long enough passphrase"}'
 
-if [[ "${SPIN_HOST_E2E:-}" == 1 && -x tests/e2e/run.sh ]]; then
+if [[ "${SPIN_HOST_E2E:-}" == 1 ]]; then
   echo "==> e2e against the Spin host"
-  if OIDC_ISSUER= JWT_SECRET="$secret" tests/e2e/run.sh "$base"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  if env "${e2e_env[@]}" tests/e2e/run.sh "$base"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 
 if [[ "${SPIN_HOST_KEEP:-}" == 1 ]]; then echo "host left running: pid $host_pid, $base"; fi

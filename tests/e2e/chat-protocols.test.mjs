@@ -96,6 +96,22 @@ async function aiSdkSend(sessionId, text) {
   return { message, errors, seen };
 }
 
+/**
+ * Within one SSE stream no two events may carry the same id: a reader that drops between them and
+ * resumes with Last-Event-ID gets the stream after that id, so it would never see the second one.
+ */
+function assertUniqueIds(sseEvents, what) {
+  const seen = new Map();
+  for (const e of sseEvents) {
+    if (e.id === null || e.id === undefined) continue;
+    assert.ok(
+      !seen.has(e.id),
+      `${what}: SSE events ${seen.get(e.id)} and ${e.data} share id ${e.id}; a reader dropping between them and resuming with Last-Event-ID ${e.id} never gets the second`,
+    );
+    seen.set(e.id, e.data);
+  }
+}
+
 const uiText = (m) =>
   m.parts
     .filter((p) => p.type === 'text')
@@ -241,6 +257,16 @@ describe('AI SDK UI message stream', () => {
     const tool = message.parts.find((p) => p.type === 'tool-write_file');
     assert.equal(tool.state, 'output-error', JSON.stringify(tool));
     assert.match(tool.errorText, /path/i);
+  });
+
+  test('every SSE event has its own id, so resuming after any of them loses nothing (failed run, mid-run join)', async () => {
+    const session = await newSession(ctx.token, ctx.project.id);
+    const run = await sendMessage(ctx.token, session.id, scenario('error').text, { protocol: 'ai-sdk' });
+    assertUniqueIds(run.events, 'ai-sdk failed run');
+    const join = await readEvents(ctx.token, session.id, { after: 3, protocol: 'ai-sdk' });
+    assertUniqueIds(join.events, 'ai-sdk joined after 3');
+    const agui = await readEvents(ctx.token, session.id, { after: 3, protocol: 'ag-ui' });
+    assertUniqueIds(agui.events, 'ag-ui joined after 3');
   });
 
   test('a failed run: error chunk reported through onError, partial text kept, the stream still finishes', async () => {

@@ -126,3 +126,12 @@ test('malformed resume points are 400 invalid_resume_point', async () => {
     assert.equal(res.json.code, 'invalid_resume_point');
   }
 });
+
+test('a session without runs: the event stream is empty and ends at once', async () => {
+  const { token, session } = await chatSetup('empty');
+  const t0 = Date.now();
+  const r = await readEvents(token, session.id, { after: 0, timeoutMs: 15_000 });
+  assert.ok(r.ended);
+  assert.deepEqual(r.events, []);
+  assert.ok(Date.now() - t0 < 10_000, 'it did not wait for a run');
+});

@@ -10,7 +10,8 @@
 #
 # Usage: tests/browser/run.sh [--bench] [FILES...]
 #   --bench   run scripts/bench-web's measurements instead of the tests (same server setup)
-# Environment: BASE_URL, MODEL_FAKE_URL, CHROMIUM, KEEP_TEST_DBS=1, BROWSER_TEST_TIMEOUT (s, default 900).
+# Environment: BASE_URL, MODEL_FAKE_URL, MODEL_TAP_URL (bench: a tests/browser/model-tap.mjs between that
+# server and the fake), CHROMIUM, KEEP_TEST_DBS=1, BROWSER_TEST_TIMEOUT (s, default 900).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 
@@ -55,10 +56,19 @@ if [[ -z "${BASE_URL:-}" ]]; then
     die "the model fake did not start"
   }
   export MODEL_FAKE_URL="http://127.0.0.1:$fake_port"
+  model_url="$MODEL_FAKE_URL"
+  if ((bench)); then
+    # The benchmark times tokens as they leave for the server: a tap between the server and the fake.
+    tap_port="$(free_port)"
+    start_bg "$tmp/model-tap.log" env MODEL_TAP_PORT="$tap_port" MODEL_FAKE_URL="$MODEL_FAKE_URL" node tests/browser/model-tap.mjs
+    wait_http "http://127.0.0.1:$tap_port/_tap/deltas" 20 "$BG_PID" || die "the model tap did not start"
+    export MODEL_TAP_URL="http://127.0.0.1:$tap_port"
+    model_url="$MODEL_TAP_URL"
+  fi
   (
     dotenv_line EVERJUST_ENV test
     dotenv_line JWT_SECRET "$(random_hex 32)"
-    dotenv_line ANTHROPIC_BASE_URL "$MODEL_FAKE_URL"
+    dotenv_line ANTHROPIC_BASE_URL "$model_url"
     dotenv_line ANTHROPIC_API_KEY "fake-key-for-browser-tests"
   ) >"$tmp/worker.env"
   chmod 600 "$tmp/worker.env"

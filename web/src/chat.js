@@ -31,7 +31,7 @@ export class Chat {
    * @param {HTMLElement} o.log        the message list (role=log)
    * @param {HTMLElement} o.status     the connection status line
    * @param {HTMLElement} o.presence   the presence list
-   * @param {string} o.userId
+   * @param {() => string} o.userId  the signed-in user's id (once known)
    * @param {() => void} o.onFilesChanged  a file tool changed the project
    * @param {() => void} o.onRunFinished   a run ended (reload the preview)
    * @param {(busy: boolean) => void} [o.onBusy]
@@ -427,7 +427,7 @@ export class Chat {
         'li',
         { title: u.name, dataset: { userId: id } },
         h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(u.name)),
-        h('span', { class: 'who' }, id === this.userId ? `${u.name} (you)` : u.name),
+        h('span', { class: 'who' }, id === this.userId() ? `${u.name} (you)` : u.name),
         u.count > 1 ? h('span', { class: 'count' }, ` ×${u.count}`) : null,
       ),
     );

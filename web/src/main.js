@@ -132,7 +132,10 @@ async function route() {
     mount(main, h('p', { class: 'muted center' }, 'Loading…'));
     try {
       if (!(await refresh())) return go('#/login');
-      await loadMe();
+      // A project page starts its own requests while /v1/me is on its way.
+      const meP = loadMe();
+      if (!hash.startsWith('#/p/')) await meP;
+      else meP.catch(() => {});
     } catch (e) {
       if (e instanceof NetworkError) {
         mount(
@@ -145,7 +148,6 @@ async function route() {
       flash = (e && e.detail) || '';
       return go('#/login');
     }
-    if (!me) return go('#/login');
   }
   const m = /^#\/p\/([^/?#]+)/.exec(hash);
   if (m) {

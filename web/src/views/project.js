@@ -168,9 +168,15 @@ export function projectView(ctx, projectId) {
   });
 
   (async () => {
+    // Project, files and sessions load in parallel; the chat waits for the project to exist.
+    const pid = encodeURIComponent(projectId);
+    const sessionsP = all(`/v1/projects/${pid}/sessions`, 100);
+    const filesP = files.load();
+    sessionsP.catch(() => {});
+    filesP.catch(() => {});
     let project;
     try {
-      project = await json(`/v1/projects/${encodeURIComponent(projectId)}`);
+      project = await json(`/v1/projects/${pid}`);
     } catch (e) {
       if (closed) return;
       mount(ctx.main, h('div', { class: 'project-page' }, h('a', { href: '#/', class: 'back' }, '← Projects'), errorBox(e)));
@@ -179,12 +185,9 @@ export function projectView(ctx, projectId) {
     if (closed) return;
     title.textContent = project.name;
     document.title = `${project.name} · EverJust`;
-    files
-      .load()
-      .then(refreshPreview)
-      .catch((e) => mount(tree, errorBox(e)));
+    filesP.then(refreshPreview).catch((e) => mount(tree, errorBox(e)));
     try {
-      const sessions = await all(`/v1/projects/${encodeURIComponent(projectId)}/sessions`, 100);
+      const sessions = await sessionsP;
       sessions.sort((a, b) => (b.updated_at || '').localeCompare(a.updated_at || ''));
       const session =
         sessions[0] || (await json(`/v1/projects/${encodeURIComponent(projectId)}/sessions`, { method: 'POST', json: {} }));
@@ -194,7 +197,7 @@ export function projectView(ctx, projectId) {
         log,
         status,
         presence,
-        userId: (ctx.me() || {}).id,
+        userId: () => (ctx.me() || {}).id || '',
         onFilesChanged: filesChanged,
         onRunFinished: async (changed) => {
           ctx.refreshUsage();
@@ -215,6 +218,7 @@ export function projectView(ctx, projectId) {
       await chat.start();
       input.disabled = false;
       send.disabled = false;
+      performance.mark('everjust:chat-ready');
       if (!closed) input.focus({ preventScroll: true });
     } catch (e) {
       if (closed) return;

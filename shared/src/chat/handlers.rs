@@ -206,6 +206,8 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     if ctx.ports.rooms.is_none() {
         inline::recover_stale(ctx.ports, &session.id, caller.id()).await?;
     }
+    // A chat turn is activity on the project's sandbox (idle auto-stop).
+    crate::sandbox::touch(ctx.ports, &session.project_id).await;
     let run_id = ids::new_id(ctx.ports, "run");
     let user_message_id = ids::new_id(ctx.ports, "msg");
     let content = serde_json::json!([{ "type": "text", "text": body.content }]);

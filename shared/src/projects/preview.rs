@@ -94,6 +94,8 @@ pub async fn serve(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         ));
     };
     let (owner, project) = project.ok_or_else(|| ApiError::not_found("project"))?;
+    // A preview hit is activity on the project's sandbox (idle auto-stop).
+    crate::sandbox::touch(ctx.ports, &project).await;
     let wanted = if rest.is_empty() || rest.ends_with('/') {
         format!("{rest}index.html")
     } else {

@@ -216,7 +216,8 @@ async fn start_stream(
 /// Drives one run to its end and persists it. Never fails: every failure
 /// ends the run with a status and leaves the session usable.
 pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcome {
-    let outcome = drive(ports, spec, sink).await;
+    let changed = std::cell::Cell::new(false);
+    let outcome = drive(ports, spec, sink, &changed).await;
     let (outcome, blocks) = match outcome {
         Ok(v) => v,
         Err(e) => (
@@ -243,6 +244,21 @@ pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcom
             },
         )
         .await;
+    if changed.get() {
+        // The run changed files: commit them when the project is connected to GitHub.
+        let summary = blocks.iter().rev().find_map(|b| match b {
+            Block::Text { text } => Some(text.as_str()),
+            _ => None,
+        });
+        crate::github::after_run(
+            ports,
+            &spec.owner_id,
+            &spec.project_id,
+            &spec.run_id,
+            summary.unwrap_or(""),
+        )
+        .await;
+    }
     outcome
 }
 
@@ -291,6 +307,7 @@ async fn drive(
     ports: &Ports,
     spec: &RunSpec,
     sink: &dyn RunSink,
+    changed: &std::cell::Cell<bool>,
 ) -> ApiResult<(RunOutcome, Vec<Block>)> {
     let config = ports.config()?;
     let sql = ports.sql.as_ref();
@@ -584,6 +601,9 @@ async fn drive(
         for (id, name, input) in calls {
             let input = Some(&input).filter(|v| !v.is_null());
             let out = tools::execute(&ctx, &spec.owner_id, &spec.project_id, &name, input).await;
+            if out.changed_files {
+                changed.set(true);
+            }
             sink.emit(
                 &spec.run_id,
                 EventBody::ToolResult {

@@ -22,6 +22,8 @@ use crate::routes::Ctx;
 pub enum Actor {
     User,
     Agent,
+    /// A push on the linked GitHub branch, synced back.
+    Github,
 }
 
 impl Actor {
@@ -29,6 +31,7 @@ impl Actor {
         match self {
             Actor::User => "user",
             Actor::Agent => "agent",
+            Actor::Github => "github",
         }
     }
 }

@@ -261,4 +261,30 @@ describe('a chat run', () => {
     assert.ok(await page.locator('#pane-files').isVisible());
     await context.close();
   });
+
+  test('Stop cancels a running turn; a refused message says why', async (t) => {
+    const { context, page } = await newPage(browser, { width: 360, height: 740 });
+    await signUp(page);
+    await createProject(page, 'Stop', 'Blank');
+    assert.ok(await page.locator('.log .empty').isVisible(), 'an empty chat says what to do');
+
+    // Too large for the server (64 KiB): the bubble shows the server's detail.
+    await page.locator('#message').fill('x'.repeat(70 * 1024));
+    await page.getByRole('button', { name: 'Send' }).click();
+    const failed = page.locator('.msg.user[data-state="failed"]');
+    await failed.waitFor();
+    assert.match(await failed.locator('.state').textContent(), /Not sent: .*(bytes|large)/i);
+
+    if (mode.model !== 'fake') return t.skip('cancel needs a slow stream from the model fake');
+    await sendMessage(page, '[scenario:slow:400:25] take your time');
+    const stop = page.getByRole('button', { name: 'Stop' });
+    await page.locator('.msg.assistant').getByText('w5 ', { exact: false }).waitFor();
+    await stop.click();
+    const run = await finishedRun(page, 0, 30000);
+    assert.equal(run.status, 'cancelled');
+    assert.match(await page.locator('.msg.assistant .state').textContent(), /Cancelled/);
+    await stop.waitFor({ state: 'hidden' });
+    assert.ok(!run.text.join('').includes('w399 '), 'the stream stopped early');
+    await context.close();
+  });
 });

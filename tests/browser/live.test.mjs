@@ -141,3 +141,32 @@ describe('two tabs in one session', () => {
     await a.context.close();
   });
 });
+
+describe('without live rooms', () => {
+  test('presence stays hidden and another tab still gets the run from the event log', async () => {
+    // Refuse every WebSocket, as a server without rooms does (501): the client falls back to polling.
+    const a = await newPage(browser, { width: 1280, height: 800 });
+    const b = await newPage(browser, { width: 360, height: 740 });
+    for (const c of [a.context, b.context]) {
+      await c.routeWebSocket(/\/v1\/sessions\/[^/]+\/ws/, (ws) => ws.close({ code: 1011, reason: 'no rooms' }));
+    }
+    const email = await signUp(a.page);
+    await createProject(a.page, 'Solo rooms', 'Blank');
+    await logIn(b.page, email);
+    await b.page.goto(a.page.url());
+    await chatReady(b.page);
+    await sleep(500);
+    assert.equal(await a.page.locator('.presence').isVisible(), false);
+    assert.equal(await b.page.locator('.presence').isVisible(), false);
+
+    const msg = writePageMessage(mode, 'Polled page').text;
+    await sendMessage(a.page, msg);
+    const seenByA = await finishedRun(a.page, 0);
+    const seenByB = await finishedRun(b.page, 0, 30000);
+    assert.deepEqual(seenByB.text, seenByA.text);
+    await b.page.locator('.msg.user', { hasText: msg.slice(0, 12) }).waitFor();
+    assert.deepEqual([...a.page.errors, ...b.page.errors].filter((e) => !/WebSocket/.test(e)), []);
+    await a.context.close();
+    await b.context.close();
+  });
+});

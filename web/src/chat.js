@@ -106,6 +106,14 @@ export class Chat {
     }
     this.lastSeq = pending ? 0 : this.session.last_seq || 0;
     if (pending) this.runView(pending);
+    if (!items.length) {
+      this.empty = h(
+        'p',
+        { class: 'empty muted' },
+        'Describe the app you want, for example “a to-do list that remembers its items”. The assistant writes the files; the preview shows the result.',
+      );
+      this.log.append(this.empty);
+    }
     this.scrollToEnd(true);
     this.setStatus();
     this.connectRoom();
@@ -536,6 +544,10 @@ export class Chat {
   // --- rendering ---------------------------------------------------------------
 
   userBubble(text) {
+    if (this.empty) {
+      this.empty.remove();
+      this.empty = null;
+    }
     const body = h('div', { class: 'text' }, text);
     const state = h('div', { class: 'state', 'aria-live': 'polite' });
     const el = h('article', { class: 'msg user', 'aria-label': 'You' }, body, state);

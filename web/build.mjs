@@ -1,5 +1,5 @@
 // Builds the web client: web/src -> web/public (app.js, app.css, index.html,
-// favicon.svg, preview-host.html/js). Deterministic: the same sources and esbuild version give
+// favicon.svg, preview-host.html/js, _headers). Deterministic: the same sources and esbuild version give
 // the same bytes, so the output is committed and `--check` verifies it.
 //
 //   node web/build.mjs            build into web/public
@@ -69,6 +69,7 @@ const files = {
   'favicon.svg': readFileSync(join(src, 'favicon.svg')),
   'preview-host.html': Buffer.from(readFileSync(join(src, 'preview-host.html'), 'utf8').replace('%HOST_HASH%', hash(hostText))),
   'preview-host.js': hostText,
+  _headers: readFileSync(join(src, '_headers')),
 };
 mkdirSync(out, { recursive: true });
 for (const [name, bytes] of Object.entries(files)) writeFileSync(join(out, name), bytes);

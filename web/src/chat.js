@@ -608,7 +608,8 @@ class RunView {
     this.footer = h('div', { class: 'state' });
     this.el = h(
       'article',
-      { class: 'msg assistant', 'aria-label': 'Assistant', dataset: { runId: id, status: 'running' } },
+      // aria-busy: screen readers read the answer once, when it is complete, not token by token.
+      { class: 'msg assistant', 'aria-label': 'Assistant', 'aria-busy': 'true', dataset: { runId: id, status: 'running' } },
       this.body,
       this.footer,
     );
@@ -715,6 +716,7 @@ class RunView {
 
   finish(status, reason) {
     this.el.dataset.status = status;
+    this.el.removeAttribute('aria-busy');
     for (const t of this.tools.values()) if (t.el.dataset.state === 'running') t.el.dataset.state = 'stopped';
     const words = { incomplete: 'Stopped before the end', error: 'Ended with an error', cancelled: 'Cancelled' };
     if (status !== 'complete') {

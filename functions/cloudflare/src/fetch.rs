@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use everjust_core::ports::http_client::{HttpClient, HttpError, StreamingResponse};
 use futures_util::StreamExt;
-use worker::{Fetch, Method, Request, RequestInit, ResponseBody};
+use worker::{Fetch, Method, Request, RequestInit};
 
 use crate::convert;
 
@@ -48,16 +48,13 @@ impl HttpClient for WorkerFetch {
         &self,
         req: http::Request<Bytes>,
     ) -> Result<StreamingResponse, HttpError> {
-        let (status, headers, mut res) = fetch(req).await?;
-        let body = match res.body() {
-            // A response without a body (204, HEAD) has nothing to stream.
-            ResponseBody::Empty => futures_util::stream::empty().boxed_local(),
-            _ => res
-                .stream()
-                .map_err(err)?
-                .map(|chunk| chunk.map(Bytes::from).map_err(err))
-                .boxed_local(),
-        };
+        let (status, headers, res) = fetch(req).await?;
+        // Not `res.stream()`: see `body_stream` (dropping it outside a
+        // request would terminate the wasm instance).
+        let body = crate::body_stream::of(&res)
+            .map_err(HttpError)?
+            .map(|chunk| chunk.map_err(HttpError))
+            .boxed_local();
         Ok(StreamingResponse {
             status,
             headers,

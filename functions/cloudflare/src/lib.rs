@@ -6,6 +6,7 @@
 #![cfg(target_arch = "wasm32")]
 
 mod background;
+mod body_stream;
 mod clock;
 mod config;
 mod convert;

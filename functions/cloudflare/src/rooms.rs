@@ -157,7 +157,7 @@ impl Rooms for DurableRooms {
         protocol: Protocol,
     ) -> Result<LocalBoxStream<'static, Bytes>, RoomError> {
         let after = after.to_string();
-        let mut res = self
+        let res = self
             .call(
                 session_id,
                 Method::Get,
@@ -170,7 +170,8 @@ impl Rooms for DurableRooms {
         if res.status_code() != 200 {
             return Err(refused("events", res).await);
         }
-        let body = res.stream().map_err(room_err("events body"))?;
+        let body =
+            crate::body_stream::of(&res).map_err(|e| RoomError(format!("events body: {e}")))?;
         // A broken stream ends the reader's stream; it resumes with Last-Event-ID.
         Ok(body
             .take_while(|chunk| {
@@ -179,7 +180,7 @@ impl Rooms for DurableRooms {
                 }
                 futures_util::future::ready(chunk.is_ok())
             })
-            .filter_map(|chunk| futures_util::future::ready(chunk.ok().map(Bytes::from)))
+            .filter_map(|chunk| futures_util::future::ready(chunk.ok()))
             .boxed_local())
     }
 

@@ -11,7 +11,11 @@
 //!   live events until the active run's `run_finished`.
 //! - `POST /cancel`: asks the active run to stop.
 //! - `GET /ws?user_id=&name=&after=N` with `Upgrade: websocket` and the
-//!   ticket's hash: the WebSocket of one member.
+//!   ticket's hash: the WebSocket of one member (401 for a ticket seen
+//!   before). It gets every buffered event after N (all when N is absent)
+//!   as native JSON frames, then the live ones; presence goes to everyone
+//!   on each join and leave. Client frames: `resume {after}` (the events
+//!   after it again), `ack {seq}` (its presence cursor), `ping` (-> `pong`).
 //!
 //! Exact resume rests on one rule (ARCHITECTURE.md): appending an event and
 //! broadcasting it happen with no `.await` between, and so do a joining
@@ -47,8 +51,11 @@ use worker::{
 
 use crate::rooms::TICKET_HEADER;
 
-/// While a run is active an alarm is kept armed this far ahead: it keeps the
-/// object alive and is the watchdog of a driver that died.
+/// While a run is active an alarm is kept armed this far ahead: the
+/// watchdog of a driver that died. (workerd does not start an object's
+/// alarm while its previous one still runs, so under wrangler dev it fires
+/// only after the driving alarm ended, normally replaced by then; should a
+/// platform overlap them, the heartbeat branch re-arms it.)
 const HEARTBEAT_MS: i64 = 20_000;
 /// When marking a lost run fails (Postgres down), try again after this.
 const RETRY_MS: i64 = 30_000;

@@ -238,7 +238,7 @@ impl Config {
                 base_url: get("ANTHROPIC_BASE_URL")
                     .unwrap_or_else(|| "https://api.anthropic.com".into()),
                 api_key,
-                model: get("ANTHROPIC_MODEL").unwrap_or_else(|| "claude-sonnet-4-5".into()),
+                model: get("ANTHROPIC_MODEL").unwrap_or_else(|| "claude-sonnet-4-6".into()),
             }),
             openai: get("OPENAI_API_KEY").map(|api_key| ProviderConfig {
                 base_url: get("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com".into()),

@@ -78,7 +78,7 @@ pub fn resolve_provider(
     };
     let default_model = |name: &str| {
         if name == "anthropic" {
-            "claude-sonnet-4-5"
+            "claude-sonnet-4-6"
         } else {
             "gpt-4o"
         }
@@ -407,6 +407,7 @@ async fn drive(
         let mut step_blocks: Vec<Block> = Vec::new();
         let mut text: Option<(String, String)> = None; // (block id, text so far)
         let mut tool_json: Vec<(String, String, String)> = Vec::new(); // (id, name, json)
+        let mut invalid_inputs: Vec<String> = Vec::new();
         let mut call_usage = Usage::default();
         let mut stop = StopReason::EndTurn;
         let mut failure: Option<ModelError> = None;
@@ -503,10 +504,15 @@ async fn drive(
                             },
                         )
                         .await?;
+                        if input.is_none() {
+                            invalid_inputs.push(id.clone());
+                        }
+                        // The model must get an object back in its history, even
+                        // for input that was not JSON (the tool result says so).
                         step_blocks.push(Block::ToolUse {
                             id: id.clone(),
                             name: name.clone(),
-                            input: input.unwrap_or(Value::Null),
+                            input: input.unwrap_or_else(|| Value::Object(Default::default())),
                         });
                     }
                 }
@@ -599,7 +605,7 @@ async fn drive(
         }
         let mut results = Vec::new();
         for (id, name, input) in calls {
-            let input = Some(&input).filter(|v| !v.is_null());
+            let input = Some(&input).filter(|_| !invalid_inputs.contains(&id));
             let out = tools::execute(&ctx, &spec.owner_id, &spec.project_id, &name, input).await;
             if out.changed_files {
                 changed.set(true);
@@ -650,7 +656,11 @@ pub fn blocks_from_events(events: &[Event]) -> Vec<Block> {
             } => blocks.push(Block::ToolUse {
                 id: tool_call_id.clone(),
                 name: name.clone(),
-                input: input.clone(),
+                input: if input.is_object() {
+                    input.clone()
+                } else {
+                    Value::Object(Default::default())
+                },
             }),
             EventBody::ToolResult {
                 tool_call_id,

@@ -52,10 +52,52 @@ pub struct Encoder {
     protocol: Protocol,
     session_id: String,
     started: Option<String>,
+    /// What is open in the current run (step, text blocks, tool calls), so a
+    /// reader joining mid-run gets the starts it missed.
+    open: Open,
+    /// Open items learnt from [`Encoder::prime`] still to be announced.
+    reopen: bool,
 }
 
-fn sse(id: i64, data: &Value) -> String {
-    format!("id: {id}\ndata: {data}\n\n")
+#[derive(Default)]
+struct Open {
+    step: Option<u32>,
+    texts: Vec<String>,
+    tools: Vec<(String, String)>,
+}
+
+impl Open {
+    fn track(&mut self, body: &EventBody) {
+        match body {
+            EventBody::RunStarted { .. } | EventBody::RunFinished { .. } => *self = Open::default(),
+            EventBody::StepStarted { step } => self.step = Some(*step),
+            EventBody::StepFinished { .. } => self.step = None,
+            EventBody::TextStart { block_id } => self.texts.push(block_id.clone()),
+            EventBody::TextEnd { block_id } => self.texts.retain(|b| b != block_id),
+            EventBody::ToolCallStart { tool_call_id, name } => {
+                self.tools.push((tool_call_id.clone(), name.clone()))
+            }
+            EventBody::ToolCallEnd { tool_call_id, .. } => {
+                self.tools.retain(|(id, _)| id != tool_call_id)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// SSE events for one native event. Only the last carries the `id:`, so a
+/// reader resuming after that id has every part, and one that dropped in
+/// the middle of the group gets the whole group again.
+fn group(id: i64, values: &[Value]) -> String {
+    let mut out = String::new();
+    for (i, v) in values.iter().enumerate() {
+        if i + 1 == values.len() {
+            out.push_str(&format!("id: {id}\ndata: {v}\n\n"));
+        } else {
+            out.push_str(&format!("data: {v}\n\n"));
+        }
+    }
+    out
 }
 
 impl Encoder {
@@ -64,15 +106,35 @@ impl Encoder {
             protocol,
             session_id: session_id.to_owned(),
             started: None,
+            open: Open::default(),
+            reopen: false,
         }
+    }
+
+    /// Tells the encoder what came before the first event it will encode
+    /// (the events of the same run up to the resume point), so that a
+    /// mid-run join opens the step, text blocks and tool calls still open.
+    pub fn prime(&mut self, before: &[Event]) {
+        for ev in before {
+            self.open.track(&ev.body);
+        }
+        self.reopen = true;
     }
 
     /// The SSE text for `ev` (possibly several SSE events, or none).
     pub fn encode(&mut self, ev: &Event) -> String {
         match self.protocol {
-            Protocol::Native => sse(ev.seq, &serde_json::to_value(ev).unwrap_or_default()),
-            Protocol::AgUi => self.ag_ui(ev).iter().map(|v| sse(ev.seq, v)).collect(),
-            Protocol::AiSdk => self.ai_sdk(ev).iter().map(|v| sse(ev.seq, v)).collect(),
+            Protocol::Native => group(ev.seq, &[serde_json::to_value(ev).unwrap_or_default()]),
+            Protocol::AgUi => {
+                let values = self.ag_ui(ev);
+                self.open.track(&ev.body);
+                group(ev.seq, &values)
+            }
+            Protocol::AiSdk => {
+                let values = self.ai_sdk(ev);
+                self.open.track(&ev.body);
+                group(ev.seq, &values)
+            }
         }
     }
 
@@ -92,6 +154,7 @@ impl Encoder {
         }
         self.started = Some(ev.run_id.clone());
         if matches!(ev.body, EventBody::RunStarted { .. }) {
+            self.reopen = false;
             return;
         }
         match self.protocol {
@@ -100,6 +163,38 @@ impl Encoder {
             ),
             Protocol::AiSdk => out.push(json!({"type": "start", "messageId": ev.run_id})),
             Protocol::Native => {}
+        }
+        if std::mem::take(&mut self.reopen) {
+            let open = &self.open;
+            match self.protocol {
+                Protocol::AgUi => {
+                    if let Some(step) = open.step {
+                        out.push(
+                            json!({"type": "STEP_STARTED", "stepName": format!("step-{step}")}),
+                        );
+                    }
+                    for b in &open.texts {
+                        out.push(json!({"type": "TEXT_MESSAGE_START", "messageId": b, "role": "assistant"}));
+                    }
+                    for (id, name) in &open.tools {
+                        out.push(json!({"type": "TOOL_CALL_START", "toolCallId": id, "toolCallName": name}));
+                    }
+                }
+                Protocol::AiSdk => {
+                    if open.step.is_some() {
+                        out.push(json!({"type": "start-step"}));
+                    }
+                    for b in &open.texts {
+                        out.push(json!({"type": "text-start", "id": b}));
+                    }
+                    for (id, name) in &open.tools {
+                        out.push(
+                            json!({"type": "tool-input-start", "toolCallId": id, "toolName": name}),
+                        );
+                    }
+                }
+                Protocol::Native => {}
+            }
         }
     }
 

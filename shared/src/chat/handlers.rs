@@ -342,7 +342,13 @@ pub async fn events(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             .map_err(ApiError::internal)?,
         None => {
             inline::recover_stale(ctx.ports, &session.id, caller.id()).await?;
-            inline::tail(ctx.ports.clone(), session.id.clone(), after, protocol)
+            inline::tail(
+                ctx.ports.clone(),
+                session.id.clone(),
+                caller.id().to_owned(),
+                after,
+                protocol,
+            )
         }
     };
     Ok(sse_response(protocol, stream))
@@ -424,15 +430,6 @@ pub async fn websocket(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let ticket = query_param(req, "ticket")
         .filter(|t| !t.is_empty() && t.len() <= 64)
         .ok_or_else(invalid)?;
-    let key = format!("wsticket:{ticket}");
-    let doc = ctx.ports.kv.get(&key).await?.ok_or_else(invalid)?;
-    // Single use: gone before the socket opens. (Workers KV is eventually
-    // consistent across locations; the room also refuses a ticket it has seen.)
-    ctx.ports.kv.delete(&key).await?;
-    let t: Ticket = serde_json::from_slice(&doc).map_err(|_| invalid())?;
-    if t.session_id != ctx.params.get("id") {
-        return Err(ApiError::not_found("session"));
-    }
     let upgrade = req
         .headers()
         .get(http::header::UPGRADE)
@@ -444,6 +441,15 @@ pub async fn websocket(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             "upgrade_required",
             "Connect with a WebSocket.",
         ));
+    }
+    let key = format!("wsticket:{ticket}");
+    let doc = ctx.ports.kv.get(&key).await?.ok_or_else(invalid)?;
+    // Single use: gone before the socket opens. (Workers KV is eventually
+    // consistent across locations; the room also refuses a ticket it has seen.)
+    ctx.ports.kv.delete(&key).await?;
+    let t: Ticket = serde_json::from_slice(&doc).map_err(|_| invalid())?;
+    if t.session_id != ctx.params.get("id") {
+        return Err(ApiError::not_found("session"));
     }
     let Some(rooms) = &ctx.ports.rooms else {
         return Err(ApiError::new(

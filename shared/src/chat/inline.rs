@@ -193,50 +193,79 @@ pub async fn recover_stale(ports: &Ports, session_id: &str, owner_id: &str) -> A
 }
 
 /// Replays the session's events after `after`, then tails the log while a
-/// run is active, then ends.
+/// run is active, then ends. A reader joining mid-run first gets the starts
+/// of what is open (see `Encoder::prime`); while waiting it also notices a
+/// run whose driver died (and marks it incomplete), so it never hangs.
 pub fn tail(
     ports: Ports,
     session_id: String,
+    owner_id: String,
     after: i64,
     protocol: Protocol,
 ) -> LocalBoxStream<'static, Bytes> {
-    let encoder = Encoder::new(protocol, &session_id);
-    futures_util::stream::unfold(
-        (ports, session_id, after, encoder, false),
-        |(ports, session, after, mut encoder, done)| async move {
-            if done {
-                return None;
-            }
-            let sql = ports.sql.as_ref();
-            loop {
-                let events = match db::events_after(sql, &session, after, 500).await {
-                    Ok(e) => e,
-                    Err(e) => {
-                        crate::log::error("tail_read", &e.to_string());
-                        return Some((
-                            Bytes::from(encoder.end()),
-                            (ports, session, after, encoder, true),
-                        ));
-                    }
-                };
-                if let Some(last) = events.last() {
-                    let next = last.seq;
-                    let text: String = events.iter().map(|e| encoder.encode(e)).collect();
-                    return Some((Bytes::from(text), (ports, session, next, encoder, false)));
+    struct Tail {
+        ports: Ports,
+        session: String,
+        owner: String,
+        after: i64,
+        encoder: Encoder,
+        primed: bool,
+        done: bool,
+    }
+    let state = Tail {
+        encoder: Encoder::new(protocol, &session_id),
+        ports,
+        session: session_id,
+        owner: owner_id,
+        after,
+        primed: false,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut t| async move {
+        if t.done {
+            return None;
+        }
+        let sql = t.ports.sql.as_ref();
+        if !t.primed {
+            t.primed = true;
+            if t.after > 0 {
+                match db::run_events_upto(sql, &t.session, t.after).await {
+                    Ok(before) => t.encoder.prime(&before),
+                    Err(e) => crate::log::error("tail_prime", &e.to_string()),
                 }
-                let pending = db::terminal_event_pending(sql, &session)
-                    .await
-                    .unwrap_or(false);
-                if !pending {
-                    return Some((
-                        Bytes::from(encoder.end()),
-                        (ports, session, after, encoder, true),
-                    ));
-                }
-                ports.clock.sleep_ms(POLL_MS).await;
             }
-        },
-    )
+        }
+        let mut polls = 0u32;
+        loop {
+            let events = match db::events_after(sql, &t.session, t.after, 500).await {
+                Ok(e) => e,
+                Err(e) => {
+                    crate::log::error("tail_read", &e.to_string());
+                    t.done = true;
+                    return Some((Bytes::from(t.encoder.end()), t));
+                }
+            };
+            if let Some(last) = events.last() {
+                t.after = last.seq;
+                let text: String = events.iter().map(|e| t.encoder.encode(e)).collect();
+                return Some((Bytes::from(text), t));
+            }
+            if !db::terminal_event_pending(sql, &t.session)
+                .await
+                .unwrap_or(false)
+            {
+                t.done = true;
+                return Some((Bytes::from(t.encoder.end()), t));
+            }
+            polls += 1;
+            if polls % 64 == 0 {
+                if let Err(e) = recover_stale(&t.ports, &t.session, &t.owner).await {
+                    crate::log::error("tail_recover", &e.to_string());
+                }
+            }
+            t.ports.clock.sleep_ms(POLL_MS).await;
+        }
+    })
     .filter(|b| futures_util::future::ready(!b.is_empty()))
     .boxed_local()
 }

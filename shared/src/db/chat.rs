@@ -395,3 +395,23 @@ pub async fn terminal_event_pending(sql: &dyn Sql, session: &str) -> Result<bool
         .transpose()?
         .unwrap_or(false))
 }
+
+/// The events of the run that event `seq` belongs to, up to and including it
+/// (what a reader resuming after `seq` has already seen of that run).
+pub async fn run_events_upto(
+    sql: &dyn Sql,
+    session: &str,
+    seq: i64,
+) -> Result<Vec<Event>, SqlError> {
+    sql.query(
+        "SELECT event::text AS event FROM run_events
+         WHERE session_id = $1 AND seq <= $2
+           AND run_id = (SELECT run_id FROM run_events WHERE session_id = $1 AND seq = $2)
+         ORDER BY seq",
+        &[session.into(), Value::Int(seq)],
+    )
+    .await?
+    .iter()
+    .map(|r| serde_json::from_str(&r.text("event")?).map_err(|e| SqlError::Decode(e.to_string())))
+    .collect()
+}

@@ -826,3 +826,111 @@ async fn websocket_tickets_are_single_use_and_bound_to_their_session() {
     app.clock.advance_ms(61_000);
     assert_eq!(ws(expiring, s).await, 401);
 }
+
+#[tokio::test]
+async fn joining_mid_block_opens_what_is_open_for_ag_ui_and_ai_sdk() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &["a", "b", "c"],
+            &[("tu", "list_files", json!({}))],
+            "tool_use",
+        ),
+    );
+    http.push(200, &[], anthropic(&["d"], &[], "end_turn"));
+    let full = native(&send(&app, &t, &s, "hi", "native").await.body);
+    let mid_text = full
+        .iter()
+        .find(|e| e["type"] == "text_delta")
+        .and_then(|e| e["seq"].as_i64())
+        .expect("delta");
+    let ag = app
+        .get(
+            &format!("/v1/sessions/{s}/events?protocol=ag-ui&after={mid_text}"),
+            Some(&t),
+        )
+        .await;
+    let types: Vec<String> = sse(&ag.body)
+        .iter()
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).expect("json")["type"]
+                .as_str()
+                .expect("type")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        &types[..3],
+        ["RUN_STARTED", "STEP_STARTED", "TEXT_MESSAGE_START"],
+        "{types:?}"
+    );
+    assert_eq!(types[3], "TEXT_MESSAGE_CONTENT");
+    let mid_tool = full
+        .iter()
+        .find(|e| e["type"] == "tool_call_delta")
+        .and_then(|e| e["seq"].as_i64())
+        .expect("tool delta");
+    let ai = app
+        .get(
+            &format!("/v1/sessions/{s}/events?protocol=ai-sdk&after={mid_tool}"),
+            Some(&t),
+        )
+        .await;
+    let parts = sse(&ai.body);
+    let ai_types: Vec<String> = parts
+        .iter()
+        .filter(|p| p.1 != "[DONE]")
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).expect("json")["type"]
+                .as_str()
+                .expect("type")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        &ai_types[..3],
+        ["start", "start-step", "tool-input-start"],
+        "{ai_types:?}"
+    );
+    // A group's parts share one id only on its last SSE event.
+    let ids: Vec<i64> = parts.iter().filter_map(|(id, _)| *id).collect();
+    let mut sorted = ids.clone();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "no two SSE events carry the same id");
+}
+
+#[tokio::test]
+async fn invalid_tool_json_goes_back_to_the_model_as_an_empty_object() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let mut broken = anthropic(
+        &[],
+        &[("t5", "write_file", json!({"path": "b.txt", "content": "y"}))],
+        "tool_use",
+    );
+    broken = broken.replace(r#""partial_json":"{\"con""#, r#""partial_json":"{{{con""#);
+    http.push(200, &[], broken);
+    http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
+    let events = native(&send(&app, &t, &s, "go", "native").await.body);
+    assert_eq!(
+        events.last().map(|e| e["status"].clone()),
+        Some(json!("complete"))
+    );
+    let second = http.requests.borrow()[1].1.clone();
+    let assistant = &second["messages"][1];
+    assert_eq!(assistant["content"][0]["type"], "tool_use");
+    assert_eq!(assistant["content"][0]["input"], json!({}));
+    assert_eq!(second["messages"][2]["content"][0]["is_error"], true);
+    // The next run in the session works: the stored history is valid.
+    http.push(200, &[], anthropic(&["again"], &[], "end_turn"));
+    let next = native(&send(&app, &t, &s, "more", "native").await.body);
+    assert_eq!(
+        next.last().map(|e| e["status"].clone()),
+        Some(json!("complete"))
+    );
+    assert_eq!(
+        http.requests.borrow()[2].1["messages"][1]["content"][0]["input"],
+        json!({})
+    );
+}

@@ -258,7 +258,7 @@ pub fn tail(
                 return Some((Bytes::from(t.encoder.end()), t));
             }
             polls += 1;
-            if polls % 64 == 0 {
+            if polls.is_multiple_of(64) {
                 if let Err(e) = recover_stale(&t.ports, &t.session, &t.owner).await {
                     crate::log::error("tail_recover", &e.to_string());
                 }

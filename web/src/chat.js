@@ -325,16 +325,22 @@ export class Chat {
         });
         ok = true;
       } catch (e) {
-        if (!(e instanceof NetworkError) && !(e && (e.name === 'AbortError' || e instanceof TypeError))) {
+        const transient =
+          e instanceof NetworkError ||
+          (e && (e.name === 'AbortError' || e instanceof TypeError || e.status === 429 || e.status >= 500));
+        if (!transient) {
           // A problem from the server (e.g. the session is gone): say so, stop.
           this.systemNote(e.detail || e.message, true);
           break;
         }
+        if (e && e.status === 429) delay = Math.max(delay, 5000);
       } finally {
         clearTimeout(watchdog);
       }
       // The server ends the stream when no run is pending any more.
       if (ok && !this.activeRun) break;
+      // A failed poll is retried by the next poll, so the composer is not held up.
+      if (!ok && mode === 'watch' && !this.activeRun) break;
       if (ok) {
         // Ended while our run is still open: its driver may be gone. Ask again
         // a few times (the server marks a dead run incomplete), then stop.

@@ -7,6 +7,7 @@ mod billing;
 mod chat;
 mod conformance;
 mod files;
+mod github;
 mod helpers;
 mod preview;
 mod projects;

@@ -1,0 +1,1777 @@
+//! GitHub sync in-process: the router against a small stateful fake of the
+//! GitHub REST API (installations, repositories, refs, commits, trees,
+//! blobs, contents) behind the HTTP port. The end-to-end suite runs the same
+//! flows against tests/fakes/github.mjs over real HTTP.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use everjust_core::github::app::parse_key;
+use everjust_core::github::webhook::sign;
+use everjust_core::ports::http_client::HttpError;
+use everjust_core::ports::{Clock, HttpClient};
+use jwt_compact::alg::{Rsa, RsaPublicKey};
+use jwt_compact::{AlgorithmExt, UntrustedToken};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Res, TestApp};
+
+const KEY_PKCS1: &str = include_str!("../../../tests/fakes/github-app-test-key.pem");
+const KEY_PKCS8: &str = include_str!("../../../tests/fakes/github-app-test-key.pk8.pem");
+const APP_ID: &str = "4242";
+const SECRET: &str = "webhook-secret-for-tests";
+const API: &str = "http://github.test";
+/// The test clock's start (helpers::TestApp).
+const START_SECS: i64 = 1_780_000_000;
+
+// ------------------------------------------------------------------ the fake
+
+#[derive(Clone)]
+struct Commit {
+    tree: String,
+    parents: Vec<String>,
+    message: String,
+}
+
+struct Repo {
+    id: i64,
+    owner: String,
+    name: String,
+    installation: i64,
+    default_branch: String,
+    refs: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct State {
+    installations: HashMap<i64, (String, String)>,
+    tokens: HashMap<String, i64>,
+    token_n: u32,
+    repos: Vec<Repo>,
+    blobs: HashMap<String, Vec<u8>>,
+    /// tree sha -> path -> (mode, blob sha)
+    trees: HashMap<String, BTreeMap<String, (String, String)>>,
+    commits: HashMap<String, Commit>,
+    /// (method, path) of every call
+    log: Vec<(String, String)>,
+    /// Answer every call with this status (GitHub down), or rate-limit.
+    down: Option<u16>,
+    /// A secondary rate limit: 403 with this retry-after.
+    rate_limited: Option<u64>,
+    /// The primary limit is used up until this reset (unix seconds): 403
+    /// with x-ratelimit-remaining 0.
+    exhausted_until: Option<i64>,
+    /// Before the next ref update, someone else pushes these files.
+    race: Option<Vec<(String, Option<Vec<u8>>)>>,
+}
+
+fn sha(kind: &str, data: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update(data);
+    h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..40]
+        .to_owned()
+}
+
+#[derive(Default)]
+pub struct FakeGithub {
+    state: RefCell<State>,
+    key: Option<RsaPublicKey>,
+    pub exchanges: Cell<u32>,
+}
+
+type Reply = (u16, Vec<(&'static str, String)>, Value);
+
+fn reply(status: u16, v: Value) -> Reply {
+    (status, Vec::new(), v)
+}
+
+fn msg(status: u16, m: &str) -> Reply {
+    reply(status, json!({ "message": m }))
+}
+
+impl FakeGithub {
+    fn new() -> Rc<Self> {
+        let key = parse_key(KEY_PKCS1).expect("test key").to_public_key();
+        Rc::new(Self {
+            key: Some(key),
+            ..Default::default()
+        })
+    }
+
+    fn add_installation(&self, id: i64, login: &str, kind: &str) {
+        self.state
+            .borrow_mut()
+            .installations
+            .insert(id, (login.into(), kind.into()));
+    }
+
+    fn add_repo(&self, installation: i64, owner: &str, name: &str) -> i64 {
+        let mut s = self.state.borrow_mut();
+        let id = 1000 + s.repos.len() as i64;
+        s.repos.push(Repo {
+            id,
+            owner: owner.into(),
+            name: name.into(),
+            installation,
+            default_branch: "main".into(),
+            refs: BTreeMap::new(),
+        });
+        id
+    }
+
+    fn calls(&self) -> usize {
+        self.state.borrow().log.len()
+    }
+
+    fn calls_since(&self, n: usize) -> Vec<(String, String)> {
+        self.state.borrow().log[n..].to_vec()
+    }
+
+    fn head(&self, owner: &str, name: &str, branch: &str) -> Option<String> {
+        let s = self.state.borrow();
+        s.repos
+            .iter()
+            .find(|r| r.owner == owner && r.name == name)
+            .and_then(|r| r.refs.get(branch).cloned())
+    }
+
+    fn commit(&self, sha: &str) -> Commit {
+        self.state.borrow().commits[sha].clone()
+    }
+
+    /// The files at the head of `branch`.
+    fn files(&self, owner: &str, name: &str, branch: &str) -> BTreeMap<String, String> {
+        let Some(head) = self.head(owner, name, branch) else {
+            return BTreeMap::new();
+        };
+        let s = self.state.borrow();
+        let tree = &s.trees[&s.commits[&head].tree];
+        tree.iter()
+            .map(|(p, (_, b))| (p.clone(), String::from_utf8_lossy(&s.blobs[b]).into_owned()))
+            .collect()
+    }
+
+    fn put_tree(s: &mut State, entries: BTreeMap<String, (String, String)>) -> String {
+        let id = sha(
+            "tree",
+            serde_json::to_string(&entries).expect("json").as_bytes(),
+        );
+        s.trees.insert(id.clone(), entries);
+        id
+    }
+
+    fn put_commit(s: &mut State, tree: &str, parents: Vec<String>, message: &str) -> String {
+        let id = sha(
+            "commit",
+            format!("{tree} {parents:?} {message} {}", s.commits.len()).as_bytes(),
+        );
+        s.commits.insert(
+            id.clone(),
+            Commit {
+                tree: tree.into(),
+                parents,
+                message: message.into(),
+            },
+        );
+        id
+    }
+
+    fn outside_commit(
+        s: &mut State,
+        repo: usize,
+        branch: &str,
+        files: &[(String, Option<Vec<u8>>)],
+        mode: &str,
+    ) -> String {
+        let head = s.repos[repo].refs.get(branch).cloned();
+        let mut entries = head
+            .as_ref()
+            .map(|h| s.trees[&s.commits[h].tree].clone())
+            .unwrap_or_default();
+        for (p, c) in files {
+            match c {
+                Some(c) => {
+                    let b = sha("blob", c);
+                    s.blobs.insert(b.clone(), c.clone());
+                    entries.insert(p.clone(), (mode.into(), b));
+                }
+                None => {
+                    entries.remove(p);
+                }
+            }
+        }
+        let tree = Self::put_tree(s, entries);
+        let c = Self::put_commit(s, &tree, head.into_iter().collect(), "outside change");
+        s.repos[repo].refs.insert(branch.into(), c.clone());
+        c
+    }
+
+    /// Someone pushes to the repository outside EverJust; returns the commit.
+    fn push(
+        &self,
+        owner: &str,
+        name: &str,
+        branch: &str,
+        files: &[(&str, Option<&str>)],
+    ) -> String {
+        self.push_mode(owner, name, branch, files, "100644")
+    }
+
+    fn push_mode(
+        &self,
+        owner: &str,
+        name: &str,
+        branch: &str,
+        files: &[(&str, Option<&str>)],
+        mode: &str,
+    ) -> String {
+        let mut s = self.state.borrow_mut();
+        let i = s
+            .repos
+            .iter()
+            .position(|r| r.owner == owner && r.name == name)
+            .expect("repo");
+        let files: Vec<_> = files
+            .iter()
+            .map(|(p, c)| ((*p).to_owned(), c.map(|c| c.as_bytes().to_vec())))
+            .collect();
+        Self::outside_commit(&mut s, i, branch, &files, mode)
+    }
+
+    fn check_jwt(&self, token: &str) -> bool {
+        let Ok(t) = UntrustedToken::new(token) else {
+            return false;
+        };
+        let Some(key) = &self.key else { return false };
+        let Ok(claims) = Rsa::rs256().validator::<Value>(key).validate(&t) else {
+            return false;
+        };
+        let c = claims.claims();
+        let (Some(iat), Some(exp)) = (c.issued_at, c.expiration) else {
+            return false;
+        };
+        c.custom["iss"] == APP_ID && exp > iat && (exp - iat).num_seconds() <= 660
+    }
+
+    fn handle(&self, method: &str, path: &str, auth: &str, body: &Value) -> Reply {
+        let mut s = self.state.borrow_mut();
+        s.log.push((method.into(), path.into()));
+        if let Some(status) = s.down {
+            return msg(status, "Service unavailable");
+        }
+        if let Some(reset) = s.exhausted_until {
+            return (
+                403,
+                vec![
+                    ("x-ratelimit-remaining", "0".into()),
+                    ("x-ratelimit-reset", reset.to_string()),
+                ],
+                json!({"message": "API rate limit exceeded for installation."}),
+            );
+        }
+        if let Some(secs) = s.rate_limited {
+            return (
+                403,
+                vec![
+                    ("retry-after", secs.to_string()),
+                    ("x-ratelimit-remaining", "10".into()),
+                ],
+                json!({"message": "You have exceeded a secondary rate limit."}),
+            );
+        }
+        let token = auth.strip_prefix("Bearer ").unwrap_or("");
+        let segs: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|x| {
+                percent_encoding::percent_decode_str(x)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        if segs[0] == "app" {
+            drop(s);
+            if !self.check_jwt(token) {
+                return msg(401, "A JSON web token could not be decoded");
+            }
+            let mut s = self.state.borrow_mut();
+            let id: i64 = segs.get(2).and_then(|x| x.parse().ok()).unwrap_or(0);
+            let Some((login, kind)) = s.installations.get(&id).cloned() else {
+                return msg(404, "Not Found");
+            };
+            return match (method, segs.get(3).copied()) {
+                ("GET", None) => reply(
+                    200,
+                    json!({"id": id, "account": {"login": login, "id": id * 10, "type": kind}, "suspended_at": null}),
+                ),
+                ("POST", Some("access_tokens")) => {
+                    s.token_n += 1;
+                    self.exchanges.set(self.exchanges.get() + 1);
+                    let t = format!("ghs_fake_{id}_{}", s.token_n);
+                    s.tokens.insert(t.clone(), id);
+                    // Tokens live an hour from the test clock's start.
+                    let exp = chrono::DateTime::from_timestamp(START_SECS + 3600, 0).expect("time");
+                    reply(201, json!({"token": t, "expires_at": exp.to_rfc3339()}))
+                }
+                _ => msg(404, "Not Found"),
+            };
+        }
+        let Some(&inst) = s.tokens.get(token) else {
+            return msg(401, "Bad credentials");
+        };
+        if segs[0] == "orgs" && method == "POST" {
+            let (login, kind) = s.installations[&inst].clone();
+            if kind != "Organization" || !login.eq_ignore_ascii_case(segs[1]) {
+                return msg(403, "Resource not accessible by integration");
+            }
+            drop(s);
+            let id = self.add_repo(inst, &login, body["name"].as_str().unwrap_or(""));
+            return reply(
+                201,
+                json!({"id": id, "name": body["name"], "owner": {"login": login}, "default_branch": "main"}),
+            );
+        }
+        if segs[0] != "repos" || segs.len() < 3 {
+            return msg(404, "Not Found");
+        }
+        let Some(ri) = s.repos.iter().position(|r| {
+            r.owner.eq_ignore_ascii_case(segs[1])
+                && r.name.eq_ignore_ascii_case(segs[2])
+                && r.installation == inst
+        }) else {
+            return msg(404, "Not Found");
+        };
+        let empty = s.repos[ri].refs.is_empty();
+        let rest: Vec<&str> = segs[3..].to_vec();
+        match (method, rest.as_slice()) {
+            ("GET", []) => {
+                let r = &s.repos[ri];
+                reply(
+                    200,
+                    json!({"id": r.id, "name": r.name, "full_name": format!("{}/{}", r.owner, r.name), "owner": {"login": r.owner}, "default_branch": r.default_branch}),
+                )
+            }
+            ("PUT", ["contents", path @ ..]) => {
+                let branch = body["branch"].as_str().unwrap_or("main").to_owned();
+                if s.repos[ri].refs.contains_key(&branch) {
+                    return msg(422, "only empty repositories in this fake");
+                }
+                let content = base64::engine::general_purpose::STANDARD
+                    .decode(body["content"].as_str().unwrap_or(""))
+                    .unwrap_or_default();
+                let files = vec![(path.join("/"), Some(content.clone()))];
+                let c = Self::outside_commit(&mut s, ri, &branch, &files, "100644");
+                let tree = s.commits[&c].tree.clone();
+                if let Some(m) = body["message"].as_str() {
+                    s.commits.get_mut(&c).expect("commit").message = m.into();
+                }
+                reply(
+                    201,
+                    json!({"content": {"sha": sha("blob", &content), "path": path.join("/")}, "commit": {"sha": c, "tree": {"sha": tree}}}),
+                )
+            }
+            _ if empty => msg(409, "Git Repository is empty."),
+            ("GET", ["git", "ref", "heads", branch @ ..]) => {
+                match s.repos[ri].refs.get(&branch.join("/")) {
+                    Some(c) => reply(
+                        200,
+                        json!({"ref": format!("refs/heads/{}", branch.join("/")), "object": {"sha": c, "type": "commit"}}),
+                    ),
+                    None => msg(404, "Not Found"),
+                }
+            }
+            ("GET", ["git", "commits", c]) => match s.commits.get(*c) {
+                Some(cm) => reply(
+                    200,
+                    json!({"sha": c, "tree": {"sha": cm.tree}, "parents": cm.parents.iter().map(|p| json!({"sha": p})).collect::<Vec<_>>(), "message": cm.message}),
+                ),
+                None => msg(404, "Not Found"),
+            },
+            ("GET", ["git", "trees", t]) => {
+                let t = t.split('?').next().unwrap_or("");
+                match s.trees.get(t) {
+                    Some(entries) => reply(
+                        200,
+                        json!({"sha": t, "truncated": false, "tree": entries.iter().map(|(p, (m, b))| json!({"path": p, "mode": m, "type": if m == "160000" { "commit" } else { "blob" }, "sha": b, "size": s.blobs.get(b).map_or(0, Vec::len)})).collect::<Vec<_>>()}),
+                    ),
+                    None => msg(404, "Not Found"),
+                }
+            }
+            ("GET", ["git", "blobs", b]) => match s.blobs.get(*b) {
+                Some(c) => reply(
+                    200,
+                    json!({"sha": b, "encoding": "base64", "size": c.len(), "content": base64::engine::general_purpose::STANDARD.encode(c)}),
+                ),
+                None => msg(404, "Not Found"),
+            },
+            ("POST", ["git", "blobs"]) => {
+                let c = base64::engine::general_purpose::STANDARD
+                    .decode(body["content"].as_str().unwrap_or(""))
+                    .unwrap_or_default();
+                let b = sha("blob", &c);
+                s.blobs.insert(b.clone(), c);
+                reply(201, json!({"sha": b}))
+            }
+            ("POST", ["git", "trees"]) => {
+                let mut entries = match body["base_tree"].as_str() {
+                    Some(b) => match s.trees.get(b) {
+                        Some(t) => t.clone(),
+                        None => return msg(422, "base_tree not found"),
+                    },
+                    None => BTreeMap::new(),
+                };
+                for e in body["tree"].as_array().into_iter().flatten() {
+                    let p = e["path"].as_str().unwrap_or("").to_owned();
+                    match e["sha"].as_str() {
+                        Some(b) if s.blobs.contains_key(b) => {
+                            entries.insert(
+                                p,
+                                (e["mode"].as_str().unwrap_or("100644").into(), b.into()),
+                            );
+                        }
+                        Some(_) => return msg(422, "blob not found"),
+                        None => {
+                            if entries.remove(&p).is_none() {
+                                return msg(422, "path to delete not in base tree");
+                            }
+                        }
+                    }
+                }
+                let t = Self::put_tree(&mut s, entries);
+                reply(201, json!({"sha": t}))
+            }
+            ("POST", ["git", "commits"]) => {
+                let tree = body["tree"].as_str().unwrap_or("");
+                if !s.trees.contains_key(tree) {
+                    return msg(422, "tree not found");
+                }
+                let parents: Vec<String> = body["parents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect();
+                if body["author"]["email"].as_str().is_none() {
+                    return msg(422, "author needed in this fake");
+                }
+                let c = Self::put_commit(
+                    &mut s,
+                    tree,
+                    parents,
+                    body["message"].as_str().unwrap_or(""),
+                );
+                reply(201, json!({"sha": c}))
+            }
+            ("PATCH", ["git", "refs", "heads", branch @ ..]) => {
+                let branch = branch.join("/");
+                if let Some(files) = s.race.take() {
+                    Self::outside_commit(&mut s, ri, &branch, &files, "100644");
+                }
+                let Some(cur) = s.repos[ri].refs.get(&branch).cloned() else {
+                    return msg(422, "Reference does not exist");
+                };
+                let new = body["sha"].as_str().unwrap_or("").to_owned();
+                // Fast-forward: the current head is an ancestor of the new commit.
+                let mut todo = vec![new.clone()];
+                let mut ff = false;
+                while let Some(c) = todo.pop() {
+                    if c == cur {
+                        ff = true;
+                        break;
+                    }
+                    if let Some(cm) = s.commits.get(&c) {
+                        todo.extend(cm.parents.clone());
+                    }
+                }
+                if !ff && body["force"] != json!(true) {
+                    return msg(422, "Update is not a fast forward");
+                }
+                s.repos[ri].refs.insert(branch.clone(), new.clone());
+                reply(
+                    200,
+                    json!({"ref": format!("refs/heads/{branch}"), "object": {"sha": new}}),
+                )
+            }
+            ("POST", ["git", "refs"]) => {
+                let r = body["ref"].as_str().unwrap_or("");
+                let Some(branch) = r.strip_prefix("refs/heads/") else {
+                    return msg(422, "bad ref");
+                };
+                if s.repos[ri].refs.contains_key(branch) {
+                    return msg(422, "Reference already exists");
+                }
+                s.repos[ri]
+                    .refs
+                    .insert(branch.into(), body["sha"].as_str().unwrap_or("").into());
+                reply(201, json!({"ref": r}))
+            }
+            _ => msg(404, "Not Found"),
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl HttpClient for FakeGithub {
+    async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
+        let uri = req.uri().clone();
+        if uri.host() != Some("github.test") {
+            return Err(HttpError("only the GitHub fake here".into()));
+        }
+        assert!(
+            req.headers().contains_key("user-agent"),
+            "GitHub requires a user agent"
+        );
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let (status, headers, v) = self.handle(req.method().as_str(), path, &auth, &body);
+        let mut b = http::Response::builder().status(status);
+        for (k, val) in headers {
+            b = b.header(k, val);
+        }
+        Ok(b.body(Bytes::from(v.to_string())).expect("response"))
+    }
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = vec![
+        ("GITHUB_APP_ID", APP_ID),
+        ("GITHUB_APP_PRIVATE_KEY", KEY_PKCS1),
+        ("GITHUB_WEBHOOK_SECRET", SECRET),
+        ("GITHUB_API_URL", API),
+        ("GITHUB_COMMIT_AUTHOR_NAME", "EverJust Bot"),
+        ("GITHUB_COMMIT_AUTHOR_EMAIL", "bot@everjust.test"),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+struct Gh {
+    app: TestApp,
+    fake: Rc<FakeGithub>,
+    token: String,
+    project: String,
+}
+
+const INST: i64 = 77;
+
+/// A user with a linked installation on the organisation `acme`, a project,
+/// and an empty repository acme/site.
+async fn setup_with(extra: &[(&str, &str)]) -> Gh {
+    let fake = FakeGithub::new();
+    fake.add_installation(INST, "acme", "Organization");
+    fake.add_repo(INST, "acme", "site");
+    let app = TestApp::build(&vars(extra), fake.clone()).await;
+    let (token, _, _) = app.signup("ada@example.com").await;
+    let project = app.project(&token, "site").await;
+    let r = app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&token),
+            json!({"installation_id": INST, "account": "acme"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    Gh {
+        app,
+        fake,
+        token,
+        project,
+    }
+}
+
+async fn setup() -> Gh {
+    setup_with(&[]).await
+}
+
+impl Gh {
+    /// A fresh access token (after the clock moved past its 15 minutes).
+    async fn login(&mut self) {
+        let r = self
+            .app
+            .json(
+                "POST",
+                "/v1/auth/login",
+                None,
+                json!({"email": "ada@example.com", "password": crate::helpers::PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        self.token = r.json()["access_token"].as_str().expect("token").to_owned();
+    }
+
+    async fn put(&self, path: &str, content: &str) {
+        let r = self
+            .app
+            .request(
+                "PUT",
+                &format!("/v1/projects/{}/files/{path}", self.project),
+                Some(&self.token),
+                None,
+                content.to_owned(),
+            )
+            .await;
+        assert!(r.status == 200 || r.status == 201, "{}", r.json());
+    }
+
+    async fn delete(&self, path: &str) {
+        let r = self
+            .app
+            .request(
+                "DELETE",
+                &format!("/v1/projects/{}/files/{path}", self.project),
+                Some(&self.token),
+                None,
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 204);
+    }
+
+    /// The project's files: path -> content.
+    async fn files(&self) -> BTreeMap<String, String> {
+        let r = self
+            .app
+            .get(
+                &format!("/v1/projects/{}/files", self.project),
+                Some(&self.token),
+            )
+            .await;
+        let mut out = BTreeMap::new();
+        for f in r.json()["items"].as_array().expect("items") {
+            let p = f["path"].as_str().expect("path");
+            let c = self
+                .app
+                .get(
+                    &format!("/v1/projects/{}/files/{p}", self.project),
+                    Some(&self.token),
+                )
+                .await;
+            out.insert(p.to_owned(), String::from_utf8_lossy(&c.body).into_owned());
+        }
+        out
+    }
+
+    async fn connect(&self) -> Value {
+        let r = self
+            .app
+            .json(
+                "POST",
+                &format!("/v1/projects/{}/github", self.project),
+                Some(&self.token),
+                json!({"installation_id": INST, "repository": "acme/site"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        r.json()
+    }
+
+    async fn push(&self, body: Value) -> Res {
+        self.app
+            .json(
+                "POST",
+                &format!("/v1/projects/{}/github/push", self.project),
+                Some(&self.token),
+                body,
+            )
+            .await
+    }
+
+    async fn link(&self) -> Value {
+        let r = self
+            .app
+            .get(
+                &format!("/v1/projects/{}/github", self.project),
+                Some(&self.token),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        r.json()
+    }
+
+    async fn deliver(&self, event: &str, id: &str, payload: &Value) -> Res {
+        let body = payload.to_string();
+        self.deliver_raw(
+            event,
+            id,
+            body.as_bytes(),
+            Some(&sign(SECRET, body.as_bytes())),
+            None,
+        )
+        .await
+    }
+
+    async fn deliver_raw(
+        &self,
+        event: &str,
+        id: &str,
+        body: &[u8],
+        sig256: Option<&str>,
+        sig1: Option<&str>,
+    ) -> Res {
+        let mut b = http::Request::post("/webhooks/github")
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", id);
+        if let Some(s) = sig256 {
+            b = b.header("x-hub-signature-256", s);
+        }
+        if let Some(s) = sig1 {
+            b = b.header("x-hub-signature", s);
+        }
+        let res = everjust_core::handle(
+            &self.app.ports,
+            b.body(Bytes::copy_from_slice(body)).expect("req"),
+            everjust_core::Meta::default(),
+        )
+        .await;
+        let (parts, body) = res.into_parts();
+        Res {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body.as_bytes().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn push_payload(&self, branch: &str, after: &str, repo: &str) -> Value {
+        let repo_id = self
+            .fake
+            .state
+            .borrow()
+            .repos
+            .iter()
+            .find(|r| r.name == repo)
+            .map_or(999_999, |r| r.id);
+        json!({
+            "ref": format!("refs/heads/{branch}"),
+            "before": "0000000000000000000000000000000000000000",
+            "after": after,
+            "repository": {"id": repo_id, "name": repo, "full_name": format!("acme/{repo}"), "owner": {"login": "acme", "name": "acme"}},
+            "installation": {"id": INST},
+            "pusher": {"name": "octocat", "email": "octocat@example.com"},
+            "sender": {"login": "octocat"},
+            "head_commit": {"id": after, "message": "outside change"},
+            "commits": [{"id": after, "added": [], "modified": [], "removed": []}],
+        })
+    }
+
+    async fn deliveries(&self) -> i64 {
+        self.app.count("webhook_deliveries").await
+    }
+
+    async fn delivery_result(&self, id: &str) -> Option<String> {
+        self.app
+            .ports
+            .sql
+            .query_opt(
+                "SELECT result FROM webhook_deliveries WHERE delivery_id = $1",
+                &[id.into()],
+            )
+            .await
+            .expect("query")
+            .and_then(|r| r.opt_text("result").expect("result"))
+    }
+
+    async fn audit(&self, action: &str) -> Vec<Value> {
+        let r = self.app.get("/v1/audit?limit=200", Some(&self.token)).await;
+        r.json()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["action"] == action)
+            .collect()
+    }
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+// ------------------------------------------------------------------ auth
+
+#[test]
+fn app_key_parses_as_pkcs1_and_pkcs8_and_the_jwt_is_short_lived_rs256() {
+    let a = parse_key(KEY_PKCS1).expect("pkcs1");
+    let b = parse_key(KEY_PKCS8).expect("pkcs8");
+    assert_eq!(a, b);
+    // Literal \n sequences, as some secret stores keep PEM.
+    assert!(parse_key(&KEY_PKCS1.replace('\n', "\\n")).is_ok());
+    assert!(parse_key(
+        "-----BEGIN RSA PRIVATE KEY-----\nnot base64!\n-----END RSA PRIVATE KEY-----"
+    )
+    .is_err());
+    let cfg = everjust_core::config::GithubConfig {
+        app_id: APP_ID.into(),
+        private_key_pem: KEY_PKCS8.into(),
+        webhook_secret: SECRET.into(),
+        api_url: API.into(),
+        commit_author_name: "x".into(),
+        commit_author_email: "x@y".into(),
+    };
+    let now = 1_780_000_000_000;
+    let jwt = everjust_core::github::app::app_jwt(&cfg, now).expect("jwt");
+    let t = UntrustedToken::new(&jwt).expect("token");
+    assert_eq!(t.algorithm(), "RS256");
+    let claims = Rsa::rs256()
+        .validator::<Value>(&a.to_public_key())
+        .validate(&t)
+        .expect("signed with the app key")
+        .claims()
+        .clone();
+    assert_eq!(claims.custom["iss"], APP_ID);
+    assert_eq!(
+        claims.issued_at.expect("iat").timestamp(),
+        now / 1000 - 60,
+        "iat 60 s back"
+    );
+    let exp = claims.expiration.expect("exp").timestamp();
+    assert!(
+        exp > now / 1000 && exp - (now / 1000 - 60) <= 600,
+        "at most 10 minutes"
+    );
+}
+
+#[tokio::test]
+async fn installation_tokens_are_cached_until_five_minutes_before_expiry() {
+    let mut g = setup().await;
+    g.put("a.txt", "one").await;
+    g.connect().await;
+    assert_eq!(g.fake.exchanges.get(), 1);
+    g.put("a.txt", "two").await;
+    assert_eq!(g.push(json!({})).await.status, 200);
+    assert_eq!(g.fake.exchanges.get(), 1, "the cached token is reused");
+    // The token lives an hour: at 54 minutes it is still used, at 56 renewed.
+    g.app.clock.advance_ms(54 * 60_000);
+    g.login().await;
+    g.put("a.txt", "three").await;
+    assert_eq!(g.push(json!({})).await.status, 200);
+    assert_eq!(g.fake.exchanges.get(), 1);
+    g.app.clock.advance_ms(2 * 60_000);
+    g.login().await;
+    g.put("a.txt", "four").await;
+    assert_eq!(g.push(json!({})).await.status, 200);
+    assert_eq!(g.fake.exchanges.get(), 2, "renewed 5 minutes before expiry");
+}
+
+#[tokio::test]
+async fn a_refused_cached_token_is_replaced_once() {
+    let g = setup().await;
+    g.put("a.txt", "one").await;
+    g.connect().await;
+    g.fake.state.borrow_mut().tokens.clear(); // GitHub revoked it
+    g.put("a.txt", "two").await;
+    let r = g.push(json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(g.fake.exchanges.get(), 2);
+}
+
+#[tokio::test]
+async fn linking_an_installation_checks_it_with_github() {
+    let g = setup().await;
+    let list = g
+        .app
+        .get("/v1/github/installations", Some(&g.token))
+        .await
+        .json();
+    assert_eq!(list["items"][0]["account"], "acme");
+    assert_eq!(list["items"][0]["account_type"], "Organization");
+
+    g.fake.add_installation(88, "other-org", "Organization");
+    // Another account's installation: refused, nothing linked.
+    let r = g
+        .app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&g.token),
+            json!({"installation_id": 88, "account": "acme"}),
+        )
+        .await;
+    r.problem(403, "github_installation_mismatch");
+    // One that does not exist.
+    let r = g
+        .app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&g.token),
+            json!({"installation_id": 99, "account": "acme"}),
+        )
+        .await;
+    r.problem(404, "not_found");
+    // One another user holds already: not found for this user, still theirs.
+    let (other, _, _) = g.app.signup("eve@example.com").await;
+    let r = g
+        .app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&other),
+            json!({"installation_id": INST, "account": "acme"}),
+        )
+        .await;
+    r.problem(404, "not_found");
+    assert_eq!(g.app.count("github_installations").await, 1);
+    let theirs = g
+        .app
+        .get("/v1/github/installations", Some(&other))
+        .await
+        .json();
+    assert_eq!(theirs["items"], json!([]));
+    // And eve cannot connect her project through it.
+    let p = g.app.project(&other, "eve").await;
+    let r = g
+        .app
+        .json(
+            "POST",
+            &format!("/v1/projects/{p}/github"),
+            Some(&other),
+            json!({"installation_id": INST, "repository": "acme/site"}),
+        )
+        .await;
+    r.problem(404, "not_found");
+    assert_eq!(g.app.count("github_links").await, 0);
+    // Bad bodies.
+    let r = g
+        .app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&g.token),
+            json!({"installation_id": "77"}),
+        )
+        .await;
+    r.problem(400, "invalid_body");
+}
+
+// ------------------------------------------------------------------ connect and push
+
+#[tokio::test]
+async fn connecting_an_empty_repository_makes_the_first_commit_through_the_contents_api() {
+    let g = setup().await;
+    g.put("index.html", "<h1>hi</h1>").await;
+    g.put("src/app.js", "console.log(1)").await;
+    let j = g.connect().await;
+    assert_eq!(j["repository"], "acme/site");
+    assert_eq!(j["branch"], "main");
+    assert_eq!(j["sync"]["status"], "ok", "{j}");
+    assert_eq!(j["sync"]["pushed"], json!(["index.html", "src/app.js"]));
+    assert_eq!(
+        g.fake.files("acme", "site", "main"),
+        map(&[
+            ("index.html", "<h1>hi</h1>"),
+            ("src/app.js", "console.log(1)")
+        ])
+    );
+    let log = g.fake.calls_since(0);
+    assert!(
+        log.iter()
+            .any(|(m, p)| m == "PUT" && p.contains("/contents/")),
+        "{log:?}"
+    );
+    let head = g.fake.head("acme", "site", "main").expect("head");
+    let c = g.fake.commit(&head);
+    assert_eq!(c.parents.len(), 1, "the rest on top of the first commit");
+    assert_eq!(j["last_synced_commit"], json!(head));
+}
+
+#[tokio::test]
+async fn a_repository_is_created_in_an_organisation_but_not_on_a_personal_account() {
+    let g = setup().await;
+    g.put("index.html", "x").await;
+    let r = g
+        .app
+        .json(
+            "POST",
+            &format!("/v1/projects/{}/github", g.project),
+            Some(&g.token),
+            json!({"installation_id": INST, "repository": "new-site", "private": true}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert_eq!(r.json()["repository"], "acme/new-site");
+    assert_eq!(
+        g.fake.files("acme", "new-site", "main"),
+        map(&[("index.html", "x")])
+    );
+
+    let fake = FakeGithub::new();
+    fake.add_installation(5, "ada", "User");
+    let app = TestApp::build(&vars(&[]), fake.clone()).await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "p").await;
+    let r = app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&t),
+            json!({"installation_id": 5, "account": "ADA"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "account names are case-insensitive");
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/projects/{p}/github"),
+            Some(&t),
+            json!({"installation_id": 5, "repository": "mine"}),
+        )
+        .await;
+    r.problem(422, "github_cannot_create");
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/projects/{p}/github"),
+            Some(&t),
+            json!({"installation_id": 5, "repository": "../x"}),
+        )
+        .await;
+    r.problem(400, "invalid_repository");
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/projects/{p}/github"),
+            Some(&t),
+            json!({"installation_id": 5, "repository": "mine", "branch": "a..b"}),
+        )
+        .await;
+    r.problem(400, "invalid_branch");
+    assert_eq!(app.count("github_links").await, 0);
+}
+
+#[tokio::test]
+async fn a_push_is_one_commit_in_files_plus_four_calls() {
+    let g = setup().await;
+    g.put("keep.txt", "keep").await;
+    g.put("old.txt", "old").await;
+    g.connect().await;
+    for i in 0..10 {
+        g.put(&format!("src/f{i}.txt"), &format!("file {i}")).await;
+    }
+    g.delete("old.txt").await;
+    let before = g.fake.calls();
+    let head = g.fake.head("acme", "site", "main").expect("head");
+    let r = g.push(json!({"message": "Ten files"})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let j = r.json();
+    assert_eq!(j["pushed"].as_array().map(Vec::len), Some(10));
+    assert_eq!(j["removed"], json!(["old.txt"]));
+    let calls = g.fake.calls_since(before);
+    assert_eq!(
+        calls.len(),
+        10 + 4,
+        "ref, 10 blobs, tree, commit, ref update: {calls:?}"
+    );
+    assert_eq!(j["api_calls"], 14);
+    let new = g.fake.head("acme", "site", "main").expect("head");
+    let c = g.fake.commit(&new);
+    assert_eq!(c.parents, vec![head], "one commit on the old head");
+    assert_eq!(c.message, "Ten files");
+    let files = g.fake.files("acme", "site", "main");
+    assert_eq!(files.len(), 11);
+    assert!(!files.contains_key("old.txt"));
+    assert_eq!(files["src/f3.txt"], "file 3");
+    // Nothing changed: no commit.
+    let r = g.push(json!({})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(g.fake.head("acme", "site", "main"), Some(new));
+}
+
+#[tokio::test]
+async fn a_push_after_an_outside_push_takes_their_files_and_commits_on_top() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.put("b.txt", "b1").await;
+    g.connect().await;
+    let theirs = g.fake.push(
+        "acme",
+        "site",
+        "main",
+        &[("b.txt", Some("b2")), ("c.txt", Some("c1"))],
+    );
+    g.put("a.txt", "a2").await;
+    let r = g.push(json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["pulled"], json!(["b.txt", "c.txt"]));
+    assert_eq!(
+        g.files().await,
+        map(&[("a.txt", "a2"), ("b.txt", "b2"), ("c.txt", "c1")])
+    );
+    assert_eq!(
+        g.fake.files("acme", "site", "main"),
+        map(&[("a.txt", "a2"), ("b.txt", "b2"), ("c.txt", "c1")])
+    );
+    let head = g.fake.head("acme", "site", "main").expect("head");
+    assert_eq!(
+        g.fake.commit(&head).parents,
+        vec![theirs],
+        "fast-forward on their commit"
+    );
+}
+
+#[tokio::test]
+async fn a_non_fast_forward_is_read_again_and_retried() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    g.put("a.txt", "a2").await;
+    g.fake.state.borrow_mut().race = Some(vec![("z.txt".into(), Some(b"from elsewhere".to_vec()))]);
+    let r = g.push(json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["attempts"], 2);
+    assert_eq!(
+        g.fake.files("acme", "site", "main"),
+        map(&[("a.txt", "a2"), ("z.txt", "from elsewhere")])
+    );
+    assert_eq!(
+        g.files().await,
+        map(&[("a.txt", "a2"), ("z.txt", "from elsewhere")])
+    );
+}
+
+#[tokio::test]
+async fn the_same_file_changed_on_both_sides_is_committed_on_a_branch_and_reported() {
+    let g = setup().await;
+    g.put("a.txt", "base").await;
+    g.put("b.txt", "b").await;
+    g.connect().await;
+    g.fake
+        .push("acme", "site", "main", &[("a.txt", Some("theirs"))]);
+    g.put("a.txt", "ours").await;
+    g.put("b.txt", "b2").await;
+    let r = g.push(json!({})).await;
+    let j = r.problem(409, "github_conflict");
+    assert_eq!(j["conflicts"], json!(["a.txt"]));
+    let branch = j["conflict_branch"].as_str().expect("branch").to_owned();
+    assert!(branch.starts_with("everjust/conflict-"));
+    // main: theirs for a.txt, our non-conflicting b.txt; the branch: ours.
+    assert_eq!(
+        g.fake.files("acme", "site", "main"),
+        map(&[("a.txt", "theirs"), ("b.txt", "b2")])
+    );
+    assert_eq!(g.fake.files("acme", "site", &branch)["a.txt"], "ours");
+    assert_eq!(g.files().await["a.txt"], "ours", "the project keeps ours");
+    let link = g.link().await;
+    assert_eq!(link["conflict"]["paths"], json!(["a.txt"]));
+    // Still a conflict on the next push, until resolved.
+    g.push(json!({})).await.problem(409, "github_conflict");
+    let r = g.push(json!({"resolve": "ours"})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(g.fake.files("acme", "site", "main")["a.txt"], "ours");
+    assert!(g.link().await["conflict"].is_null());
+
+    // The other way round: theirs wins.
+    g.fake
+        .push("acme", "site", "main", &[("b.txt", Some("their b"))]);
+    g.put("b.txt", "our b").await;
+    g.push(json!({})).await.problem(409, "github_conflict");
+    let r = g.push(json!({"resolve": "theirs"})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(g.files().await["b.txt"], "their b");
+    assert_eq!(g.fake.files("acme", "site", "main")["b.txt"], "their b");
+}
+
+#[tokio::test]
+async fn the_same_change_on_both_sides_is_no_conflict() {
+    let g = setup().await;
+    g.put("a.txt", "base").await;
+    g.connect().await;
+    g.fake
+        .push("acme", "site", "main", &[("a.txt", Some("same"))]);
+    g.put("a.txt", "same").await;
+    let r = g.push(json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["conflicts"], json!([]));
+}
+
+#[tokio::test]
+async fn push_without_a_link_or_with_bad_input_is_refused() {
+    let g = setup().await;
+    g.push(json!({})).await.problem(409, "github_not_connected");
+    g.app
+        .get(
+            &format!("/v1/projects/{}/github", g.project),
+            Some(&g.token),
+        )
+        .await
+        .problem(404, "github_not_connected");
+    g.connect().await;
+    g.push(json!({"resolve": "mine"}))
+        .await
+        .problem(400, "invalid_body");
+    g.push(json!({"force": true}))
+        .await
+        .problem(400, "invalid_body");
+    // Another user's project is not found.
+    let (other, _, _) = g.app.signup("eve@example.com").await;
+    g.app
+        .json(
+            "POST",
+            &format!("/v1/projects/{}/github/push", g.project),
+            Some(&other),
+            json!({}),
+        )
+        .await
+        .problem(404, "not_found");
+    let r = g
+        .app
+        .request(
+            "DELETE",
+            &format!("/v1/projects/{}/github", g.project),
+            Some(&g.token),
+            None,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    g.push(json!({})).await.problem(409, "github_not_connected");
+}
+
+#[tokio::test]
+async fn github_down_or_rate_limited_is_a_clear_error_and_changes_nothing() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let theirs = g
+        .fake
+        .push("acme", "site", "main", &[("b.txt", Some("theirs"))]);
+    g.put("a.txt", "a2").await;
+    let files = g.files().await;
+
+    g.fake.state.borrow_mut().down = Some(503);
+    let r = g.push(json!({})).await;
+    let j = r.problem(503, "github_unavailable");
+    assert!(r.headers.contains_key("retry-after"), "{j}");
+    assert_eq!(g.files().await, files, "nothing pulled");
+    assert!(g.link().await["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("github_unavailable"));
+
+    g.fake.state.borrow_mut().down = None;
+    g.fake.state.borrow_mut().rate_limited = Some(42);
+    let r = g.push(json!({})).await;
+    r.problem(429, "github_rate_limited");
+    assert_eq!(r.headers["retry-after"], "42");
+    // Within the window we do not even ask GitHub.
+    let n = g.fake.calls();
+    g.push(json!({})).await.problem(429, "github_rate_limited");
+    assert_eq!(g.fake.calls(), n);
+    assert_eq!(g.files().await, files);
+
+    // After the window it goes through.
+    g.fake.state.borrow_mut().rate_limited = None;
+    g.app.clock.advance_ms(43_000);
+    assert_eq!(
+        g.fake.head("acme", "site", "main").as_ref(),
+        Some(&theirs),
+        "the branch is untouched"
+    );
+    let r = g.push(json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(g.files().await["b.txt"], "theirs");
+    assert!(g.link().await["last_error"].is_null());
+}
+
+#[tokio::test]
+async fn an_exhausted_primary_rate_limit_is_honoured_until_its_reset() {
+    let g = setup().await;
+    g.put("a.txt", "a").await;
+    g.connect().await;
+    let reset = g.app.clock.now_secs() + 600;
+    g.fake.state.borrow_mut().exhausted_until = Some(reset);
+    g.put("a.txt", "b").await;
+    let r = g.push(json!({})).await;
+    r.problem(429, "github_rate_limited");
+    let wait: u64 = r.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("secs");
+    assert_eq!(wait, 600);
+    // Remembered: the next push does not ask GitHub until the reset.
+    let n = g.fake.calls();
+    g.app.clock.advance_ms(300_000);
+    let r = g.push(json!({})).await;
+    r.problem(429, "github_rate_limited");
+    assert_eq!(r.headers["retry-after"], "300");
+    assert_eq!(g.fake.calls(), n);
+    g.fake.state.borrow_mut().exhausted_until = None;
+    g.app.clock.advance_ms(301_000);
+    assert_eq!(g.push(json!({})).await.status, 200);
+    assert_eq!(g.fake.files("acme", "site", "main")["a.txt"], "b");
+}
+
+// ------------------------------------------------------------------ webhooks
+
+#[tokio::test]
+async fn an_outside_push_comes_back_into_the_project_by_webhook() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.put("gone.txt", "bye").await;
+    g.connect().await;
+    let c = g.fake.push(
+        "acme",
+        "site",
+        "main",
+        &[
+            ("a.txt", Some("a2")),
+            ("new/b.txt", Some("b")),
+            ("gone.txt", None),
+        ],
+    );
+    let r = g
+        .deliver("push", "d-1", &g.push_payload("main", &c, "site"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    assert_eq!(g.files().await, map(&[("a.txt", "a2"), ("new/b.txt", "b")]));
+    assert_eq!(g.link().await["last_synced_commit"], json!(c));
+    let audit = g.audit("github.pull").await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["detail"]["by"], "github:octocat");
+    assert_eq!(audit[0]["detail"]["deleted"], json!(["gone.txt"]));
+    let writes = g.audit("file.write").await;
+    assert!(writes
+        .iter()
+        .any(|w| w["detail"]["by"] == "github" && w["detail"]["path"] == "new/b.txt"));
+    // The next agent-side push builds on it without reading the tree again.
+    g.put("a.txt", "a3").await;
+    let n = g.fake.calls();
+    assert_eq!(g.push(json!({})).await.status, 200);
+    assert_eq!(g.fake.calls() - n, 1 + 1 + 3);
+}
+
+#[tokio::test]
+async fn unsigned_wrongly_signed_sha1_only_and_altered_deliveries_are_refused() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let c = g
+        .fake
+        .push("acme", "site", "main", &[("a.txt", Some("evil"))]);
+    let body = g.push_payload("main", &c, "site").to_string();
+    let good = sign(SECRET, body.as_bytes());
+    let n = g.fake.calls();
+    // (what, body, X-Hub-Signature-256, X-Hub-Signature)
+    type Case<'a> = (&'a str, Vec<u8>, Option<String>, Option<String>);
+    let cases: Vec<Case> = vec![
+        ("unsigned", body.clone().into_bytes(), None, None),
+        (
+            "wrong secret",
+            body.clone().into_bytes(),
+            Some(sign("not-the-secret", body.as_bytes())),
+            None,
+        ),
+        (
+            "sha1 only",
+            body.clone().into_bytes(),
+            None,
+            Some("sha1=0123456789abcdef0123456789abcdef01234567".into()),
+        ),
+        (
+            "body altered",
+            body.replace("octocat", "octocaT").into_bytes(),
+            Some(good.clone()),
+            None,
+        ),
+        (
+            "truncated hex",
+            body.clone().into_bytes(),
+            Some(good[..good.len() - 2].to_owned()),
+            None,
+        ),
+        (
+            "no prefix",
+            body.clone().into_bytes(),
+            Some(good.trim_start_matches("sha256=").to_owned()),
+            None,
+        ),
+    ];
+    for (what, b, s256, s1) in cases {
+        let r = g
+            .deliver_raw(
+                "push",
+                &format!("bad-{what}"),
+                &b,
+                s256.as_deref(),
+                s1.as_deref(),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{what}");
+        r.problem(401, "invalid_signature");
+    }
+    assert_eq!(g.deliveries().await, 0, "nothing stored");
+    assert_eq!(g.fake.calls(), n, "nothing fetched");
+    assert_eq!(g.files().await["a.txt"], "a1");
+    // The right signature passes.
+    assert_eq!(
+        g.deliver_raw("push", "good", body.as_bytes(), Some(&good), None)
+            .await
+            .status,
+        202
+    );
+    assert_eq!(g.files().await["a.txt"], "evil");
+}
+
+#[tokio::test]
+async fn a_replayed_delivery_changes_nothing() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let c = g
+        .fake
+        .push("acme", "site", "main", &[("a.txt", Some("a2"))]);
+    let payload = g.push_payload("main", &c, "site");
+    assert_eq!(g.deliver("push", "same-id", &payload).await.status, 202);
+    assert_eq!(g.files().await["a.txt"], "a2");
+    // Meanwhile the branch moves again and the user edits locally.
+    g.fake
+        .push("acme", "site", "main", &[("x.txt", Some("later"))]);
+    let n = g.fake.calls();
+    let r = g.deliver("push", "same-id", &payload).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "duplicate");
+    assert_eq!(g.fake.calls(), n, "not processed again");
+    assert!(!g.files().await.contains_key("x.txt"));
+    assert_eq!(g.deliveries().await, 1);
+}
+
+#[tokio::test]
+async fn a_failed_delivery_runs_again_when_github_redelivers_it() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let c = g
+        .fake
+        .push("acme", "site", "main", &[("a.txt", Some("a2"))]);
+    let payload = g.push_payload("main", &c, "site");
+    g.fake.state.borrow_mut().down = Some(502);
+    assert_eq!(g.deliver("push", "flaky", &payload).await.status, 202);
+    assert!(g
+        .delivery_result("flaky")
+        .await
+        .unwrap_or_default()
+        .starts_with("failed: github_unavailable"));
+    assert_eq!(
+        g.files().await["a.txt"],
+        "a1",
+        "unchanged while GitHub is down"
+    );
+    g.fake.state.borrow_mut().down = None;
+    assert_eq!(g.deliver("push", "flaky", &payload).await.status, 202);
+    assert_eq!(g.files().await["a.txt"], "a2");
+}
+
+#[tokio::test]
+async fn pushes_to_other_branches_unknown_repositories_and_our_own_commits_are_ignored() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    g.fake.add_repo(INST, "acme", "elsewhere");
+    let c = g
+        .fake
+        .push("acme", "site", "feature", &[("a.txt", Some("feature"))]);
+    let n = g.fake.calls();
+    assert_eq!(
+        g.deliver(
+            "push",
+            "other-branch",
+            &g.push_payload("feature", &c, "site")
+        )
+        .await
+        .status,
+        202
+    );
+    assert!(g
+        .delivery_result("other-branch")
+        .await
+        .unwrap_or_default()
+        .starts_with("ignored"));
+    let c2 = g
+        .fake
+        .push("acme", "elsewhere", "main", &[("a.txt", Some("elsewhere"))]);
+    assert_eq!(
+        g.deliver(
+            "push",
+            "other-repo",
+            &g.push_payload("main", &c2, "elsewhere")
+        )
+        .await
+        .status,
+        202
+    );
+    assert!(g
+        .delivery_result("other-repo")
+        .await
+        .unwrap_or_default()
+        .starts_with("ignored"));
+    let mut tag = g.push_payload("main", &c, "site");
+    tag["ref"] = json!("refs/tags/v1");
+    assert_eq!(g.deliver("push", "tag", &tag).await.status, 202);
+    // Our own push's webhook.
+    let ours = g.fake.head("acme", "site", "main").expect("head");
+    assert_eq!(
+        g.deliver("push", "own", &g.push_payload("main", &ours, "site"))
+            .await
+            .status,
+        202
+    );
+    assert!(g
+        .delivery_result("own")
+        .await
+        .unwrap_or_default()
+        .contains("our own commit"));
+    assert_eq!(g.fake.calls(), n, "GitHub was not asked anything");
+    assert_eq!(g.files().await, map(&[("a.txt", "a1")]));
+    // ping and unknown events answer 2xx too.
+    assert_eq!(
+        g.deliver(
+            "ping",
+            "ping-1",
+            &json!({"zen": "Keep it logically awesome."})
+        )
+        .await
+        .status,
+        202
+    );
+    assert_eq!(g.delivery_result("ping-1").await.as_deref(), Some("pong"));
+    assert_eq!(
+        g.deliver("star", "star-1", &json!({"action": "created"}))
+            .await
+            .status,
+        202
+    );
+    // Unsigned garbage is still 401; signed garbage is 400.
+    let r = g
+        .deliver_raw(
+            "push",
+            "junk",
+            b"not json",
+            Some(&sign(SECRET, b"not json")),
+            None,
+        )
+        .await;
+    r.problem(400, "invalid_body");
+}
+
+#[tokio::test]
+async fn files_that_break_our_rules_are_skipped_and_reported_and_the_rest_applied() {
+    let g = setup_with(&[("MAX_FILE_BYTES", "1000")]).await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let big = "x".repeat(1001);
+    let deep = (0..40)
+        .map(|i| format!("d{i}"))
+        .collect::<Vec<_>>()
+        .join("/")
+        + "/f.txt";
+    g.fake.push(
+        "acme",
+        "site",
+        "main",
+        &[
+            ("ok.txt", Some("fine")),
+            ("big.bin", Some(&big)),
+            ("back\\slash.txt", Some("no")),
+            (&deep, Some("too deep")),
+            ("a.txt", Some("a2")),
+        ],
+    );
+    let c = g.fake.push_mode(
+        "acme",
+        "site",
+        "main",
+        &[("link", Some("ok.txt"))],
+        "120000",
+    );
+    assert_eq!(
+        g.deliver("push", "rules", &g.push_payload("main", &c, "site"))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(g.files().await, map(&[("a.txt", "a2"), ("ok.txt", "fine")]));
+    let report = &g.link().await["last_report"];
+    let skipped: BTreeMap<String, String> = report["skipped"]
+        .as_array()
+        .expect("skipped")
+        .iter()
+        .map(|s| {
+            (
+                s["path"].as_str().expect("p").to_owned(),
+                s["code"].as_str().expect("c").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(skipped["big.bin"], "file_too_large");
+    assert_eq!(skipped["back\\slash.txt"], "invalid_path");
+    assert_eq!(skipped[&deep], "invalid_path");
+    assert_eq!(skipped["link"], "unsupported_file");
+    assert_eq!(skipped.len(), 4);
+    let audit = g.audit("github.pull").await;
+    assert_eq!(
+        audit[0]["detail"]["skipped"].as_array().map(Vec::len),
+        Some(4)
+    );
+    // They are not deleted from the repository by our next push.
+    g.put("ok.txt", "changed").await;
+    assert_eq!(g.push(json!({})).await.status, 200);
+    let remote = g.fake.files("acme", "site", "main");
+    assert!(
+        remote.contains_key("big.bin") && remote.contains_key("link") && remote.contains_key(&deep)
+    );
+    assert_eq!(remote["ok.txt"], "changed");
+}
+
+#[tokio::test]
+async fn installation_and_repository_events_update_the_links() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let inst = json!({"id": INST, "account": {"login": "acme", "id": 1, "type": "Organization"}});
+    g.deliver(
+        "installation",
+        "s1",
+        &json!({"action": "suspend", "installation": inst}),
+    )
+    .await;
+    assert_eq!(g.link().await["status"], "suspended");
+    g.push(json!({})).await.problem(409, "github_link_inactive");
+    g.deliver(
+        "installation",
+        "s2",
+        &json!({"action": "unsuspend", "installation": inst}),
+    )
+    .await;
+    assert_eq!(g.link().await["status"], "active");
+    let id = g.fake.state.borrow().repos[0].id;
+    g.deliver("repository", "r1", &json!({"action": "renamed", "installation": inst, "repository": {"id": id, "name": "site2", "owner": {"login": "acme"}}})).await;
+    assert_eq!(g.link().await["repository"], "acme/site2");
+    g.deliver(
+        "installation_repositories",
+        "ir1",
+        &json!({"action": "removed", "installation": inst, "repositories_removed": [{"id": id}]}),
+    )
+    .await;
+    assert_eq!(g.link().await["status"], "no_access");
+    g.deliver(
+        "installation_repositories",
+        "ir2",
+        &json!({"action": "added", "installation": inst, "repositories_added": [{"id": id}]}),
+    )
+    .await;
+    assert_eq!(g.link().await["status"], "active");
+    g.deliver(
+        "installation",
+        "d1",
+        &json!({"action": "deleted", "installation": inst}),
+    )
+    .await;
+    assert_eq!(g.link().await["status"], "uninstalled");
+    assert_eq!(g.app.count("github_installations").await, 0);
+}
+
+#[tokio::test]
+async fn the_webhook_answers_before_the_work_is_done() {
+    use everjust_core::ports::background::Background;
+    #[derive(Default)]
+    struct Queue(RefCell<Vec<futures_util::future::LocalBoxFuture<'static, ()>>>);
+    impl Background for Queue {
+        fn spawn(&self, work: futures_util::future::LocalBoxFuture<'static, ()>) {
+            self.0.borrow_mut().push(work);
+        }
+    }
+    let mut g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let q = Rc::new(Queue::default());
+    g.app.ports.background = Some(q.clone());
+    let c = g
+        .fake
+        .push("acme", "site", "main", &[("a.txt", Some("a2"))]);
+    let n = g.fake.calls();
+    let r = g
+        .deliver("push", "later", &g.push_payload("main", &c, "site"))
+        .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(g.fake.calls(), n, "no GitHub call before the answer");
+    assert_eq!(g.files().await["a.txt"], "a1");
+    let work: Vec<_> = q.0.borrow_mut().drain(..).collect();
+    assert_eq!(work.len(), 1);
+    for w in work {
+        w.await;
+    }
+    assert_eq!(g.files().await["a.txt"], "a2");
+    assert!(g
+        .delivery_result("later")
+        .await
+        .unwrap_or_default()
+        .contains("1 pulled"));
+}
+
+// ------------------------------------------------------------------ agent runs
+
+#[tokio::test]
+async fn an_agent_run_that_changes_files_is_committed_with_its_summary() {
+    let g = setup().await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let before = g.fake.head("acme", "site", "main").expect("head");
+    let s = g
+        .app
+        .json(
+            "POST",
+            &format!("/v1/projects/{}/sessions", g.project),
+            Some(&g.token),
+            json!({"title": "t"}),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    let r = g
+        .app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/messages"),
+            Some(&g.token),
+            json!({"content": "A page about otters"}),
+        )
+        .await;
+    assert!(r.status == 202 || r.status == 200, "{}", r.json());
+    let head = g.fake.head("acme", "site", "main").expect("head");
+    assert_ne!(head, before, "the run's files were committed");
+    let c = g.fake.commit(&head);
+    assert_eq!(c.parents, vec![before]);
+    assert!(
+        c.message.contains("[demo model"),
+        "the run's summary: {}",
+        c.message
+    );
+    assert!(c.message.contains("EverJust-Run: run_"), "{}", c.message);
+    let files = g.fake.files("acme", "site", "main");
+    assert!(files["index.html"].contains("otters"));
+    assert_eq!(files["a.txt"], "a1");
+}

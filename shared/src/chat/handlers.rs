@@ -415,6 +415,9 @@ pub async fn ws_ticket(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         "ticket": ticket,
         "expires_in": TICKET_TTL_SECS,
         "url": format!("/v1/sessions/{}/ws?ticket={ticket}", session.id),
+        // Whether this deployment has live rooms (WebSocket, presence); without
+        // them the socket answers 501 and clients use the SSE event stream.
+        "live": ctx.ports.rooms.is_some(),
     })))
 }
 

@@ -621,6 +621,7 @@ impl SessionRoom {
                 }
             }
         }
+        record_last_seq(&ports, &run.spec.session_id, log.last_seq()).await;
         self.arm_clean_up().await
     }
 
@@ -668,6 +669,7 @@ impl SessionRoom {
         }
         self.clear_active()?;
         self.readers.borrow_mut().clear();
+        record_last_seq(&ports, &spec.session_id, log.last_seq()).await;
         self.arm_clean_up().await
     }
 
@@ -709,6 +711,25 @@ impl SessionRoom {
             Some(at) => storage.set_alarm((at - now_ms()).max(0) + 1000).await,
             None => storage.delete_alarm().await,
         }
+    }
+}
+
+/// Tells Postgres the room's sequence number after a run, so that the
+/// session's `last_seq` (where clients resume from) is not left at 0.
+///
+/// Workaround in the adapter: the core updates `sessions.last_seq` only in
+/// `db::chat::append_events` (the inline log); the wanted core change is a
+/// `db::chat` function for it, called by the room.
+async fn record_last_seq(ports: &Ports, session_id: &str, seq: i64) {
+    let updated = ports
+        .sql
+        .execute(
+            "UPDATE sessions SET last_seq = GREATEST(last_seq, $2), updated_at = now() WHERE id = $1",
+            &[session_id.into(), everjust_core::ports::sql::Value::Int(seq)],
+        )
+        .await;
+    if let Err(e) = updated {
+        worker::console_error!("room: recording last_seq of {session_id}: {e}");
     }
 }
 

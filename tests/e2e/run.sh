@@ -27,6 +27,10 @@
 #   CHAT_STALE_SECS how long a server without rooms takes to declare a dead run incomplete (default 120)
 #   E2E_CONCURRENCY test files run at once (default 2)
 #   E2E_REPORTER    node test reporter (default spec)
+#   GITHUB_FAKE_URL the GitHub fake (tests/fakes/github.mjs; default http://127.0.0.1:${GITHUB_FAKE_PORT:-8792}),
+#                   reused when it answers, else started; the server needs GITHUB_APP_ID=4242,
+#                   GITHUB_APP_PRIVATE_KEY=<tests/fakes/github-app-test-key.pem>, GITHUB_WEBHOOK_SECRET=<the
+#                   fake's GITHUB_FAKE_WEBHOOK_SECRET> and GITHUB_API_URL=<the fake> (else those tests skip)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -60,9 +64,10 @@ http_ok() {
 
 fake_pid=""
 model_pid=""
+github_pid=""
 stop_fake() {
   local pid
-  for pid in "$fake_pid" "$model_pid"; do
+  for pid in "$fake_pid" "$model_pid" "$github_pid"; do
     if [[ -n "$pid" ]]; then
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -104,6 +109,22 @@ else
     sleep 0.2
   done
   http_ok "${MODEL_FAKE_URL%/}/health" || { echo "run.sh: the model fake does not answer at $MODEL_FAKE_URL" >&2; exit 1; }
+fi
+
+# The GitHub fake: the GitHub tests skip unless the server is configured for it (see github.test.mjs).
+github_port="${GITHUB_FAKE_PORT:-8792}"
+export GITHUB_FAKE_URL="${GITHUB_FAKE_URL:-http://127.0.0.1:$github_port}"
+if http_ok "${GITHUB_FAKE_URL%/}/health"; then
+  echo "run.sh: using the GitHub fake already at $GITHUB_FAKE_URL"
+else
+  echo "run.sh: starting the GitHub fake on 127.0.0.1:$github_port"
+  GITHUB_FAKE_PORT="$github_port" node "$here/../fakes/github.mjs" &
+  github_pid=$!
+  for _ in $(seq 1 50); do
+    http_ok "${GITHUB_FAKE_URL%/}/health" && break
+    kill -0 "$github_pid" 2>/dev/null || { echo "run.sh: the GitHub fake exited (port $github_port busy?)" >&2; exit 1; }
+    sleep 0.2
+  done
 fi
 
 if ! http_ok "${BASE_URL%/}/health"; then

@@ -1,0 +1,616 @@
+#!/usr/bin/env node
+// A fake of the GitHub REST API for the end-to-end tests and benchmarks: exactly the endpoints the
+// server uses, with state (installations, tokens, repositories, refs, commits, trees, blobs), real git
+// blob ids (sha1 of "blob <len>\0<content>"), and signed webhook deliveries to the server.
+// Test-only: never deploy it.
+//
+// GitHub API (on 127.0.0.1 only):
+//   GET   /app/installations/{id}                    app JWT (RS256, iss = app id, exp - iat <= 10 min)
+//   POST  /app/installations/{id}/access_tokens      app JWT -> {token, expires_at} (1 hour)
+//   GET   /repos/{owner}/{repo}                      installation token (only repositories of that installation)
+//   POST  /orgs/{org}/repos                          installation token of an Organization installation
+//   GET   /repos/{o}/{r}/git/ref/heads/{branch}      409 "Git Repository is empty." on an empty repository
+//   GET   /repos/{o}/{r}/git/commits/{sha}
+//   GET   /repos/{o}/{r}/git/trees/{sha}?recursive=1 blobs and their directories
+//   GET   /repos/{o}/{r}/git/blobs/{sha}             base64
+//   POST  /repos/{o}/{r}/git/blobs                   {content, encoding: base64|utf-8}
+//   POST  /repos/{o}/{r}/git/trees                   {base_tree?, tree: [{path, mode, type, sha|null}]}
+//   POST  /repos/{o}/{r}/git/commits                 {message, tree, parents, author}
+//   PATCH /repos/{o}/{r}/git/refs/heads/{branch}     {sha, force}: 422 "Update is not a fast forward"
+//   POST  /repos/{o}/{r}/git/refs                    {ref, sha}: 422 when it exists
+//   PUT   /repos/{o}/{r}/contents/{path}             {message, content, branch}: creates a file (the first
+//                                                    commit of an empty repository)
+// Every answer carries x-ratelimit-limit / -remaining / -reset (5000 per installation per hour).
+// Every ref change (ours or the server's) is delivered as a signed `push` webhook to the hook target
+// when one is set, the way GitHub does it.
+//
+// Test controls (JSON in, JSON out):
+//   POST /_fake/installations {id, login, type: User|Organization}
+//   POST /_fake/repos {installation, owner, name, default_branch?, files?: {path: text}}  (files: an
+//        initial commit; without: an empty repository)
+//   POST /_fake/hooks {url, secret?}                 where webhooks go (default env GITHUB_FAKE_WEBHOOK_URL)
+//   POST /_fake/push {owner, name, branch?, files: {path: text|null}, modes?: {path: mode},
+//        message?, pusher?, deliver?: true}          an outside push; answers {commit, delivery:{id, status,
+//                                                    body, ms}} after the webhook was answered
+//   POST /_fake/deliver {event, payload, id?, signature?: good|bad|none|sha1, alter?: bool}
+//                                                    any delivery, signed (or not) as asked
+//   POST /_fake/fail {path?: substring, method?, status, times?: 1, headers?: {}, body?}  the next matching
+//                                                    calls answer this (GitHub down, rate limits)
+//   POST /_fake/race {owner, name, branch, files}    before the next ref update of that branch, someone
+//                                                    else pushes these files (a non-fast-forward)
+//   GET  /_fake/repos/{owner}/{name}?ref=branch      {head, files: {path: text}, modes, branches}
+//   GET  /_fake/commits/{sha}                        {tree, parents, message, author}
+//   GET  /_fake/calls?since=N&repo=owner/name        {total, calls: [{method, path}]}
+//   GET  /health
+//
+// Standalone: `node tests/fakes/github.mjs` listens on GITHUB_FAKE_PORT (default 8792). The app id is
+// GITHUB_FAKE_APP_ID (default 4242), the app key GITHUB_FAKE_APP_KEY_FILE (default
+// tests/fakes/github-app-test-key.pem, a TEST-ONLY key), the webhook secret GITHUB_FAKE_WEBHOOK_SECRET
+// (default "github-fake-webhook-secret"). Configure the server with the same values:
+//   GITHUB_APP_ID=4242 GITHUB_APP_PRIVATE_KEY="$(cat tests/fakes/github-app-test-key.pem)"
+//   GITHUB_WEBHOOK_SECRET=github-fake-webhook-secret GITHUB_API_URL=http://127.0.0.1:8792
+// Imported: `await startGithubFake({ port: 0, ... })` -> { url, port, state, close() }.
+
+import { createHash, createHmac, createPrivateKey, createPublicKey, createVerify, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const DEFAULT_KEY_FILE = join(here, 'github-app-test-key.pem');
+export const DEFAULT_APP_ID = '4242';
+export const DEFAULT_SECRET = 'github-fake-webhook-secret';
+const RATE_LIMIT = 5000;
+
+const sha1 = (...parts) => {
+  const h = createHash('sha1');
+  for (const p of parts) h.update(p);
+  return h.digest('hex');
+};
+/** The git object id of a blob. */
+export const gitBlobSha = (buf) => sha1(`blob ${buf.length}\0`, buf);
+export const signBody = (secret, body) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function b64url(s) {
+  return Buffer.from(s, 'base64url');
+}
+
+export function newState() {
+  return {
+    installations: new Map(), // id -> {id, login, type, suspended_at}
+    tokens: new Map(), // token -> {installation, expires}
+    repos: new Map(), // "owner/name" lowercased -> repo
+    repoSeq: 5000,
+    blobs: new Map(), // sha -> Buffer
+    trees: new Map(), // sha -> Map(path -> {mode, sha})
+    commits: new Map(), // sha -> {tree, parents, message, author, committer}
+    calls: [], // {method, path, repo, at}
+    failures: [], // {path, method, status, times, headers, body}
+    races: [], // {repo, branch, files}
+    remaining: new Map(), // installation -> calls left this hour
+    hook: { url: process.env.GITHUB_FAKE_WEBHOOK_URL || '', secret: null },
+    deliveries: [], // {id, event, status, ms}
+  };
+}
+
+function putTree(state, entries) {
+  const sorted = [...entries.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const id = sha1('tree\0', JSON.stringify(sorted));
+  state.trees.set(id, new Map(sorted));
+  return id;
+}
+
+function putCommit(state, { tree, parents, message, author }) {
+  const date = author?.date || new Date().toISOString();
+  const who = author || { name: 'Fake Committer', email: 'fake@github.test', date };
+  const id = sha1('commit\0', tree, parents.join(','), message, JSON.stringify(who), String(state.commits.size), randomUUID());
+  state.commits.set(id, { tree, parents, message, author: who, committer: who });
+  return id;
+}
+
+function treeOf(state, commit) {
+  return commit ? state.trees.get(state.commits.get(commit).tree) : new Map();
+}
+
+/** A commit on `branch` with `files` ({path: text|Buffer|null}); returns {before, after}. */
+function outsideCommit(state, repo, branch, files, { message = 'Outside change', modes = {}, author } = {}) {
+  const head = repo.refs.get(branch);
+  const entries = new Map(treeOf(state, head));
+  for (const [path, content] of Object.entries(files)) {
+    if (content === null) {
+      entries.delete(path);
+    } else {
+      const buf = Buffer.isBuffer(content) ? content : Buffer.from(content, 'utf8');
+      const sha = gitBlobSha(buf);
+      state.blobs.set(sha, buf);
+      entries.set(path, { mode: modes[path] || '100644', sha });
+    }
+  }
+  const tree = putTree(state, entries);
+  const commit = putCommit(state, { tree, parents: head ? [head] : [], message, author: author || { name: 'Octo Cat', email: 'octocat@example.com', date: new Date().toISOString() } });
+  repo.refs.set(branch, commit);
+  return { before: head || '0'.repeat(40), after: commit };
+}
+
+function repoJson(repo) {
+  return {
+    id: repo.id,
+    node_id: `R_${repo.id}`,
+    name: repo.name,
+    full_name: `${repo.owner}/${repo.name}`,
+    private: repo.private,
+    owner: { login: repo.owner, name: repo.owner, id: repo.installation * 10, type: repo.ownerType },
+    default_branch: repo.default_branch,
+    html_url: `https://github.test/${repo.owner}/${repo.name}`,
+  };
+}
+
+/** The `push` webhook payload GitHub sends for a ref change. */
+function pushPayload(state, repo, branch, before, after, pusher) {
+  const old = before && !/^0+$/.test(before) ? treeOf(state, before) : new Map();
+  const now = treeOf(state, after);
+  const added = [];
+  const modified = [];
+  const removed = [];
+  for (const [p, e] of now) {
+    if (!old.has(p)) added.push(p);
+    else if (old.get(p).sha !== e.sha) modified.push(p);
+  }
+  for (const p of old.keys()) if (!now.has(p)) removed.push(p);
+  const c = state.commits.get(after);
+  const commit = {
+    id: after,
+    tree_id: c.tree,
+    distinct: true,
+    message: c.message,
+    timestamp: c.author.date,
+    url: `https://github.test/${repo.owner}/${repo.name}/commit/${after}`,
+    author: { name: c.author.name, email: c.author.email },
+    committer: { name: c.committer.name, email: c.committer.email },
+    added,
+    removed,
+    modified,
+  };
+  return {
+    ref: `refs/heads/${branch}`,
+    before: before || '0'.repeat(40),
+    after,
+    created: !before || /^0+$/.test(before),
+    deleted: false,
+    forced: false,
+    base_ref: null,
+    compare: `https://github.test/${repo.owner}/${repo.name}/compare/${(before || '').slice(0, 12)}...${after.slice(0, 12)}`,
+    commits: [commit],
+    head_commit: commit,
+    repository: repoJson(repo),
+    pusher: pusher || { name: 'octocat', email: 'octocat@example.com' },
+    sender: { login: pusher?.name || 'octocat', id: 583231, type: 'User' },
+    installation: { id: repo.installation, node_id: `I_${repo.installation}` },
+  };
+}
+
+/** Sends one webhook delivery; resolves {id, status, body, ms}. */
+export async function deliver(state, { url, secret, event, payload, id = randomUUID(), signature = 'good', alter = false, raw }) {
+  const target = url || state.hook.url;
+  if (!target) return { id, status: 0, body: 'no hook target', ms: 0 };
+  let body = raw !== undefined ? Buffer.from(raw) : Buffer.from(JSON.stringify(payload));
+  const headers = {
+    'content-type': 'application/json',
+    'user-agent': 'GitHub-Hookshot/fake',
+    'x-github-event': event,
+    'x-github-delivery': id,
+    'x-github-hook-id': '1',
+    'x-github-hook-installation-target-type': 'integration',
+  };
+  const key = secret || state.hook.secret;
+  if (signature === 'good' || signature === 'sha1' || signature === 'both') {
+    headers['x-hub-signature'] = `sha1=${createHmac('sha1', key).update(body).digest('hex')}`;
+  }
+  if (signature === 'good' || signature === 'both') headers['x-hub-signature-256'] = signBody(key, body);
+  if (signature === 'bad') headers['x-hub-signature-256'] = signBody(`${key}-wrong`, body);
+  if (alter) body = Buffer.from(body.toString('utf8').replace(/"/, ' "'));
+  const started = performance.now();
+  try {
+    const res = await fetch(target, { method: 'POST', headers, body, signal: AbortSignal.timeout(30_000) });
+    const text = await res.text();
+    const ms = performance.now() - started;
+    state.deliveries.push({ id, event, status: res.status, ms });
+    return { id, status: res.status, body: text, ms };
+  } catch (e) {
+    return { id, status: 0, body: String(e), ms: performance.now() - started };
+  }
+}
+
+function verifyJwt(token, publicKey, appId) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return 'not a JWT';
+  let header;
+  let claims;
+  try {
+    header = JSON.parse(b64url(parts[0]).toString('utf8'));
+    claims = JSON.parse(b64url(parts[1]).toString('utf8'));
+  } catch {
+    return 'undecodable';
+  }
+  if (header.alg !== 'RS256') return `alg ${header.alg}`;
+  const ok = createVerify('RSA-SHA256').update(`${parts[0]}.${parts[1]}`).verify(publicKey, b64url(parts[2]));
+  if (!ok) return 'bad signature';
+  const now = Math.floor(Date.now() / 1000);
+  if (String(claims.iss) !== String(appId)) return `iss ${claims.iss}`;
+  if (typeof claims.iat !== 'number' || typeof claims.exp !== 'number') return 'iat and exp required';
+  if (claims.iat > now + 60) return 'iat in the future';
+  if (claims.exp <= now) return 'expired';
+  if (claims.exp - claims.iat > 600) return "'Expiration time' claim ('exp') is too far in the future";
+  return null;
+}
+
+/** Handles one request; resolves [status, body, headers]. */
+async function route(state, opts, req, url, body) {
+  const json = () => {
+    try {
+      return body.length ? JSON.parse(body.toString('utf8')) : {};
+    } catch {
+      return null;
+    }
+  };
+  const err = (status, message, headers = {}) => [status, { message, documentation_url: 'https://docs.github.com/rest', status: String(status) }, headers];
+  const segs = url.pathname.split('/').slice(1).map(decodeURIComponent);
+  const method = req.method;
+
+  // ---------------------------------------------------------------- test controls
+  if (segs[0] === 'health') return [200, { status: 'ok' }];
+  if (segs[0] === '_fake') {
+    const b = json() || {};
+    const what = segs[1];
+    if (method === 'POST' && what === 'installations') {
+      state.installations.set(Number(b.id), { id: Number(b.id), login: b.login, type: b.type || 'User', suspended_at: null });
+      return [201, { id: Number(b.id) }];
+    }
+    if (method === 'POST' && what === 'repos') {
+      const inst = state.installations.get(Number(b.installation));
+      if (!inst) return err(404, 'no such installation');
+      const repo = {
+        id: ++state.repoSeq,
+        owner: b.owner || inst.login,
+        ownerType: inst.type,
+        name: b.name,
+        private: b.private !== false,
+        installation: inst.id,
+        default_branch: b.default_branch || 'main',
+        refs: new Map(),
+      };
+      state.repos.set(`${repo.owner}/${repo.name}`.toLowerCase(), repo);
+      if (b.files && Object.keys(b.files).length) outsideCommit(state, repo, repo.default_branch, b.files, { message: 'Initial commit' });
+      return [201, repoJson(repo)];
+    }
+    if (method === 'POST' && what === 'hooks') {
+      state.hook = { url: b.url || '', secret: b.secret || state.defaultSecret };
+      return [200, { url: state.hook.url }];
+    }
+    if (method === 'POST' && what === 'push') {
+      const repo = state.repos.get(`${b.owner}/${b.name}`.toLowerCase());
+      if (!repo) return err(404, 'no such repository');
+      const branch = b.branch || repo.default_branch;
+      const { before, after } = outsideCommit(state, repo, branch, b.files || {}, { message: b.message, modes: b.modes });
+      let delivery = null;
+      if (b.deliver !== false) {
+        const payload = pushPayload(state, repo, branch, before, after, b.pusher);
+        delivery = await deliver(state, { url: b.url, event: 'push', payload, id: b.delivery_id });
+        delivery.payload = b.return_payload ? payload : undefined;
+      }
+      return [200, { before, commit: after, delivery }];
+    }
+    if (method === 'POST' && what === 'payload') {
+      // A push payload for the current head, without delivering it.
+      const repo = state.repos.get(`${b.owner}/${b.name}`.toLowerCase());
+      if (!repo) return err(404, 'no such repository');
+      const branch = b.branch || repo.default_branch;
+      const head = repo.refs.get(branch);
+      if (!head) return err(404, 'no such branch');
+      const c = state.commits.get(head);
+      return [200, pushPayload(state, repo, branch, c.parents[0] || null, head, b.pusher)];
+    }
+    if (method === 'POST' && what === 'deliver') {
+      const r = await deliver(state, { url: b.url, secret: b.secret, event: b.event, payload: b.payload, id: b.id || undefined, signature: b.signature || 'good', alter: !!b.alter, raw: b.raw });
+      return [200, r];
+    }
+    if (method === 'POST' && what === 'fail') {
+      state.failures.push({ path: b.path || '', method: b.method || null, status: b.status || 503, times: b.times ?? 1, headers: b.headers || {}, body: b.body || { message: 'Service unavailable (fake)' } });
+      return [200, { queued: state.failures.length }];
+    }
+    if (method === 'POST' && what === 'clear-failures') {
+      state.failures = [];
+      return [200, {}];
+    }
+    if (method === 'POST' && what === 'race') {
+      state.races.push({ repo: `${b.owner}/${b.name}`.toLowerCase(), branch: b.branch || 'main', files: b.files || {} });
+      return [200, {}];
+    }
+    if (method === 'GET' && what === 'repos') {
+      const repo = state.repos.get(`${segs[2]}/${segs[3]}`.toLowerCase());
+      if (!repo) return err(404, 'no such repository');
+      const branch = url.searchParams.get('ref') || repo.default_branch;
+      const head = repo.refs.get(branch) || null;
+      const files = {};
+      const modes = {};
+      for (const [p, e] of treeOf(state, head)) {
+        files[p] = state.blobs.get(e.sha).toString('utf8');
+        modes[p] = e.mode;
+      }
+      return [200, { id: repo.id, head, files, modes, branches: Object.fromEntries(repo.refs) }];
+    }
+    if (method === 'GET' && what === 'commits') {
+      const c = state.commits.get(segs[2]);
+      return c ? [200, c] : err(404, 'no such commit');
+    }
+    if (method === 'GET' && what === 'calls') {
+      const since = Number(url.searchParams.get('since') || 0);
+      const repo = (url.searchParams.get('repo') || '').toLowerCase();
+      const calls = state.calls.slice(since).filter((c) => !repo || c.repo === repo);
+      return [200, { total: state.calls.length, calls }];
+    }
+    return err(404, 'unknown control');
+  }
+
+  // ---------------------------------------------------------------- the API
+  const repoKey = segs[0] === 'repos' && segs.length >= 3 ? `${segs[1]}/${segs[2]}`.toLowerCase() : '';
+  state.calls.push({ method, path: url.pathname + url.search, repo: repoKey, at: Date.now() });
+  const failure = state.failures.find((f) => url.pathname.includes(f.path) && (!f.method || f.method === method));
+  if (failure) {
+    if (--failure.times <= 0) state.failures.splice(state.failures.indexOf(failure), 1);
+    return [failure.status, failure.body, failure.headers];
+  }
+  const auth = String(req.headers.authorization || '');
+  const token = auth.replace(/^(Bearer|token)\s+/i, '');
+  if (!req.headers['user-agent']) return err(403, 'Request forbidden by administrative rules. Please make sure your request has a User-Agent header');
+
+  if (segs[0] === 'app' && segs[1] === 'installations') {
+    const why = verifyJwt(token, opts.publicKey, opts.appId);
+    if (why) return err(401, `A JSON web token could not be decoded (${why})`);
+    const inst = state.installations.get(Number(segs[2]));
+    if (!inst) return err(404, 'Not Found');
+    if (method === 'GET' && segs.length === 3) {
+      return [200, { id: inst.id, account: { login: inst.login, id: inst.id * 10, type: inst.type }, target_type: inst.type, app_id: Number(opts.appId), suspended_at: inst.suspended_at, permissions: { contents: 'write', metadata: 'read' } }];
+    }
+    if (method === 'POST' && segs[3] === 'access_tokens') {
+      if (inst.suspended_at) return err(403, 'This installation has been suspended');
+      const t = `ghs_${randomUUID().replace(/-/g, '')}`;
+      const expires = Date.now() + 3600_000;
+      state.tokens.set(t, { installation: inst.id, expires });
+      return [201, { token: t, expires_at: new Date(expires).toISOString().replace(/\.\d+Z$/, 'Z'), permissions: { contents: 'write' }, repository_selection: 'selected' }];
+    }
+    return err(404, 'Not Found');
+  }
+
+  const tok = state.tokens.get(token);
+  if (!tok || tok.expires < Date.now()) return err(401, 'Bad credentials');
+  const inst = state.installations.get(tok.installation);
+  if (!inst) return err(401, 'Bad credentials');
+  // Primary rate limit per installation.
+  const left = (state.remaining.get(inst.id) ?? RATE_LIMIT) - 1;
+  state.remaining.set(inst.id, left);
+  const reset = Math.floor(Date.now() / 1000) + 3600;
+  const rl = { 'x-ratelimit-limit': String(RATE_LIMIT), 'x-ratelimit-remaining': String(Math.max(0, left)), 'x-ratelimit-reset': String(reset), 'x-ratelimit-resource': 'core' };
+  if (left < 0) return err(403, 'API rate limit exceeded for installation.', rl);
+  const ok = (status, doc) => [status, doc, rl];
+
+  if (segs[0] === 'orgs' && segs[2] === 'repos' && method === 'POST') {
+    const b = json();
+    if (!b || !b.name) return err(422, 'Validation Failed', rl);
+    if (inst.type !== 'Organization' || inst.login.toLowerCase() !== segs[1].toLowerCase()) return err(403, 'Resource not accessible by integration', rl);
+    const key = `${inst.login}/${b.name}`.toLowerCase();
+    if (state.repos.has(key)) return err(422, 'Repository creation failed: name already exists on this account', rl);
+    const repo = { id: ++state.repoSeq, owner: inst.login, ownerType: inst.type, name: b.name, private: b.private !== false, installation: inst.id, default_branch: 'main', refs: new Map() };
+    state.repos.set(key, repo);
+    return ok(201, repoJson(repo));
+  }
+  if (segs[0] !== 'repos' || segs.length < 3) return err(404, 'Not Found', rl);
+  const repo = state.repos.get(repoKey);
+  if (!repo || repo.installation !== inst.id) return err(404, 'Not Found', rl);
+  const rest = segs.slice(3);
+  const empty = repo.refs.size === 0;
+  const is = (m, ...p) => method === m && p.every((x, i) => x === '*' || rest[i] === x);
+
+  if (is('GET') && rest.length === 0) return ok(200, repoJson(repo));
+
+  if (is('PUT', 'contents')) {
+    const b = json();
+    const path = rest.slice(1).join('/');
+    if (!b || typeof b.content !== 'string' || typeof b.message !== 'string' || !path) return err(422, 'Invalid request.', rl);
+    const branch = b.branch || repo.default_branch;
+    const head = repo.refs.get(branch);
+    if (head && treeOf(state, head).has(path) && !b.sha) return err(422, 'Invalid request.\n\n"sha" wasn\'t supplied.', rl);
+    if (!head && !empty) return err(404, `Branch ${branch} not found`, rl);
+    const buf = Buffer.from(b.content, 'base64');
+    const author = b.author ? { ...b.author, date: b.author.date || new Date().toISOString() } : undefined;
+    const { before, after } = outsideCommit(state, repo, branch, { [path]: buf }, { message: b.message, author });
+    const sha = gitBlobSha(buf);
+    const c = state.commits.get(after);
+    hookPush(state, repo, branch, before, after);
+    return ok(201, { content: { name: path.split('/').pop(), path, sha, size: buf.length }, commit: { sha: after, tree: { sha: c.tree }, parents: c.parents.map((p) => ({ sha: p })), message: c.message } });
+  }
+  if (empty && rest[0] === 'git') return err(409, 'Git Repository is empty.', rl);
+
+  if (is('GET', 'git', 'ref', 'heads')) {
+    const branch = rest.slice(3).join('/');
+    const sha = repo.refs.get(branch);
+    if (!sha) return err(404, 'Not Found', rl);
+    return ok(200, { ref: `refs/heads/${branch}`, node_id: 'REF', object: { sha, type: 'commit' } });
+  }
+  if (is('GET', 'git', 'commits', '*')) {
+    const c = state.commits.get(rest[2]);
+    if (!c) return err(404, 'Not Found', rl);
+    return ok(200, { sha: rest[2], tree: { sha: c.tree }, parents: c.parents.map((p) => ({ sha: p })), message: c.message, author: c.author, committer: c.committer });
+  }
+  if (is('GET', 'git', 'trees', '*')) {
+    const t = state.trees.get(rest[2]);
+    if (!t) return err(404, 'Not Found', rl);
+    const recursive = url.searchParams.has('recursive');
+    const out = [];
+    const dirs = new Set();
+    for (const [p, e] of t) {
+      const parts = p.split('/');
+      for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
+      if (!recursive && parts.length > 1) continue;
+      const isLink = e.mode === '160000';
+      out.push({ path: p, mode: e.mode, type: isLink ? 'commit' : 'blob', sha: e.sha, ...(isLink ? {} : { size: state.blobs.get(e.sha)?.length ?? 0 }) });
+    }
+    for (const d of dirs) if (recursive || !d.includes('/')) out.push({ path: d, mode: '040000', type: 'tree', sha: sha1('dir', rest[2], d) });
+    out.sort((a, b) => (a.path < b.path ? -1 : 1));
+    return ok(200, { sha: rest[2], tree: out, truncated: false });
+  }
+  if (is('GET', 'git', 'blobs', '*')) {
+    const buf = state.blobs.get(rest[2]);
+    if (!buf) return err(404, 'Not Found', rl);
+    // GitHub wraps base64 at 60 characters.
+    const b64 = buf.toString('base64').replace(/(.{60})/g, '$1\n');
+    return ok(200, { sha: rest[2], size: buf.length, content: b64, encoding: 'base64' });
+  }
+  if (is('POST', 'git', 'blobs')) {
+    const b = json();
+    if (!b || typeof b.content !== 'string') return err(422, 'Invalid request.', rl);
+    const buf = b.encoding === 'base64' ? Buffer.from(b.content, 'base64') : Buffer.from(b.content, 'utf8');
+    const sha = gitBlobSha(buf);
+    state.blobs.set(sha, buf);
+    return ok(201, { sha, url: `/repos/${repo.owner}/${repo.name}/git/blobs/${sha}` });
+  }
+  if (is('POST', 'git', 'trees')) {
+    const b = json();
+    if (!b || !Array.isArray(b.tree)) return err(422, 'Invalid tree', rl);
+    let entries = new Map();
+    if (b.base_tree) {
+      const base = state.trees.get(b.base_tree);
+      if (!base) return err(422, 'base_tree is not a valid tree', rl);
+      entries = new Map(base);
+    }
+    for (const e of b.tree) {
+      if (typeof e.path !== 'string' || !e.path || e.path.startsWith('/') || e.path.split('/').some((s) => s === '' || s === '.' || s === '..')) {
+        return err(422, `tree.path contains a malformed path component`, rl);
+      }
+      if (!['100644', '100755', '120000', '160000', '040000'].includes(e.mode)) return err(422, `tree.mode ${e.mode} is invalid`, rl);
+      if (e.sha === null) {
+        if (!entries.has(e.path)) return err(422, `GitRPC::BadObjectState: ${e.path} is not in the base tree`, rl);
+        entries.delete(e.path);
+        continue;
+      }
+      if (!state.blobs.has(e.sha)) return err(422, `tree.sha ${e.sha} is not a valid blob`, rl);
+      entries.set(e.path, { mode: e.mode, sha: e.sha });
+    }
+    const sha = putTree(state, entries);
+    return ok(201, { sha, truncated: false });
+  }
+  if (is('POST', 'git', 'commits')) {
+    const b = json();
+    if (!b || typeof b.message !== 'string' || !state.trees.has(b.tree)) return err(422, 'Invalid tree or message', rl);
+    const parents = Array.isArray(b.parents) ? b.parents : [];
+    for (const p of parents) if (!state.commits.has(p)) return err(422, `Parent ${p} does not exist`, rl);
+    const author = b.author && b.author.name && b.author.email ? { ...b.author, date: b.author.date || new Date().toISOString() } : undefined;
+    const sha = putCommit(state, { tree: b.tree, parents, message: b.message, author });
+    return ok(201, { sha, tree: { sha: b.tree }, parents: parents.map((p) => ({ sha: p })), message: b.message, author: state.commits.get(sha).author });
+  }
+  if (is('PATCH', 'git', 'refs', 'heads')) {
+    const b = json();
+    const branch = rest.slice(3).join('/');
+    // Someone else pushed just before us.
+    const race = state.races.findIndex((r) => r.repo === repoKey && r.branch === branch);
+    if (race >= 0) {
+      const [r] = state.races.splice(race, 1);
+      const { before, after } = outsideCommit(state, repo, branch, r.files, { message: 'Concurrent outside change' });
+      hookPush(state, repo, branch, before, after);
+    }
+    const cur = repo.refs.get(branch);
+    if (!cur) return err(422, 'Reference does not exist', rl);
+    if (!b || !state.commits.has(b.sha)) return err(422, 'Object does not exist', rl);
+    if (!b.force && !isAncestor(state, cur, b.sha)) return err(422, 'Update is not a fast forward', rl);
+    repo.refs.set(branch, b.sha);
+    hookPush(state, repo, branch, cur, b.sha);
+    return ok(200, { ref: `refs/heads/${branch}`, object: { sha: b.sha, type: 'commit' } });
+  }
+  if (is('POST', 'git', 'refs')) {
+    const b = json();
+    const branch = typeof b?.ref === 'string' && b.ref.startsWith('refs/heads/') ? b.ref.slice('refs/heads/'.length) : null;
+    if (!branch || !state.commits.has(b.sha)) return err(422, 'Invalid ref or sha', rl);
+    if (repo.refs.has(branch)) return err(422, 'Reference already exists', rl);
+    repo.refs.set(branch, b.sha);
+    hookPush(state, repo, branch, null, b.sha);
+    return ok(201, { ref: b.ref, object: { sha: b.sha, type: 'commit' } });
+  }
+  return err(404, 'Not Found', rl);
+}
+
+function isAncestor(state, ancestor, of) {
+  const seen = new Set();
+  const todo = [of];
+  while (todo.length) {
+    const c = todo.pop();
+    if (c === ancestor) return true;
+    if (seen.has(c)) continue;
+    seen.add(c);
+    todo.push(...(state.commits.get(c)?.parents || []));
+  }
+  return false;
+}
+
+/** GitHub tells the hook about every ref change, the server's own pushes included. */
+function hookPush(state, repo, branch, before, after) {
+  if (!state.hook.url) return;
+  const payload = pushPayload(state, repo, branch, before, after, { name: 'everjust[bot]', email: 'bot@everjust.test' });
+  setTimeout(() => deliver(state, { event: 'push', payload }), 5);
+}
+
+export async function startGithubFake({
+  port = Number(process.env.GITHUB_FAKE_PORT || 8792),
+  appId = process.env.GITHUB_FAKE_APP_ID || DEFAULT_APP_ID,
+  keyFile = process.env.GITHUB_FAKE_APP_KEY_FILE || DEFAULT_KEY_FILE,
+  secret = process.env.GITHUB_FAKE_WEBHOOK_SECRET || DEFAULT_SECRET,
+  hookUrl,
+} = {}) {
+  const publicKey = createPublicKey(createPrivateKey(readFileSync(keyFile)));
+  const state = newState();
+  state.hook.secret = secret;
+  state.defaultSecret = secret;
+  if (hookUrl) state.hook.url = hookUrl;
+  const opts = { publicKey, appId };
+  const server = http.createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url, 'http://127.0.0.1');
+      const body = await readBody(req);
+      const [status, doc, headers = {}] = await route(state, opts, req, url, body);
+      const out = Buffer.from(JSON.stringify(doc));
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(out.length), 'x-github-request-id': randomUUID(), ...headers });
+      res.end(out);
+    } catch (e) {
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ message: `fake error: ${e.message}` }));
+    }
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  const actual = server.address().port;
+  return {
+    url: `http://127.0.0.1:${actual}`,
+    port: actual,
+    state,
+    close: () => new Promise((r) => server.close(r)),
+  };
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const fake = await startGithubFake();
+  console.log(`github fake on ${fake.url}`);
+  const stop = () => fake.close().then(() => process.exit(0));
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}

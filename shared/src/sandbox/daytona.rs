@@ -267,7 +267,8 @@ impl Daytona {
             let req = b
                 .body(body)
                 .map_err(|e| ProviderError::Rejected(0, format!("bad request: {e}")))?;
-            let res = match with_timeout(self.clock.as_ref(), call.timeout_ms, self.http.send(req)).await
+            let res = match with_timeout(self.clock.as_ref(), call.timeout_ms, self.http.send(req))
+                .await
             {
                 None => {
                     last = ProviderError::Unavailable(format!(
@@ -290,9 +291,10 @@ impl Daytona {
             last = match status.as_u16() {
                 404 => ProviderError::NotFound,
                 409 => ProviderError::Conflict(msg),
-                429 | 500..=599 => {
-                    ProviderError::Unavailable(format!("{} {}: {status} {msg}", call.method, call.url))
-                }
+                429 | 500..=599 => ProviderError::Unavailable(format!(
+                    "{} {}: {status} {msg}",
+                    call.method, call.url
+                )),
                 s => ProviderError::Rejected(s, msg),
             };
         }
@@ -528,7 +530,10 @@ mod tests {
         assert_eq!((old.len(), next), (1, None));
         let (new, next) =
             parse_list(&json!({"items": [item], "nextCursor": "c2"})).expect("object");
-        assert_eq!(new[0].toolbox_url.as_deref(), Some("https://proxy.example/toolbox"));
+        assert_eq!(
+            new[0].toolbox_url.as_deref(),
+            Some("https://proxy.example/toolbox")
+        );
         assert_eq!(next.as_deref(), Some("c2"));
         let (_, next) = parse_list(&json!({"items": [], "nextCursor": null})).expect("end");
         assert_eq!(next, None);
@@ -537,8 +542,10 @@ mod tests {
 
     #[test]
     fn a_sandbox_in_an_unknown_state_is_treated_as_changing() {
-        let r = parse_sandbox(&json!({"id": "x", "state": "warping", "lastActivityAt": "2026-05-01T10:00:00.000Z"}))
-            .expect("sandbox");
+        let r = parse_sandbox(
+            &json!({"id": "x", "state": "warping", "lastActivityAt": "2026-05-01T10:00:00.000Z"}),
+        )
+        .expect("sandbox");
         assert_eq!(r.state, State::Starting);
         assert_eq!(r.last_activity_ms, Some(1_777_629_600_000));
     }
@@ -546,8 +553,14 @@ mod tests {
     #[test]
     fn multipart_bodies_name_each_file_and_its_path() {
         let files = vec![
-            Upload { path: "/p/a.txt".into(), content: b"alpha".to_vec() },
-            Upload { path: "/p/b/c.bin".into(), content: vec![0, 1, 2] },
+            Upload {
+                path: "/p/a.txt".into(),
+                content: b"alpha".to_vec(),
+            },
+            Upload {
+                path: "/p/b/c.bin".into(),
+                content: vec![0, 1, 2],
+            },
         ];
         let (ct, body) = multipart(&files);
         let boundary = ct.split("boundary=").nth(1).expect("boundary");
@@ -560,13 +573,25 @@ mod tests {
 
     #[test]
     fn uploads_are_cut_into_bounded_batches() {
-        let big = |n: usize| Upload { path: format!("/p/{n}"), content: vec![0; 3 * 1024 * 1024] };
+        let big = |n: usize| Upload {
+            path: format!("/p/{n}"),
+            content: vec![0; 3 * 1024 * 1024],
+        };
         let files = vec![big(0), big(1), big(2)];
-        assert_eq!(batches(&files).iter().map(|b| b.len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+        assert_eq!(
+            batches(&files).iter().map(|b| b.len()).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
         let small: Vec<Upload> = (0..450)
-            .map(|n| Upload { path: format!("/p/{n}"), content: vec![1; 10] })
+            .map(|n| Upload {
+                path: format!("/p/{n}"),
+                content: vec![1; 10],
+            })
             .collect();
-        assert_eq!(batches(&small).iter().map(|b| b.len()).collect::<Vec<_>>(), vec![200, 200, 50]);
+        assert_eq!(
+            batches(&small).iter().map(|b| b.len()).collect::<Vec<_>>(),
+            vec![200, 200, 50]
+        );
         assert!(batches(&[]).is_empty());
     }
 }

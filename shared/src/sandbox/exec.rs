@@ -122,7 +122,9 @@ pub async fn run(
             },
         );
         e.retry_after = Some(5);
-        return Err(e.with_extra(serde_json::json!({ "state": row.state.as_str(), "retryable": true })));
+        return Err(
+            e.with_extra(serde_json::json!({ "state": row.state.as_str(), "retryable": true }))
+        );
     };
     super::touch(lc.ports, project).await;
     let timeout_secs = time_limit(limits, req.timeout_secs);

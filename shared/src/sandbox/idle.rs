@@ -152,7 +152,10 @@ async fn sweep(lc: &Lifecycle<'_>) -> ApiResult<usize> {
         .provider
         .list(&[
             ("everjust".into(), "1".into()),
-            ("everjust_deploy".into(), super::lifecycle::deploy_label(lc.ports)?),
+            (
+                "everjust_deploy".into(),
+                super::lifecycle::deploy_label(lc.ports)?,
+            ),
         ])
         .await?;
     if remotes.is_empty() {

@@ -51,11 +51,7 @@ fn sync_err(e: SyncError) -> ApiError {
 
 fn failed(detail: Option<&str>) -> ApiError {
     if let Some(d) = detail {
-        crate::log::event(
-            "warn",
-            "sandbox_failed",
-            serde_json::json!({ "reason": d }),
-        );
+        crate::log::event("warn", "sandbox_failed", serde_json::json!({ "reason": d }));
     }
     ApiError::new(
         StatusCode::BAD_GATEWAY,
@@ -550,6 +546,9 @@ mod tests {
         // 2026-05-28T20:26:40Z
         let now = 1_780_000_000_000;
         assert_eq!(month_start(now), 1_777_593_600_000); // 2026-05-01T00:00:00Z
-        assert_eq!(until_next_month(now), (1_780_272_000_000 - now) as u64 / 1000); // 2026-06-01
+        assert_eq!(
+            until_next_month(now),
+            (1_780_272_000_000 - now) as u64 / 1000
+        ); // 2026-06-01
     }
 }

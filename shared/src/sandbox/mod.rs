@@ -283,7 +283,9 @@ pub async fn exec(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             let tick = clock.sleep_ms(KEEPALIVE_MS);
             match select(work, tick).await {
                 Either::Left((result, _)) => Some((outcome_events(result), None)),
-                Either::Right((_, work)) => Some((Bytes::from_static(b": running\n\n"), Some(work))),
+                Either::Right((_, work)) => {
+                    Some((Bytes::from_static(b": running\n\n"), Some(work)))
+                }
             }
         }
     });

@@ -90,7 +90,11 @@ impl State {
     pub fn is_transitional(self) -> bool {
         matches!(
             self,
-            State::Creating | State::Starting | State::Restoring | State::Stopping | State::Archiving
+            State::Creating
+                | State::Starting
+                | State::Restoring
+                | State::Stopping
+                | State::Archiving
         )
     }
 }

@@ -217,7 +217,10 @@ pub async fn transition(
 
 async fn refresh_due(sql: &dyn Sql, project: &str) -> Result<(), SqlError> {
     sql.execute(
-        &format!("UPDATE sandboxes SET due_at = {} WHERE project_id = $1", due_expr()),
+        &format!(
+            "UPDATE sandboxes SET due_at = {} WHERE project_id = $1",
+            due_expr()
+        ),
         &[project.into()],
     )
     .await?;
@@ -299,10 +302,12 @@ pub async fn touch(sql: &dyn Sql, project: &str, now: i64) -> Result<Option<Touc
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
-    Ok(match (row.opt_text("external_id")?, row.value("keepalive")?) {
-        (Some(id), Value::Bool(true)) => Some(Touched { external_id: id }),
-        _ => None,
-    })
+    Ok(
+        match (row.opt_text("external_id")?, row.value("keepalive")?) {
+            (Some(id), Value::Bool(true)) => Some(Touched { external_id: id }),
+            _ => None,
+        },
+    )
 }
 
 /// Moves the activity time forward to what the provider saw (its preview

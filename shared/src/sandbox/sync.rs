@@ -156,6 +156,9 @@ mod tests {
 
     #[test]
     fn files_land_under_the_project_directory() {
-        assert_eq!(sandbox_path("src/a b.js"), format!("{PROJECT_DIR}/src/a b.js"));
+        assert_eq!(
+            sandbox_path("src/a b.js"),
+            format!("{PROJECT_DIR}/src/a b.js")
+        );
     }
 }

@@ -147,7 +147,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             json!({ "reason": refusal.to_string() }),
         );
         if matches!(refusal, Refusal::BadSecret) {
-            crate::log::error("daytona_webhook_secret", "DAYTONA_WEBHOOK_SECRET is not whsec_<base64>");
+            crate::log::error(
+                "daytona_webhook_secret",
+                "DAYTONA_WEBHOOK_SECRET is not whsec_<base64>",
+            );
         }
         return Err(ApiError::unauthorized(
             "invalid_signature",
@@ -155,9 +158,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         ));
     }
     let id = id.unwrap_or_default();
-    let body: Value = serde_json::from_slice(req.body()).map_err(|_| {
-        ApiError::bad_request("invalid_body", "The webhook body is not JSON.")
-    })?;
+    let body: Value = serde_json::from_slice(req.body())
+        .map_err(|_| ApiError::bad_request("invalid_body", "The webhook body is not JSON."))?;
     let event = body
         .get("event")
         .and_then(Value::as_str)
@@ -233,7 +235,12 @@ mod tests {
         format!("v1,{}", sign(&key, id, &ts.to_string(), body))
     }
 
-    fn check(id: Option<&str>, ts: Option<&str>, sig: Option<&str>, body: &[u8]) -> Result<(), Refusal> {
+    fn check(
+        id: Option<&str>,
+        ts: Option<&str>,
+        sig: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), Refusal> {
         verify(Some(SECRET), id, ts, sig, body, NOW)
     }
 
@@ -241,7 +248,10 @@ mod tests {
     fn a_good_signature_passes() {
         let body = br#"{"event":"sandbox.created"}"#;
         let sig = signed("msg_1", NOW, body);
-        assert_eq!(check(Some("msg_1"), Some(&NOW.to_string()), Some(&sig), body), Ok(()));
+        assert_eq!(
+            check(Some("msg_1"), Some(&NOW.to_string()), Some(&sig), body),
+            Ok(())
+        );
     }
 
     #[test]
@@ -260,7 +270,10 @@ mod tests {
     fn any_matching_entry_of_several_passes() {
         let body = b"{}";
         let sig = format!("v1,bm9wZQ== v2,abc {} v1,AAAA", signed("m", NOW, body));
-        assert_eq!(check(Some("m"), Some(&NOW.to_string()), Some(&sig), body), Ok(()));
+        assert_eq!(
+            check(Some("m"), Some(&NOW.to_string()), Some(&sig), body),
+            Ok(())
+        );
     }
 
     #[test]
@@ -268,17 +281,43 @@ mod tests {
         let body = br#"{"event":"sandbox.created"}"#;
         let ts = NOW.to_string();
         let sig = signed("msg_1", NOW, body);
-        assert_eq!(check(Some("msg_1"), Some(&ts), Some(&sig), b"{\"event\":\"x\"}"), Err(Refusal::Mismatch));
-        assert_eq!(check(Some("msg_2"), Some(&ts), Some(&sig), body), Err(Refusal::Mismatch));
-        assert_eq!(check(Some("msg_1"), Some(&(NOW + 1).to_string()), Some(&sig), body), Err(Refusal::Mismatch));
-        assert_eq!(check(Some("msg_1"), Some(&ts), Some("v1,AAAA"), body), Err(Refusal::Mismatch));
+        assert_eq!(
+            check(Some("msg_1"), Some(&ts), Some(&sig), b"{\"event\":\"x\"}"),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            check(Some("msg_2"), Some(&ts), Some(&sig), body),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            check(
+                Some("msg_1"),
+                Some(&(NOW + 1).to_string()),
+                Some(&sig),
+                body
+            ),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            check(Some("msg_1"), Some(&ts), Some("v1,AAAA"), body),
+            Err(Refusal::Mismatch)
+        );
         // The right MAC under another version tag, or without one.
         let bare = sig.trim_start_matches("v1,");
-        assert_eq!(check(Some("msg_1"), Some(&ts), Some(&format!("v2,{bare}")), body), Err(Refusal::Mismatch));
-        assert_eq!(check(Some("msg_1"), Some(&ts), Some(bare), body), Err(Refusal::Mismatch));
+        assert_eq!(
+            check(Some("msg_1"), Some(&ts), Some(&format!("v2,{bare}")), body),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            check(Some("msg_1"), Some(&ts), Some(bare), body),
+            Err(Refusal::Mismatch)
+        );
         // Signed with another secret.
         let other = sign(b"another key", "msg_1", &ts, body);
-        assert_eq!(check(Some("msg_1"), Some(&ts), Some(&format!("v1,{other}")), body), Err(Refusal::Mismatch));
+        assert_eq!(
+            check(Some("msg_1"), Some(&ts), Some(&format!("v1,{other}")), body),
+            Err(Refusal::Mismatch)
+        );
     }
 
     #[test]
@@ -286,11 +325,18 @@ mod tests {
         let body = b"{}";
         for ts in [NOW - TOLERANCE_SECS - 1, NOW + TOLERANCE_SECS + 1, 0] {
             let sig = signed("m", ts, body);
-            assert_eq!(check(Some("m"), Some(&ts.to_string()), Some(&sig), body), Err(Refusal::Stale), "{ts}");
+            assert_eq!(
+                check(Some("m"), Some(&ts.to_string()), Some(&sig), body),
+                Err(Refusal::Stale),
+                "{ts}"
+            );
         }
         let edge = NOW - TOLERANCE_SECS;
         let sig = signed("m", edge, body);
-        assert_eq!(check(Some("m"), Some(&edge.to_string()), Some(&sig), body), Ok(()));
+        assert_eq!(
+            check(Some("m"), Some(&edge.to_string()), Some(&sig), body),
+            Ok(())
+        );
     }
 
     #[test]
@@ -298,13 +344,34 @@ mod tests {
         let body = b"{}";
         let ts = NOW.to_string();
         let sig = signed("m", NOW, body);
-        assert_eq!(check(None, Some(&ts), Some(&sig), body), Err(Refusal::Unsigned));
-        assert_eq!(check(Some("m"), None, Some(&sig), body), Err(Refusal::Unsigned));
-        assert_eq!(check(Some("m"), Some(&ts), None, body), Err(Refusal::Unsigned));
-        assert_eq!(check(Some(""), Some(&ts), Some(&sig), body), Err(Refusal::Unsigned));
-        assert_eq!(check(Some("m"), Some(&ts), Some("  "), body), Err(Refusal::Unsigned));
-        assert_eq!(check(Some("m"), Some("soon"), Some(&sig), body), Err(Refusal::BadTimestamp));
-        assert_eq!(check(Some("m"), Some("1.5e9"), Some(&sig), body), Err(Refusal::BadTimestamp));
+        assert_eq!(
+            check(None, Some(&ts), Some(&sig), body),
+            Err(Refusal::Unsigned)
+        );
+        assert_eq!(
+            check(Some("m"), None, Some(&sig), body),
+            Err(Refusal::Unsigned)
+        );
+        assert_eq!(
+            check(Some("m"), Some(&ts), None, body),
+            Err(Refusal::Unsigned)
+        );
+        assert_eq!(
+            check(Some(""), Some(&ts), Some(&sig), body),
+            Err(Refusal::Unsigned)
+        );
+        assert_eq!(
+            check(Some("m"), Some(&ts), Some("  "), body),
+            Err(Refusal::Unsigned)
+        );
+        assert_eq!(
+            check(Some("m"), Some("soon"), Some(&sig), body),
+            Err(Refusal::BadTimestamp)
+        );
+        assert_eq!(
+            check(Some("m"), Some("1.5e9"), Some(&sig), body),
+            Err(Refusal::BadTimestamp)
+        );
     }
 
     #[test]
@@ -312,22 +379,47 @@ mod tests {
         let body = b"{}";
         let ts = NOW.to_string();
         let sig = signed("m", NOW, body);
-        assert_eq!(verify(None, Some("m"), Some(&ts), Some(&sig), body, NOW), Err(Refusal::NotConfigured));
-        assert_eq!(verify(Some("whsec_!!!"), Some("m"), Some(&ts), Some(&sig), body, NOW), Err(Refusal::BadSecret));
-        assert_eq!(verify(Some("whsec_"), Some("m"), Some(&ts), Some(&sig), body, NOW), Err(Refusal::BadSecret));
+        assert_eq!(
+            verify(None, Some("m"), Some(&ts), Some(&sig), body, NOW),
+            Err(Refusal::NotConfigured)
+        );
+        assert_eq!(
+            verify(
+                Some("whsec_!!!"),
+                Some("m"),
+                Some(&ts),
+                Some(&sig),
+                body,
+                NOW
+            ),
+            Err(Refusal::BadSecret)
+        );
+        assert_eq!(
+            verify(Some("whsec_"), Some("m"), Some(&ts), Some(&sig), body, NOW),
+            Err(Refusal::BadSecret)
+        );
     }
 
     #[test]
     fn events_name_their_sandbox_state_and_time() {
         let created = json!({"event": "sandbox.created", "timestamp": "2026-05-01T10:00:01.000Z", "id": "sb1",
             "organizationId": "o", "state": "creating", "sandboxClass": "container", "createdAt": "2026-05-01T10:00:00.000Z"});
-        assert_eq!(parse_event(&created), Some(("sb1".into(), Some(State::Creating), Some(1_777_629_600_000))));
+        assert_eq!(
+            parse_event(&created),
+            Some(("sb1".into(), Some(State::Creating), Some(1_777_629_600_000)))
+        );
         let updated = json!({"event": "sandbox.state.updated", "timestamp": "2026-05-01T10:00:00.000Z", "id": "sb1",
             "oldState": "started", "newState": "stopped", "updatedAt": "2026-05-01T10:00:00.000Z", "extra": [1]});
-        assert_eq!(parse_event(&updated).map(|e| e.1), Some(Some(State::Stopped)));
+        assert_eq!(
+            parse_event(&updated).map(|e| e.1),
+            Some(Some(State::Stopped))
+        );
         let odd = json!({"event": "sandbox.state.updated", "id": "sb1", "newState": "levitating"});
         assert_eq!(parse_event(&odd), Some(("sb1".into(), None, None)));
-        assert_eq!(parse_event(&json!({"event": "snapshot.created", "id": "s"})), None);
+        assert_eq!(
+            parse_event(&json!({"event": "snapshot.created", "id": "s"})),
+            None
+        );
         assert_eq!(parse_event(&json!({"id": "s"})), None);
     }
 }

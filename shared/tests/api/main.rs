@@ -11,4 +11,5 @@ mod github;
 mod helpers;
 mod preview;
 mod projects;
+mod sandbox;
 mod service;

@@ -178,6 +178,20 @@ struct IntRow {
 struct SqlLog(SqlStorage);
 
 impl SqlLog {
+    /// The events of the run that event `seq` belongs to, up to `seq`: what a
+    /// reader resuming after `seq` has seen of it (to prime its encoder).
+    fn run_upto(&self, seq: i64) -> Result<Vec<Event>, String> {
+        rows::<TextRow>(
+            &self.0,
+            "SELECT body AS v FROM events WHERE seq <= ? AND run_id = (SELECT run_id FROM events WHERE seq = ?) ORDER BY seq",
+            vec![seq.into(), seq.into()],
+        )
+        .map_err(|e| format!("room read: {e}"))?
+        .iter()
+        .map(|r| serde_json::from_str(&r.v).map_err(|e| format!("room event: {e}")))
+        .collect()
+    }
+
     /// Every event after `after` (paged through storage).
     fn all_after(&self, mut after: i64) -> Result<Vec<Event>, String> {
         let mut out = Vec::new();
@@ -486,13 +500,25 @@ impl SessionRoom {
             .all_after(after)
             .map_err(worker::Error::RustError)?;
         let mut encoder = Encoder::new(protocol, session);
+        if after > 0 {
+            // A mid-run join: the encoder opens what is still open at `after`.
+            encoder.prime(
+                &self
+                    .log()
+                    .run_upto(after)
+                    .map_err(worker::Error::RustError)?,
+            );
+        }
         let text: String = replay.iter().map(|e| encoder.encode(e)).collect();
         let end = Encoder::new(protocol, session).end();
         let live = match self.active()? {
             Some(_) => {
                 let (tx, rx) = mpsc::unbounded();
                 self.readers.borrow_mut().push(tx);
-                rx.map(move |ev| encoder.encode(&ev)).boxed_local()
+                // Events already waiting leave in one chunk.
+                rx.ready_chunks(256)
+                    .map(move |evs| evs.iter().map(|ev| encoder.encode(ev)).collect::<String>())
+                    .boxed_local()
             }
             None => futures_util::stream::empty().boxed_local(),
         };

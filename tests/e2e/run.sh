@@ -27,6 +27,11 @@
 #   CHAT_STALE_SECS how long a server without rooms takes to declare a dead run incomplete (default 120)
 #   E2E_CONCURRENCY test files run at once (default 2)
 #   E2E_REPORTER    node test reporter (default spec)
+#   DAYTONA_FAKE_URL the Daytona fake (tests/fakes/daytona.mjs; default http://127.0.0.1:${DAYTONA_FAKE_PORT:-8793}),
+#                   reused when it answers, else started; the server needs DAYTONA_API_URL=<the fake>/api,
+#                   DAYTONA_API_KEY=daytona-fake-key and DAYTONA_WEBHOOK_SECRET=<the fake's> (else the sandbox
+#                   tests skip); JOBS_SECRET and E2E_ADMIN_EMAIL (in the server's ADMIN_EMAILS) enable the
+#                   idle-job and quota tests
 #   GITHUB_FAKE_URL the GitHub fake (tests/fakes/github.mjs; default http://127.0.0.1:${GITHUB_FAKE_PORT:-8792}),
 #                   reused when it answers, else started; the server needs GITHUB_APP_ID=4242,
 #                   GITHUB_APP_PRIVATE_KEY=<tests/fakes/github-app-test-key.pem>, GITHUB_WEBHOOK_SECRET=<the
@@ -65,9 +70,10 @@ http_ok() {
 fake_pid=""
 model_pid=""
 github_pid=""
+daytona_pid=""
 stop_fake() {
   local pid
-  for pid in "$fake_pid" "$model_pid" "$github_pid"; do
+  for pid in "$fake_pid" "$model_pid" "$github_pid" "$daytona_pid"; do
     if [[ -n "$pid" ]]; then
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -123,6 +129,22 @@ else
   for _ in $(seq 1 50); do
     http_ok "${GITHUB_FAKE_URL%/}/health" && break
     kill -0 "$github_pid" 2>/dev/null || { echo "run.sh: the GitHub fake exited (port $github_port busy?)" >&2; exit 1; }
+    sleep 0.2
+  done
+fi
+
+# The Daytona fake: the sandbox tests skip unless the server is configured for it (see sandbox.test.mjs).
+daytona_port="${DAYTONA_FAKE_PORT:-8793}"
+export DAYTONA_FAKE_URL="${DAYTONA_FAKE_URL:-http://127.0.0.1:$daytona_port}"
+if http_ok "${DAYTONA_FAKE_URL%/}/health"; then
+  echo "run.sh: using the Daytona fake already at $DAYTONA_FAKE_URL"
+else
+  echo "run.sh: starting the Daytona fake on 127.0.0.1:$daytona_port"
+  DAYTONA_FAKE_PORT="$daytona_port" node "$here/../fakes/daytona.mjs" &
+  daytona_pid=$!
+  for _ in $(seq 1 50); do
+    http_ok "${DAYTONA_FAKE_URL%/}/health" && break
+    kill -0 "$daytona_pid" 2>/dev/null || { echo "run.sh: the Daytona fake exited (port $daytona_port busy?)" >&2; exit 1; }
     sleep 0.2
   done
 fi

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use super::lifecycle::Lifecycle;
-use super::provider::{ExecSpec, Handle, State, PROJECT_DIR};
+use super::provider::{ExecSpec, Handle, ProviderError, State, PROJECT_DIR};
 use crate::billing::tiers::Limits;
 use crate::error::{ApiError, ApiResult};
 use crate::projects::path::ProjectPath;
@@ -94,6 +94,19 @@ fn check_command(command: &str) -> ApiResult<()> {
     Ok(())
 }
 
+fn not_ready(restoring: bool, state: State) -> ApiError {
+    let mut e = ApiError::unavailable(
+        "sandbox_starting",
+        if restoring {
+            "The sandbox is being restored from its archive, which takes a while; try again in a moment."
+        } else {
+            "The sandbox is still starting; try again in a moment."
+        },
+    );
+    e.retry_after = Some(5);
+    e.with_extra(serde_json::json!({ "state": state.as_str(), "retryable": true }))
+}
+
 /// The time limit of a command: the tier's, or less when asked.
 pub fn time_limit(limits: &Limits, asked: Option<u32>) -> u32 {
     let tier = u32::try_from(limits.command_timeout_secs.max(1)).unwrap_or(u32::MAX);
@@ -110,39 +123,51 @@ pub async fn run(
 ) -> ApiResult<ExecOutcome> {
     check_command(&req.command)?;
     let cwd = sandbox_cwd(req.cwd.as_deref())?;
-    let ready = lc.ready(owner, project, limits, START_WAIT_MS).await?;
-    let row = ready.row;
-    let (State::Started, Some(id)) = (row.state, row.external_id.as_deref()) else {
-        let mut e = ApiError::unavailable(
-            "sandbox_starting",
-            if ready.restoring || row.state == State::Restoring {
-                "The sandbox is being restored from its archive, which takes a while; try again in a moment."
-            } else {
-                "The sandbox is still starting; try again in a moment."
-            },
-        );
-        e.retry_after = Some(5);
-        return Err(
-            e.with_extra(serde_json::json!({ "state": row.state.as_str(), "retryable": true }))
-        );
-    };
-    super::touch(lc.ports, project).await;
+    let mut ready = lc.ready(owner, project, limits, START_WAIT_MS).await?;
+    let mut uploaded = ready.synced.map_or(0, |s| s.uploaded);
     let timeout_secs = time_limit(limits, req.timeout_secs);
-    let started = lc.ports.clock.now_ms();
-    let result = lc
-        .provider
-        .exec(
-            Handle {
-                id,
-                toolbox_url: row.toolbox_url.as_deref(),
-            },
-            &ExecSpec {
-                command: req.command.clone(),
-                cwd,
-                timeout_secs,
-            },
-        )
-        .await?;
+    let mut retried = false;
+    let (result, started) = loop {
+        let row = &ready.row;
+        let (State::Started, Some(id)) = (row.state, row.external_id.as_deref()) else {
+            return Err(not_ready(
+                ready.restoring || row.state == State::Restoring,
+                row.state,
+            ));
+        };
+        super::touch(lc.ports, project).await;
+        let started = lc.ports.clock.now_ms();
+        let handle = Handle {
+            id,
+            toolbox_url: row.toolbox_url.as_deref(),
+        };
+        let spec = ExecSpec {
+            command: req.command.clone(),
+            cwd: cwd.clone(),
+            timeout_secs,
+        };
+        let err = match lc.provider.exec(handle, &spec).await {
+            Ok(r) => break (r, started),
+            Err(e) => e,
+        };
+        if retried {
+            return Err(err.into());
+        }
+        // Did the command run? Only a sandbox that is not running (stopped
+        // behind our back) certainly did not: then start it and try once more.
+        let remote = match lc.provider.get(id).await {
+            Ok(r) if r.state != State::Started => Some(r.state),
+            Err(ProviderError::NotFound) => Some(State::Destroyed),
+            _ => None,
+        };
+        let Some(actual) = remote else {
+            return Err(err.into());
+        };
+        lc.set_state(project, actual, None).await?;
+        ready = lc.start(owner, project, limits, START_WAIT_MS).await?;
+        uploaded += ready.synced.map_or(0, |s| s.uploaded);
+        retried = true;
+    };
     let duration_ms = lc.ports.clock.now_ms() - started;
     crate::log::event(
         "info",
@@ -165,7 +190,7 @@ pub async fn run(
         timed_out: result.timed_out,
         timeout_secs,
         duration_ms,
-        uploaded_files: ready.synced.map_or(0, |s| s.uploaded),
+        uploaded_files: uploaded,
     })
 }
 

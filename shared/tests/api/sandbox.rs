@@ -849,6 +849,29 @@ async fn outages_give_a_retryable_problem_and_lose_no_files() {
 }
 
 #[tokio::test]
+async fn a_sandbox_stopped_behind_our_back_is_started_again_before_the_command_runs() {
+    let w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    // Stopped at the provider, no webhook: our mirror still says started.
+    let id = w.fake.only().id;
+    w.fake.set_state(&id, "stopped");
+    let r = w.exec(json!({"command": "echo back"})).await;
+    assert_eq!(
+        (r.status, r.json()["output"].as_str()),
+        (200, Some("back\n")),
+        "{}",
+        r.json()
+    );
+    assert_eq!(
+        w.fake.count("/process/execute"),
+        2,
+        "the first attempt never ran; it was sent again once"
+    );
+    assert_eq!(w.fake.count("/start"), 1);
+    assert_eq!(w.row().await.state.as_str(), "started");
+}
+
+#[tokio::test]
 async fn exec_is_never_sent_twice() {
     let w = world().await;
     assert_eq!(w.start().await.status, 200);

@@ -3,7 +3,7 @@
 # /health, /ready, the port conformance suites inside the component (/v1/_conformance), then the
 # end-to-end suite (tests/e2e) when SPIN_HOST_E2E=1.
 #
-# Usage: tests/spin-host/run.sh
+# Usage: tests/spin-host/run.sh [E2E_TEST_FILE...]   (files limit the e2e run; default all)
 # Environment:
 #   TEST_DATABASE_URL (or DATABASE_URL)  an empty or migrated database; migrations are applied here
 #   SPIN_HOST_E2E=1                      also run tests/e2e/run.sh against the host
@@ -108,7 +108,7 @@ check signup_creates_an_account 201 /v1/auth/signup 'body.user.email === "spin-h
 
 if [[ "${SPIN_HOST_E2E:-}" == 1 ]]; then
   echo "==> e2e against the Spin host"
-  if env "${e2e_env[@]}" tests/e2e/run.sh "$base"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  if env "${e2e_env[@]}" tests/e2e/run.sh "$base" "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 
 if [[ "${SPIN_HOST_KEEP:-}" == 1 ]]; then echo "host left running: pid $host_pid, $base"; fi

@@ -32,6 +32,10 @@ const HOP_BY_HOP: &[&str] = &[
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    crate::wake::WakeAware::new(serve(req, out)).await;
+}
+
+async fn serve(req: IncomingRequest, out: ResponseOutparam) {
     let after = Rc::new(AfterResponse::default());
     let ports = ports(after.clone());
     let (request, meta) = match read_request(req, &ports).await {

@@ -16,3 +16,5 @@ pub mod codec;
 mod component;
 #[cfg(target_os = "wasi")]
 mod ports;
+#[cfg(target_os = "wasi")]
+mod wake;

@@ -5,10 +5,12 @@ use std::rc::Rc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use everjust_core::ports::http_client::HttpError;
+use everjust_core::ports::http_client::{HttpError, StreamingResponse};
 use everjust_core::ports::kv::KvError;
 use everjust_core::ports::sql::{Row, SqlError, Value};
 use everjust_core::ports::{Clock, Crypto, HttpClient, Kv, Sql};
+use futures_util::StreamExt;
+use spin_sdk::http::IncomingResponse;
 use spin_sdk::key_value::Store;
 use spin_sdk::pg4::{self, Connection, DbValue, ParameterValue};
 
@@ -205,16 +207,65 @@ impl Kv for SpinKv {
 }
 
 /// Outbound HTTP through `wasi:http/outgoing-handler`; the host checks each
-/// destination against `allowed_outbound_hosts`.
+/// destination against `allowed_outbound_hosts`. Response bodies are read
+/// here (spin-sdk's own conversion panics when a body is cut off).
 pub struct SpinHttp;
+
+impl SpinHttp {
+    async fn start(
+        req: http::Request<Bytes>,
+    ) -> Result<(http::response::Parts, BodyStream), HttpError> {
+        let res: IncomingResponse = spin_sdk::http::send(req)
+            .await
+            .map_err(|e| HttpError(e.to_string()))?;
+        let mut head = http::Response::builder().status(res.status());
+        for (name, value) in res.headers().entries() {
+            head = head.header(name, value);
+        }
+        let (parts, ()) = head
+            .body(())
+            .map_err(|e| HttpError(e.to_string()))?
+            .into_parts();
+        let chunks = res.take_body_stream();
+        // The response must outlive its body stream (dropping it cancels the request).
+        let body = chunks
+            .map(move |chunk| {
+                let _keep = &res;
+                chunk.map(Bytes::from).map_err(|e| {
+                    HttpError(format!(
+                        "reading the response body: {}",
+                        e.to_debug_string()
+                    ))
+                })
+            })
+            .boxed_local();
+        Ok((parts, body))
+    }
+}
+
+type BodyStream = futures_util::stream::LocalBoxStream<'static, Result<Bytes, HttpError>>;
 
 #[async_trait(?Send)]
 impl HttpClient for SpinHttp {
     async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
-        let res: http::Response<Vec<u8>> = spin_sdk::http::send(req)
-            .await
-            .map_err(|e| HttpError(e.to_string()))?;
-        Ok(res.map(Bytes::from))
+        let (parts, mut body) = Self::start(req).await?;
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(http::Response::from_parts(parts, Bytes::from(all)))
+    }
+
+    async fn send_streaming(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> Result<StreamingResponse, HttpError> {
+        let (parts, body) = Self::start(req).await?;
+        Ok(StreamingResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 }
 
@@ -225,18 +276,11 @@ impl Clock for SystemClock {
     /// Waits on a `wasi:clocks/monotonic-clock` deadline, yielding to the
     /// executor so streams and other futures of the request keep running.
     async fn sleep_ms(&self, ms: u64) {
-        use wasi::clocks::monotonic_clock;
-        let deadline = monotonic_clock::now().saturating_add(ms.saturating_mul(1_000_000));
-        std::future::poll_fn(|cx| {
-            if monotonic_clock::now() >= deadline {
-                return std::task::Poll::Ready(());
-            }
-            spin_executor::push_waker(
-                monotonic_clock::subscribe_instant(deadline),
-                cx.waker().clone(),
-            );
-            std::task::Poll::Pending
-        })
+        let now = wasi::clocks::monotonic_clock::now();
+        Sleep {
+            deadline: now.saturating_add(ms.saturating_mul(1_000_000)),
+            registration: None,
+        }
         .await
     }
 
@@ -291,5 +335,32 @@ impl AfterResponse {
 impl everjust_core::ports::background::Background for AfterResponse {
     fn spawn(&self, work: futures_util::future::LocalBoxFuture<'static, ()>) {
         self.queue.borrow_mut().push(work);
+    }
+}
+
+/// Waits for a `wasi:clocks/monotonic-clock` instant. Dropped early (the
+/// losing side of a select), its registration goes with it, so the executor
+/// stops waiting on that deadline.
+struct Sleep {
+    deadline: u64,
+    registration: Option<spin_executor::CancelOnDropToken>,
+}
+
+impl std::future::Future for Sleep {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use wasi::clocks::monotonic_clock;
+        if monotonic_clock::now() >= self.deadline {
+            self.registration = None;
+            return std::task::Poll::Ready(());
+        }
+        let pollable = monotonic_clock::subscribe_instant(self.deadline);
+        self.registration =
+            Some(spin_executor::push_waker_and_get_token(pollable, cx.waker().clone()).into());
+        std::task::Poll::Pending
     }
 }

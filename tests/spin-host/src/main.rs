@@ -260,6 +260,7 @@ impl Server {
         let uri = format!("http://{host}{path_and_query}");
         *req.uri_mut() = uri.parse().context("request URI")?;
 
+        let req_line = (req.method().clone(), path_and_query.clone());
         let mut store = Store::new(
             self.pre.engine(),
             State {
@@ -277,12 +278,27 @@ impl Server {
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         // The guest keeps running after it sets the response: it streams the body.
+        let what = format!("{} {}", req_line.0, req_line.1);
+        let started = Instant::now();
         let task = tokio::task::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
+            let r = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
-                .await
+                .await;
+            // A trap after the response started is otherwise invisible.
+            match &r {
+                Err(e) => eprintln!(
+                    "spin-host: {what}: the guest trapped after {} ms: {e:?}",
+                    started.elapsed().as_millis()
+                ),
+                Ok(()) if log_requests() => eprintln!(
+                    "spin-host: {what}: done in {} ms",
+                    started.elapsed().as_millis()
+                ),
+                Ok(()) => {}
+            }
+            r
         });
         match receiver.await {
             Ok(Ok(resp)) => Ok(resp),
@@ -297,6 +313,12 @@ impl Server {
             }
         }
     }
+}
+
+/// `SPIN_HOST_LOG=1`: one line per finished request.
+fn log_requests() -> bool {
+    static L: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *L.get_or_init(|| std::env::var("SPIN_HOST_LOG").is_ok_and(|v| v == "1"))
 }
 
 fn error_response(e: &anyhow::Error) -> hyper::Response<HyperOutgoingBody> {

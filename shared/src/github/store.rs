@@ -328,7 +328,8 @@ pub async fn set_inexact(sql: &dyn Sql, project: &str) -> Result<(), SqlError> {
     Ok(())
 }
 
-/// The end of a good sync.
+/// The end of a good sync; its report replaces the last one when it did something.
+#[allow(clippy::too_many_arguments)]
 pub async fn finish_sync(
     sql: &dyn Sql,
     project: &str,
@@ -337,12 +338,22 @@ pub async fn finish_sync(
     exact: bool,
     conflict: Option<&Json>,
     report: &Json,
+    did_something: bool,
 ) -> Result<(), SqlError> {
     sql.execute(
         "UPDATE github_links SET last_synced_sha = $2, last_synced_tree = $3, snapshot_exact = $4,
-             conflict = $5::jsonb, last_report = $6::jsonb, last_error = NULL, last_sync_at = now(), updated_at = now()
+             conflict = $5::jsonb, last_report = CASE WHEN $7 THEN $6::jsonb ELSE last_report END,
+             last_error = NULL, last_sync_at = now(), updated_at = now()
          WHERE project_id = $1",
-        &[project.into(), head.into(), tree.into(), exact.into(), conflict.map(Json::to_string).into(), report.to_string().into()],
+        &[
+            project.into(),
+            head.into(),
+            tree.into(),
+            exact.into(),
+            conflict.map(Json::to_string).into(),
+            report.to_string().into(),
+            did_something.into(),
+        ],
     )
     .await?;
     Ok(())
@@ -529,7 +540,7 @@ pub async fn local_contents(
 }
 
 /// Records a delivery; `true` when it is new, or when its earlier attempt
-/// failed (then it runs again).
+/// failed or never finished (10 minutes without a result): then it runs again.
 pub async fn begin_delivery(sql: &dyn Sql, id: &str, event: &str) -> Result<bool, SqlError> {
     let fresh = sql
         .execute(
@@ -544,7 +555,8 @@ pub async fn begin_delivery(sql: &dyn Sql, id: &str, event: &str) -> Result<bool
     Ok(sql
         .execute(
             "UPDATE webhook_deliveries SET result = NULL, processed_at = NULL, received_at = now()
-             WHERE source = 'github' AND delivery_id = $1 AND result LIKE 'failed%'",
+             WHERE source = 'github' AND delivery_id = $1
+               AND (result LIKE 'failed%' OR (result IS NULL AND received_at < now() - interval '10 minutes'))",
             &[id.into()],
         )
         .await?

@@ -531,6 +531,7 @@ async fn attempts(
             conflict.is_none(),
             conflict.as_ref(),
             &report_json,
+            report.changed_anything() || !report.skipped.is_empty() || !report.conflicts.is_empty(),
         )
         .await?;
         return Ok(());

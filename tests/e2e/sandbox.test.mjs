@@ -167,6 +167,13 @@ test('commands run in the project directory and report exit code and output', as
   expectProblem(await exec(s, { command: 'ls', env: { A: '1' } }), 400, 'invalid_body');
 });
 
+test('an empty project gets a working directory too', async (t) => {
+  const s = await setup(t, 'blank');
+  if (!s) return;
+  const r = expectJson(await exec(s, { command: 'pwd' }), 200);
+  assert.deepEqual([r.exit_code, r.output], [0, `${DIR}\n`]);
+});
+
 test('long output comes back cut in the middle with a marker', async (t) => {
   const s = await setup(t);
   if (!s) return;

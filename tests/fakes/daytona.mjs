@@ -24,6 +24,7 @@
 //   POST   /toolbox/{id}/files/bulk-upload      multipart files[i].path + files[i].file
 //   GET    /toolbox/{id}/files/download?path=   the bytes
 //   DELETE /toolbox/{id}/files?path=
+//   POST   /toolbox/{id}/files/folder?path=&mode=
 //   POST   /toolbox/{id}/process/execute        {command, cwd, timeout} -> {exitCode, result}; over the timeout:
 //                                               408 {message: "command execution timeout"} (as the daemon does).
 //                                               Allow-listed commands only: ls [dir], cat FILE, echo ..., pwd,
@@ -329,6 +330,10 @@ export async function startDaytonaFake({
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(data.length) });
       return res.end(data);
     }
+    if (req.method === 'POST' && rest === 'files/folder') {
+      sb.dirs.add(path.replace(/\/+$/, ''));
+      return send(res, 200, {});
+    }
     if (req.method === 'DELETE' && rest === 'files') {
       if (!sb.files.delete(path)) return error(res, 404, 'file not found');
       return send(res, 204);
@@ -342,6 +347,10 @@ export async function startDaytonaFake({
       }
       if (typeof doc.command !== 'string' || !doc.command.trim()) return error(res, 400, 'command cannot be empty or whitespace-only');
       const timeout = Number(doc.timeout || 10);
+      const cwd = (doc.cwd || PROJECT_DIR).replace(/\/+$/, '');
+      if (!sb.dirs.has(cwd) && ![...sb.files.keys()].some((p) => p.startsWith(`${cwd}/`))) {
+        return send(res, 200, { exitCode: -1, result: `chdir ${cwd}: no such file or directory` });
+      }
       const r = shell(sb, doc.cwd, doc.command);
       if (r.sleepS > 0) {
         const wait = Math.min(r.sleepS, timeout);
@@ -378,6 +387,7 @@ export async function startDaytonaFake({
         autoStopInterval: doc.autoStopInterval ?? 15,
         autoArchiveInterval: doc.autoArchiveInterval ?? 10080,
         files: new Map(),
+        dirs: new Set(),
         createdAt: now,
         updatedAt: now,
         lastActivity: now,

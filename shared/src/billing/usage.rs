@@ -21,6 +21,7 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                     COALESCE(sum(cache_read_tokens), 0)::int8 AS cache_read_tokens,
                     COALESCE(sum(cache_write_tokens), 0)::int8 AS cache_write_tokens,
                     COALESCE(sum(cost_micros), 0)::int8 AS cost_micros,
+                    COALESCE(sum(compute_seconds), 0)::int8 AS compute_seconds,
                     COALESCE(sum(cost_micros) FILTER (WHERE byok), 0)::int8 AS byok_cost_micros,
                     COALESCE(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) FILTER (WHERE NOT byok), 0)::int8 AS billable_tokens
              FROM usage_ledger
@@ -32,6 +33,7 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let mut by_day = Vec::new();
     let (mut tokens, mut cost, mut calls, mut billable, mut byok_cost) =
         (0i64, 0i64, 0i64, 0i64, 0i64);
+    let mut compute_seconds = 0i64;
     for r in &rows {
         let t = r.int("input_tokens")?
             + r.int("output_tokens")?
@@ -39,6 +41,7 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             + r.int("cache_write_tokens")?;
         tokens += t;
         cost += r.int("cost_micros")?;
+        compute_seconds += r.int("compute_seconds")?;
         calls += r.int("calls")?;
         billable += r.int("billable_tokens")?;
         byok_cost += r.int("byok_cost_micros")?;
@@ -46,7 +49,7 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             "day": r.text("day")?, "kind": r.text("kind")?, "calls": r.int("calls")?,
             "input_tokens": r.int("input_tokens")?, "output_tokens": r.int("output_tokens")?,
             "cache_read_tokens": r.int("cache_read_tokens")?, "cache_write_tokens": r.int("cache_write_tokens")?,
-            "cost_micros": r.int("cost_micros")?,
+            "cost_micros": r.int("cost_micros")?, "compute_seconds": r.int("compute_seconds")?,
         }));
     }
     Ok(ok(&serde_json::json!({
@@ -55,7 +58,7 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         "limits": caller.user.limits(),
         "totals": {
             "model_calls": calls, "tokens": tokens, "billable_tokens": billable,
-            "cost_micros": cost, "byok_cost_micros": byok_cost, "compute_minutes": 0,
+            "cost_micros": cost, "byok_cost_micros": byok_cost, "compute_minutes": (compute_seconds + 59) / 60,
         },
         "by_day": by_day,
     })))

@@ -437,6 +437,15 @@ impl SandboxProvider for Daytona {
         }
     }
 
+    async fn make_dir(&self, h: Handle<'_>, path: &str) -> Result<(), ProviderError> {
+        let url = self.toolbox(h, &format!("/files/folder?path={}&mode=755", enc(path)));
+        match self.send(Call::new(Method::POST, url)).await {
+            // Already there.
+            Ok(_) | Err(ProviderError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn exec(&self, h: Handle<'_>, spec: &ExecSpec) -> Result<ExecResult, ProviderError> {
         let mut call = Call::new(Method::POST, self.toolbox(h, "/process/execute")).json(&json!({
             "command": spec.command,

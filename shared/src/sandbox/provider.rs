@@ -230,6 +230,8 @@ pub trait SandboxProvider {
     async fn list(&self, labels: &[(String, String)]) -> Result<Vec<Remote>, ProviderError>;
     async fn upload(&self, h: Handle<'_>, files: &[Upload]) -> Result<(), ProviderError>;
     async fn remove(&self, h: Handle<'_>, path: &str) -> Result<(), ProviderError>;
+    /// Creates a directory (and its parents) if it does not exist.
+    async fn make_dir(&self, h: Handle<'_>, path: &str) -> Result<(), ProviderError>;
     /// Runs a command; a command over its time limit comes back
     /// `timed_out`, not as an error.
     async fn exec(&self, h: Handle<'_>, spec: &ExecSpec) -> Result<ExecResult, ProviderError>;

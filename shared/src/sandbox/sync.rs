@@ -87,6 +87,10 @@ pub async fn run(
     let uploaded = store::uploaded(sql, project).await?;
     let plan = plan(&listed, &uploaded);
     let mut report = Report::default();
+    if listed.is_empty() && uploaded.is_empty() {
+        // An empty project still needs its directory: commands run there.
+        provider.make_dir(handle, PROJECT_DIR).await?;
+    }
     for chunk in plan.upload.chunks(CHUNK) {
         let found = store::contents(sql, project, chunk).await?;
         if found.is_empty() {

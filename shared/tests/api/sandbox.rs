@@ -321,6 +321,11 @@ impl FakeDaytona {
                         s.uploaded_files += n;
                         reply(200, json!({"files": []}))
                     }
+                    ("POST", ["files", "folder"]) => {
+                        let p = query(req.uri(), "path").expect("path");
+                        s.log.push(format!("mkdir {p}"));
+                        reply(200, json!({}))
+                    }
                     ("DELETE", ["files"]) => {
                         let p = query(req.uri(), "path").expect("path");
                         s.sandboxes.get_mut(*id).expect("sb").files.remove(&p);
@@ -869,6 +874,32 @@ async fn a_sandbox_stopped_behind_our_back_is_started_again_before_the_command_r
     );
     assert_eq!(w.fake.count("/start"), 1);
     assert_eq!(w.row().await.state.as_str(), "started");
+}
+
+#[tokio::test]
+async fn an_empty_project_gets_its_directory_so_commands_can_run() {
+    let w = world().await;
+    let r = w
+        .app
+        .json(
+            "POST",
+            "/v1/projects",
+            Some(&w.token),
+            json!({"name": "empty"}),
+        )
+        .await;
+    let empty = r.json()["id"].as_str().expect("id").to_owned();
+    let r = w
+        .app
+        .json(
+            "POST",
+            &format!("/v1/projects/{empty}/sandbox/exec"),
+            Some(&w.token),
+            json!({"command": "pwd"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(w.fake.count(&format!("mkdir {DIR}")), 1);
 }
 
 #[tokio::test]

@@ -90,7 +90,52 @@ pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         "projects": out_projects,
         "refresh_tokens": tokens,
         "audit": audit::export(sql, caller.id()).await?,
+        "sessions": rows_json(sql, "SELECT s.id, s.project_id, s.title, s.created_at,
+                (SELECT COALESCE(jsonb_agg(jsonb_build_object('id', m.id, 'role', m.role, 'content', m.content,
+                    'status', m.status, 'model', m.model, 'created_at', m.created_at) ORDER BY m.id), '[]'::jsonb)
+                 FROM messages m WHERE m.session_id = s.id)::text AS messages
+             FROM sessions s WHERE s.owner_id = $1 ORDER BY s.id", caller.id()).await?,
+        "usage": rows_json(sql, "SELECT id, kind, provider, model, input_tokens, output_tokens, cache_read_tokens,
+                cache_write_tokens, cost_micros, byok, created_at FROM usage_ledger WHERE owner_id = $1 ORDER BY id", caller.id()).await?,
+        "provider_keys": rows_json(sql, "SELECT provider, last4, created_at, updated_at FROM provider_keys WHERE owner_id = $1 ORDER BY provider", caller.id()).await?,
+        "github": rows_json(sql, "SELECT project_id, repo_owner, repo_name, branch, last_synced_sha, status, created_at
+             FROM github_links WHERE owner_id = $1 ORDER BY project_id", caller.id()).await?,
+        "sandboxes": rows_json(sql, "SELECT project_id, provider, state, last_activity_at, created_at
+             FROM sandboxes WHERE owner_id = $1 ORDER BY project_id", caller.id()).await?,
     })))
+}
+
+/// Rows of a query over the owner's data as JSON objects (text columns that
+/// hold JSON are embedded as JSON; timestamps as RFC 3339).
+async fn rows_json(
+    sql: &dyn crate::ports::sql::Sql,
+    query: &str,
+    owner: &str,
+) -> ApiResult<Vec<serde_json::Value>> {
+    use crate::ports::sql::Value;
+    let rows = sql.query(query, &[owner.into()]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut obj = serde_json::Map::new();
+            for (name, v) in r.columns.iter().zip(&r.values) {
+                let j = match v {
+                    Value::Null => serde_json::Value::Null,
+                    Value::Bool(b) => (*b).into(),
+                    Value::Int(i) => (*i).into(),
+                    Value::Float(f) => (*f).into(),
+                    Value::Text(s) if name == "messages" => {
+                        serde_json::from_str(s).unwrap_or_default()
+                    }
+                    Value::Text(s) => s.clone().into(),
+                    Value::Bytes(_) => serde_json::Value::Null,
+                    Value::Timestamp(ms) => crate::pagination::rfc3339(*ms).into(),
+                };
+                obj.insert(name.clone(), j);
+            }
+            serde_json::Value::Object(obj)
+        })
+        .collect())
 }
 
 /// GET /v1/audit: the caller's own audit events, newest first.

@@ -247,6 +247,16 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         .bool("byok")
         .expect("b");
     assert!(byok);
+    // The GDPR export covers chat, usage and keys (never the key itself).
+    let export = app.get("/v1/me/export", Some(&t)).await;
+    let doc = export.json();
+    assert_eq!(
+        doc["sessions"][0]["messages"][1]["content"][0]["text"],
+        "hi"
+    );
+    assert_eq!(doc["usage"][0]["byok"], true);
+    assert_eq!(doc["provider_keys"][0]["last4"], "1234");
+    assert!(!String::from_utf8_lossy(&export.body).contains("sk-ant-mine"));
 }
 
 #[tokio::test]

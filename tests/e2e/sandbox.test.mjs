@@ -229,8 +229,11 @@ test('preview paths with traversal are refused', async (t) => {
   const link = doc.static_preview_url;
   for (const bad of ['..%2f..%2fetc%2fpasswd', '%2e%2e/%2e%2e/x', 'a/%2e%2e/%2e%2e/b', 'a\\..\\b']) {
     const r = await get(`${link}${bad}`);
-    assert.ok([400, 404].includes(r.status), `${bad}: ${r.show()}`);
+    // A URL parser in front of the server may resolve the dots first and drop the link's token
+    // segment (401) or the path (404): refused either way, and nothing is read.
+    assert.ok([400, 401, 404].includes(r.status), `${bad}: ${r.show()}`);
     if (r.status === 400) expectProblem(r, 400, 'invalid_path');
+    assert.doesNotMatch(r.text, /<html|root:/i);
   }
   assert.equal((await get(`${link}index.html`)).status, 200);
 });

@@ -214,11 +214,22 @@ async fn apply(ctx: &Ctx<'_>, body: &Value) -> ApiResult<&'static str> {
         return Ok("stale");
     }
     if state != row.state {
-        let error = body
+        // Daytona's events carry no reason for an error; its sandbox does.
+        let mut error = body
             .get("errorReason")
             .and_then(Value::as_str)
-            .filter(|_| state == State::Error);
-        lc.set_state(&row.project_id, state, error).await?;
+            .map(str::to_owned);
+        if state == State::Error && error.is_none() {
+            error = lc
+                .provider
+                .get(&external_id)
+                .await
+                .ok()
+                .and_then(|r| r.error);
+        }
+        let error = error.filter(|_| state == State::Error);
+        lc.set_state(&row.project_id, state, error.as_deref())
+            .await?;
     }
     Ok("applied")
 }

@@ -111,6 +111,11 @@ pub fn parse_sandbox(v: &Value) -> Option<Remote> {
             .filter(|s| !s.is_empty())
             .map(|s| s.trim_end_matches('/').to_owned()),
         last_activity_ms: ms_of(v.get("lastActivityAt")),
+        project: v
+            .get("labels")
+            .and_then(|l| l.get("everjust_project"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 

@@ -162,40 +162,41 @@ async fn sweep(lc: &Lifecycle<'_>) -> ApiResult<usize> {
         return Ok(0);
     }
     let ids: Vec<&str> = remotes.iter().map(|r| r.id.as_str()).collect();
-    let doc = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    let projects: Vec<&str> = remotes
+        .iter()
+        .filter_map(|r| r.project.as_deref())
+        .collect();
     let now = lc.ports.clock.now_ms();
-    // Known ids, and whether any row is mid-start (then its new sandbox may not be recorded yet).
-    let known: Vec<String> = lc
-        .ports
-        .sql
-        .query(
+    let sql = lc.ports.sql.as_ref();
+    let column = |rows: Vec<crate::ports::sql::Row>, name: &str| -> ApiResult<Vec<String>> {
+        Ok(rows
+            .iter()
+            .map(|r| r.text(name))
+            .collect::<Result<_, _>>()?)
+    };
+    // Sandboxes a project row points at are in use.
+    let known = column(
+        sql.query(
             "SELECT external_id FROM sandboxes WHERE provider = $1 AND external_id IN (SELECT json_array_elements_text($2::json))",
-            &[lc.provider.name().into(), doc.into()],
+            &[lc.provider.name().into(), json_list(&ids).into()],
         )
-        .await?
-        .iter()
-        .map(|r| r.text("external_id"))
-        .collect::<Result<_, _>>()?;
-    let busy = lc
-        .ports
-        .sql
-        .query_opt(
-            "SELECT count(*)::int8 AS n FROM sandboxes WHERE lease_until >= $1",
-            &[Value::Timestamp(now)],
+        .await?,
+        "external_id",
+    )?;
+    // A project mid-start may have made a sandbox it has not recorded yet: leave those alone.
+    let busy = column(
+        sql.query(
+            "SELECT project_id FROM sandboxes WHERE lease_until >= $1 AND project_id IN (SELECT json_array_elements_text($2::json))",
+            &[Value::Timestamp(now), json_list(&projects).into()],
         )
-        .await?
-        .map_or(Ok(0), |r| r.int("n"))?;
-    if busy > 0 {
-        // Try again on the next run rather than race a start.
-        lc.ports.kv.delete(SWEEP_KEY).await?;
-        return Ok(0);
-    }
+        .await?,
+        "project_id",
+    )?;
+    let orphan = |r: &&super::provider::Remote| {
+        !known.contains(&r.id) && r.project.as_ref().is_none_or(|p| !busy.contains(p))
+    };
     let mut swept = 0;
-    for r in remotes
-        .iter()
-        .filter(|r| !known.contains(&r.id))
-        .take(SWEEP_BATCH)
-    {
+    for r in remotes.iter().filter(orphan).take(SWEEP_BATCH) {
         if lc.provider.destroy(&r.id).await.is_ok() {
             swept += 1;
             crate::log::event(
@@ -206,6 +207,10 @@ async fn sweep(lc: &Lifecycle<'_>) -> ApiResult<usize> {
         }
     }
     Ok(swept)
+}
+
+fn json_list(items: &[&str]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
 /// `POST /v1/_jobs/sandbox-idle`, for schedulers without cron triggers.

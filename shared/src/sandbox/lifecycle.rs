@@ -20,7 +20,7 @@ use crate::ports::Ports;
 
 /// Longest pause between two looks at a sandbox that is changing state.
 const POLL_MAX_MS: u64 = 2_000;
-const POLL_FIRST_MS: u64 = 250;
+const POLL_FIRST_MS: u64 = 100;
 /// A cached preview link is renewed when it has less than this left.
 const PREVIEW_MARGIN_MS: i64 = 5 * 60 * 1000;
 /// The provider's own auto-stop trails our idle job by this much.

@@ -110,6 +110,8 @@ pub struct Remote {
     /// The provider's own last-activity time (its preview proxy sees
     /// traffic we do not), unix ms.
     pub last_activity_ms: Option<i64>,
+    /// The project it was made for (our label), when it has one.
+    pub project: Option<String>,
 }
 
 /// What a new sandbox is made with.

@@ -1074,6 +1074,40 @@ async fn visits_the_provider_saw_keep_a_sandbox_running() {
 }
 
 #[tokio::test]
+async fn the_idle_job_destroys_sandboxes_whose_project_is_gone_and_only_ours() {
+    let w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    let ours = w.fake.only();
+    // Another deployment's sandbox in the same Daytona account.
+    let mut foreign = ours.clone();
+    foreign.id = "sb-foreign".into();
+    foreign.name = "someone-else".into();
+    foreign.labels["everjust_deploy"] = json!("0000000000000000");
+    w.fake
+        .s
+        .borrow_mut()
+        .sandboxes
+        .insert(foreign.id.clone(), foreign);
+    let r = w
+        .app
+        .request(
+            "DELETE",
+            &format!("/v1/projects/{}", w.project),
+            Some(&w.token),
+            None,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let report = w.job().await;
+    assert_eq!(report["swept"], 1, "{report}");
+    let left: Vec<String> = w.fake.s.borrow().sandboxes.keys().cloned().collect();
+    assert_eq!(left, ["sb-foreign"]);
+    // At most hourly.
+    assert_eq!(w.job().await["swept"], 0);
+}
+
+#[tokio::test]
 async fn the_idle_job_route_needs_the_jobs_secret() {
     let w = world().await;
     let r = w

@@ -404,10 +404,19 @@ async fn main() -> anyhow::Result<()> {
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
                 async move {
-                    let res = match server.handle(req, client, local).await {
+                    // The component never upgrades (wasi:http strips `upgrade`): close
+                    // such a connection after the answer, as clients wait for that.
+                    let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+                    let mut res = match server.handle(req, client, local).await {
                         Ok(r) => r,
                         Err(e) => error_response(&e),
                     };
+                    if upgrade {
+                        res.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
                     Ok::<_, std::convert::Infallible>(res)
                 }
             });

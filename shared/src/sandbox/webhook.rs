@@ -2,7 +2,8 @@
 //! HMAC-SHA256 over `{svix-id}.{svix-timestamp}.{raw body}` keyed with the
 //! bytes of the secret (base64 after `whsec_`); `svix-signature` lists
 //! `v1,<base64>` entries separated by spaces. Timestamps more than five
-//! minutes off are refused; each `svix-id` is processed once; unknown
+//! minutes off are refused; each `svix-id` is processed once (one whose
+//! processing failed half-way runs again when Daytona retries it); unknown
 //! events and fields are accepted and ignored.
 
 use base64::Engine;
@@ -170,7 +171,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let sql = ctx.ports.sql.as_ref();
     let fresh = sql
         .execute(
-            "INSERT INTO webhook_deliveries (source, delivery_id, event) VALUES ('daytona', $1, $2) ON CONFLICT DO NOTHING",
+            "INSERT INTO webhook_deliveries (source, delivery_id, event) VALUES ('daytona', $1, $2)
+             ON CONFLICT (source, delivery_id) DO UPDATE SET received_at = now()
+             WHERE webhook_deliveries.processed_at IS NULL",
             &[id.into(), event.as_str().into()],
         )
         .await?

@@ -1255,6 +1255,28 @@ async fn a_signed_webhook_updates_the_state_once_and_bad_ones_change_nothing() {
         "started",
         "a replay changes nothing"
     );
+    // A delivery whose processing never finished is processed when it comes again.
+    w.app
+        .ports
+        .sql
+        .execute(
+            "INSERT INTO webhook_deliveries (source, delivery_id, event) VALUES ('daytona', 'msg_half', 'sandbox.state.updated')",
+            &[],
+        )
+        .await
+        .expect("half");
+    let r = w.webhook("msg_half", now, &stopped, None).await;
+    assert_eq!(r.json()["status"], "applied");
+    assert_eq!(w.row().await.state.as_str(), "stopped");
+    w.app
+        .ports
+        .sql
+        .execute(
+            "UPDATE sandboxes SET state = 'started' WHERE project_id = $1",
+            &[w.project.as_str().into()],
+        )
+        .await
+        .expect("reset");
     // An older event than the newest applied is ignored.
     let older = json!({"event": "sandbox.state.updated", "id": id, "oldState": "stopped", "newState": "archived", "updatedAt": "2026-05-28T20:59:00.000Z"});
     let r = w.webhook("msg_2", now, &older, None).await;

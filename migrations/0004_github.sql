@@ -57,6 +57,7 @@ CREATE TABLE github_synced_files (
     path       text NOT NULL,
     git_sha    text NOT NULL,
     sha256     text,
+    mode       text NOT NULL DEFAULT '100644',
     PRIMARY KEY (project_id, path)
 );
 

@@ -429,12 +429,14 @@ pub struct Base {
     pub git_sha: String,
     /// `None`: a repository file the project does not hold.
     pub sha256: Option<String>,
+    /// The git file mode (`100644`, `100755`, ...).
+    pub mode: String,
 }
 
 pub async fn base(sql: &dyn Sql, project: &str) -> Result<HashMap<String, Base>, SqlError> {
     let rows = sql
         .query(
-            "SELECT path, git_sha, sha256 FROM github_synced_files WHERE project_id = $1",
+            "SELECT path, git_sha, sha256, mode FROM github_synced_files WHERE project_id = $1",
             &[project.into()],
         )
         .await?;
@@ -445,6 +447,7 @@ pub async fn base(sql: &dyn Sql, project: &str) -> Result<HashMap<String, Base>,
                 Base {
                     git_sha: r.text("git_sha")?,
                     sha256: r.opt_text("sha256")?,
+                    mode: r.text("mode")?,
                 },
             ))
         })
@@ -463,14 +466,14 @@ pub async fn put_base(
             .iter()
             .filter_map(|(p, b)| {
                 b.as_ref().map(
-                    |b| serde_json::json!({"path": p, "git_sha": b.git_sha, "sha256": b.sha256}),
+                    |b| serde_json::json!({"path": p, "git_sha": b.git_sha, "sha256": b.sha256, "mode": b.mode}),
                 )
             })
             .collect();
         sql.execute(
-            "INSERT INTO github_synced_files (project_id, path, git_sha, sha256)
-             SELECT $1, x.path, x.git_sha, x.sha256 FROM jsonb_to_recordset($2::jsonb) AS x(path text, git_sha text, sha256 text)
-             ON CONFLICT (project_id, path) DO UPDATE SET git_sha = EXCLUDED.git_sha, sha256 = EXCLUDED.sha256",
+            "INSERT INTO github_synced_files (project_id, path, git_sha, sha256, mode)
+             SELECT $1, x.path, x.git_sha, x.sha256, x.mode FROM jsonb_to_recordset($2::jsonb) AS x(path text, git_sha text, sha256 text, mode text)
+             ON CONFLICT (project_id, path) DO UPDATE SET git_sha = EXCLUDED.git_sha, sha256 = EXCLUDED.sha256, mode = EXCLUDED.mode",
             &[project.into(), Json::Array(rows).to_string().into()],
         )
         .await?;

@@ -308,7 +308,7 @@ async fn attempts(
                                     p.clone(),
                                     Remote {
                                         sha: b.git_sha.clone(),
-                                        mode: "100644".into(),
+                                        mode: b.mode.clone(),
                                         size: None,
                                         regular: b.sha256.is_some(),
                                     },
@@ -375,6 +375,7 @@ async fn attempts(
                     Some(Base {
                         git_sha: r.sha,
                         sha256: Some(l),
+                        mode: r.mode,
                     }),
                 )),
                 other => match resolve {
@@ -433,6 +434,7 @@ async fn attempts(
                             Some(Base {
                                 git_sha: r.sha,
                                 sha256: here,
+                                mode: r.mode,
                             }),
                         ));
                     }
@@ -456,6 +458,7 @@ async fn attempts(
                                 Some(Base {
                                     git_sha: r.sha,
                                     sha256: Some(meta.sha256),
+                                    mode: r.mode,
                                 }),
                             ));
                         }
@@ -470,6 +473,7 @@ async fn attempts(
                                 Some(Base {
                                     git_sha: r.sha,
                                     sha256: local.get(&p).map(|(s, _)| s.clone()),
+                                    mode: r.mode,
                                 }),
                             ));
                         }
@@ -522,6 +526,7 @@ async fn attempts(
                 "at": crate::pagination::rfc3339(ctx.ports.clock.now_ms()),
             })
         });
+        report.api_calls = repo.api.calls();
         let report_json = serde_json::to_value(&*report).unwrap_or(Value::Null);
         store::finish_sync(
             sql,
@@ -621,6 +626,7 @@ async fn push(
             Some(Base {
                 git_sha: blob,
                 sha256: Some(sha256),
+                mode: "100644".into(),
             }),
         ));
         out.pushed.push(path);
@@ -649,6 +655,7 @@ async fn push(
             Some(Base {
                 git_sha: blob,
                 sha256: sums.get(&p).cloned(),
+                mode: git_mode(remote.get(&p)).into(),
             }),
         ));
         out.pushed.push(p);

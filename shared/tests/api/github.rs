@@ -159,6 +159,15 @@ impl FakeGithub {
             .collect()
     }
 
+    /// The git mode of `path` at the head of `branch`.
+    fn mode(&self, owner: &str, name: &str, branch: &str, path: &str) -> Option<String> {
+        let head = self.head(owner, name, branch)?;
+        let s = self.state.borrow();
+        s.trees[&s.commits[&head].tree]
+            .get(path)
+            .map(|(m, _)| m.clone())
+    }
+
     fn put_tree(s: &mut State, entries: BTreeMap<String, (String, String)>) -> String {
         let id = sha(
             "tree",
@@ -1774,4 +1783,35 @@ async fn an_agent_run_that_changes_files_is_committed_with_its_summary() {
     let files = g.fake.files("acme", "site", "main");
     assert!(files["index.html"].contains("otters"));
     assert_eq!(files["a.txt"], "a1");
+}
+
+#[tokio::test]
+async fn an_executable_file_stays_executable_when_we_change_it() {
+    let g = setup().await;
+    g.put("a.txt", "a").await;
+    g.connect().await;
+    let c = g.fake.push_mode(
+        "acme",
+        "site",
+        "main",
+        &[("run.sh", Some("echo 1\n"))],
+        "100755",
+    );
+    assert_eq!(
+        g.deliver("push", "exec", &g.push_payload("main", &c, "site"))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(g.files().await["run.sh"], "echo 1\n");
+    // Changed here twice: through the tree read, then through the fast path.
+    for v in ["echo 2\n", "echo 3\n"] {
+        g.put("run.sh", v).await;
+        assert_eq!(g.push(json!({})).await.status, 200);
+        assert_eq!(g.fake.files("acme", "site", "main")["run.sh"], v);
+        assert_eq!(
+            g.fake.mode("acme", "site", "main", "run.sh").as_deref(),
+            Some("100755")
+        );
+    }
 }

@@ -433,6 +433,21 @@ pub async fn websocket(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let ticket = query_param(req, "ticket")
         .filter(|t| !t.is_empty() && t.len() <= 64)
         .ok_or_else(invalid)?;
+    let key = format!("wsticket:{ticket}");
+    let doc = ctx.ports.kv.get(&key).await?.ok_or_else(invalid)?;
+    let t: Ticket = serde_json::from_slice(&doc).map_err(|_| invalid())?;
+    if t.session_id != ctx.params.get("id") {
+        return Err(ApiError::not_found("session"));
+    }
+    // Checked before the ticket is used up: wasi:http hosts strip `Upgrade`,
+    // so a deployment without rooms must say so first.
+    let Some(rooms) = &ctx.ports.rooms else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "websocket_unsupported",
+            "This deployment has no live rooms; use GET /v1/sessions/{id}/events (SSE).",
+        ));
+    };
     let upgrade = req
         .headers()
         .get(http::header::UPGRADE)
@@ -445,22 +460,9 @@ pub async fn websocket(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             "Connect with a WebSocket.",
         ));
     }
-    let key = format!("wsticket:{ticket}");
-    let doc = ctx.ports.kv.get(&key).await?.ok_or_else(invalid)?;
     // Single use: gone before the socket opens. (Workers KV is eventually
     // consistent across locations; the room also refuses a ticket it has seen.)
     ctx.ports.kv.delete(&key).await?;
-    let t: Ticket = serde_json::from_slice(&doc).map_err(|_| invalid())?;
-    if t.session_id != ctx.params.get("id") {
-        return Err(ApiError::not_found("session"));
-    }
-    let Some(rooms) = &ctx.ports.rooms else {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "websocket_unsupported",
-            "This deployment has no live rooms; use GET /v1/sessions/{id}/events (SSE).",
-        ));
-    };
     let after = query_param(req, "after")
         .and_then(|s| s.parse::<i64>().ok())
         .filter(|n| *n >= 0);

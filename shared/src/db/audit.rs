@@ -15,7 +15,7 @@ pub async fn record(
 ) -> Result<(), SqlError> {
     sql.execute(
         "INSERT INTO audit_events (id, user_id, action, target, detail, ip, request_id)
-         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7)",
         &[
             ids::new_id(ctx.ports, "aud").into(),
             user_id.into(),

@@ -150,7 +150,7 @@ pub async fn insert_message(
     sql.execute(
         "INSERT INTO messages (id, session_id, owner_id, run_id, role, content, status, model,
              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)",
+         VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11, $12, $13)",
         &[
             id.into(),
             session.into(),
@@ -299,7 +299,7 @@ pub async fn append_events(
         .collect();
     sql.execute(
         "INSERT INTO run_events (session_id, seq, run_id, event)
-         SELECT $1, (e->>'seq')::int8, $2, e FROM jsonb_array_elements($3::jsonb) AS e",
+         SELECT $1, (e->>'seq')::int8, $2, e FROM jsonb_array_elements($3::text::jsonb) AS e",
         &[
             session.into(),
             run.into(),

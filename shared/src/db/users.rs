@@ -69,7 +69,7 @@ pub async fn update_admin(
     sql.query_opt(
         &format!(
             "UPDATE users SET tier = COALESCE($2, tier), role = COALESCE($3, role),
-                 limits_override = COALESCE($4::jsonb, limits_override), updated_at = now()
+                 limits_override = COALESCE($4::text::jsonb, limits_override), updated_at = now()
              WHERE id = $1 RETURNING {COLUMNS}"
         ),
         &[

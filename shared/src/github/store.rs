@@ -342,7 +342,7 @@ pub async fn finish_sync(
 ) -> Result<(), SqlError> {
     sql.execute(
         "UPDATE github_links SET last_synced_sha = $2, last_synced_tree = $3, snapshot_exact = $4,
-             conflict = $5::jsonb, last_report = CASE WHEN $7 THEN $6::jsonb ELSE last_report END,
+             conflict = $5::text::jsonb, last_report = CASE WHEN $7 THEN $6::text::jsonb ELSE last_report END,
              last_error = NULL, last_sync_at = now(), updated_at = now()
          WHERE project_id = $1",
         &[
@@ -376,7 +376,7 @@ pub async fn set_status_for_installation(
 ) -> Result<u64, SqlError> {
     sql.execute(
         "UPDATE github_links SET status = $3, updated_at = now()
-         WHERE installation_id = $1 AND status IN (SELECT jsonb_array_elements_text($2::jsonb))",
+         WHERE installation_id = $1 AND status IN (SELECT jsonb_array_elements_text($2::text::jsonb))",
         &[
             Value::Int(installation),
             serde_json::json!(from).to_string().into(),
@@ -395,8 +395,8 @@ pub async fn set_status_for_repos(
 ) -> Result<u64, SqlError> {
     sql.execute(
         "UPDATE github_links SET status = $4, updated_at = now()
-         WHERE installation_id = $1 AND repo_id IN (SELECT (jsonb_array_elements_text($2::jsonb))::int8)
-           AND status IN (SELECT jsonb_array_elements_text($3::jsonb))",
+         WHERE installation_id = $1 AND repo_id IN (SELECT (jsonb_array_elements_text($2::text::jsonb))::int8)
+           AND status IN (SELECT jsonb_array_elements_text($3::text::jsonb))",
         &[Value::Int(installation), serde_json::json!(repo_ids).to_string().into(), serde_json::json!(from).to_string().into(), to.into()],
     )
     .await
@@ -472,7 +472,7 @@ pub async fn put_base(
             .collect();
         sql.execute(
             "INSERT INTO github_synced_files (project_id, path, git_sha, sha256, mode)
-             SELECT $1, x.path, x.git_sha, x.sha256, x.mode FROM jsonb_to_recordset($2::jsonb) AS x(path text, git_sha text, sha256 text, mode text)
+             SELECT $1, x.path, x.git_sha, x.sha256, x.mode FROM jsonb_to_recordset($2::text::jsonb) AS x(path text, git_sha text, sha256 text, mode text)
              ON CONFLICT (project_id, path) DO UPDATE SET git_sha = EXCLUDED.git_sha, sha256 = EXCLUDED.sha256, mode = EXCLUDED.mode",
             &[project.into(), Json::Array(rows).to_string().into()],
         )
@@ -481,7 +481,7 @@ pub async fn put_base(
     if !gone.is_empty() {
         let paths: Vec<&str> = gone.iter().map(|(p, _)| p.as_str()).collect();
         sql.execute(
-            "DELETE FROM github_synced_files WHERE project_id = $1 AND path IN (SELECT jsonb_array_elements_text($2::jsonb))",
+            "DELETE FROM github_synced_files WHERE project_id = $1 AND path IN (SELECT jsonb_array_elements_text($2::text::jsonb))",
             &[project.into(), serde_json::json!(paths).to_string().into()],
         )
         .await?;
@@ -529,7 +529,7 @@ pub async fn local_contents(
             "SELECT f.path, f.sha256, b.content FROM files f
              JOIN blobs b ON b.owner_id = f.owner_id AND b.sha256 = f.sha256
              WHERE f.project_id = $1 AND f.owner_id = $2
-               AND f.path IN (SELECT jsonb_array_elements_text($3::jsonb))",
+               AND f.path IN (SELECT jsonb_array_elements_text($3::text::jsonb))",
             &[
                 project.into(),
                 owner.into(),

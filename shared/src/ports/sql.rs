@@ -4,7 +4,7 @@
 //!
 //! Parameters travel as one of five wire types (bool, int8, text, bytea,
 //! null); SQL casts explicitly where a column has another type
-//! (`$1::jsonb`). Result columns are decoded the same way; timestamps come
+//! (`$1::text::jsonb`: Spin binds a text value only to text). Result columns are decoded the same way; timestamps come
 //! back as Unix milliseconds.
 
 use async_trait::async_trait;

@@ -101,7 +101,7 @@ pub async fn ensure(
 ) -> Result<SandboxRow, SqlError> {
     sql.execute(
         "INSERT INTO sandboxes (project_id, owner_id, provider, state, idle_minutes, last_activity_at, created_at, updated_at)
-         VALUES ($1, $2, $3, 'none', $4::int4, $5, $5, $5) ON CONFLICT (project_id) DO NOTHING",
+         VALUES ($1, $2, $3, 'none', $4::int8::int4, $5, $5, $5) ON CONFLICT (project_id) DO NOTHING",
         &[project.into(), owner.into(), provider.into(), Value::Int(idle_minutes), Value::Timestamp(now)],
     )
     .await?;
@@ -139,7 +139,7 @@ pub async fn set_remote(
     idle_minutes: i64,
 ) -> Result<(), SqlError> {
     sql.execute(
-        "UPDATE sandboxes SET external_id = $2, toolbox_url = COALESCE($3, toolbox_url), idle_minutes = $4::int4 WHERE project_id = $1",
+        "UPDATE sandboxes SET external_id = $2, toolbox_url = COALESCE($3, toolbox_url), idle_minutes = $4::int8::int4 WHERE project_id = $1",
         &[project.into(), external_id.into(), toolbox_url.into(), Value::Int(idle_minutes)],
     )
     .await?;

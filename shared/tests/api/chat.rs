@@ -791,9 +791,9 @@ async fn websocket_tickets_are_single_use_and_bound_to_their_session() {
             res.status().as_u16()
         }
     };
-    // No rooms in-process: the first use is accepted (then 501), the second is refused.
+    // No rooms in-process: a valid ticket learns so (501) and is not used up by it.
     assert_eq!(ws(ticket.clone(), s.clone()).await, 501);
-    assert_eq!(ws(ticket, s.clone()).await, 401);
+    assert_eq!(ws(ticket, s.clone()).await, 501);
     assert_eq!(ws("forged".into(), s.clone()).await, 401);
     let other = app
         .json(

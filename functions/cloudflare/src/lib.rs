@@ -62,7 +62,11 @@ async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<worke
 async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
     let ports = base_ports(&env);
     match everjust_core::sandbox::idle::run(&ports).await {
-        Ok(report) => everjust_core::log::event("info", "sandbox_idle_job", serde_json::to_value(&report).unwrap_or_default()),
+        Ok(report) => everjust_core::log::event(
+            "info",
+            "sandbox_idle_job",
+            serde_json::to_value(&report).unwrap_or_default(),
+        ),
         Err(e) => everjust_core::log::error("sandbox_idle_job", &e.to_string()),
     }
 }

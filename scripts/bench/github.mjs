@@ -113,7 +113,10 @@ for (let round = 1; round <= PUSHES; round++) {
       if (link.last_report.pulled.length !== 100) throw new Error(`pulled ${link.last_report.pulled.length}`);
       break;
     }
-    if (performance.now() - t0 > 120_000) throw new Error('the push was not applied within 120 s');
+    if (performance.now() - t0 > 120_000) {
+      const { rows } = await db.query(`SELECT delivery_id, event, result FROM webhook_deliveries ORDER BY received_at DESC LIMIT 3`);
+      throw new Error(`push ${round} was not applied within 120 s; last deliveries: ${JSON.stringify(rows)}; link error: ${link.last_error}`);
+    }
     await sleep(50);
   }
   applied.push(performance.now() - t0);

@@ -20,7 +20,8 @@
 //   POST  /repos/{o}/{r}/git/refs                    {ref, sha}: 422 when it exists
 //   PUT   /repos/{o}/{r}/contents/{path}             {message, content, branch}: creates a file (the first
 //                                                    commit of an empty repository)
-// Every answer carries x-ratelimit-limit / -remaining / -reset (5000 per installation per hour).
+// Every answer carries x-ratelimit-limit / -remaining / -reset (5000 per installation per hour, or
+// GITHUB_FAKE_RATE_LIMIT); past it, 403 "API rate limit exceeded" until the window resets.
 // Every ref change (ours or the server's) is delivered as a signed `push` webhook to the hook target
 // when one is set, the way GitHub does it.
 //
@@ -61,7 +62,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const DEFAULT_KEY_FILE = join(here, 'github-app-test-key.pem');
 export const DEFAULT_APP_ID = '4242';
 export const DEFAULT_SECRET = 'github-fake-webhook-secret';
-const RATE_LIMIT = 5000;
+// GitHub allows an installation 5000 calls an hour; GITHUB_FAKE_RATE_LIMIT changes it (benchmarks).
+const RATE_LIMIT = Number(process.env.GITHUB_FAKE_RATE_LIMIT || 5000);
 
 const sha1 = (...parts) => {
   const h = createHash('sha1');
@@ -97,7 +99,7 @@ export function newState() {
     calls: [], // {method, path, repo, at}
     failures: [], // {path, method, status, times, headers, body}
     races: [], // {repo, branch, files}
-    remaining: new Map(), // installation -> calls left this hour
+    remaining: new Map(), // installation -> {left, reset} of its hourly window
     hook: { url: process.env.GITHUB_FAKE_WEBHOOK_URL || '', secret: null },
     deliveries: [], // {id, event, status, ms}
   };
@@ -396,10 +398,13 @@ async function route(state, opts, req, url, body) {
   if (!tok || tok.expires < Date.now()) return err(401, 'Bad credentials');
   const inst = state.installations.get(tok.installation);
   if (!inst) return err(401, 'Bad credentials');
-  // Primary rate limit per installation.
-  const left = (state.remaining.get(inst.id) ?? RATE_LIMIT) - 1;
-  state.remaining.set(inst.id, left);
-  const reset = Math.floor(Date.now() / 1000) + 3600;
+  // Primary rate limit per installation, in hourly windows.
+  const nowSecs = Math.floor(Date.now() / 1000);
+  let win = state.remaining.get(inst.id);
+  if (!win || win.reset <= nowSecs) win = { left: RATE_LIMIT, reset: nowSecs + 3600 };
+  win.left -= 1;
+  state.remaining.set(inst.id, win);
+  const { left, reset } = win;
   const rl = { 'x-ratelimit-limit': String(RATE_LIMIT), 'x-ratelimit-remaining': String(Math.max(0, left)), 'x-ratelimit-reset': String(reset), 'x-ratelimit-resource': 'core' };
   if (left < 0) return err(403, 'API rate limit exceeded for installation.', rl);
   const ok = (status, doc) => [status, doc, rl];

@@ -23,17 +23,16 @@ struct Window {
 fn keys(ctx: &Ctx<'_>, email_normalized: &str) -> Vec<(String, u32)> {
     let digest = Sha256::digest(email_normalized.as_bytes());
     let mut keys = vec![(
-        format!("login:acct:{}", hex(&digest[..16])),
+        format!(
+            "login:acct:{}",
+            crate::projects::handlers::hex(&digest[..16])
+        ),
         MAX_PER_ACCOUNT,
     )];
     if let Some(ip) = &ctx.meta.client_ip {
         keys.push((format!("login:ip:{ip}"), MAX_PER_IP));
     }
     keys
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn read(ctx: &Ctx<'_>, key: &str, now: i64) -> ApiResult<Window> {

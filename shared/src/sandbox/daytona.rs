@@ -146,13 +146,7 @@ pub fn multipart(files: &[Upload]) -> (String, Vec<u8>) {
         h.update(&f.content);
     }
     let digest = h.finalize();
-    let boundary = format!(
-        "everjust{}",
-        digest[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let boundary = format!("everjust{}", crate::projects::handlers::hex(&digest[..12]));
     let mut body = Vec::new();
     for (i, f) in files.iter().enumerate() {
         body.extend_from_slice(

@@ -88,7 +88,7 @@ pub fn deploy_label(ports: &Ports) -> ApiResult<String> {
         .chain_update(b"everjust-sandbox-deploy:")
         .chain_update(secret)
         .finalize();
-    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::projects::handlers::hex(&digest[..8]))
 }
 
 impl<'a> Lifecycle<'a> {

@@ -113,7 +113,8 @@ describe('projects', () => {
   test('create from a template, rename, delete; errors show the detail', async () => {
     const { context, page } = await newPage(browser, { width: 390, height: 844 });
     await signUp(page);
-    // Templates come from GET /v1/templates.
+    // Templates come from GET /v1/templates, filled in after the page shows.
+    await page.locator('input[type=radio][value="static-html"]').waitFor();
     const templates = await page.getByRole('radio').evaluateAll((els) => els.map((e) => e.value));
     assert.ok(templates.includes('static-html') && templates.includes('blank'), templates.join());
 

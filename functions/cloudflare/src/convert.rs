@@ -18,6 +18,10 @@ pub async fn read_request(req: HttpRequest) -> worker::Result<http::Request<Byte
     Ok(http::Request::from_parts(parts, buf.freeze()))
 }
 
+/// A body made by the platform (a room's SSE stream), handed to the client
+/// without passing its bytes through the core.
+pub struct PassThrough(pub worker::ResponseBody);
+
 pub fn write_response(res: http::Response<Body>) -> worker::Result<worker::Response> {
     let (parts, body) = res.into_parts();
     let builder = ResponseBuilder::new()
@@ -29,13 +33,17 @@ pub fn write_response(res: http::Response<Body>) -> worker::Result<worker::Respo
         Body::Stream(stream) => {
             builder.from_stream(stream.map(|chunk| Ok::<_, worker::Error>(chunk.to_vec())))
         }
-        // Made by this adapter's own ports (a Durable Object's WebSocket
-        // upgrade): returned as it is.
+        // Made by this adapter's own ports: a Durable Object's WebSocket
+        // upgrade is returned as it is; a room's event stream goes out
+        // under the core's status and headers.
         Body::Native(native) => match native.downcast::<worker::Response>() {
             Ok(res) => Ok(*res),
-            Err(_) => Err(worker::Error::RustError(
-                "Body::Native holds no worker::Response".into(),
-            )),
+            Err(native) => match native.downcast::<PassThrough>() {
+                Ok(body) => Ok(builder.body(body.0)),
+                Err(_) => Err(worker::Error::RustError(
+                    "Body::Native holds neither a Response nor a PassThrough".into(),
+                )),
+            },
         },
     }
 }

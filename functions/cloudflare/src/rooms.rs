@@ -9,8 +9,6 @@ use everjust_core::chat::agent::RunSpec;
 use everjust_core::chat::encode::Protocol;
 use everjust_core::ports::rooms::{Member, RoomError, Rooms};
 use everjust_core::Body;
-use futures_util::stream::LocalBoxStream;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use wasm_bindgen::JsValue;
 use worker::{Headers, HttpRequest, Method, ObjectNamespace, Request, RequestInit, Stub, Url};
@@ -155,7 +153,7 @@ impl Rooms for DurableRooms {
         session_id: &str,
         after: i64,
         protocol: Protocol,
-    ) -> Result<LocalBoxStream<'static, Bytes>, RoomError> {
+    ) -> Result<Body, RoomError> {
         let after = after.to_string();
         let res = self
             .call(
@@ -170,18 +168,12 @@ impl Rooms for DurableRooms {
         if res.status_code() != 200 {
             return Err(refused("events", res).await);
         }
-        let body =
-            crate::body_stream::of(&res).map_err(|e| RoomError(format!("events body: {e}")))?;
-        // A broken stream ends the reader's stream; it resumes with Last-Event-ID.
-        Ok(body
-            .take_while(|chunk| {
-                if let Err(e) = chunk {
-                    worker::console_warn!("room events stream: {e}");
-                }
-                futures_util::future::ready(chunk.is_ok())
-            })
-            .filter_map(|chunk| futures_util::future::ready(chunk.ok()))
-            .boxed_local())
+        // The room's stream goes to the client as it is: each chunk would
+        // otherwise cross into the core and back. Should it break, the
+        // client resumes with Last-Event-ID.
+        Ok(Body::Native(Box::new(crate::convert::PassThrough(
+            res.body().clone(),
+        ))))
     }
 
     async fn cancel(&self, session_id: &str) -> Result<(), RoomError> {

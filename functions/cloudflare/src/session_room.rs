@@ -22,6 +22,15 @@
 //! reader's replay and its registration. Storage here is synchronous, so
 //! both are plain sequential code.
 //!
+//! Appending does not write each event on its own: a run emits one event per
+//! token, and a storage write per token was most of the relay's cost. The
+//! log keeps the newest events in memory and writes them in one statement
+//! when 64 are waiting, when the oldest has waited 50 ms, when a run ends,
+//! before any read (so a replay always reads storage alone), and from a
+//! 50 ms ticker while a run is driven. What an isolate that dies takes with
+//! it is at most those 50 ms of a run it was driving, which is lost anyway
+//! (the run is marked incomplete).
+//!
 //! A run whose isolate died (eviction, crash) is found by the next alarm
 //! (a heartbeat alarm is kept armed while a run is active): a run that was
 //! started and not finished is never re-run, it is marked `incomplete` with
@@ -66,6 +75,10 @@ const KEEP_EVENTS_MS: i64 = 24 * 3600 * 1000;
 const KEEP_TICKETS_MS: i64 = 3600 * 1000;
 /// Events read from storage per query when replaying.
 const REPLAY_PAGE: usize = 1000;
+/// Appended events wait in memory for at most this many ...
+const FLUSH_EVENTS: usize = 64;
+/// ... or this long before they are written (see the module docs).
+const FLUSH_MS: i64 = 50;
 /// A start waits this long for a run that is just finishing (its answer is
 /// persisted a moment before its last event is written).
 const START_WAIT_MS: u64 = 3000;
@@ -111,6 +124,22 @@ pub struct SessionRoom {
     cancel: Cell<bool>,
     /// Live SSE readers of the active run.
     readers: RefCell<Vec<mpsc::UnboundedSender<Event>>>,
+    /// The event log's unwritten tail and cached sequence number.
+    tail: Tail,
+    /// The hibernatable WebSockets, read once per join or leave rather than
+    /// once per event.
+    sockets: RefCell<Option<Vec<WebSocket>>>,
+}
+
+/// Events appended and not yet written, and the newest sequence number.
+#[derive(Default)]
+struct Tail {
+    /// `[seq, run_id, body, created_ms]` rows, oldest first.
+    rows: RefCell<Vec<serde_json::Value>>,
+    /// When the oldest of `rows` was appended.
+    since_ms: Cell<i64>,
+    /// The newest sequence number (in `rows` or storage), once read.
+    last_seq: Cell<Option<i64>>,
 }
 
 fn log_run(level: &str, event: &str, spec: &RunSpec) {
@@ -174,15 +203,42 @@ struct IntRow {
     n: Option<f64>,
 }
 
-/// The room's event buffer over the object's SQLite storage.
-struct SqlLog(SqlStorage);
+/// The room's event buffer: the object's SQLite storage and its unwritten
+/// tail.
+struct SqlLog<'a> {
+    sql: SqlStorage,
+    tail: &'a Tail,
+}
 
-impl SqlLog {
+impl SqlLog<'_> {
+    /// Writes the waiting events, all in one statement. On failure they stay
+    /// waiting (and the append that asked fails, ending the run).
+    fn flush(&self) -> Result<(), String> {
+        let mut rows = self.tail.rows.borrow_mut();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = serde_json::Value::Array(std::mem::take(&mut *rows));
+        let written = exec(
+            &self.sql,
+            "INSERT INTO events (seq, run_id, body, created_ms) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)",
+            vec![batch.to_string().into()],
+        );
+        if let Err(e) = written {
+            if let serde_json::Value::Array(batch) = batch {
+                *rows = batch;
+            }
+            return Err(format!("room append: {e}"));
+        }
+        Ok(())
+    }
+
     /// The events of the run that event `seq` belongs to, up to `seq`: what a
     /// reader resuming after `seq` has seen of it (to prime its encoder).
     fn run_upto(&self, seq: i64) -> Result<Vec<Event>, String> {
+        self.flush()?;
         rows::<TextRow>(
-            &self.0,
+            &self.sql,
             "SELECT body AS v FROM events WHERE seq <= ? AND run_id = (SELECT run_id FROM events WHERE seq = ?) ORDER BY seq",
             vec![seq.into(), seq.into()],
         )
@@ -209,26 +265,33 @@ impl SqlLog {
     }
 }
 
-impl RoomLog for SqlLog {
+impl RoomLog for SqlLog<'_> {
     fn append(&self, ev: &Event) -> Result<(), String> {
         let body = serde_json::to_string(ev).map_err(|e| e.to_string())?;
-        exec(
-            &self.0,
-            "INSERT INTO events (seq, run_id, body, created_ms) VALUES (?, ?, ?, ?)",
-            vec![
-                ev.seq.into(),
-                ev.run_id.as_str().into(),
-                body.into(),
-                now_ms().into(),
-            ],
-        )
-        .map_err(|e| format!("room append: {e}"))
+        let now = now_ms();
+        let waiting = {
+            let mut rows = self.tail.rows.borrow_mut();
+            if rows.is_empty() {
+                self.tail.since_ms.set(now);
+            }
+            rows.push(serde_json::json!([ev.seq, ev.run_id, body, now]));
+            rows.len()
+        };
+        self.tail.last_seq.set(Some(ev.seq));
+        if ev.body.is_terminal()
+            || waiting >= FLUSH_EVENTS
+            || now - self.tail.since_ms.get() >= FLUSH_MS
+        {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn after(&self, after: i64, limit: usize) -> Result<Vec<Event>, String> {
+        self.flush()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         rows::<TextRow>(
-            &self.0,
+            &self.sql,
             "SELECT body AS v FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             vec![after.into(), limit.into()],
         )
@@ -239,8 +302,15 @@ impl RoomLog for SqlLog {
     }
 
     fn last_seq(&self) -> i64 {
-        match rows::<IntRow>(&self.0, "SELECT MAX(seq) AS n FROM events", vec![]) {
-            Ok(r) => r.first().and_then(|r| r.n).map_or(0, |n| n as i64),
+        if let Some(seq) = self.tail.last_seq.get() {
+            return seq;
+        }
+        match rows::<IntRow>(&self.sql, "SELECT MAX(seq) AS n FROM events", vec![]) {
+            Ok(r) => {
+                let seq = r.first().and_then(|r| r.n).map_or(0, |n| n as i64);
+                self.tail.last_seq.set(Some(seq));
+                seq
+            }
             Err(e) => {
                 // Numbering on from 0 would collide with stored events: the
                 // append fails and the run ends instead.
@@ -279,6 +349,8 @@ impl DurableObject for SessionRoom {
             driving: Cell::new(false),
             cancel: Cell::new(false),
             readers: RefCell::new(Vec::new()),
+            tail: Tail::default(),
+            sockets: RefCell::new(None),
         };
         if let Ok(Some(run)) = room.active() {
             room.cancel.set(run.cancel);
@@ -411,8 +483,21 @@ impl SessionRoom {
         self.state.storage().sql()
     }
 
-    fn log(&self) -> SqlLog {
-        SqlLog(self.sql())
+    fn log(&self) -> SqlLog<'_> {
+        SqlLog {
+            sql: self.sql(),
+            tail: &self.tail,
+        }
+    }
+
+    /// Sends a frame to every connected WebSocket. The sockets are read
+    /// from the runtime once per join or leave, not once per event.
+    fn send_all(&self, frame: &str) {
+        let mut sockets = self.sockets.borrow_mut();
+        for ws in sockets.get_or_insert_with(|| self.state.get_websockets()) {
+            // A socket closing right now refuses; its close handler follows.
+            let _ = ws.send_with_str(frame);
+        }
     }
 
     fn active(&self) -> worker::Result<Option<ActiveRun>> {
@@ -565,6 +650,7 @@ impl SessionRoom {
             .map_err(worker::Error::RustError)?;
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
+        self.sockets.replace(None);
         pair.server.serialize_attachment(&member)?;
         for ev in &replay {
             pair.server.send_with_str(event_message(ev))?;
@@ -597,6 +683,7 @@ impl SessionRoom {
     }
 
     fn left(&self, ws: &WebSocket) {
+        self.sockets.replace(None);
         let id = ws
             .deserialize_attachment::<Connection>()
             .ok()
@@ -625,7 +712,21 @@ impl SessionRoom {
             cancel: &self.cancel,
         };
         log_run("info", "room_run_started", &run.spec);
-        let outcome = agent::run(&ports, &run.spec, &sink).await;
+        // Events a paused run appended reach storage within FLUSH_MS.
+        let ticker = async {
+            loop {
+                worker::Delay::from(Duration::from_millis(FLUSH_MS as u64)).await;
+                if let Err(e) = log.flush() {
+                    worker::console_error!("room flush: {e}");
+                }
+            }
+        };
+        let driven = agent::run(&ports, &run.spec, &sink);
+        futures_util::pin_mut!(ticker, driven);
+        let outcome = match futures_util::future::select(driven, ticker).await {
+            futures_util::future::Either::Left((outcome, _)) => outcome,
+            futures_util::future::Either::Right(((), driven)) => driven.await,
+        };
         // `run` emitted run_finished just now, without yielding since.
         self.clear_active()?;
         self.readers.borrow_mut().clear();
@@ -792,11 +893,7 @@ async fn persist_incomplete(
 
 impl Fanout for SessionRoom {
     fn broadcast(&self, ev: &Event) {
-        let frame = event_message(ev);
-        for ws in self.state.get_websockets() {
-            // A socket closing right now refuses; its close handler follows.
-            let _ = ws.send_with_str(&frame);
-        }
+        self.send_all(&event_message(ev));
         let mut readers = self.readers.borrow_mut();
         readers.retain(|tx| tx.unbounded_send(ev.clone()).is_ok());
         if ev.body.is_terminal() {

@@ -120,11 +120,8 @@ fn wants_stream(req: &Request) -> bool {
         })
 }
 
-fn sse_response(
-    protocol: Protocol,
-    body: futures_util::stream::LocalBoxStream<'static, bytes::Bytes>,
-) -> Response {
-    let mut res = http::Response::new(Body::Stream(body));
+fn sse_response(protocol: Protocol, body: Body) -> Response {
+    let mut res = http::Response::new(body);
     let h = res.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
@@ -292,7 +289,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         }
         None if wants_stream(req) => Ok(sse_response(
             protocol,
-            inline::stream_run(ctx.ports.clone(), spec, protocol),
+            Body::Stream(inline::stream_run(ctx.ports.clone(), spec, protocol)),
         )),
         None => {
             // Without a room the run lives in this request: answer when it is done.
@@ -342,13 +339,13 @@ pub async fn events(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             .map_err(ApiError::internal)?,
         None => {
             inline::recover_stale(ctx.ports, &session.id, caller.id()).await?;
-            inline::tail(
+            Body::Stream(inline::tail(
                 ctx.ports.clone(),
                 session.id.clone(),
                 caller.id().to_owned(),
                 after,
                 protocol,
-            )
+            ))
         }
     };
     Ok(sse_response(protocol, stream))

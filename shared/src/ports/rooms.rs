@@ -4,8 +4,6 @@
 //! as the room (see `chat::inline`).
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures_util::stream::LocalBoxStream;
 
 use crate::chat::agent::RunSpec;
 use crate::chat::encode::Protocol;
@@ -30,13 +28,15 @@ pub trait Rooms {
     async fn start(&self, spec: &RunSpec) -> Result<i64, RoomError>;
 
     /// The session's events after `after` in `protocol`, then the live tail
-    /// until the running run ends (SSE bytes).
+    /// until the running run ends (SSE bytes). A platform may answer with
+    /// its own stream type (`Body::Native`) so the bytes pass through
+    /// without being copied into and out of the core.
     async fn events(
         &self,
         session_id: &str,
         after: i64,
         protocol: Protocol,
-    ) -> Result<LocalBoxStream<'static, Bytes>, RoomError>;
+    ) -> Result<Body, RoomError>;
 
     /// Asks the running run of the session to stop.
     async fn cancel(&self, session_id: &str) -> Result<(), RoomError>;

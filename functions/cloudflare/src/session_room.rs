@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use everjust_core::chat::agent::{self, blocks_from_events, RunSpec};
-use everjust_core::chat::encode::{Encoder, Protocol};
+use everjust_core::chat::encode::{Encoder, Protocol, KEEP_ALIVE, KEEP_ALIVE_MS};
 use everjust_core::chat::events::{Event, EventBody};
 use everjust_core::chat::room::{
     event_message, presence_message, ClientMessage, Fanout, Presence, RoomLog, RoomSink,
@@ -601,9 +601,10 @@ impl SessionRoom {
                 let (tx, rx) = mpsc::unbounded();
                 self.readers.borrow_mut().push(tx);
                 // Events already waiting leave in one chunk.
-                rx.ready_chunks(256)
-                    .map(move |evs| evs.iter().map(|ev| encoder.encode(ev)).collect::<String>())
-                    .boxed_local()
+                let events = rx
+                    .ready_chunks(256)
+                    .map(move |evs| evs.iter().map(|ev| encoder.encode(ev)).collect::<String>());
+                with_keep_alive(events).boxed_local()
             }
             None => futures_util::stream::empty().boxed_local(),
         };
@@ -839,6 +840,33 @@ impl SessionRoom {
             None => storage.delete_alarm().await,
         }
     }
+}
+
+/// `live`, with an SSE comment every `KEEP_ALIVE_MS` so a long tool call
+/// does not leave the response idle, ending when `live` ends.
+fn with_keep_alive(
+    live: impl futures_util::Stream<Item = String> + 'static,
+) -> impl futures_util::Stream<Item = String> + 'static {
+    enum Item {
+        Text(String),
+        Tick,
+        End,
+    }
+    let ticks = futures_util::stream::unfold((), |()| async {
+        worker::Delay::from(Duration::from_millis(KEEP_ALIVE_MS)).await;
+        Some((Item::Tick, ()))
+    });
+    let live = live
+        .map(Item::Text)
+        .chain(futures_util::stream::once(async { Item::End }));
+    // A fixed beat rather than one re-armed per event: a few bytes every
+    // 15 s, and no timer per token.
+    futures_util::stream::select(live, ticks)
+        .take_while(|item| futures_util::future::ready(!matches!(item, Item::End)))
+        .map(|item| match item {
+            Item::Text(text) => text,
+            _ => KEEP_ALIVE.to_owned(),
+        })
 }
 
 /// Tells Postgres the room's sequence number after a run, so that the

@@ -48,6 +48,13 @@ impl Protocol {
 
 /// Encodes one session's events; keeps the little state AG-UI and the AI
 /// SDK need (which run has started).
+/// An SSE comment sent while a stream has nothing to say, so that proxies
+/// (Cloudflare closes a response idle for 100 s) keep it open through a
+/// long tool call. Every SSE parser ignores it.
+pub const KEEP_ALIVE: &str = ": keep-alive\n\n";
+/// How long a stream may be silent before a [`KEEP_ALIVE`].
+pub const KEEP_ALIVE_MS: u64 = 15_000;
+
 pub struct Encoder {
     protocol: Protocol,
     session_id: String,

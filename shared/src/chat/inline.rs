@@ -14,7 +14,7 @@ use futures_util::stream::LocalBoxStream;
 use futures_util::StreamExt;
 
 use super::agent::{self, blocks_from_events, RunSink, RunSpec};
-use super::encode::{Encoder, Protocol};
+use super::encode::{Encoder, Protocol, KEEP_ALIVE, KEEP_ALIVE_MS};
 use super::events::{Event, EventBody};
 use crate::db::chat as db;
 use crate::error::ApiResult;
@@ -267,6 +267,9 @@ pub fn tail(
                 }
             }
             t.ports.clock.sleep_ms(POLL_MS).await;
+            if u64::from(polls) * POLL_MS >= KEEP_ALIVE_MS {
+                return Some((Bytes::from_static(KEEP_ALIVE.as_bytes()), t));
+            }
         }
     })
     .filter(|b| futures_util::future::ready(!b.is_empty()))

@@ -934,3 +934,35 @@ async fn invalid_tool_json_goes_back_to_the_model_as_an_empty_object() {
         json!({})
     );
 }
+
+#[tokio::test]
+async fn a_silent_run_keeps_the_event_stream_alive_with_sse_comments() {
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    // A run that is alive (fresh heartbeat) and says nothing, like one in a
+    // long tool call.
+    app.ports
+        .sql
+        .execute("INSERT INTO runs (id, session_id, owner_id, provider, model) SELECT 'run_quiet', id, owner_id, 'demo', 'demo' FROM sessions", &[])
+        .await
+        .expect("insert");
+    let req = http::Request::get(format!("/v1/sessions/{s}/events?after=0"))
+        .header("authorization", format!("Bearer {t}"))
+        .body(bytes::Bytes::new())
+        .expect("req");
+    let res = everjust_core::handle(&app.ports, req, everjust_core::Meta::default()).await;
+    assert_eq!(res.status(), 200);
+    let everjust_core::Body::Stream(mut st) = res.into_body() else {
+        panic!("stream")
+    };
+    use futures_util::StreamExt;
+    let before = app.ports.clock.now_ms();
+    // The test clock moves when the reader sleeps: the first chunk is the
+    // comment, sent after the stream has been silent for 15 s.
+    let first = st.next().await.expect("a chunk");
+    assert_eq!(
+        &first[..],
+        everjust_core::chat::encode::KEEP_ALIVE.as_bytes()
+    );
+    let silent = app.ports.clock.now_ms() - before;
+    assert!((15_000..16_000).contains(&silent), "after {silent} ms");
+}

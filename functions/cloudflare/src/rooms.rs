@@ -64,7 +64,7 @@ pub struct DurableRooms {
 }
 
 fn room_err(context: &str) -> impl Fn(worker::Error) -> RoomError + '_ {
-    move |e| RoomError(format!("{context}: {e}"))
+    move |e| RoomError::Failed(format!("{context}: {e}"))
 }
 
 impl DurableRooms {
@@ -76,7 +76,10 @@ impl DurableRooms {
     }
 
     fn stub(&self, session_id: &str) -> Result<Stub, RoomError> {
-        let namespace = self.namespace.as_ref().map_err(|e| RoomError(e.clone()))?;
+        let namespace = self
+            .namespace
+            .as_ref()
+            .map_err(|e| RoomError::Failed(e.clone()))?;
         namespace
             .id_from_name(session_id)
             .and_then(|id| id.get_stub())
@@ -95,7 +98,7 @@ impl DurableRooms {
     ) -> Result<worker::Response, RoomError> {
         let mut url = Url::parse(ROOM_ORIGIN)
             .and_then(|u| u.join(path))
-            .map_err(|e| RoomError(format!("url: {e}")))?;
+            .map_err(|e| RoomError::Failed(format!("url: {e}")))?;
         url.query_pairs_mut()
             .append_pair("session", session_id)
             .extend_pairs(query);
@@ -116,13 +119,13 @@ impl DurableRooms {
 async fn refused(what: &str, mut res: worker::Response) -> RoomError {
     let status = res.status_code();
     let body = res.text().await.unwrap_or_default();
-    RoomError(format!("{what}: the room answered {status}: {body}"))
+    RoomError::Failed(format!("{what}: the room answered {status}: {body}"))
 }
 
 #[async_trait(?Send)]
 impl Rooms for DurableRooms {
     async fn start(&self, spec: &RunSpec) -> Result<i64, RoomError> {
-        let body = serde_json::to_string(spec).map_err(|e| RoomError(e.to_string()))?;
+        let body = serde_json::to_string(spec).map_err(|e| RoomError::Failed(e.to_string()))?;
         let headers = Headers::new();
         headers
             .set("content-type", "application/json")
@@ -137,8 +140,10 @@ impl Rooms for DurableRooms {
                 Some(body),
             )
             .await?;
-        if res.status_code() != 200 {
-            return Err(refused("start", res).await);
+        match res.status_code() {
+            200 => {}
+            409 => return Err(RoomError::Busy),
+            _ => return Err(refused("start", res).await),
         }
         #[derive(serde::Deserialize)]
         struct Started {
@@ -199,10 +204,9 @@ impl Rooms for DurableRooms {
         member: &Member,
         after: Option<i64>,
     ) -> Result<http::Response<Body>, RoomError> {
-        let upgrade = self
-            .upgrade
-            .as_ref()
-            .ok_or_else(|| RoomError("websocket: the request is no WebSocket upgrade".into()))?;
+        let upgrade = self.upgrade.as_ref().ok_or_else(|| {
+            RoomError::Failed("websocket: the request is no WebSocket upgrade".into())
+        })?;
         let headers = Headers::new();
         headers
             .set("upgrade", "websocket")
@@ -242,10 +246,10 @@ impl Rooms for DurableRooms {
             .flatten()
             .unwrap_or_else(|| "application/problem+json".into());
         let body = res.bytes().await.map_err(room_err("ws answer"))?;
-        let status =
-            http::StatusCode::from_u16(status).map_err(|e| RoomError(format!("ws answer: {e}")))?;
+        let status = http::StatusCode::from_u16(status)
+            .map_err(|e| RoomError::Failed(format!("ws answer: {e}")))?;
         if !status.is_client_error() {
-            return Err(RoomError(format!(
+            return Err(RoomError::Failed(format!(
                 "ws: the room answered {status}: {}",
                 String::from_utf8_lossy(&body)
             )));

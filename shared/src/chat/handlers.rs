@@ -18,7 +18,7 @@ use crate::http::request::{json_body, query_param, Request};
 use crate::http::response::{created, json, ok, Response};
 use crate::ids;
 use crate::pagination;
-use crate::ports::rooms::Member;
+use crate::ports::rooms::{Member, RoomError};
 use crate::ports::sql::transaction;
 use crate::routes::Ctx;
 
@@ -273,6 +273,13 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         Some(rooms) => {
             let first_seq = match rooms.start(&spec).await {
                 Ok(seq) => seq,
+                Err(RoomError::Busy) => {
+                    db::finish_run(sql, &run_id, "error", Some("room_busy")).await?;
+                    return Err(ApiError::conflict(
+                        "run_in_progress",
+                        "A run is still in progress in this session; wait for it or cancel it.",
+                    ));
+                }
                 Err(e) => {
                     db::finish_run(sql, &run_id, "error", Some("room_unavailable")).await?;
                     return Err(ApiError::internal(e));

@@ -10,8 +10,13 @@ use crate::chat::encode::Protocol;
 use crate::http::body::Body;
 
 #[derive(Debug, thiserror::Error)]
-#[error("room: {0}")]
-pub struct RoomError(pub String);
+pub enum RoomError {
+    /// The room still has an active run (Postgres thought it had ended).
+    #[error("room: a run is still active")]
+    Busy,
+    #[error("room: {0}")]
+    Failed(String),
+}
 
 /// Who joins a room over a WebSocket (already authenticated by ticket).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

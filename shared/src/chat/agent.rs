@@ -123,13 +123,18 @@ pub fn resolve_provider(
 
 /// The user's own provider keys, opened.
 pub async fn own_keys(ctx: &Ctx<'_>, owner: &str) -> ApiResult<Vec<(&'static str, String)>> {
-    let mut out = Vec::new();
-    for p in crate::billing::keys::PROVIDERS {
-        if let Some(k) = crate::billing::keys::user_key(ctx, owner, p).await? {
-            out.push((*p, k));
-        }
-    }
-    Ok(out)
+    // One query per provider, sent together (pipelined on one connection).
+    let keys = futures_util::future::try_join_all(
+        crate::billing::keys::PROVIDERS
+            .iter()
+            .map(|p| crate::billing::keys::user_key(ctx, owner, p)),
+    )
+    .await?;
+    Ok(crate::billing::keys::PROVIDERS
+        .iter()
+        .zip(keys)
+        .filter_map(|(p, k)| Some((*p, k?)))
+        .collect())
 }
 
 /// Rebuilds the conversation the model sees from stored messages: each
@@ -318,17 +323,22 @@ async fn drive(
         params: Params::default(),
         rate: Default::default(),
     };
-    let own = if spec.byok {
-        own_keys(&ctx, &spec.owner_id).await?
-    } else {
-        Vec::new()
+    // What the run needs before its first model call, read together: each
+    // round trip here is added to the time to the first token.
+    let keys = async {
+        if spec.byok {
+            own_keys(&ctx, &spec.owner_id).await
+        } else {
+            Ok(Vec::new())
+        }
     };
+    let user = async { Ok::<_, ApiError>(crate::db::users::by_id(sql, &spec.owner_id).await?) };
+    let history = async { Ok::<_, ApiError>(db::all_messages(sql, &spec.session_id).await?) };
+    let (own, user, history) = futures_util::future::try_join3(keys, user, history).await?;
     let (provider, byok) = resolve_provider(config, Some(&spec.provider), &own)?;
-    let limits = crate::db::users::by_id(sql, &spec.owner_id)
-        .await?
+    let limits = user
         .map(|u| u.limits())
         .unwrap_or_else(|| crate::billing::tiers::defaults("free"));
-    let history = db::all_messages(sql, &spec.session_id).await?;
     let mut messages = conversation(&history);
     sink.emit(
         &spec.run_id,

@@ -155,7 +155,13 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         ));
     }
     let config = ctx.ports.config()?;
-    let own = super::agent::own_keys(ctx, caller.id()).await?;
+    // Independent reads go out together: each round trip before the run
+    // starts is added to the time to the first token.
+    let (own, session) = futures_util::future::try_join(
+        super::agent::own_keys(ctx, caller.id()),
+        own_session(ctx, &caller),
+    )
+    .await?;
     let (provider, byok) = resolve_provider(config, body.provider.as_deref(), &own)?;
     let limits = caller.user.limits();
     if !limits.allows_model(provider.model()) {
@@ -168,20 +174,26 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             ),
         ));
     }
-    let session = own_session(ctx, &caller).await?;
     let sql = ctx.ports.sql.as_ref();
-    if !byok && provider.name() != "demo" {
-        crate::billing::quota::check_model(ctx, caller.id(), &limits).await?;
-    }
-    let running = sql
-        .query_opt(
-            "SELECT count(*)::int8 AS n FROM runs WHERE owner_id = $1 AND status = 'running'",
-            &[caller.id().into()],
+    let budget = async {
+        if !byok && provider.name() != "demo" {
+            crate::billing::quota::check_model(ctx, caller.id(), &limits).await?;
+        }
+        Ok::<_, ApiError>(())
+    };
+    let running = async {
+        Ok::<_, ApiError>(
+            sql.query_opt(
+                "SELECT count(*)::int8 AS n FROM runs WHERE owner_id = $1 AND status = 'running'",
+                &[caller.id().into()],
+            )
+            .await?
+            .map(|r| r.int("n"))
+            .transpose()?
+            .unwrap_or(0),
         )
-        .await?
-        .map(|r| r.int("n"))
-        .transpose()?
-        .unwrap_or(0);
+    };
+    let ((), running) = futures_util::future::try_join(budget, running).await?;
     if running >= limits.concurrent_runs {
         let mut e = ApiError::too_many(
             "quota_concurrent_runs",

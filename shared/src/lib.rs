@@ -37,6 +37,8 @@ pub async fn handle(
     req: ::http::Request<bytes::Bytes>,
     meta: Meta,
 ) -> ::http::Response<Body> {
+    let started_ms = ports.clock.now_ms();
+    let method = req.method().clone();
     let request_id = request_id(&req, ports);
     let origin = req
         .headers()
@@ -50,9 +52,12 @@ pub async fn handle(
     if req.method() == ::http::Method::OPTIONS && origin.is_some() {
         let mut res = security::preflight(allowed.as_deref(), &request_id);
         security::apply_headers(res.headers_mut());
+        let elapsed = ports.clock.now_ms() - started_ms;
+        let status = res.status().as_u16();
+        log::access(method.as_str(), None, status, elapsed, &request_id, None);
         return res;
     }
-    let mut res = routes::dispatch(ports, req, meta, &request_id).await;
+    let (mut res, access) = routes::dispatch(ports, req, meta, &request_id).await;
     if let Some(o) = &allowed {
         security::cors_headers(res.headers_mut(), o);
     }
@@ -61,6 +66,14 @@ pub async fn handle(
         headers.insert("x-request-id", v);
     }
     security::apply_headers(headers);
+    log::access(
+        method.as_str(),
+        access.route,
+        res.status().as_u16(),
+        ports.clock.now_ms() - started_ms,
+        &request_id,
+        access.user_id.as_deref(),
+    );
     res
 }
 

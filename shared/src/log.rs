@@ -22,3 +22,30 @@ pub fn event(level: &str, name: &str, fields: serde_json::Value) {
 pub fn error(name: &str, message: &str) {
     event("error", name, serde_json::json!({ "message": message }));
 }
+
+/// The access-log line of one request (event `request`): method, the
+/// matched route's template (never the raw path, so ids and file names stay
+/// out; `null` when no route matched), status, milliseconds to the response
+/// head (a streamed body goes on after it), request id and the caller when
+/// known. Never a token, query string or body.
+pub fn access(
+    method: &str,
+    route: Option<&str>,
+    status: u16,
+    duration_ms: i64,
+    request_id: &str,
+    user_id: Option<&str>,
+) {
+    event(
+        "info",
+        "request",
+        serde_json::json!({
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "request_id": request_id,
+            "user_id": user_id,
+        }),
+    );
+}

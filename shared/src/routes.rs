@@ -159,15 +159,43 @@ pub struct Ctx<'a> {
     pub request_id: &'a str,
     pub meta: Meta,
     pub params: Params,
-    /// The rate-limit decision of this request, for its response headers.
-    pub rate: std::cell::Cell<Option<crate::ports::ratelimit::Decision>>,
+    /// What the request learned on its way (its rate-limit decision, its
+    /// caller), for the response headers and the access log.
+    pub rate: Notes,
 }
 
-pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str) -> Response {
+/// What a request learned on its way through the handlers.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// The rate-limit decision, for the RateLimit-* headers.
+    pub decision: std::cell::Cell<Option<crate::ports::ratelimit::Decision>>,
+    /// The authenticated caller's id, for the access log.
+    pub user_id: std::cell::RefCell<Option<String>>,
+}
+
+/// What the access log says of a request besides its status.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// The matched route's template (`/v1/projects/{id}`), never the raw path.
+    pub route: Option<&'static str>,
+    pub user_id: Option<String>,
+}
+
+pub async fn dispatch(
+    ports: &Ports,
+    req: Request,
+    meta: Meta,
+    request_id: &str,
+) -> (Response, Access) {
     let path = req.uri().path().to_owned();
     let (route, params) = match router().find(req.method(), &path) {
         Match::Found(r, p) => (r, p),
-        Match::NotFound => return ApiError::not_found("route").into_response(request_id),
+        Match::NotFound => {
+            return (
+                ApiError::not_found("route").into_response(request_id),
+                Access::default(),
+            )
+        }
         Match::MethodNotAllowed(allowed) => {
             let mut res = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -183,12 +211,18 @@ pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str)
             if let Ok(v) = HeaderValue::from_str(&list) {
                 res.headers_mut().insert(http::header::ALLOW, v);
             }
-            return res;
+            return (res, Access::default());
         }
     };
+    let template = ROUTES.iter().find(|d| d.route == route).map(|d| d.path);
     if route != Route::PutFile && req.body().len() > MAX_BODY_BYTES {
-        return ApiError::too_large("body_too_large", "The request body is larger than 1 MiB.")
+        let res = ApiError::too_large("body_too_large", "The request body is larger than 1 MiB.")
             .into_response(request_id);
+        let access = Access {
+            route: template,
+            user_id: None,
+        };
+        return (res, access);
     }
     let ctx = Ctx {
         ports,
@@ -250,11 +284,15 @@ pub async fn dispatch(ports: &Ports, req: Request, meta: Meta, request_id: &str)
         Route::AdminUpdateUser => billing::admin::update(&ctx, &req).await,
     };
     let mut res = result.unwrap_or_else(|e| e.into_response(request_id));
-    if let Some(d) = ctx.rate.get() {
+    if let Some(d) = ctx.rate.decision.get() {
         billing::quota::headers(&d, res.headers_mut());
     }
     if req.method() == Method::HEAD {
         *res.body_mut() = crate::Body::empty();
     }
-    res
+    let access = Access {
+        route: template,
+        user_id: ctx.rate.user_id.take(),
+    };
+    (res, access)
 }

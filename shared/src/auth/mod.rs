@@ -51,7 +51,14 @@ pub async fn authenticate(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
         None
     };
     let caller = user.map(|user| Caller { user }).ok_or_else(invalid)?;
-    let per_minute = u32::try_from(caller.user.limits().api_requests_minute).unwrap_or(u32::MAX);
-    crate::billing::quota::rate_limit(ctx, &format!("user:{}", caller.id()), per_minute).await?;
+    *ctx.rate.user_id.borrow_mut() = Some(caller.id().to_owned());
+    // A negative limit (an admin's override, e.g. for a service account)
+    // means no API rate limit at all: no check, no RateLimit-* headers.
+    let per_minute = caller.user.limits().api_requests_minute;
+    if per_minute >= 0 {
+        let per_minute = u32::try_from(per_minute).unwrap_or(u32::MAX);
+        crate::billing::quota::rate_limit(ctx, &format!("user:{}", caller.id()), per_minute)
+            .await?;
+    }
     Ok(caller)
 }

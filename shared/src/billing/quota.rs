@@ -1,9 +1,13 @@
 //! Enforcement of the tier's limits: API rate limit per user (and per IP
 //! for anonymous routes), model quotas before a model call.
 //!
-//! Exactness: with the default KV-backed limiter (and on Spin's KV) the
-//! request rate limit is approximate under bursts spread across isolates;
-//! the Worker supplies a Durable Object limiter that is exact. Model quotas
+//! Exactness: on Cloudflare the API request limits (per user, and per IP on
+//! anonymous routes) go through the `RateLimiter` Durable Object and are
+//! exact: one object per key decides every hit in its memory, so N
+//! concurrent requests over a limit of L get exactly L successes. With the
+//! KV-backed limiter (Spin, the host tests) they are approximate under
+//! bursts. The failed-login throttle (`auth::throttle`) counts in KV
+//! directly and stays approximate everywhere. Model quotas
 //! are read from the Postgres ledger (exact as of the last settled call; a
 //! run in flight may overdraw by at most its own calls).
 
@@ -18,8 +22,8 @@ use crate::routes::Ctx;
 /// Counts one request of `key` against `per_minute`; 429 over it. The
 /// decision is kept for the response's RateLimit-* headers.
 pub async fn rate_limit(ctx: &Ctx<'_>, key: &str, per_minute: u32) -> ApiResult<()> {
-    let d = ctx.ports.limiter().hit(key, per_minute, 60).await?;
-    ctx.rate.set(Some(d));
+    let d = ctx.ports.rate_hit(key, per_minute, 60).await?;
+    ctx.rate.decision.set(Some(d));
     if !d.allowed {
         return Err(ApiError::too_many(
             "rate_limited",

@@ -16,6 +16,8 @@ pub struct Limits {
     pub sandbox_idle_minutes: i64,
     /// Longest run of one sandbox command, in seconds (then it is killed).
     pub command_timeout_secs: i64,
+    /// Authenticated API requests per minute (sliding window); negative: no
+    /// limit and no check (an admin override, e.g. for a service account).
     pub api_requests_minute: i64,
     pub max_file_bytes: i64,
     pub max_project_bytes: i64,

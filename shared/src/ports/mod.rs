@@ -42,7 +42,8 @@ pub struct Ports {
     pub crypto: Rc<dyn Crypto>,
     /// Live session rooms; `None` drives runs inline (Spin, tests).
     pub rooms: Option<Rc<dyn Rooms>>,
-    /// An exact rate limiter; `None` uses the approximate KV one.
+    /// An exact rate limiter (the Worker's Durable Object one); `None` uses
+    /// the approximate KV one (Spin, tests).
     pub limiter: Option<Rc<dyn ratelimit::RateLimiter>>,
     /// Work after the response; `None` runs it before the response.
     pub background: Option<Rc<dyn background::Background>>,
@@ -60,14 +61,26 @@ impl Ports {
         }
     }
 
-    /// The rate limiter: the platform's exact one, else the KV-backed one.
-    pub fn limiter(&self) -> Rc<dyn ratelimit::RateLimiter> {
+    /// Counts one hit of `key` on the rate limiter: the platform's exact
+    /// one when it has one, else the approximate KV-backed one (built in
+    /// place: two reference-count bumps, no allocation).
+    pub async fn rate_hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window_secs: u64,
+    ) -> Result<ratelimit::Decision, kv::KvError> {
+        use ratelimit::RateLimiter as _;
         match &self.limiter {
-            Some(l) => l.clone(),
-            None => Rc::new(ratelimit::KvRateLimiter {
-                kv: self.kv.clone(),
-                clock: self.clock.clone(),
-            }),
+            Some(l) => l.hit(key, limit, window_secs).await,
+            None => {
+                ratelimit::KvRateLimiter {
+                    kv: self.kv.clone(),
+                    clock: self.clock.clone(),
+                }
+                .hit(key, limit, window_secs)
+                .await
+            }
         }
     }
 

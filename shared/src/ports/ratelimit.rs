@@ -1,8 +1,11 @@
 //! Rate limiting as a port. The default implementation (here) keeps a
 //! sliding-window counter in the KV store: on Workers KV that is
-//! approximate (eventually consistent across locations, last write wins),
-//! fine for abuse protection. Where exactness matters a platform supplies
-//! a strongly consistent one (a Durable Object counter per key on Workers).
+//! approximate (eventually consistent across locations, last write wins;
+//! even within one isolate two requests may read the same count before
+//! either writes), fine for abuse protection. Where exactness matters a
+//! platform supplies a strongly consistent one: on Workers the
+//! `RateLimiter` Durable Object (one object per key, the window in its
+//! memory), which runs this same [`decide`].
 
 use std::rc::Rc;
 
@@ -12,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::Clock;
 use super::kv::{Kv, KvError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub allowed: bool,
     pub limit: u32,

@@ -105,3 +105,84 @@ async fn missing_secret_answers_503_except_health() {
         .as_str()
         .is_some_and(|d| d.contains("JWT_SECRET")));
 }
+
+thread_local! {
+    /// The log lines written on this test's thread.
+    static LOG_LINES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A log sink that keeps each line for the test of its thread (tokio's
+/// current-thread runtime runs a test on its own thread) and still prints it.
+fn capture_log(line: &str) {
+    LOG_LINES.with(|l| l.borrow_mut().push(line.to_owned()));
+    eprintln!("{line}");
+}
+
+fn access_lines() -> Vec<(String, serde_json::Value)> {
+    LOG_LINES.with(|l| {
+        l.borrow()
+            .iter()
+            .filter_map(|line| {
+                let j: serde_json::Value = serde_json::from_str(line).ok()?;
+                (j["event"] == "request").then(|| (line.clone(), j["fields"].clone()))
+            })
+            .collect()
+    })
+}
+
+#[tokio::test]
+async fn each_request_logs_one_access_line_with_the_route_template_and_no_secrets() {
+    everjust_core::log::set_sink(capture_log);
+    let app = TestApp::new().await;
+    let (token, refresh, user_id) = app.signup("ada@example.com").await;
+    let project = app.project(&token, "p").await;
+    LOG_LINES.with(|l| l.borrow_mut().clear());
+    let r = app
+        .get(
+            &format!("/v1/projects/{project}?access_token=sekrit"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let lines = access_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let (line, f) = &lines[0];
+    assert_eq!(f["method"], "GET");
+    assert_eq!(f["route"], "/v1/projects/{id}");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["user_id"], user_id.as_str());
+    assert_eq!(
+        f["request_id"],
+        r.headers["x-request-id"].to_str().expect("id")
+    );
+    assert!(f["duration_ms"].is_i64(), "{f}");
+    for secret in [token.as_str(), refresh.as_str(), "sekrit", project.as_str()] {
+        assert!(
+            !line.contains(secret),
+            "the access line holds {secret}: {line}"
+        );
+    }
+    // A failed login: no caller, and nothing of the body.
+    LOG_LINES.with(|l| l.borrow_mut().clear());
+    let r = app
+        .json(
+            "POST",
+            "/v1/auth/login",
+            None,
+            serde_json::json!({"email": "ada@example.com", "password": "wrong password"}),
+        )
+        .await;
+    let lines = access_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].1["route"], "/v1/auth/login");
+    assert_eq!(lines[0].1["status"], r.status);
+    assert!(lines[0].1["user_id"].is_null());
+    assert!(!lines[0].0.contains("wrong password"));
+    // No route matched: still one line, without the raw path.
+    LOG_LINES.with(|l| l.borrow_mut().clear());
+    app.get("/v1/nothing/here-usr_123", None).await;
+    let lines = access_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].1["route"].is_null());
+    assert!(!lines[0].0.contains("usr_123"));
+}

@@ -8,8 +8,9 @@
 //! KV-backed limiter (Spin, the host tests) they are approximate under
 //! bursts. The failed-login throttle (`auth::throttle`) counts in KV
 //! directly and stays approximate everywhere. Model quotas
-//! are read from the Postgres ledger (exact as of the last settled call; a
-//! run in flight may overdraw by at most its own calls).
+//! are read from the Postgres ledger (exact as of the last settled call),
+//! with runs in flight holding a reservation (see [`check_model`]): runs
+//! racing for the last unit of budget overdraw it by at most one call.
 
 use http::HeaderValue;
 
@@ -43,7 +44,19 @@ pub fn headers(d: &Decision, h: &mut http::HeaderMap) {
 
 /// Refuses a model call over the day's call count or the month's tokens
 /// (only usage paid by our keys counts).
+///
+/// Runs in flight hold a reservation: each running run of the owner that
+/// started before the caller's (the agent's `Ctx` carries its run id as
+/// `request_id`; all of them when the caller is not a run, i.e. a request
+/// about to start one) counts as one more call and as one
+/// call's estimate of tokens (`AGENT_MAX_TOKENS`), since its usage is not
+/// settled yet. So when runs race for the last unit of budget only the
+/// earliest goes on, and the budget is overdrawn by at most that run's
+/// call. (Runs are ordered by `started_at`, then id; two inserts that
+/// commit in the other order than they began could both pass, a window of
+/// one INSERT statement.)
 pub async fn check_model(ctx: &Ctx<'_>, owner: &str, limits: &Limits) -> ApiResult<()> {
+    let estimate = i64::from(ctx.ports.config()?.agent_max_tokens);
     let row = ctx
         .ports
         .sql
@@ -52,14 +65,19 @@ pub async fn check_model(ctx: &Ctx<'_>, owner: &str, limits: &Limits) -> ApiResu
                 count(*) FILTER (WHERE created_at >= date_trunc('day', now()))::int8 AS calls_today,
                 COALESCE(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)::int8 AS tokens_month,
                 EXTRACT(EPOCH FROM (date_trunc('day', now()) + interval '1 day' - now()))::int8 AS day_left,
-                EXTRACT(EPOCH FROM (date_trunc('month', now()) + interval '1 month' - now()))::int8 AS month_left
+                EXTRACT(EPOCH FROM (date_trunc('month', now()) + interval '1 month' - now()))::int8 AS month_left,
+                (SELECT count(*) FROM runs r
+                  WHERE r.owner_id = $1 AND r.status = 'running' AND r.id <> $2
+                    AND (NOT EXISTS (SELECT 1 FROM runs m WHERE m.id = $2 AND m.owner_id = $1)
+                         OR (r.started_at, r.id) < (SELECT m.started_at, m.id FROM runs m WHERE m.id = $2)))::int8 AS in_flight
              FROM usage_ledger
              WHERE owner_id = $1 AND kind = 'model' AND NOT byok AND created_at >= date_trunc('month', now())",
-            &[Value::from(owner)],
+            &[Value::from(owner), Value::from(ctx.request_id)],
         )
         .await?
         .ok_or_else(|| ApiError::internal("usage query returned no row"))?;
-    if row.int("calls_today")? >= limits.model_calls_day {
+    let in_flight = row.int("in_flight")?;
+    if row.int("calls_today")? + in_flight >= limits.model_calls_day {
         let mut e = ApiError::new(
             http::StatusCode::PAYMENT_REQUIRED,
             "quota_model_calls",
@@ -68,7 +86,7 @@ pub async fn check_model(ctx: &Ctx<'_>, owner: &str, limits: &Limits) -> ApiResu
         e.retry_after = u64::try_from(row.int("day_left")?).ok();
         return Err(e);
     }
-    if row.int("tokens_month")? >= limits.model_tokens_month {
+    if row.int("tokens_month")? + in_flight.saturating_mul(estimate) >= limits.model_tokens_month {
         let mut e = ApiError::new(
             http::StatusCode::PAYMENT_REQUIRED,
             "quota_model_tokens",

@@ -374,3 +374,94 @@ async fn cors_preflight_from_an_unknown_origin_is_refused() {
     assert_eq!(bad.status(), 403);
     assert!(!bad.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn runs_racing_for_the_last_unit_of_budget_overdraw_by_at_most_one_run() {
+    const RUNS: usize = 4;
+    let http = Rc::new(ScriptedHttp::default());
+    let app = TestApp::build(
+        &[
+            ("ANTHROPIC_API_KEY", "sk-test"),
+            ("ANTHROPIC_BASE_URL", "http://model.test"),
+            ("ANTHROPIC_MODEL", "claude-sonnet-4-5"),
+        ],
+        http.clone(),
+    )
+    .await;
+    let (t, _, id) = app.signup("ada@example.com").await;
+    // One token of budget left, and room for every run to go at once.
+    app.ports
+        .sql
+        .execute(
+            "UPDATE users SET limits_override = '{\"model_tokens_month\": 1, \"concurrent_runs\": 10}' WHERE id = $1",
+            &[id.as_str().into()],
+        )
+        .await
+        .expect("override");
+    let p = app.project(&t, "p").await;
+    let mut sessions = Vec::new();
+    for _ in 0..RUNS {
+        let s = app
+            .json(
+                "POST",
+                &format!("/v1/projects/{p}/sessions"),
+                Some(&t),
+                json!({}),
+            )
+            .await
+            .json()["id"]
+            .as_str()
+            .expect("session")
+            .to_owned();
+        sessions.push(s);
+    }
+    // Every call a run makes costs 8 tokens (5 in, 3 out).
+    let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    for _ in 0..RUNS {
+        http.push(200, &[], stream);
+    }
+    let paths: Vec<String> = sessions
+        .iter()
+        .map(|s| format!("/v1/sessions/{s}/messages"))
+        .collect();
+    let sends = paths
+        .iter()
+        .map(|path| app.json("POST", path, Some(&t), json!({"content": "hello"})));
+    let results = futures_util::future::join_all(sends).await;
+    let mut completed = 0;
+    for r in &results {
+        let j = r.json();
+        match (r.status, j["status"].as_str()) {
+            (202, Some("complete")) => completed += 1,
+            // Stopped cleanly: refused at the door, or before its first call.
+            (402, _) => assert_eq!(j["code"], "quota_model_tokens", "{j}"),
+            (202, Some("incomplete")) => {}
+            other => panic!("unexpected answer {other:?}: {j}"),
+        }
+    }
+    let billed: i64 = app
+        .ports
+        .sql
+        .query(
+            "SELECT COALESCE(sum(input_tokens + output_tokens), 0)::int8 AS n FROM usage_ledger WHERE NOT byok",
+            &[],
+        )
+        .await
+        .expect("ledger")[0]
+        .int("n")
+        .expect("n");
+    // The budget (1) may be overdrawn by one run's call (8 tokens), no more.
+    assert!(
+        billed <= 1 + 8,
+        "{RUNS} racing runs billed {billed} tokens against a budget of 1"
+    );
+    assert_eq!(
+        completed, 1,
+        "the last unit of budget goes to exactly one run"
+    );
+}

@@ -100,6 +100,10 @@ pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         "provider_keys": rows_json(sql, "SELECT provider, last4, created_at, updated_at FROM provider_keys WHERE owner_id = $1 ORDER BY provider", caller.id()).await?,
         "github": rows_json(sql, "SELECT project_id, repo_owner, repo_name, branch, last_synced_sha, status, created_at
              FROM github_links WHERE owner_id = $1 ORDER BY project_id", caller.id()).await?,
+        // The GitHub App installations the caller linked (no secret lives in that table).
+        "github_installations": rows_json(sql, "SELECT installation_id, account_login, account_id, account_type, suspended,
+                created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at
+             FROM github_installations WHERE owner_id = $1 ORDER BY installation_id", caller.id()).await?,
         "sandboxes": rows_json(sql, "SELECT project_id, provider, state, last_activity_at, created_at
              FROM sandboxes WHERE owner_id = $1 ORDER BY project_id", caller.id()).await?,
     })))

@@ -399,7 +399,7 @@ async fn erasure_removes_every_row_and_kills_the_tokens() {
 async fn export_holds_the_users_data_and_nobody_elses() {
     let app = TestApp::new().await;
     let (access, _, id) = app.signup("ada@example.com").await;
-    let (other, _, _) = app.signup("bob@example.com").await;
+    let (other, _, other_id) = app.signup("bob@example.com").await;
     let p = app.project(&access, "mine").await;
     app.request(
         "PUT",
@@ -410,10 +410,24 @@ async fn export_holds_the_users_data_and_nobody_elses() {
     )
     .await;
     app.project(&other, "theirs").await;
+    for (inst, owner, login) in [(71, &id, "ada-gh"), (72, &other_id, "bob-gh")] {
+        app.ports
+            .sql
+            .execute(
+                "INSERT INTO github_installations (installation_id, owner_id, account_login) VALUES ($1, $2, $3)",
+                &[everjust_core::ports::sql::Value::Int(inst), owner.as_str().into(), login.into()],
+            )
+            .await
+            .expect("installation");
+    }
     let r = app.get("/v1/me/export", Some(&access)).await;
     assert_eq!(r.status, 200);
     let j = r.json();
     assert_eq!(j["user"]["id"], id.as_str());
+    assert_eq!(j["github_installations"].as_array().map(Vec::len), Some(1));
+    assert_eq!(j["github_installations"][0]["installation_id"], 71);
+    assert_eq!(j["github_installations"][0]["account_login"], "ada-gh");
+    assert!(!r.body.windows(6).any(|w| w == b"bob-gh"));
     assert_eq!(j["projects"].as_array().map(Vec::len), Some(1));
     assert_eq!(j["projects"][0]["files"][0]["content_base64"], "aGVsbG8=");
     assert!(j["audit"]

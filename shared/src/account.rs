@@ -59,7 +59,7 @@ pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     }
     let tokens = sql
         .query(
-            "SELECT id, created_at, expires_at, rotated_at IS NOT NULL AS rotated, revoked_at IS NOT NULL AS revoked
+            "SELECT id, created_at AT TIME ZONE 'UTC' AS created_at, expires_at AT TIME ZONE 'UTC' AS expires_at, rotated_at IS NOT NULL AS rotated, revoked_at IS NOT NULL AS revoked
              FROM refresh_tokens WHERE user_id = $1 ORDER BY id",
             &[caller.id().into()],
         )
@@ -90,21 +90,21 @@ pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         "projects": out_projects,
         "refresh_tokens": tokens,
         "audit": audit::export(sql, caller.id()).await?,
-        "sessions": rows_json(sql, "SELECT s.id, s.project_id, s.title, s.created_at,
+        "sessions": rows_json(sql, "SELECT s.id, s.project_id, s.title, s.created_at AT TIME ZONE 'UTC' AS created_at,
                 (SELECT COALESCE(jsonb_agg(jsonb_build_object('id', m.id, 'role', m.role, 'content', m.content,
                     'status', m.status, 'model', m.model, 'created_at', m.created_at) ORDER BY m.id), '[]'::jsonb)
                  FROM messages m WHERE m.session_id = s.id)::text AS messages
              FROM sessions s WHERE s.owner_id = $1 ORDER BY s.id", caller.id()).await?,
         "usage": rows_json(sql, "SELECT id, kind, provider, model, input_tokens, output_tokens, cache_read_tokens,
-                cache_write_tokens, cost_micros, byok, created_at FROM usage_ledger WHERE owner_id = $1 ORDER BY id", caller.id()).await?,
-        "provider_keys": rows_json(sql, "SELECT provider, last4, created_at, updated_at FROM provider_keys WHERE owner_id = $1 ORDER BY provider", caller.id()).await?,
-        "github": rows_json(sql, "SELECT project_id, repo_owner, repo_name, branch, last_synced_sha, status, created_at
+                cache_write_tokens, cost_micros, byok, created_at AT TIME ZONE 'UTC' AS created_at FROM usage_ledger WHERE owner_id = $1 ORDER BY id", caller.id()).await?,
+        "provider_keys": rows_json(sql, "SELECT provider, last4, created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at FROM provider_keys WHERE owner_id = $1 ORDER BY provider", caller.id()).await?,
+        "github": rows_json(sql, "SELECT project_id, repo_owner, repo_name, branch, last_synced_sha, status, created_at AT TIME ZONE 'UTC' AS created_at
              FROM github_links WHERE owner_id = $1 ORDER BY project_id", caller.id()).await?,
         // The GitHub App installations the caller linked (no secret lives in that table).
         "github_installations": rows_json(sql, "SELECT installation_id, account_login, account_id, account_type, suspended,
                 created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at
              FROM github_installations WHERE owner_id = $1 ORDER BY installation_id", caller.id()).await?,
-        "sandboxes": rows_json(sql, "SELECT project_id, provider, state, last_activity_at, created_at
+        "sandboxes": rows_json(sql, "SELECT project_id, provider, state, last_activity_at AT TIME ZONE 'UTC' AS last_activity_at, created_at AT TIME ZONE 'UTC' AS created_at
              FROM sandboxes WHERE owner_id = $1 ORDER BY project_id", caller.id()).await?,
     })))
 }
@@ -150,7 +150,7 @@ pub async fn audit(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         .ports
         .sql
         .query(
-            "SELECT id, action, target, detail::text AS detail, ip, request_id, created_at FROM audit_events
+            "SELECT id, action, target, detail::text AS detail, ip, request_id, created_at AT TIME ZONE 'UTC' AS created_at FROM audit_events
              WHERE user_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
             &[caller.id().into(), page.after.clone().into(), crate::ports::sql::Value::Int(i64::try_from(page.limit + 1).unwrap_or(51))],
         )

@@ -73,6 +73,8 @@ fn decode(v: DbValue, column: &str) -> Result<Value, SqlError> {
         DbValue::Floating64(f) => Value::Float(f),
         DbValue::Str(s) => Value::Text(s),
         DbValue::Binary(b) => Value::Bytes(b),
+        // A `timestamp` column holding UTC (`col AT TIME ZONE 'UTC' AS col`):
+        // Spin cannot read `timestamptz`, see `everjust_core::ports::sql`.
         DbValue::Datetime((y, mo, d, h, mi, s, ns)) => {
             Value::Timestamp(codec::civil_to_unix_ms(y, mo, d, h, mi, s, ns))
         }

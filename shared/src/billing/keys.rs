@@ -226,7 +226,7 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let rows = ctx
         .ports
         .sql
-        .query("SELECT provider, last4, updated_at FROM provider_keys WHERE owner_id = $1 ORDER BY provider", &[caller.id().into()])
+        .query("SELECT provider, last4, updated_at AT TIME ZONE 'UTC' AS updated_at FROM provider_keys WHERE owner_id = $1 ORDER BY provider", &[caller.id().into()])
         .await?;
     let items: Vec<_> = rows
         .iter()

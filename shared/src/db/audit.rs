@@ -34,7 +34,7 @@ pub async fn record(
 pub async fn export(sql: &dyn Sql, user_id: &str) -> Result<Vec<serde_json::Value>, SqlError> {
     let rows = sql
         .query(
-            "SELECT id, action, target, detail::text AS detail, ip, request_id, created_at
+            "SELECT id, action, target, detail::text AS detail, ip, request_id, created_at AT TIME ZONE 'UTC' AS created_at
              FROM audit_events WHERE user_id = $1 ORDER BY id",
             &[Value::from(user_id)],
         )

@@ -18,7 +18,7 @@ pub struct Session {
     pub updated_at: String,
 }
 
-const SESSION_COLUMNS: &str = "id, project_id, title, last_seq, created_at, updated_at";
+const SESSION_COLUMNS: &str = "id, project_id, title, last_seq, created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at";
 
 fn session(r: &Row) -> Result<Session, SqlError> {
     Ok(Session {
@@ -93,7 +93,7 @@ pub struct StoredMessage {
 
 const MESSAGE_COLUMNS: &str =
     "id, run_id, role, content::text AS content, status, model, input_tokens, output_tokens, \
-     cache_read_tokens, cache_write_tokens, cost_micros, created_at";
+     cache_read_tokens, cache_write_tokens, cost_micros, created_at AT TIME ZONE 'UTC' AS created_at";
 
 fn message(r: &Row) -> Result<StoredMessage, SqlError> {
     Ok(StoredMessage {

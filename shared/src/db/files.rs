@@ -31,7 +31,7 @@ pub async fn page(
 ) -> Result<Vec<FileMeta>, SqlError> {
     let rows = sql
         .query(
-            "SELECT path, size, sha256, updated_at FROM files
+            "SELECT path, size, sha256, updated_at AT TIME ZONE 'UTC' AS updated_at FROM files
              WHERE project_id = $1 AND ($2::text IS NULL OR path > $2) ORDER BY path LIMIT $3",
             &[
                 project.into(),
@@ -49,7 +49,7 @@ pub async fn meta(
     path: &ProjectPath,
 ) -> Result<Option<FileMeta>, SqlError> {
     sql.query_opt(
-        "SELECT path, size, sha256, updated_at FROM files WHERE project_id = $1 AND path = $2",
+        "SELECT path, size, sha256, updated_at AT TIME ZONE 'UTC' AS updated_at FROM files WHERE project_id = $1 AND path = $2",
         &[project.into(), path.as_str().into()],
     )
     .await?
@@ -67,7 +67,7 @@ pub async fn read(
 ) -> Result<Option<(FileMeta, Vec<u8>)>, SqlError> {
     let row = sql
         .query_opt(
-            "SELECT f.path, f.size, f.sha256, f.updated_at, b.content
+            "SELECT f.path, f.size, f.sha256, f.updated_at AT TIME ZONE 'UTC' AS updated_at, b.content
              FROM files f JOIN projects p ON p.id = f.project_id
              JOIN blobs b ON b.owner_id = f.owner_id AND b.sha256 = f.sha256
              WHERE f.project_id = $1 AND f.path = $2 AND p.owner_id = $3",
@@ -99,7 +99,7 @@ pub async fn write(
         .query_opt(
             "INSERT INTO files (project_id, path, owner_id, sha256, size) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (project_id, path) DO UPDATE SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size, updated_at = now()
-             RETURNING path, size, sha256, updated_at",
+             RETURNING path, size, sha256, updated_at AT TIME ZONE 'UTC' AS updated_at",
             &[project.into(), path.as_str().into(), owner.into(), sha256.into(), Value::Int(size)],
         )
         .await?
@@ -162,7 +162,7 @@ pub async fn export(
 ) -> Result<Vec<(FileMeta, Vec<u8>)>, SqlError> {
     let rows = sql
         .query(
-            "SELECT f.path, f.size, f.sha256, f.updated_at, b.content FROM files f
+            "SELECT f.path, f.size, f.sha256, f.updated_at AT TIME ZONE 'UTC' AS updated_at, b.content FROM files f
              JOIN blobs b ON b.owner_id = f.owner_id AND b.sha256 = f.sha256
              WHERE f.project_id = $1 AND f.owner_id = $2 ORDER BY f.path",
             &[project.into(), owner.into()],

@@ -15,7 +15,7 @@ pub struct Project {
     pub updated_at: String,
 }
 
-const COLUMNS: &str = "id, name, description, template, total_bytes, created_at, updated_at";
+const COLUMNS: &str = "id, name, description, template, total_bytes, created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at";
 
 fn from_row(r: &Row) -> Result<Project, SqlError> {
     Ok(Project {

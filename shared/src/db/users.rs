@@ -19,7 +19,7 @@ pub struct User {
     pub limits_override: serde_json::Value,
 }
 
-const COLUMNS: &str = "id, email, role, tier, created_at, limits_override::text AS limits_override";
+const COLUMNS: &str = "id, email, role, tier, created_at AT TIME ZONE 'UTC' AS created_at, limits_override::text AS limits_override";
 
 fn from_row(r: &Row) -> Result<User, SqlError> {
     Ok(User {
@@ -106,7 +106,7 @@ pub async fn credentials_by_email(
 ) -> Result<Option<(User, String)>, SqlError> {
     let row = sql
         .query_opt(
-            "SELECT u.id, u.email, u.role, u.tier, u.created_at, u.limits_override::text AS limits_override, c.password_hash
+            "SELECT u.id, u.email, u.role, u.tier, u.created_at AT TIME ZONE 'UTC' AS created_at, u.limits_override::text AS limits_override, c.password_hash
              FROM users u JOIN credentials c ON c.user_id = u.id WHERE u.email_normalized = $1",
             &[email_normalized.into()],
         )

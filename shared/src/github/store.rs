@@ -173,8 +173,8 @@ impl Link {
 
 const LINK_COLS: &str =
     "project_id, owner_id, installation_id, repo_id, repo_owner, repo_name, branch,
-    last_synced_sha, last_synced_tree, last_pushed_sha, snapshot_exact, last_sync_at, last_error,
-    conflict::text AS conflict, last_report::text AS last_report, status, created_at";
+    last_synced_sha, last_synced_tree, last_pushed_sha, snapshot_exact, last_sync_at AT TIME ZONE 'UTC' AS last_sync_at, last_error,
+    conflict::text AS conflict, last_report::text AS last_report, status, created_at AT TIME ZONE 'UTC' AS created_at";
 
 fn link(r: &Row) -> Result<Link, SqlError> {
     Ok(Link {

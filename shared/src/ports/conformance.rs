@@ -129,7 +129,7 @@ pub async fn sql_suite(sql: &dyn Sql, prefix: &str) -> Vec<Case> {
             .map_err(|e| e.to_string())?;
         ensure!(n == 1, "rows affected {n}");
         let row = sql
-            .query_opt(&format!("SELECT id, name, data, flag, at, doc::text AS doc FROM {table} WHERE id = $1"), &[Value::Int(1)])
+            .query_opt(&format!("SELECT id, name, data, flag, at AT TIME ZONE 'UTC' AS at, doc::text AS doc FROM {table} WHERE id = $1"), &[Value::Int(1)])
             .await
             .map_err(|e| e.to_string())?
             .ok_or("row missing")?;
@@ -205,6 +205,63 @@ pub async fn sql_suite(sql: &dyn Sql, prefix: &str) -> Vec<Case> {
                 .await
                 .map_err(|e| e.to_string())?;
             ensure!(rows.is_empty(), "row 3 survived a rollback");
+            Ok(())
+        }
+        .await,
+    ));
+    cases.push(check(
+        "timestamps_round_trip_in_utc_whatever_the_session_time_zone",
+        async {
+            // A whole second: Spin's timestamp parameter carries seconds.
+            let at = 1_700_000_123_000;
+            sql.batch("SET TIME ZONE 'Asia/Kolkata'")
+                .await
+                .map_err(|e| e.to_string())?;
+            let result = async {
+                sql.execute(
+                    &format!("INSERT INTO {table} (id, at) VALUES ($1, $2)"),
+                    &[Value::Int(4), Value::Timestamp(at)],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let row = sql
+                    .query_opt(
+                        &format!(
+                            "SELECT at AT TIME ZONE 'UTC' AS at, at = $2 AS same, at < now() AS past
+                             FROM {table} WHERE id = $1"
+                        ),
+                        &[Value::Int(4), Value::Timestamp(at)],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("row missing")?;
+                let got = row.int("at").map_err(|e| e.to_string())?;
+                ensure!(got == at, "read {got}, wrote {at}");
+                ensure!(
+                    row.bool("same").map_err(|e| e.to_string())?,
+                    "parameter compares unequal"
+                );
+                ensure!(
+                    row.bool("past").map_err(|e| e.to_string())?,
+                    "now() is before it"
+                );
+                Ok(())
+            }
+            .await;
+            sql.batch("RESET TIME ZONE")
+                .await
+                .map_err(|e| e.to_string())?;
+            result
+        }
+        .await,
+    ));
+    cases.push(check(
+        "timestamptz_result_columns_are_refused_as_on_spin",
+        async {
+            let r = sql
+                .query(&format!("SELECT at FROM {table} WHERE id = 1"), &[])
+                .await;
+            ensure!(r.is_err(), "a timestamptz column was read: {r:?}");
             Ok(())
         }
         .await,

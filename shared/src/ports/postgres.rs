@@ -95,7 +95,17 @@ fn decode(row: &tokio_postgres::Row, columns: &Rc<[String]>) -> Result<Row, SqlE
                 .try_get::<_, Option<Vec<u8>>>(i)
                 .map_err(|e| err(e.into()))?
                 .map(Value::Bytes),
-            Type::TIMESTAMPTZ | Type::TIMESTAMP => row
+            // Spin's pg4 host decodes date-times as a naive date-time, which
+            // only accepts `timestamp`: refuse `timestamptz` here too, so a
+            // query that would fail on Spin fails in every test.
+            Type::TIMESTAMPTZ => {
+                let name = col.name();
+                return Err(SqlError::Decode(format!(
+                    "{name}: Spin cannot read timestamptz; select `{name} AT TIME ZONE 'UTC'`"
+                )));
+            }
+            // A `timestamp` is UTC wall time (`col AT TIME ZONE 'UTC'`).
+            Type::TIMESTAMP => row
                 .try_get::<_, Option<SystemTime>>(i)
                 .map_err(|e| err(e.into()))?
                 .map(|t| {

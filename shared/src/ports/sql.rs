@@ -2,10 +2,14 @@
 //! implemented by tokio-postgres (Workers over Hyperdrive, host tools and
 //! tests) and by Spin's PostgreSQL interface.
 //!
-//! Parameters travel as one of five wire types (bool, int8, text, bytea,
-//! null); SQL casts explicitly where a column has another type
-//! (`$1::text::jsonb`: Spin binds a text value only to text). Result columns are decoded the same way; timestamps come
-//! back as Unix milliseconds.
+//! Parameters travel as one of the wire types of [`Value`]; SQL casts
+//! explicitly where a column has another type (`$1::text::jsonb`: Spin binds
+//! a text value only to text). Result columns are decoded the same way:
+//! `jsonb` is selected as `::text`, and a `timestamptz` column as
+//! `col AT TIME ZONE 'UTC' AS col` (a `timestamp` in UTC, whatever the
+//! session's TimeZone), because Spin's PostgreSQL host cannot decode
+//! `timestamptz`. Both adapters refuse a `timestamptz` result column.
+//! Timestamps come back as Unix milliseconds.
 
 use async_trait::async_trait;
 
@@ -17,7 +21,9 @@ pub enum Value {
     Float(f64),
     Text(String),
     Bytes(Vec<u8>),
-    /// `timestamptz`, as milliseconds since the Unix epoch.
+    /// A point in time, as milliseconds since the Unix epoch. As a
+    /// parameter it binds to `timestamptz`; as a result it is read from a
+    /// `timestamp` column holding UTC (`col AT TIME ZONE 'UTC' AS col`).
     Timestamp(i64),
 }
 

@@ -29,8 +29,10 @@ fn due_expr() -> String {
 }
 
 const COLUMNS: &str = "project_id, owner_id, provider, external_id, generation, toolbox_url, state, error,
-    preview_url, preview_token, preview_expires_at, idle_minutes, last_activity_at, keepalive_at, due_at,
-    started_at, lease_until, created_at, updated_at";
+    preview_url, preview_token, preview_expires_at AT TIME ZONE 'UTC' AS preview_expires_at, idle_minutes,
+    last_activity_at AT TIME ZONE 'UTC' AS last_activity_at, keepalive_at AT TIME ZONE 'UTC' AS keepalive_at, due_at AT TIME ZONE 'UTC' AS due_at,
+    started_at AT TIME ZONE 'UTC' AS started_at, lease_until AT TIME ZONE 'UTC' AS lease_until,
+    created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxRow {
@@ -189,7 +191,7 @@ pub async fn transition(
                  provider_updated_at = GREATEST(s.provider_updated_at, $4),
                  updated_at = $4
              FROM old WHERE s.project_id = old.project_id
-             RETURNING old.state AS old_state, old.started_at AS was_started, s.owner_id, s.provider",
+             RETURNING old.state AS old_state, old.started_at AT TIME ZONE 'UTC' AS was_started, s.owner_id, s.provider",
             &[project.into(), state.as_str().into(), error.into(), Value::Timestamp(now)],
         )
         .await?
@@ -322,12 +324,16 @@ pub async fn activity_at_least(sql: &dyn Sql, project: &str, at: i64) -> Result<
 }
 
 /// The idle job's query: sandboxes due for a look, earliest first, that no
-/// start or stop holds. One range scan of the partial index `sandboxes_due`.
+/// start or stop holds. One range scan of the partial index `sandboxes_due`
+/// (ordered by the table's column, not its UTC output alias, so the index
+/// gives the order).
 pub const DUE_QUERY: &str = "SELECT project_id, owner_id, provider, external_id, generation, toolbox_url, state, error,
-    preview_url, preview_token, preview_expires_at, idle_minutes, last_activity_at, keepalive_at, due_at,
-    started_at, lease_until, created_at, updated_at
+    preview_url, preview_token, preview_expires_at AT TIME ZONE 'UTC' AS preview_expires_at, idle_minutes,
+    last_activity_at AT TIME ZONE 'UTC' AS last_activity_at, keepalive_at AT TIME ZONE 'UTC' AS keepalive_at, due_at AT TIME ZONE 'UTC' AS due_at,
+    started_at AT TIME ZONE 'UTC' AS started_at, lease_until AT TIME ZONE 'UTC' AS lease_until,
+    created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at
     FROM sandboxes WHERE due_at IS NOT NULL AND due_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
-    ORDER BY due_at LIMIT $2";
+    ORDER BY sandboxes.due_at LIMIT $2";
 
 pub async fn due(sql: &dyn Sql, now: i64, limit: i64) -> Result<Vec<SandboxRow>, SqlError> {
     sql.query(DUE_QUERY, &[Value::Timestamp(now), Value::Int(limit)])

@@ -9,7 +9,8 @@ pub fn health() -> Response {
     ok(&serde_json::json!({ "status": "ok" }))
 }
 
-/// 200 when Postgres and KV answer, else 503 naming what is down.
+/// 200 when Postgres and KV answer, else 503 naming what is down. The
+/// answer also says whether the API rate limits are exact.
 pub async fn ready(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let pg = ctx.ports.sql.query("SELECT 1 AS one", &[]).await;
     let kv = ctx.ports.kv.get("ready:probe").await;
@@ -23,9 +24,14 @@ pub async fn ready(ctx: &Ctx<'_>) -> ApiResult<Response> {
         failing.push("kv");
     }
     if failing.is_empty() {
-        Ok(ok(
-            &serde_json::json!({ "status": "ready", "checks": { "postgres": "ok", "kv": "ok" } }),
-        ))
+        // Whether the API rate limits are exact here (the Worker's Durable
+        // Object limiter) or approximate (KV), for operators and tests.
+        let exact = ctx.ports.limiter.as_ref().is_some_and(|l| l.exact());
+        Ok(ok(&serde_json::json!({
+            "status": "ready",
+            "checks": { "postgres": "ok", "kv": "ok" },
+            "rate_limiter": if exact { "exact" } else { "approximate" },
+        })))
     } else {
         Err(ApiError::unavailable(
             "not_ready",

@@ -11,6 +11,8 @@ async fn health_and_ready_answer() {
     assert_eq!((h.status, h.json()["status"].as_str()), (200, Some("ok")));
     let r = app.get("/ready", None).await;
     assert_eq!(r.json()["checks"]["postgres"], "ok");
+    // In-process the limiter is the KV one.
+    assert_eq!(r.json()["rate_limiter"], "approximate");
 }
 
 #[tokio::test]

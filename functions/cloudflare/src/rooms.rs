@@ -18,6 +18,8 @@ const ROOM_ORIGIN: &str = "https://session-room.internal";
 
 /// Request headers the room reads.
 pub const TICKET_HEADER: &str = "x-everjust-ticket-sha256";
+/// On a streamed start, the room's sequence number before the run.
+pub const LAST_SEQ_HEADER: &str = "x-everjust-last-seq";
 
 /// What the adapter keeps of a WebSocket upgrade request for the room: the
 /// core hands the port only the session, the member and the resume point.
@@ -124,7 +126,11 @@ async fn refused(what: &str, mut res: worker::Response) -> RoomError {
 
 #[async_trait(?Send)]
 impl Rooms for DurableRooms {
-    async fn start(&self, spec: &RunSpec) -> Result<i64, RoomError> {
+    async fn start(
+        &self,
+        spec: &RunSpec,
+        stream: Option<Protocol>,
+    ) -> Result<(i64, Option<Body>), RoomError> {
         let body = serde_json::to_string(spec).map_err(|e| RoomError::Failed(e.to_string()))?;
         let headers = Headers::new();
         headers
@@ -135,7 +141,9 @@ impl Rooms for DurableRooms {
                 &spec.session_id,
                 Method::Post,
                 "/start",
-                &[],
+                &stream
+                    .map(|p| vec![("protocol", p.as_str())])
+                    .unwrap_or_default(),
                 headers,
                 Some(body),
             )
@@ -145,12 +153,23 @@ impl Rooms for DurableRooms {
             409 => return Err(RoomError::Busy),
             _ => return Err(refused("start", res).await),
         }
+        if stream.is_some() {
+            // The run's events, after the number in the header.
+            let last_seq = res
+                .headers()
+                .get(LAST_SEQ_HEADER)
+                .map_err(room_err("start answer"))?
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| RoomError::Failed("start answer: no last seq".into()))?;
+            let body = Body::Native(Box::new(crate::convert::PassThrough(res.body().clone())));
+            return Ok((last_seq, Some(body)));
+        }
         #[derive(serde::Deserialize)]
         struct Started {
             last_seq: i64,
         }
         let started: Started = res.json().await.map_err(room_err("start answer"))?;
-        Ok(started.last_seq)
+        Ok((started.last_seq, None))
     }
 
     async fn events(

@@ -5,8 +5,10 @@
 //!
 //! Routes (from the Worker's `Rooms` port, `rooms.rs`; every request
 //! carries `?session=<id>`):
-//! - `POST /start` (a `RunSpec`): 409 when a run is active; else stores
-//!   it, sets the alarm to now and answers `{"last_seq": N}`.
+//! - `POST /start?protocol=P` (a `RunSpec`): 409 when a run is active;
+//!   else stores it, sets the alarm to now and answers `{"last_seq": N}`,
+//!   or with `protocol` the run's events as `GET /events?after=N` would
+//!   (N in the `x-everjust-last-seq` header).
 //! - `GET /events?after=N&protocol=P`: SSE, the buffer after N, then the
 //!   live events until the active run's `run_finished`.
 //! - `POST /cancel`: asks the active run to stop.
@@ -372,7 +374,25 @@ impl DurableObject for SessionRoom {
                     Ok(spec) => spec,
                     Err(e) => return problem(400, "invalid_body", &e.to_string()),
                 };
-                self.start(spec).await
+                let stream = match query("protocol").map(|p| Protocol::parse(Some(&p))) {
+                    None => None,
+                    Some(Ok(p)) => Some(p),
+                    Some(Err(_)) => return problem(400, "invalid_protocol", "unknown protocol"),
+                };
+                let session = spec.session_id.clone();
+                let last_seq = match self.start(spec).await? {
+                    Ok(seq) => seq,
+                    Err(refused) => return Ok(refused),
+                };
+                match stream {
+                    Some(protocol) => {
+                        let mut res = self.events(&session, last_seq, protocol)?;
+                        res.headers_mut()
+                            .set(crate::rooms::LAST_SEQ_HEADER, &last_seq.to_string())?;
+                        Ok(res)
+                    }
+                    None => json_response(200, &serde_json::json!({ "last_seq": last_seq })),
+                }
             }
             (Method::Get, "/events") => {
                 let after = query("after").and_then(|a| a.parse().ok()).unwrap_or(0);
@@ -537,7 +557,9 @@ impl SessionRoom {
         crate::base_ports(&self.env)
     }
 
-    async fn start(&self, mut spec: RunSpec) -> worker::Result<Response> {
+    /// Stores the run and arms the alarm that drives it; the room's sequence
+    /// number before it, or the refusal to answer.
+    async fn start(&self, mut spec: RunSpec) -> worker::Result<Result<i64, Response>> {
         let mut waited = 0;
         while let Some(run) = self.active()? {
             if waited >= START_WAIT_MS {
@@ -545,7 +567,8 @@ impl SessionRoom {
                     409,
                     "run_in_progress",
                     &format!("The run {} is still active in this room.", run.spec.run_id),
-                );
+                )
+                .map(Err);
             }
             worker::Delay::from(Duration::from_millis(START_POLL_MS)).await;
             waited += START_POLL_MS;
@@ -561,7 +584,7 @@ impl SessionRoom {
         })?;
         self.cancel.set(false);
         self.state.storage().set_alarm(0i64).await?;
-        json_response(200, &serde_json::json!({ "last_seq": last_seq }))
+        Ok(Ok(last_seq))
     }
 
     fn request_cancel(&self) -> worker::Result<Response> {

@@ -283,8 +283,9 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     };
     match &ctx.ports.rooms {
         Some(rooms) => {
-            let first_seq = match rooms.start(&spec).await {
-                Ok(seq) => seq,
+            let stream = wants_stream(req).then_some(protocol);
+            let (first_seq, events) = match rooms.start(&spec, stream).await {
+                Ok(started) => started,
                 Err(RoomError::Busy) => {
                     db::finish_run(sql, &run_id, "error", Some("room_busy")).await?;
                     return Err(ApiError::conflict(
@@ -297,14 +298,10 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                     return Err(ApiError::internal(e));
                 }
             };
-            if wants_stream(req) {
-                let stream = rooms
-                    .events(&session.id, first_seq, protocol)
-                    .await
-                    .map_err(ApiError::internal)?;
-                return Ok(sse_response(protocol, stream));
+            match events {
+                Some(events) => Ok(sse_response(protocol, events)),
+                None => Ok(json(StatusCode::ACCEPTED, &accepted(first_seq))),
             }
-            Ok(json(StatusCode::ACCEPTED, &accepted(first_seq)))
         }
         None if wants_stream(req) => Ok(sse_response(
             protocol,

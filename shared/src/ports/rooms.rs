@@ -29,8 +29,14 @@ pub struct Member {
 pub trait Rooms {
     /// Hands the run to its session's room, which drives it to its end even
     /// when every reader is gone. Returns the room's sequence number before
-    /// the run's first event (readers of the run resume after it).
-    async fn start(&self, spec: &RunSpec) -> Result<i64, RoomError>;
+    /// the run's first event (readers of the run resume after it) and, when
+    /// `stream` names a protocol, the run's events as [`Rooms::events`]
+    /// after that number would give them (one call to the room, not two).
+    async fn start(
+        &self,
+        spec: &RunSpec,
+        stream: Option<Protocol>,
+    ) -> Result<(i64, Option<Body>), RoomError>;
 
     /// The session's events after `after` in `protocol`, then the live tail
     /// until the running run ends (SSE bytes). A platform may answer with

@@ -2,7 +2,8 @@
 //! workers-rs and `http` types, builds the core's ports from its bindings
 //! and calls `everjust_core::handle`; every decision lives in the core.
 //! Live chat sessions run in the `SessionRoom` Durable Object, reached
-//! through the `Rooms` port.
+//! through the `Rooms` port; API rate limits are counted exactly by the
+//! `RateLimiter` Durable Object (one per key), through the `RateLimiter` port.
 #![cfg(target_arch = "wasm32")]
 
 mod background;
@@ -11,8 +12,10 @@ mod clock;
 mod config;
 mod convert;
 mod crypto;
+mod durable_limiter;
 mod fetch;
 mod kv;
+mod rate_limiter;
 mod rooms;
 mod session_room;
 mod sql;
@@ -22,12 +25,14 @@ use std::rc::Rc;
 use everjust_core::{Meta, Ports};
 use worker::{event, Context, Env, HttpRequest};
 
+pub use rate_limiter::RateLimiter;
 pub use session_room::SessionRoom;
 
 /// Binding names, as declared in `wrangler.toml`.
 const KV_BINDING: &str = "KV";
 const HYPERDRIVE_BINDING: &str = "HYPERDRIVE";
 const ROOMS_BINDING: &str = "ROOMS";
+const LIMITER_BINDING: &str = "LIMITER";
 
 #[event(start)]
 fn start() {
@@ -81,7 +86,11 @@ pub(crate) fn base_ports(env: &Env) -> Ports {
         clock: Rc::new(clock::DateClock),
         crypto: Rc::new(crypto::WebCrypto),
         rooms: None,
-        limiter: None,
+        // Exact API rate limits (see `rate_limiter`); without the binding
+        // every rate-limited request fails, so a missing one shows at once.
+        limiter: Some(Rc::new(durable_limiter::DurableLimiter::new(
+            env.durable_object(LIMITER_BINDING),
+        ))),
         // Without a request to wait on (a room's alarm), work runs in line.
         background: None,
         config: config::load(env),

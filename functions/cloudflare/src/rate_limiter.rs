@@ -1,0 +1,188 @@
+//! The `RateLimiter` Durable Object: the exact sliding-window counter of one
+//! rate-limit key (one object per key, `id_from_name("user:<id>")` or
+//! `"ip:<address>"`), reached through the `RateLimiter` port
+//! (`durable_limiter.rs`). Route: `POST /hit?limit=L&window=S` answers the
+//! core's `Decision` as JSON.
+//!
+//! Exact: an object handles its events one at a time and a hit is decided
+//! by `everjust_core::ports::ratelimit::decide` on the window held in
+//! memory, with no `.await` between reading and updating it, so N
+//! concurrent requests against a limit L get exactly L successes, whichever
+//! isolate or location they arrive at.
+//!
+//! Cheap: after an object's first hit (which loads the window from storage
+//! once and arms the clean-up alarm) a hit is one in-memory decision and one
+//! storage write that the response does not wait for: it is sent with
+//! `allowUnconfirmed`, so the output gate does not hold the answer until the
+//! write is durable. That is safe because storage is not what makes the
+//! counter correct: memory is. Storage only lets the window outlive an
+//! eviction, and an object is evicted only after it has been idle for a
+//! while, long after its writes have completed; a crash can lose at most the
+//! last unconfirmed hits, an under-count of a few requests within one
+//! window.
+//!
+//! An alarm deletes the object's storage once its window has been idle for
+//! two windows, so a key that stops being used (an IP address) costs
+//! nothing.
+
+use std::cell::{Cell, RefCell};
+
+use everjust_core::ports::ratelimit::{decide, WindowsState};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
+
+/// The storage key of the saved window.
+const KEY: &str = "w";
+/// The alarm fires this long after the window went quiet for two windows.
+const ALARM_SLACK_MS: i64 = 1000;
+
+/// The window as saved, with its length (the alarm needs it after an eviction).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Saved {
+    w: WindowsState,
+    window_secs: u64,
+}
+
+impl Saved {
+    /// When the window stops mattering: two windows after its current one began.
+    fn stale_at_ms(&self) -> i64 {
+        let window_ms = i64::try_from(self.window_secs).unwrap_or(60) * 1000;
+        self.w.start + 2 * window_ms
+    }
+}
+
+#[durable_object]
+pub struct RateLimiter {
+    state: State,
+    /// The window, once loaded from storage (`None` before the first hit).
+    saved: RefCell<Option<Saved>>,
+    /// The clean-up alarm was armed by this instance.
+    armed: Cell<bool>,
+}
+
+fn now_ms() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+impl RateLimiter {
+    /// The saved window, read from storage on the first hit of this instance.
+    async fn load(&self) -> worker::Result<()> {
+        if self.saved.borrow().is_some() {
+            return Ok(());
+        }
+        let stored = match self.state.storage().get::<String>(KEY).await {
+            Ok(Some(json)) => serde_json::from_str::<Saved>(&json).unwrap_or_default(),
+            Ok(None) => Saved::default(),
+            Err(e) => {
+                worker::console_warn!("rate limiter: reading the window: {e}");
+                Saved::default()
+            }
+        };
+        // Another hit may have loaded it while this one waited.
+        let mut saved = self.saved.borrow_mut();
+        if saved.is_none() {
+            *saved = Some(stored);
+        }
+        Ok(())
+    }
+
+    /// Writes the window without holding the response for durability
+    /// (`put(key, value, { allowUnconfirmed: true })`, not awaited).
+    fn save_unconfirmed(&self, saved: &Saved) {
+        let result = (|| -> Result<js_sys::Promise, JsValue> {
+            let storage: JsValue = self.state.as_raw().storage()?.into();
+            let put: js_sys::Function =
+                js_sys::Reflect::get(&storage, &"put".into())?.dyn_into()?;
+            let options = js_sys::Object::new();
+            js_sys::Reflect::set(&options, &"allowUnconfirmed".into(), &JsValue::TRUE)?;
+            let json = serde_json::to_string(saved).unwrap_or_default();
+            put.call3(&storage, &KEY.into(), &json.into(), &options)?
+                .dyn_into::<js_sys::Promise>()
+        })();
+        match result {
+            Ok(promise) => wasm_bindgen_futures::spawn_local(async move {
+                if let Err(e) = wasm_bindgen_futures::JsFuture::from(promise).await {
+                    worker::console_warn!("rate limiter: saving the window: {e:?}");
+                }
+            }),
+            Err(e) => worker::console_warn!("rate limiter: saving the window: {e:?}"),
+        }
+    }
+
+    async fn hit(&self, limit: u32, window_secs: u64) -> worker::Result<Response> {
+        self.load().await?;
+        // From here to the decision there is no `.await`: this is what makes
+        // the count exact.
+        let now = now_ms();
+        let (decision, saved) = {
+            let mut slot = self.saved.borrow_mut();
+            let saved = slot.get_or_insert_with(Saved::default);
+            let before = saved.w.clone();
+            saved.window_secs = window_secs;
+            let d = decide(&mut saved.w, now, limit, window_secs);
+            (d, (saved.w != before).then(|| saved.clone()))
+        };
+        if let Some(s) = &saved {
+            self.save_unconfirmed(s);
+        }
+        if !self.armed.get() {
+            self.armed.set(true);
+            let at = saved
+                .as_ref()
+                .map_or(now + 2 * 1000 * 60, Saved::stale_at_ms)
+                + ALARM_SLACK_MS;
+            if let Err(e) = self.state.storage().set_alarm(at.max(now + 1)).await {
+                worker::console_warn!("rate limiter: arming the clean-up alarm: {e}");
+                self.armed.set(false);
+            }
+        }
+        Response::from_json(&decision)
+    }
+}
+
+impl DurableObject for RateLimiter {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            state,
+            saved: RefCell::new(None),
+            armed: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> worker::Result<Response> {
+        let url = req.url()?;
+        if req.method() != Method::Post || url.path() != "/hit" {
+            return Response::error("not found", 404);
+        }
+        let query = |name: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        };
+        let (Some(limit), Some(window)) = (query("limit"), query("window")) else {
+            return Response::error("limit and window are required", 400);
+        };
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.hit(limit, window.max(1)).await
+    }
+
+    /// Deletes the storage of a window that no longer matters, else re-arms.
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.load().await?;
+        let stale_at = self.saved.borrow().as_ref().map_or(0, Saved::stale_at_ms);
+        let now = now_ms();
+        if now >= stale_at {
+            self.state.storage().delete_all().await?;
+            *self.saved.borrow_mut() = Some(Saved::default());
+            self.armed.set(false);
+        } else {
+            self.state
+                .storage()
+                .set_alarm(stale_at + ALARM_SLACK_MS)
+                .await?;
+            self.armed.set(true);
+        }
+        Response::ok("")
+    }
+}

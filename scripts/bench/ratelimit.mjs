@@ -1,0 +1,165 @@
+// The measuring half of scripts/bench-ratelimit (see there). Prints a table; writes
+// target/bench/ratelimit.json.
+//
+// Environment: BASE_URL (the Worker), ADMIN_EMAIL (in its ADMIN_EMAILS), BENCH_REQUESTS (requests per
+// variant for the latency, default 400), BENCH_BURST (concurrent requests per burst, default 200),
+// BENCH_LIMIT (the server's RATE_LIMIT_ANONYMOUS_PER_MINUTE, default 100), BENCH_USER_LIMIT (the
+// per-minute limit of the burst users, default 50), BENCH_ROUNDS (rounds of bursts, default 3).
+import fs from 'node:fs';
+
+const BASE = process.env.BASE_URL;
+const ADMIN_EMAIL = process.env.ADMIN_EMAIL;
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
+const BURST = Number(process.env.BENCH_BURST ?? 200);
+const LIMIT = Number(process.env.BENCH_LIMIT ?? 100);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const USER_LIMIT = Number(process.env.BENCH_USER_LIMIT ?? 50);
+const ROUTE = '/v1/me';
+const PASSWORD = 'bench-ratelimit-Passw0rd';
+
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
+};
+const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+
+async function api(method, path, token, body) {
+  const res = await fetch(BASE + path, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+const signup = (email) => api('POST', '/v1/auth/signup', null, { email, password: PASSWORD });
+const admin = await signup(ADMIN_EMAIL);
+if (admin.user.role !== 'admin') throw new Error(`${ADMIN_EMAIL} is not an admin: is it in ADMIN_EMAILS?`);
+const tag = Date.now().toString(36);
+/** A new user whose API limit the admin sets (a negative one: no limit, no check). */
+async function userWithLimit(name, perMinute) {
+  const u = await signup(`bench-rl-${name}-${tag}@example.com`);
+  await api('PATCH', `/v1/admin/users/${u.user.id}`, admin.access_token, { limits: { api_requests_minute: perMinute } });
+  return u;
+}
+
+// --- 1. cost of the check: the same route, same run, interleaved request by request ------------------
+
+const unlimited = await userWithLimit('off', -1);
+const limited = await userWithLimit('on', 100_000_000);
+
+async function timeOne(token) {
+  const t0 = performance.now();
+  const res = await fetch(BASE + ROUTE, { headers: { authorization: `Bearer ${token}` } });
+  await res.arrayBuffer();
+  const ms = performance.now() - t0;
+  return { ms, status: res.status, limited: res.headers.has('ratelimit-limit') };
+}
+
+const lat = { off: [], on: [] };
+let bad = 0;
+for (let i = 0; i < 30; i++) {
+  await timeOne(unlimited.access_token);
+  await timeOne(limited.access_token);
+}
+for (let i = 0; i < REQUESTS; i++) {
+  // Alternate which goes first, so neither variant always runs on a warmer isolate.
+  const order = i % 2 ? ['off', 'on'] : ['on', 'off'];
+  for (const v of order) {
+    const r = await timeOne(v === 'on' ? limited.access_token : unlimited.access_token);
+    if (r.status !== 200 || r.limited !== (v === 'on')) bad++;
+    lat[v].push(r.ms);
+  }
+}
+if (bad) throw new Error(`${bad} answers were not 200, or had RateLimit-* headers when they should not (or the reverse)`);
+
+// --- 2. exactness: BURST concurrent requests against one key ---------------------------------------
+//
+// Per client IP: POST /v1/auth/login with an empty body, counted against the anonymous limit
+// (RATE_LIMIT_ANONYMOUS_PER_MINUTE = LIMIT) before anything else: 400 = let through, 429 = refused;
+// no Postgres involved, so every request reaches the limiter. Each round is a new IP (wrangler dev
+// takes the client's CF-Connecting-IP; Cloudflare's edge would overwrite it).
+// Per user: GET /v1/me of a user whose limit is USER_LIMIT. Authentication reads the user from
+// Postgres before the limit is counted, so requests that find no free Postgres connection (a local
+// server allows 100) fail with 500 before they reach the limiter: they are counted apart.
+
+async function burst(send) {
+  const answers = await Promise.all(
+    Array.from({ length: BURST }, () =>
+      send().then(async (res) => {
+        const text = await res.text();
+        let code = '';
+        try {
+          code = JSON.parse(text).code || '';
+        } catch {}
+        return { status: res.status, code, retryAfter: res.headers.get('retry-after'), limit: res.headers.get('ratelimit-limit') };
+      }),
+    ),
+  );
+  const count = {};
+  for (const a of answers) {
+    const k = `${a.status} ${a.code}`.trim();
+    count[k] = (count[k] || 0) + 1;
+  }
+  return { answers, count };
+}
+
+const rounds = [];
+for (let round = 0; round < ROUNDS; round++) {
+  const ip = `198.51.100.${10 + round}`;
+  const byIp = await burst(() =>
+    fetch(`${BASE}/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json', 'cf-connecting-ip': ip }, body: '{}' }),
+  );
+  const u = await userWithLimit(`burst${round}`, USER_LIMIT);
+  const byUser = await burst(() => fetch(BASE + ROUTE, { headers: { authorization: `Bearer ${u.access_token}` } }));
+  const summary = (b, passed, limit) => {
+    const allowed = b.answers.filter((a) => a.status === passed).length;
+    const refused = b.answers.filter((a) => a.status === 429);
+    return {
+      limit,
+      allowed,
+      refused: refused.length,
+      refused_with_headers: refused.filter((a) => a.retryAfter && a.limit === String(limit)).length,
+      answers: b.count,
+    };
+  };
+  rounds.push({ ip: summary(byIp, 400, LIMIT), user: summary(byUser, 200, USER_LIMIT) });
+}
+
+// --- report -----------------------------------------------------------------------------------------
+
+const R = {
+  route: ROUTE,
+  requests_per_variant: REQUESTS,
+  without_limit_p50_ms: pct(lat.off, 50),
+  without_limit_p99_ms: pct(lat.off, 99),
+  with_limit_p50_ms: pct(lat.on, 50),
+  with_limit_p99_ms: pct(lat.on, 99),
+  burst: BURST,
+  ip_limit: LIMIT,
+  user_limit: USER_LIMIT,
+  rounds,
+};
+R.added_p50_ms = R.with_limit_p50_ms - R.without_limit_p50_ms;
+R.added_p99_ms = R.with_limit_p99_ms - R.without_limit_p99_ms;
+
+console.log(`\n1. cost of the rate-limit check: GET ${ROUTE}, ${REQUESTS} sequential requests per variant, interleaved`);
+console.log(`${'variant'.padEnd(44)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)}`);
+console.log(`${'without (api_requests_minute = -1: no check)'.padEnd(44)} ${f2(R.without_limit_p50_ms).padStart(8)} ${f2(R.without_limit_p99_ms).padStart(8)}`);
+console.log(`${'with (RateLimiter Durable Object)'.padEnd(44)} ${f2(R.with_limit_p50_ms).padStart(8)} ${f2(R.with_limit_p99_ms).padStart(8)}`);
+console.log(`${'added by the check'.padEnd(44)} ${f2(R.added_p50_ms).padStart(8)} ${f2(R.added_p99_ms).padStart(8)}`);
+console.log(`\n2. exactness: ${BURST} concurrent requests against one key, ${ROUNDS} rounds (a fresh key each)`);
+const line = (what, r) =>
+  `${what.padEnd(34)} allowed ${String(r.allowed).padStart(3)} vs limit ${String(r.limit).padStart(3)} ` +
+  `(${r.allowed === r.limit ? 'exact' : `off by ${r.allowed - r.limit}`}); 429: ${r.refused} ` +
+  `(${r.refused_with_headers} with Retry-After and RateLimit-*); answers ${JSON.stringify(r.answers)}`;
+rounds.forEach((r, i) => {
+  console.log(line(`round ${i + 1}, per IP (POST login)`, r.ip));
+  console.log(line(`round ${i + 1}, per user (GET ${ROUTE})`, r.user));
+});
+fs.mkdirSync('target/bench', { recursive: true });
+fs.writeFileSync('target/bench/ratelimit.json', JSON.stringify({ date: new Date().toISOString(), ...R }, null, 1) + '\n');
+console.log('numbers: target/bench/ratelimit.json');
+if (rounds.some((r) => r.ip.allowed !== r.ip.limit || r.user.allowed !== r.user.limit)) process.exitCode = 1;

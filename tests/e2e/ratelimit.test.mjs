@@ -1,0 +1,75 @@
+// The API rate limit under a concurrent burst: N requests at once from one user whose limit is L get
+// exactly L successes when the server's limiter is exact (GET /ready says "rate_limiter": "exact": the
+// Worker's RateLimiter Durable Object), at least L and at most N otherwise (KV); every refusal is a 429
+// problem `rate_limited` with Retry-After and RateLimit-Limit / -Remaining / -Reset.
+//
+// The low limit is an admin's per-user override: E2E_ADMIN_EMAIL (an address in the server's
+// ADMIN_EMAILS) and E2E_ADMIN_PASSWORD; without them the test skips.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { BASE_URL, expectJson, get, login, newUser, patch, post } from './lib/client.mjs';
+
+const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
+// The same default as sandbox.test.mjs: both may create this admin first.
+const ADMIN_PASSWORD = process.env.E2E_ADMIN_PASSWORD || 'Sandbox-admin-e2e-Passw0rd';
+const LIMIT = 5;
+const BURST = 20;
+
+async function adminToken() {
+  let r = await post('/v1/auth/signup', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
+  if (r.status === 409) r = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
+  const body = expectJson(r, r.status === 201 ? 201 : 200);
+  assert.equal(body.user.role, 'admin', `${ADMIN_EMAIL} is not an admin: is it in ADMIN_EMAILS?`);
+  return body.access_token;
+}
+
+test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} successes and 429s with rate-limit headers`, async (t) => {
+  if (!ADMIN_EMAIL) {
+    t.skip('E2E_ADMIN_EMAIL is not set (an address in the server ADMIN_EMAILS)');
+    return;
+  }
+  const ready = expectJson(await get('/ready'), 200);
+  const exact = ready.rate_limiter === 'exact';
+  const user = await newUser('ratelimit');
+  const admin = await adminToken();
+  expectJson(await patch(`/v1/admin/users/${user.user.id}`, { limits: { api_requests_minute: LIMIT } }, { token: admin }), 200);
+
+  // All at once, each on its own connection (the suite's client shares six sockets).
+  const answers = await Promise.all(
+    Array.from({ length: BURST }, () =>
+      fetch(`${BASE_URL}/v1/me`, { headers: { authorization: `Bearer ${user.access}` } }).then(async (res) => ({
+        status: res.status,
+        headers: res.headers,
+        body: await res.text(),
+      })),
+    ),
+  );
+  const ok = answers.filter((a) => a.status === 200);
+  const refused = answers.filter((a) => a.status === 429);
+  assert.equal(ok.length + refused.length, BURST, `only 200 and 429: ${answers.map((a) => a.status).join(' ')}`);
+  if (exact) {
+    assert.equal(ok.length, LIMIT, `the exact limiter let ${ok.length} of ${BURST} through, limit ${LIMIT}`);
+  } else {
+    assert.ok(ok.length >= LIMIT && ok.length < BURST, `${ok.length} of ${BURST} through, limit ${LIMIT}`);
+  }
+  for (const a of ok) {
+    assert.equal(a.headers.get('ratelimit-limit'), String(LIMIT));
+  }
+  for (const a of refused) {
+    const problem = JSON.parse(a.body);
+    assert.equal(problem.code, 'rate_limited');
+    assert.match(a.headers.get('content-type') || '', /^application\/problem\+json/);
+    const retry = Number(a.headers.get('retry-after'));
+    assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${a.headers.get('retry-after')}`);
+    assert.equal(a.headers.get('ratelimit-limit'), String(LIMIT));
+    assert.equal(a.headers.get('ratelimit-remaining'), '0');
+    const reset = Number(a.headers.get('ratelimit-reset'));
+    assert.ok(Number.isInteger(reset) && reset >= 1 && reset <= 60, `RateLimit-Reset ${a.headers.get('ratelimit-reset')}`);
+  }
+  // Another user is not limited by this one's burst.
+  const other = await newUser('ratelimit-other');
+  const r = await fetch(`${BASE_URL}/v1/me`, { headers: { authorization: `Bearer ${other.access}` } });
+  assert.equal(r.status, 200);
+});

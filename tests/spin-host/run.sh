@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Serves the built Spin component on the native test host against a fresh database and checks it:
 # /health, /ready, the port conformance suites inside the component (/v1/_conformance), then the
-# end-to-end suite (tests/e2e) when SPIN_HOST_E2E=1.
+# end-to-end suite (tests/e2e) when SPIN_HOST_E2E=1 (scripts/test's default), with the OIDC, model,
+# GitHub and Daytona fakes configured as for the Worker. The host applies Spin's own Postgres value
+# rules (see src/postgres.rs): a query that fails on Spin fails here.
 #
 # Usage: tests/spin-host/run.sh [E2E_TEST_FILE...]   (files limit the e2e run; default all)
 # Environment:
 #   TEST_DATABASE_URL (or DATABASE_URL)  an empty or migrated database; migrations are applied here
-#   SPIN_HOST_E2E=1                      also run tests/e2e/run.sh against the host
+#   SPIN_HOST_E2E=1                      also run tests/e2e/run.sh against the host (with its fakes)
 #   SPIN_HOST_KEEP=1                     leave the host (and fakes) running (prints the URL and pid)
-#   SPIN_HOST_LENIENT_PG=1               NOT Spin's behaviour: let text bind to jsonb and timestamptz
-#                                        columns decode, to test the rest while the SQL is not portable
 # The host's own build is cached in target/spin-host (about 6 min the first time).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -68,6 +68,26 @@ if [[ "${SPIN_HOST_E2E:-}" == 1 ]]; then
     SPIN_VARIABLE_OPENAI_BASE_URL="http://127.0.0.1:$model_port" SPIN_VARIABLE_OPENAI_API_KEY=fake-key)
   e2e_env=(OIDC_FAKE_PORT="$oidc_port" OIDC_ISSUER="http://127.0.0.1:$oidc_port/" OIDC_AUDIENCE=everjust-e2e
     MODEL_FAKE_PORT="$model_port" MODEL_FAKE_URL="http://127.0.0.1:$model_port" JWT_SECRET="$secret")
+  # The GitHub fake with its test-only App key (the component is its GitHub App), and the Daytona
+  # fake (sandboxes, signed webhooks back), as scripts/test configures them for wrangler.
+  github_port="$(free_port)"
+  github_secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  GITHUB_FAKE_PORT="$github_port" GITHUB_FAKE_WEBHOOK_SECRET="$github_secret" node tests/fakes/github.mjs >"$log.github" 2>&1 &
+  pids+=($!)
+  wait_ok "http://127.0.0.1:$github_port/health" "$!" || { cat "$log.github"; die "the GitHub fake did not start"; }
+  daytona_port="$(free_port)"
+  daytona_secret="whsec_$(head -c 24 /dev/urandom | base64 | tr -d '\n')"
+  jobs_secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  admin="sandbox-admin@e2e.everjust.test"
+  DAYTONA_FAKE_PORT="$daytona_port" DAYTONA_FAKE_WEBHOOK_SECRET="$daytona_secret" node tests/fakes/daytona.mjs >"$log.daytona" 2>&1 &
+  pids+=($!)
+  wait_ok "http://127.0.0.1:$daytona_port/health" "$!" || { cat "$log.daytona"; die "the Daytona fake did not start"; }
+  vars+=(SPIN_VARIABLE_GITHUB_APP_ID=4242 SPIN_VARIABLE_GITHUB_APP_PRIVATE_KEY="$(awk '{printf "%s\\n", $0}' tests/fakes/github-app-test-key.pem)"
+    SPIN_VARIABLE_GITHUB_WEBHOOK_SECRET="$github_secret" SPIN_VARIABLE_GITHUB_API_URL="http://127.0.0.1:$github_port"
+    SPIN_VARIABLE_DAYTONA_API_URL="http://127.0.0.1:$daytona_port/api" SPIN_VARIABLE_DAYTONA_API_KEY=daytona-fake-key
+    SPIN_VARIABLE_DAYTONA_WEBHOOK_SECRET="$daytona_secret" SPIN_VARIABLE_JOBS_SECRET="$jobs_secret" SPIN_VARIABLE_ADMIN_EMAILS="$admin")
+  e2e_env+=(GITHUB_FAKE_PORT="$github_port" GITHUB_FAKE_URL="http://127.0.0.1:$github_port"
+    DAYTONA_FAKE_PORT="$daytona_port" DAYTONA_FAKE_URL="http://127.0.0.1:$daytona_port" JOBS_SECRET="$jobs_secret" E2E_ADMIN_EMAIL="$admin")
 fi
 
 t0=$(date +%s%N)

@@ -177,7 +177,7 @@ async fn sweep(lc: &Lifecycle<'_>) -> ApiResult<usize> {
     // Sandboxes a project row points at are in use.
     let known = column(
         sql.query(
-            "SELECT external_id FROM sandboxes WHERE provider = $1 AND external_id IN (SELECT json_array_elements_text($2::json))",
+            "SELECT external_id FROM sandboxes WHERE provider = $1 AND external_id IN (SELECT json_array_elements_text($2::text::json))",
             &[lc.provider.name().into(), json_list(&ids).into()],
         )
         .await?,
@@ -186,7 +186,7 @@ async fn sweep(lc: &Lifecycle<'_>) -> ApiResult<usize> {
     // A project mid-start may have made a sandbox it has not recorded yet: leave those alone.
     let busy = column(
         sql.query(
-            "SELECT project_id FROM sandboxes WHERE lease_until >= $1 AND project_id IN (SELECT json_array_elements_text($2::json))",
+            "SELECT project_id FROM sandboxes WHERE lease_until >= $1 AND project_id IN (SELECT json_array_elements_text($2::text::json))",
             &[Value::Timestamp(now), json_list(&projects).into()],
         )
         .await?,

@@ -371,7 +371,7 @@ pub async fn record_uploaded(
     );
     sql.execute(
         "INSERT INTO sandbox_files (project_id, path, sha256)
-         SELECT $1, x->>0, x->>1 FROM json_array_elements($2::json) x
+         SELECT $1, x->>0, x->>1 FROM json_array_elements($2::text::json) x
          ON CONFLICT (project_id, path) DO UPDATE SET sha256 = EXCLUDED.sha256",
         &[project.into(), doc.to_string().into()],
     )
@@ -398,7 +398,7 @@ pub async fn contents(
     sql.query(
         "SELECT f.path, f.sha256, b.content FROM files f
          JOIN blobs b ON b.owner_id = f.owner_id AND b.sha256 = f.sha256
-         WHERE f.project_id = $1 AND f.path IN (SELECT json_array_elements_text($2::json))
+         WHERE f.project_id = $1 AND f.path IN (SELECT json_array_elements_text($2::text::json))
          ORDER BY f.path",
         &[project.into(), doc.into()],
     )

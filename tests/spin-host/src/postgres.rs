@@ -19,36 +19,6 @@ use crate::spin::postgres::postgres::{
 };
 use crate::State;
 
-/// `SPIN_HOST_LENIENT_PG=1`: NOT what Spin does. Text parameters also bind
-/// to `json`/`jsonb`, and `timestamptz` columns decode. For running the rest
-/// of a suite through the adapter while the SQL is not yet Spin-portable.
-fn lenient() -> bool {
-    static L: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *L.get_or_init(|| std::env::var("SPIN_HOST_LENIENT_PG").is_ok_and(|v| v == "1"))
-}
-
-/// A text parameter that, in lenient mode, also binds to `json`/`jsonb`.
-#[derive(Debug)]
-struct LenientText(String);
-
-impl ToSql for LenientText {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        if *ty == Type::JSONB {
-            out.extend_from_slice(&[1]);
-        }
-        out.extend_from_slice(self.0.as_bytes());
-        Ok(IsNull::No)
-    }
-    fn accepts(ty: &Type) -> bool {
-        <String as ToSql>::accepts(ty) || *ty == Type::JSON || *ty == Type::JSONB
-    }
-    to_sql_checked!();
-}
-
 pub struct PgConnection {
     client: Arc<tokio_postgres::Client>,
 }
@@ -211,7 +181,6 @@ fn to_sql(v: &ParameterValue) -> Result<Param, String> {
         ParameterValue::Int64(i) => Box::new(*i),
         ParameterValue::Floating32(f) => Box::new(*f),
         ParameterValue::Floating64(f) => Box::new(*f),
-        ParameterValue::Str(s) if lenient() => Box::new(LenientText(s.clone())),
         ParameterValue::Str(s) => Box::new(s.clone()),
         ParameterValue::Binary(b) => Box::new(b.clone()),
         ParameterValue::Date(d) => Box::new(date(*d)?),
@@ -299,11 +268,6 @@ fn convert_entry(row: &Row, i: usize) -> Result<DbValue, String> {
         Type::INT8 => get(row, i, DbValue::Int64),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR => get(row, i, DbValue::Str),
         // Spin reads both as chrono::NaiveDateTime, which only accepts `timestamp`.
-        Type::TIMESTAMPTZ if lenient() => {
-            let v: Option<chrono::DateTime<chrono::Utc>> =
-                row.try_get(i).map_err(|e| format!("{e:?}"))?;
-            Ok(v.map_or(DbValue::DbNull, |v| datetime(v.naive_utc())))
-        }
         Type::TIMESTAMP | Type::TIMESTAMPTZ => get(row, i, datetime),
         Type::DATE => get(row, i, |d: NaiveDate| {
             DbValue::Date((d.year(), d.month() as u8, d.day() as u8))

@@ -1,0 +1,121 @@
+// The chat half of scripts/bench-spin (see there): time to first token and total time of a
+// 2,000-delta stream from the fake model, read directly from the fake (baseline), through the
+// Worker under wrangler dev and through the Spin component on the test host, interleaved; prints
+// p50/p99 of what each relay adds. Both hosts share one database and one JWT secret, so one user
+// and one token serve both. Prints a table; writes target/bench/spin-chat.json.
+import fs from 'node:fs';
+import pg from 'pg';
+
+const WORKER = process.env.WORKER_URL;
+const SPIN = process.env.SPIN_URL;
+const MODEL = process.env.MODEL_URL;
+const RUNS = Number(process.env.BENCH_RUNS ?? 10);
+const DELTAS = 2000;
+
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
+};
+const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
+
+async function api(base, method, path, token, body) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${base}${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Reads an SSE response; calls onData(data) per event; returns when it ends. */
+async function readSse(res, onData) {
+  const dec = new TextDecoder();
+  let buf = '';
+  for await (const chunk of res.body) {
+    buf += dec.decode(chunk, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+      if (data) onData(data);
+    }
+  }
+}
+
+/** Times one stream: ms to the first text delta and to the end; counts the text deltas. */
+async function timeStream(start, isText) {
+  const t0 = performance.now();
+  let first = NaN;
+  let deltas = 0;
+  const res = await start();
+  if (!res.ok) throw new Error(`stream: ${res.status} ${await res.text()}`);
+  await readSse(res, (data) => {
+    if (!isText(data)) return;
+    deltas++;
+    if (Number.isNaN(first)) first = performance.now() - t0;
+  });
+  return { ttft: first, total: performance.now() - t0, deltas };
+}
+
+const marker = `[scenario:long:${DELTAS}]`;
+
+const direct = () =>
+  fetch(`${MODEL}/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': 'bench-key', 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8192, stream: true, messages: [{ role: 'user', content: [{ type: 'text', text: marker }] }] }),
+  });
+
+// One user for both hosts, with room for the benchmark's runs.
+const db = new pg.Client({ connectionString: process.env.DATABASE_URL });
+await db.connect();
+const signup = await api(WORKER, 'POST', '/v1/auth/signup', null, { email: `bench-spin-chat-${Date.now()}@example.com`, password: 'bench-password-123' });
+const token = signup.access_token;
+await db.query(`UPDATE users SET tier = 'enterprise', limits_override = '{"api_requests_minute": 100000}' WHERE id = $1`, [signup.user.id]);
+await db.end();
+const project = await api(WORKER, 'POST', '/v1/projects', token, { name: 'bench spin chat' });
+
+async function via(base) {
+  const session = await api(base, 'POST', `/v1/projects/${project.id}/sessions`, token, {});
+  return fetch(`${base}/v1/sessions/${session.id}/messages?protocol=native`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
+    body: JSON.stringify({ content: marker }),
+  });
+}
+
+const isAnthropicText = (d) => d.includes('"text_delta"');
+const isNativeText = (d) => d.includes('"type":"text_delta"');
+
+const paths = { direct: () => timeStream(direct, isAnthropicText), worker: () => timeStream(() => via(WORKER), isNativeText), spin: () => timeStream(() => via(SPIN), isNativeText) };
+const results = { direct: [], worker: [], spin: [] };
+// Warm-up of each path.
+for (const run of Object.values(paths)) await run();
+for (let i = 0; i < RUNS; i++) {
+  // Interleaved, so machine noise hits every path alike.
+  for (const [name, run] of Object.entries(paths)) results[name].push(await run());
+}
+for (const name of ['worker', 'spin']) {
+  const short = results[name].filter((r) => r.deltas !== DELTAS).length;
+  if (short) console.log(`warning: ${short} of the ${name}'s streams did not carry ${DELTAS} text deltas`);
+}
+const added = (path, key) => results[path].map((r, i) => r[key] - results.direct[i][key]);
+
+console.log(`\nchat relay (${RUNS} streams of ${DELTAS} deltas per path, interleaved)`);
+console.log(`${'measure'.padEnd(36)} ${'Spin'.padStart(10)} ${'Worker'.padStart(10)} ${'ratio'.padStart(7)}`);
+const out = {};
+for (const key of ['ttft', 'total']) {
+  for (const p of [50, 99]) {
+    const d = pct(results.direct.map((r) => r[key]), p);
+    const s = pct(added('spin', key), p);
+    const w = pct(added('worker', key), p);
+    out[`${key}_p${p}`] = { direct: d, spin_added: s, worker_added: w };
+    console.log(`${`${key} direct from the fake, p${p}`.padEnd(36)} ${f1(d).padStart(10)} ms`);
+    console.log(`${`${key} added by the relay, p${p}`.padEnd(36)} ${f1(s).padStart(10)} ${f1(w).padStart(10)} ${(w > 0 ? (s / w).toFixed(2) : 'n/a').padStart(7)}`);
+  }
+}
+fs.mkdirSync('target/bench', { recursive: true });
+fs.writeFileSync('target/bench/spin-chat.json', JSON.stringify({ runs: RUNS, deltas: DELTAS, summary: out, results }, null, 2));

@@ -125,7 +125,7 @@ async function burst(send) {
           code = JSON.stringify(text.slice(0, 60));
         }
         return { status: res.status, code, retryAfter: res.headers.get('retry-after'), limit: res.headers.get('ratelimit-limit') };
-      }),
+      }, (e) => ({ status: 0, code: `connection error ${e.cause?.code || e.message}` })),
     ),
   );
   const count = {};

@@ -92,11 +92,23 @@ const isNativeText = (d) => d.includes('"type":"text_delta"');
 
 const paths = { direct: () => timeStream(direct, isAnthropicText), worker: () => timeStream(() => via(WORKER), isNativeText), spin: () => timeStream(() => via(SPIN), isNativeText) };
 const results = { direct: [], worker: [], spin: [] };
+// A stream cut by the network (wrangler dev restarts the Worker when its build changes) is
+// retried once and counted; a second failure ends the run.
+const retried = { direct: 0, worker: 0, spin: 0 };
+async function measure(name) {
+  try {
+    return await paths[name]();
+  } catch (e) {
+    retried[name]++;
+    console.log(`warning: a ${name} stream failed (${e.message}${e.cause ? `: ${e.cause.message}` : ''}); once more`);
+    return paths[name]();
+  }
+}
 // Warm-up of each path.
-for (const run of Object.values(paths)) await run();
+for (const name of Object.keys(paths)) await measure(name);
 for (let i = 0; i < RUNS; i++) {
   // Interleaved, so machine noise hits every path alike.
-  for (const [name, run] of Object.entries(paths)) results[name].push(await run());
+  for (const name of Object.keys(paths)) results[name].push(await measure(name));
 }
 for (const name of ['worker', 'spin']) {
   const short = results[name].filter((r) => r.deltas !== DELTAS).length;
@@ -118,4 +130,4 @@ for (const key of ['ttft', 'total']) {
   }
 }
 fs.mkdirSync('target/bench', { recursive: true });
-fs.writeFileSync('target/bench/spin-chat.json', JSON.stringify({ runs: RUNS, deltas: DELTAS, summary: out, results }, null, 2));
+fs.writeFileSync('target/bench/spin-chat.json', JSON.stringify({ runs: RUNS, deltas: DELTAS, summary: out, retried, results }, null, 2));

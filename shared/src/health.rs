@@ -49,8 +49,20 @@ pub async fn conformance(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let prefix = crate::ids::new_id(ctx.ports, "conf");
     let kv = conformance::kv_suite(ctx.ports.kv.as_ref(), &prefix).await;
     let sql = conformance::sql_suite(ctx.ports.sql.as_ref(), &prefix).await;
-    let all_ok = kv.iter().chain(sql.iter()).all(|c| c.ok);
-    Ok(ok(
-        &serde_json::json!({ "ok": all_ok, "kv": kv, "sql": sql }),
-    ))
+    let kv_limiter = crate::ports::ratelimit::KvRateLimiter {
+        kv: ctx.ports.kv.clone(),
+        clock: ctx.ports.clock.clone(),
+    };
+    let limiter: &dyn crate::ports::ratelimit::RateLimiter = match &ctx.ports.limiter {
+        Some(l) => l.as_ref(),
+        None => &kv_limiter,
+    };
+    let ratelimit = crate::ports::ratelimit::conformance_suite(limiter, &prefix).await;
+    let all_ok = kv.iter().chain(&sql).chain(&ratelimit).all(|c| c.ok);
+    Ok(ok(&serde_json::json!({
+        "ok": all_ok,
+        "kv": kv,
+        "sql": sql,
+        "ratelimit": ratelimit,
+    })))
 }

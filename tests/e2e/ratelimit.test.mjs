@@ -73,3 +73,14 @@ test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} success
   const r = await fetch(`${BASE_URL}/v1/me`, { headers: { authorization: `Bearer ${other.access}` } });
   assert.equal(r.status, 200);
 });
+
+test('the server rate limiter passes the rate-limit conformance suite in its own runtime', async (t) => {
+  const r = await get('/v1/_conformance');
+  if (r.status === 404) {
+    t.skip('the server is not in development or test (EVERJUST_ENV)');
+    return;
+  }
+  const body = expectJson(r, 200);
+  assert.ok(Array.isArray(body.ratelimit) && body.ratelimit.length === 3, JSON.stringify(body.ratelimit));
+  for (const c of body.ratelimit) assert.ok(c.ok, `${c.name}: ${c.detail}`);
+});

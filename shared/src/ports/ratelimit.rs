@@ -108,6 +108,75 @@ impl RateLimiter for KvRateLimiter {
     }
 }
 
+/// The conformance suite of a rate limiter, under a unique `prefix` so runs
+/// never collide: every limiter counts, refuses over the limit with the
+/// reset time, and keeps keys apart; an exact one (`exact()`) also lets
+/// exactly `limit` of a concurrent burst through, an approximate one at
+/// least `limit`.
+pub async fn conformance_suite(
+    limiter: &dyn RateLimiter,
+    prefix: &str,
+) -> Vec<super::conformance::Case> {
+    let case = |name: &'static str, result: Result<(), String>| super::conformance::Case {
+        name,
+        ok: result.is_ok(),
+        detail: result.err().unwrap_or_default(),
+    };
+    let hit = |key: String, limit: u32| async move {
+        limiter
+            .hit(&key, limit, 60)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let counts = async {
+        for (i, remaining) in [2u32, 1, 0].into_iter().enumerate() {
+            let d = hit(format!("{prefix}:a"), 3).await?;
+            if !(d.allowed && d.limit == 3 && d.remaining == remaining) {
+                return Err(format!("hit {}: {d:?}", i + 1));
+            }
+        }
+        let d = hit(format!("{prefix}:a"), 3).await?;
+        if d.allowed || d.remaining != 0 || !(1..=60).contains(&d.reset_secs) {
+            return Err(format!("hit 4 over a limit of 3: {d:?}"));
+        }
+        Ok(())
+    }
+    .await;
+    let apart = async {
+        let d = hit(format!("{prefix}:b"), 3).await?;
+        if !d.allowed || d.remaining != 2 {
+            return Err(format!("a fresh key after another's limit: {d:?}"));
+        }
+        Ok(())
+    }
+    .await;
+    let burst = async {
+        let hits = (0..20).map(|_| hit(format!("{prefix}:c"), 5));
+        let mut allowed = 0;
+        for d in futures_util::future::join_all(hits).await {
+            allowed += u32::from(d?.allowed);
+        }
+        let fine = if limiter.exact() {
+            allowed == 5
+        } else {
+            (5..=20).contains(&allowed)
+        };
+        if !fine {
+            return Err(format!(
+                "{allowed} of 20 concurrent hits allowed, limit 5 (exact: {})",
+                limiter.exact()
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    vec![
+        case("hits_count_down_then_refuse_with_a_reset", counts),
+        case("keys_are_counted_apart", apart),
+        case("a_concurrent_burst_gets_the_limit", burst),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,20 @@ async fn memory_kv_expires_entries_by_its_clock() {
 }
 
 #[tokio::test]
+async fn the_kv_rate_limiter_passes_the_rate_limit_suite() {
+    let app = TestApp::new().await;
+    let limiter = everjust_core::ports::ratelimit::KvRateLimiter {
+        kv: app.ports.kv.clone(),
+        clock: app.clock.clone(),
+    };
+    let cases = everjust_core::ports::ratelimit::conformance_suite(&limiter, "t").await;
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        assert!(case.ok, "{}: {}", case.name, case.detail);
+    }
+}
+
+#[tokio::test]
 async fn postgres_passes_the_sql_suite() {
     let app = TestApp::new().await;
     for case in sql_suite(app.ports.sql.as_ref(), "t").await {

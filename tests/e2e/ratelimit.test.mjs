@@ -1,6 +1,6 @@
 // The API rate limit under a concurrent burst: N requests at once from one user whose limit is L get
 // exactly L successes when the server's limiter is exact (GET /ready says "rate_limiter": "exact": the
-// Worker's RateLimiter Durable Object), at least L and at most N otherwise (KV); every refusal is a 429
+// Worker's RateLimiter Durable Object), at least L otherwise (KV, e.g. on Spin); every refusal is a 429
 // problem `rate_limited` with Retry-After and RateLimit-Limit / -Remaining / -Reset.
 //
 // The low limit is an admin's per-user override: E2E_ADMIN_EMAIL (an address in the server's
@@ -52,7 +52,8 @@ test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} success
   if (exact) {
     assert.equal(ok.length, LIMIT, `the exact limiter let ${ok.length} of ${BURST} through, limit ${LIMIT}`);
   } else {
-    assert.ok(ok.length >= LIMIT && ok.length < BURST, `${ok.length} of ${BURST} through, limit ${LIMIT}`);
+    // An approximate limiter (KV) may let some extra through under a burst, never fewer than the limit.
+    assert.ok(ok.length >= LIMIT, `${ok.length} of ${BURST} through, limit ${LIMIT}`);
   }
   for (const a of ok) {
     assert.equal(a.headers.get('ratelimit-limit'), String(LIMIT));

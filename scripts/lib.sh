@@ -321,6 +321,12 @@ wait_http() {
 # start_worker DB_URL ENV_FILE STATE_DIR LOGFILE [WRANGLER_ARGS...]: the built Worker under wrangler dev
 # on a free port, its variables from ENV_FILE only (not .dev.vars), Hyperdrive to DB_URL, KV and
 # Durable Object state in STATE_DIR. Waits for /health (120 s); sets WORKER_PORT, WORKER_PID.
+#
+# The DevTools inspector is off (WORKER_INSPECTOR=1 turns it on): with it, wrangler's inspector proxy
+# forwards every network event of the runtime to wrangler's Node process over a new loopback
+# connection, several per streamed chunk, so a 2,000-delta chat stream opened thousands of sockets
+# and took seconds longer. Production has no inspector attached. wrangler 4.86 has no CLI flag for
+# it; it leaves the inspector out when VSCODE_INSPECTOR_OPTIONS is set (a debugger already attached).
 start_worker() {
   local db_url="$1" env_file="$2" state="$3" logfile="$4"
   shift 4
@@ -328,7 +334,9 @@ start_worker() {
   WORKER_PORT="$(free_port)"
   local inspector
   inspector="$(free_port)"
-  start_bg "$logfile" env "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \
+  local no_inspector=(VSCODE_INSPECTOR_OPTIONS=everjust-no-inspector)
+  [[ "${WORKER_INSPECTOR:-0}" != 1 ]] || no_inspector=()
+  start_bg "$logfile" env "${no_inspector[@]}" "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \
     "$WRANGLER" dev --ip 127.0.0.1 --port "$WORKER_PORT" --inspector-port "$inspector" \
     --env-file "$env_file" --persist-to "$state" --show-interactive-dev-session=false "$@"
   WORKER_PID=$BG_PID

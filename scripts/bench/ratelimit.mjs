@@ -109,8 +109,8 @@ for (let i = 0; i < HOP_REQUESTS; i++) {
 // no Postgres involved, so every request reaches the limiter. Each round is a new IP (wrangler dev
 // takes the client's CF-Connecting-IP; Cloudflare's edge would overwrite it).
 // Per user: GET /v1/me of a user whose limit is USER_LIMIT. Authentication reads the user from
-// Postgres before the limit is counted, so requests that find no free Postgres connection (a local
-// server allows 100) fail with 500 before they reach the limiter: they are counted apart.
+// Postgres before the limit is counted, so a request that finds no free Postgres connection (a local
+// server allows 100) may fail before it reaches the limiter: such answers are counted apart.
 
 async function burst(send) {
   const answers = await Promise.all(

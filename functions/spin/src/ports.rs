@@ -40,10 +40,26 @@ impl SpinSql {
             .url
             .as_deref()
             .ok_or_else(|| SqlError::Other("the Spin variable database_url is not set".into()))?;
-        let c = Connection::open(url).map_err(map_err)?;
+        let mut attempt = 0;
+        let c = loop {
+            match Connection::open(url) {
+                Ok(c) => break c,
+                // A server out of connections (53300: each Spin request opens
+                // its own) is asked again after 50, 100, 200, 400 ms.
+                Err(pg4::PgError::ConnectionFailed(t))
+                    if attempt < CONNECT_RETRIES && t.contains("too many clients") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        };
         Ok(self.conn.get_or_init(|| c))
     }
 }
+
+const CONNECT_RETRIES: u32 = 4;
 
 /// Parameters go out as the wire types the core promises. Spin lets the
 /// server infer each parameter's type, so the SQL must cast where a column

@@ -257,6 +257,15 @@ pub fn tail(
                 .await
                 .unwrap_or(false)
             {
+                // The run may have committed its last events (and its end)
+                // between the read above and this check: read once more.
+                if let Ok(events) = db::events_after(sql, &t.session, t.after, 500).await {
+                    if let Some(last) = events.last() {
+                        t.after = last.seq;
+                        let text: String = events.iter().map(|e| t.encoder.encode(e)).collect();
+                        return Some((Bytes::from(text), t));
+                    }
+                }
                 t.done = true;
                 return Some((Bytes::from(t.encoder.end()), t));
             }

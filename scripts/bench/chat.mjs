@@ -6,55 +6,15 @@ import pg from 'pg';
 import { streamText } from 'ai';
 import { createAnthropic } from '@ai-sdk/anthropic';
 
+import { api as request, fixed, pct, readSse, timeStream } from './lib.mjs';
+
 const BASE = process.env.BASE_URL;
 const MODEL = process.env.MODEL_URL;
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const DELTAS = 2000;
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
-};
-const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
-
-async function api(method, path, token, body) {
-  const res = await fetch(BASE + path, {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
-/** Reads an SSE response; calls onData(data) per event; returns when it ends. */
-async function readSse(res, onData) {
-  const dec = new TextDecoder();
-  let buf = '';
-  for await (const chunk of res.body) {
-    buf += dec.decode(chunk, { stream: true });
-    let i;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const block = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
-      if (data) onData(data);
-    }
-  }
-}
-
-/** Times one stream: ms to the first text delta and to the end. */
-async function timeStream(start, isText) {
-  const t0 = performance.now();
-  let first = NaN;
-  const res = await start();
-  if (!res.ok) throw new Error(`stream: ${res.status} ${await res.text()}`);
-  await readSse(res, (data) => {
-    if (Number.isNaN(first) && isText(data)) first = performance.now() - t0;
-  });
-  return { ttft: first, total: performance.now() - t0 };
-}
+const f1 = (x) => fixed(x, 1);
+const api = (method, path, token, body) => request(BASE, method, path, token, body);
 
 const marker = `[scenario:long:${DELTAS}]`;
 

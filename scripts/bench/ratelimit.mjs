@@ -7,6 +7,8 @@
 // per-minute limit of the burst users, default 50), BENCH_ROUNDS (rounds of bursts, default 3).
 import fs from 'node:fs';
 
+import { api as request, fixed, pct } from './lib.mjs';
+
 const BASE = process.env.BASE_URL;
 const ADMIN_EMAIL = process.env.ADMIN_EMAIL;
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
@@ -17,22 +19,8 @@ const USER_LIMIT = Number(process.env.BENCH_USER_LIMIT ?? 50);
 const ROUTE = '/v1/me';
 const PASSWORD = 'bench-ratelimit-Passw0rd';
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
-};
-const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
-
-async function api(method, path, token, body) {
-  const res = await fetch(BASE + path, {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
+const f2 = (x) => fixed(x, 2);
+const api = (method, path, token, body) => request(BASE, method, path, token, body);
 
 const signup = (email) => api('POST', '/v1/auth/signup', null, { email, password: PASSWORD });
 const admin = await signup(ADMIN_EMAIL);

@@ -57,6 +57,8 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 
+import { readBody as readBodyUpTo } from './wire.mjs';
+
 export const DEFAULT_KEY = 'daytona-fake-key';
 export const DEFAULT_SECRET = 'whsec_ZGF5dG9uYS1mYWtlLXdlYmhvb2stc2VjcmV0LTAx';
 export const PROJECT_DIR = '/home/daytona/project';
@@ -67,23 +69,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 const iso = (ms = Date.now()) => new Date(ms).toISOString();
 
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    req.on('data', (c) => {
-      size += c.length;
-      if (size > MAX_BODY) {
-        reject(new Error('body too large'));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
+const readBody = (req) => readBodyUpTo(req, MAX_BODY);
 
 function send(res, status, doc, headers = {}) {
   const body = doc === undefined ? Buffer.alloc(0) : Buffer.from(JSON.stringify(doc));

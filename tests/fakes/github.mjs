@@ -58,6 +58,8 @@ import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { readBody as readBodyUpTo } from './wire.mjs';
+
 const here = dirname(fileURLToPath(import.meta.url));
 export const DEFAULT_KEY_FILE = join(here, 'github-app-test-key.pem');
 export const DEFAULT_APP_ID = '4242';
@@ -74,14 +76,8 @@ const sha1 = (...parts) => {
 export const gitBlobSha = (buf) => sha1(`blob ${buf.length}\0`, buf);
 export const signBody = (secret, body) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
+// The fake reads bodies of any size.
+const readBody = (req) => readBodyUpTo(req, Infinity);
 
 function b64url(s) {
   return Buffer.from(s, 'base64url');

@@ -1,17 +1,18 @@
-// HTTP plumbing shared by the model fakes: body reading, JSON answers, and an SSE writer that can
-// split writes at awkward bytes and cut the connection mid-event.
+// HTTP plumbing shared by the fakes: body reading, JSON answers, and (for the model fakes) an SSE
+// writer that can split writes at awkward bytes and cut the connection mid-event.
 
 import { sleep } from './scenarios.mjs';
 
 const MAX_BODY = 32 * 1024 * 1024;
 
-export function readBody(req) {
+/** The whole request body; rejects (and drops the connection) past `max` bytes. */
+export function readBody(req, max = MAX_BODY) {
   return new Promise((resolve, reject) => {
     const chunks = [];
     let size = 0;
     req.on('data', (c) => {
       size += c.length;
-      if (size > MAX_BODY) {
+      if (size > max) {
         reject(new Error('body too large'));
         req.destroy();
         return;

@@ -22,6 +22,13 @@ pub async fn read_request(req: HttpRequest) -> worker::Result<http::Request<Byte
 /// without passing its bytes through the core.
 pub struct PassThrough(pub worker::ResponseBody);
 
+impl PassThrough {
+    /// `res`'s body as the core's response body, passed through untouched.
+    pub fn body_of(res: &worker::Response) -> Body {
+        Body::Native(Box::new(PassThrough(res.body().clone())))
+    }
+}
+
 pub fn write_response(res: http::Response<Body>) -> worker::Result<worker::Response> {
     let (parts, body) = res.into_parts();
     let builder = ResponseBuilder::new()

@@ -161,8 +161,7 @@ impl Rooms for DurableRooms {
                 .map_err(room_err("start answer"))?
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| RoomError::Failed("start answer: no last seq".into()))?;
-            let body = Body::Native(Box::new(crate::convert::PassThrough(res.body().clone())));
-            return Ok((last_seq, Some(body)));
+            return Ok((last_seq, Some(crate::convert::PassThrough::body_of(&res))));
         }
         #[derive(serde::Deserialize)]
         struct Started {
@@ -195,9 +194,7 @@ impl Rooms for DurableRooms {
         // The room's stream goes to the client as it is: each chunk would
         // otherwise cross into the core and back. Should it break, the
         // client resumes with Last-Event-ID.
-        Ok(Body::Native(Box::new(crate::convert::PassThrough(
-            res.body().clone(),
-        ))))
+        Ok(crate::convert::PassThrough::body_of(&res))
     }
 
     async fn cancel(&self, session_id: &str) -> Result<(), RoomError> {

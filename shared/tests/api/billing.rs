@@ -465,3 +465,45 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         "the last unit of budget goes to exactly one run"
     );
 }
+
+#[tokio::test]
+async fn bursts_from_many_ips_are_limited_per_ip_and_a_user_per_user_whatever_the_ip() {
+    let mut app = TestApp::with_vars(&[("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "3")]).await;
+    // Anonymous routes: each client IP has its own budget of 3 a minute.
+    async fn login(app: &TestApp) -> crate::helpers::Res {
+        app.json("POST", "/v1/auth/login", None, json!({})).await
+    }
+    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        app.ip = ip.into();
+        for _ in 0..3 {
+            let r = login(&app).await;
+            assert_eq!(
+                r.status, 400,
+                "{ip}: the IP check passes, then the body is refused"
+            );
+            assert_eq!(r.headers["ratelimit-limit"], "3");
+        }
+        let r = login(&app).await;
+        r.problem(429, "rate_limited");
+        assert!(r.headers.contains_key("retry-after"), "{ip}");
+    }
+    // A signed-in user is limited per user: changing IP gives no new budget.
+    app.ip = "198.51.100.9".into();
+    let (t, _, id) = app.signup("bursty@example.com").await;
+    app.ports
+        .sql
+        .execute(
+            "UPDATE users SET limits_override = '{\"api_requests_minute\": 4}' WHERE id = $1",
+            &[id.as_str().into()],
+        )
+        .await
+        .expect("override");
+    for n in 0..4 {
+        app.ip = format!("192.0.2.{n}");
+        assert_eq!(app.get("/v1/projects", Some(&t)).await.status, 200);
+    }
+    app.ip = "192.0.2.200".into();
+    app.get("/v1/projects", Some(&t))
+        .await
+        .problem(429, "rate_limited");
+}

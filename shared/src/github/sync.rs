@@ -26,7 +26,7 @@ use super::api::{Api, GhError};
 use super::commit::{Author, Change, Head, Repo, TreeEntry};
 use super::store::{self, Base, Link};
 use crate::error::{ApiError, ApiResult};
-use crate::projects::files::{delete_file, limits, write_file, Actor};
+use crate::projects::files::{delete_file_if, limits, write_file_if, Actor, Expect};
 use crate::projects::handlers::hex;
 use crate::projects::path::ProjectPath;
 use crate::routes::Ctx;
@@ -444,13 +444,26 @@ async fn attempts(
         let mut contents: HashMap<String, Vec<u8>> =
             repo.blobs(wanted).await?.into_iter().collect();
         contents.extend(prefetched);
+        // A file written in the project since it was read above keeps that
+        // write: its base stays, so the next sync sees both sides changed.
+        let mut exact = true;
         for (p, r, pp) in planned {
+            let seen = Expect::Is(local.get(&p).map(|(s, _)| s.as_str()));
             match (r, pp) {
                 (Some(r), Some(pp)) => {
                     let content = contents.remove(&p).unwrap_or_default();
-                    match write_file(ctx, &link.owner_id, project, &pp, &content, Actor::Github)
-                        .await
+                    match write_file_if(
+                        ctx,
+                        &link.owner_id,
+                        project,
+                        &pp,
+                        &content,
+                        Actor::Github,
+                        seen,
+                    )
+                    .await
                     {
+                        Err(e) if e.code == "file_changed" => exact = false,
                         Ok((meta, _)) => {
                             report.pulled.push(p.clone());
                             base_updates.push((
@@ -482,9 +495,15 @@ async fn attempts(
                 }
                 _ => {
                     if let Ok(pp) = ProjectPath::parse(&p) {
-                        match delete_file(ctx, &link.owner_id, project, &pp, Actor::Github).await {
+                        match delete_file_if(ctx, &link.owner_id, project, &pp, Actor::Github, seen)
+                            .await
+                        {
                             Ok(()) => report.deleted.push(p.clone()),
                             Err(e) if e.code == "not_found" => {}
+                            Err(e) if e.code == "file_changed" => {
+                                exact = false;
+                                continue;
+                            }
                             Err(e) => return Err(e),
                         }
                     }
@@ -533,7 +552,7 @@ async fn attempts(
             project,
             new_head.as_deref(),
             new_tree.as_deref(),
-            conflict.is_none(),
+            exact && conflict.is_none(),
             conflict.as_ref(),
             &report_json,
             report.changed_anything() || !report.skipped.is_empty() || !report.conflicts.is_empty(),

@@ -58,6 +58,28 @@ pub async fn limits(ctx: &Ctx<'_>, owner: &str) -> ApiResult<(u64, u64)> {
     ))
 }
 
+/// What a change expects the file to be when it lands.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect<'a> {
+    /// Whatever it is.
+    Any,
+    /// Exactly this content (its sha256), or absent (`None`).
+    Is(Option<&'a str>),
+}
+
+impl Expect<'_> {
+    /// 409 `file_changed` when the file is no longer what the change expected.
+    fn check(self, path: &ProjectPath, current: Option<&str>) -> ApiResult<()> {
+        match self {
+            Expect::Is(want) if want != current => Err(ApiError::conflict(
+                "file_changed",
+                format!("{} changed while this change was prepared.", path.as_str()),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Writes one file of the owner's project within the size limits.
 pub async fn write_file(
     ctx: &Ctx<'_>,
@@ -66,6 +88,20 @@ pub async fn write_file(
     path: &ProjectPath,
     content: &[u8],
     actor: Actor,
+) -> ApiResult<(FileMeta, bool)> {
+    write_file_if(ctx, owner, project_id, path, content, actor, Expect::Any).await
+}
+
+/// [`write_file`], only when the file is still what `expect` says (the
+/// check and the write are one transaction under the project's lock).
+pub async fn write_file_if(
+    ctx: &Ctx<'_>,
+    owner: &str,
+    project_id: &str,
+    path: &ProjectPath,
+    content: &[u8],
+    actor: Actor,
+    expect: Expect<'_>,
 ) -> ApiResult<(FileMeta, bool)> {
     let (max_file, max_project) = limits(ctx, owner).await?;
     let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
@@ -79,7 +115,9 @@ pub async fn write_file(
     let sql = ctx.ports.sql.as_ref();
     transaction(sql, async || {
         let project = projects::lock(sql, owner, project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
-        let old = files::meta(sql, project_id, path).await?.map_or(0, |m| m.size);
+        let current = files::meta(sql, project_id, path).await?;
+        expect.check(path, current.as_ref().map(|m| m.sha256.as_str()))?;
+        let old = current.map_or(0, |m| m.size);
         let new_total = u64::try_from(project.total_bytes - old).unwrap_or(0) + size;
         if new_total > max_project {
             return Err(ApiError::too_large("project_too_large", format!("A project may hold at most {max_project} bytes in total.")));
@@ -107,11 +145,27 @@ pub async fn delete_file(
     path: &ProjectPath,
     actor: Actor,
 ) -> ApiResult<()> {
+    delete_file_if(ctx, owner, project_id, path, actor, Expect::Any).await
+}
+
+/// [`delete_file`], only when the file is still what `expect` says.
+pub async fn delete_file_if(
+    ctx: &Ctx<'_>,
+    owner: &str,
+    project_id: &str,
+    path: &ProjectPath,
+    actor: Actor,
+    expect: Expect<'_>,
+) -> ApiResult<()> {
     let sql = ctx.ports.sql.as_ref();
     transaction(sql, async || {
         projects::lock(sql, owner, project_id)
             .await?
             .ok_or_else(|| ApiError::not_found("project"))?;
+        if let Expect::Is(_) = expect {
+            let current = files::meta(sql, project_id, path).await?;
+            expect.check(path, current.as_ref().map(|m| m.sha256.as_str()))?;
+        }
         if !files::delete(sql, owner, project_id, path).await? {
             return Err(ApiError::not_found("file"));
         }

@@ -13,6 +13,7 @@ use everjust_core::github::app::parse_key;
 use everjust_core::github::webhook::sign;
 use everjust_core::ports::http_client::HttpError;
 use everjust_core::ports::{Clock, HttpClient};
+use futures_channel::oneshot;
 use jwt_compact::alg::{Rsa, RsaPublicKey};
 use jwt_compact::{AlgorithmExt, UntrustedToken};
 use serde_json::{json, Value};
@@ -85,6 +86,9 @@ pub struct FakeGithub {
     state: RefCell<State>,
     key: Option<RsaPublicKey>,
     pub exchanges: Cell<u32>,
+    /// The next blob read says so on the first channel and waits for the
+    /// second (a change made in the project while a sync is under way).
+    blob_gate: RefCell<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
 }
 
 type Reply = (u16, Vec<(&'static str, String)>, Value);
@@ -547,6 +551,13 @@ impl HttpClient for FakeGithub {
             .to_owned();
         let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        if req.method() == http::Method::GET && path.contains("/git/blobs/") {
+            let gate = self.blob_gate.borrow_mut().take();
+            if let Some((reached, go_on)) = gate {
+                let _ = reached.send(());
+                let _ = go_on.await;
+            }
+        }
         let (status, headers, v) = self.handle(req.method().as_str(), path, &auth, &body);
         let mut b = http::Response::builder().status(status);
         for (k, val) in headers {
@@ -1157,6 +1168,41 @@ async fn a_non_fast_forward_is_read_again_and_retried() {
         g.files().await,
         map(&[("a.txt", "a2"), ("z.txt", "from elsewhere")])
     );
+}
+
+#[tokio::test]
+async fn a_file_written_while_a_sync_pulls_it_keeps_the_write_and_then_conflicts() {
+    let g = setup().await;
+    g.put("a.txt", "base").await;
+    g.connect().await;
+    g.fake
+        .push("acme", "site", "main", &[("a.txt", Some("theirs"))]);
+    let (reached_tx, reached) = oneshot::channel();
+    let (go_on, go_on_rx) = oneshot::channel();
+    *g.fake.blob_gate.borrow_mut() = Some((reached_tx, go_on_rx));
+    // The sync has planned to pull a.txt and is fetching it when the user
+    // writes a.txt: the write stays, the pull of a.txt does not land.
+    let (r, ()) = tokio::join!(g.push(json!({})), async {
+        reached.await.expect("the sync reads the blob");
+        g.put("a.txt", "ours").await;
+        go_on.send(()).expect("the sync waits");
+    });
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(
+        g.files().await,
+        map(&[("a.txt", "ours")]),
+        "the write is not lost"
+    );
+    assert_eq!(
+        g.fake.files("acme", "site", "main"),
+        map(&[("a.txt", "theirs")])
+    );
+    assert_eq!(g.link().await["conflict"], Value::Null);
+    // The next sync sees both sides changed a.txt since the base.
+    let r = g.push(json!({})).await;
+    let j = r.problem(409, "github_conflict");
+    assert_eq!(j["conflicts"], json!(["a.txt"]));
+    assert_eq!(g.files().await, map(&[("a.txt", "ours")]));
 }
 
 #[tokio::test]

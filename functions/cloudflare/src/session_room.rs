@@ -131,6 +131,9 @@ pub struct SessionRoom {
     /// The hibernatable WebSockets, read once per join or leave rather than
     /// once per event.
     sockets: RefCell<Option<Vec<WebSocket>>>,
+    /// What the starting request read for the run it started (by run id):
+    /// in memory only, gone with the isolate (then the run reads it again).
+    preload: RefCell<Option<(String, agent::Preload)>>,
 }
 
 /// Events appended and not yet written, and the newest sequence number.
@@ -353,6 +356,7 @@ impl DurableObject for SessionRoom {
             readers: RefCell::new(Vec::new()),
             tail: Tail::default(),
             sockets: RefCell::new(None),
+            preload: RefCell::new(None),
         };
         if let Ok(Some(run)) = room.active() {
             room.cancel.set(run.cancel);
@@ -577,6 +581,7 @@ impl SessionRoom {
         // starts cannot both pass.
         let last_seq = self.log().last_seq();
         spec.first_seq = last_seq;
+        *self.preload.borrow_mut() = spec.preload.take().map(|p| (spec.run_id.clone(), p));
         self.save_active(&ActiveRun {
             spec,
             attempts: 0,
@@ -723,6 +728,10 @@ impl SessionRoom {
     async fn drive(&self, mut run: ActiveRun) -> worker::Result<()> {
         run.attempts += 1;
         self.save_active(&run)?;
+        let preload = self.preload.borrow_mut().take();
+        run.spec.preload = preload
+            .filter(|(id, _)| *id == run.spec.run_id)
+            .map(|(_, p)| p);
         self.driving.set(true);
         let _driving = Driving(&self.driving);
         self.cancel.set(run.cancel);
@@ -745,7 +754,19 @@ impl SessionRoom {
                 }
             }
         };
-        let driven = agent::run(&ports, &run.spec, &sink);
+        // With the run's reads preloaded the model is called first; the
+        // Postgres connection the run ends with opens meanwhile.
+        let warm = ports.sql.clone();
+        let driven = async {
+            let (outcome, _) =
+                futures_util::future::join(agent::run(&ports, &run.spec, &sink), async {
+                    if run.spec.preload.is_some() {
+                        let _ = warm.query_opt("SELECT 1", &[]).await;
+                    }
+                })
+                .await;
+            outcome
+        };
         futures_util::pin_mut!(ticker, driven);
         let outcome = match futures_util::future::select(driven, ticker).await {
             futures_util::future::Either::Left((outcome, _)) => outcome,

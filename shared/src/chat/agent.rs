@@ -44,6 +44,24 @@ pub struct RunSpec {
     /// The user's own provider key pays (its usage does not count against the budget).
     #[serde(default)]
     pub byok: bool,
+    /// What the request that started the run already read. A room keeps it
+    /// in memory only (it is taken out before the run is stored); without
+    /// it the driver reads the same from Postgres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<Preload>,
+}
+
+/// The conversation and the tier's limits as the starting request saw them:
+/// the first model call needs no database round trip (on a Worker the
+/// room's own Postgres connection is opened while the model streams).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Preload {
+    pub messages: Vec<Message>,
+    pub limits: crate::billing::tiers::Limits,
+    /// The first call's budget check (the one that counts runs started
+    /// before this one, [`crate::billing::quota::check_model`]) passed
+    /// after the run was stored.
+    pub budget_checked: bool,
 }
 
 /// Where a run's events go. `emit` numbers the event and makes it visible
@@ -332,14 +350,24 @@ async fn drive(
             Ok(Vec::new())
         }
     };
-    let user = async { Ok::<_, ApiError>(crate::db::users::by_id(sql, &spec.owner_id).await?) };
-    let history = async { Ok::<_, ApiError>(db::all_messages(sql, &spec.session_id).await?) };
-    let (own, user, history) = futures_util::future::try_join3(keys, user, history).await?;
+    let (own, (limits, mut messages)) = match &spec.preload {
+        Some(p) => (keys.await?, (p.limits.clone(), p.messages.clone())),
+        None => {
+            let read = async {
+                let (user, history) = futures_util::future::try_join(
+                    crate::db::users::by_id(sql, &spec.owner_id),
+                    db::all_messages(sql, &spec.session_id),
+                )
+                .await?;
+                let limits = user
+                    .map(|u| u.limits())
+                    .unwrap_or_else(|| crate::billing::tiers::defaults("free"));
+                Ok::<_, ApiError>((limits, conversation(&history)))
+            };
+            futures_util::future::try_join(keys, read).await?
+        }
+    };
     let (provider, byok) = resolve_provider(config, Some(&spec.provider), &own)?;
-    let limits = user
-        .map(|u| u.limits())
-        .unwrap_or_else(|| crate::billing::tiers::defaults("free"));
-    let mut messages = conversation(&history);
     sink.emit(
         &spec.run_id,
         EventBody::RunStarted {
@@ -368,8 +396,10 @@ async fn drive(
         if ports.clock.now_ms() > deadline {
             return Ok((finish("incomplete", "time_limit", total, cost), all_blocks));
         }
-        // The budget is checked before each model call and settled after it.
-        if !byok && provider.name() != "demo" {
+        // The budget is checked before each model call and settled after it
+        // (the first one's check was the starting request's, when preloaded).
+        let checked = step == 1 && spec.preload.as_ref().is_some_and(|p| p.budget_checked);
+        if !byok && provider.name() != "demo" && !checked {
             if let Err(e) = crate::billing::quota::check_model(&ctx, &spec.owner_id, &limits).await
             {
                 sink.emit(

@@ -220,7 +220,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let run_id = ids::new_id(ctx.ports, "run");
     let user_message_id = ids::new_id(ctx.ports, "msg");
     let content = serde_json::json!([{ "type": "text", "text": body.content }]);
-    let first_seq = transaction(sql, async || {
+    let (first_seq, history) = transaction(sql, async || {
         let first_seq = db::insert_run(
             sql,
             &run_id,
@@ -236,32 +236,81 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                 "A run is already in progress in this session; wait for it or cancel it.",
             )
         })?;
-        db::insert_message(
-            sql,
-            &user_message_id,
-            &session.id,
-            caller.id(),
-            Some(&run_id),
-            "user",
-            &content,
-            "complete",
-            None,
-            &Default::default(),
-            0,
+        // No other run can finish in this session now: the history read
+        // here is the run's (sent together with the writes).
+        let (_, (), history) = futures_util::future::try_join3(
+            async {
+                Ok::<_, ApiError>(
+                    db::insert_message(
+                        sql,
+                        &user_message_id,
+                        &session.id,
+                        caller.id(),
+                        Some(&run_id),
+                        "user",
+                        &content,
+                        "complete",
+                        None,
+                        &Default::default(),
+                        0,
+                    )
+                    .await?,
+                )
+            },
+            async {
+                audit::record(
+                    sql,
+                    ctx,
+                    caller.id(),
+                    "chat.run",
+                    Some(&session.id),
+                    serde_json::json!({ "run_id": run_id, "provider": provider.name() }),
+                )
+                .await?;
+                Ok(())
+            },
+            async { Ok(db::all_messages(sql, &session.id).await?) },
         )
         .await?;
-        audit::record(
-            sql,
-            ctx,
-            caller.id(),
-            "chat.run",
-            Some(&session.id),
-            serde_json::json!({ "run_id": run_id, "provider": provider.name() }),
-        )
-        .await?;
-        Ok::<_, ApiError>(first_seq)
+        Ok::<_, ApiError>((first_seq, history))
     })
     .await?;
+    // The user's message ends the conversation, whichever order the
+    // statements above ran in.
+    let mut history: Vec<db::StoredMessage> = history
+        .into_iter()
+        .filter(|m| m.id != user_message_id)
+        .collect();
+    history.push(db::StoredMessage {
+        id: user_message_id.clone(),
+        run_id: Some(run_id.clone()),
+        role: "user".into(),
+        content: content.clone(),
+        status: "complete".into(),
+        model: None,
+        usage: Default::default(),
+        cost_micros: 0,
+        created_at: String::new(),
+    });
+    // The first call's budget check, as the run would make it (counting
+    // the runs stored before this one), made here on an open connection.
+    let budget_checked = byok || provider.name() == "demo" || {
+        let run_ctx = Ctx {
+            ports: ctx.ports,
+            request_id: &run_id,
+            meta: ctx.meta.clone(),
+            params: Default::default(),
+            rate: Default::default(),
+        };
+        crate::billing::quota::check_model(&run_ctx, caller.id(), &limits)
+            .await
+            .is_ok()
+    };
+    let preload = super::agent::Preload {
+        messages: super::agent::conversation(&history),
+        limits: limits.clone(),
+        budget_checked,
+    };
     let spec = RunSpec {
         run_id: run_id.clone(),
         session_id: session.id.clone(),
@@ -274,6 +323,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         first_seq,
         started_ms: ctx.ports.clock.now_ms(),
         byok,
+        preload: Some(preload),
     };
     let accepted = |after: i64| {
         serde_json::json!({

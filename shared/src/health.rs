@@ -58,11 +58,17 @@ pub async fn conformance(ctx: &Ctx<'_>) -> ApiResult<Response> {
         None => &kv_limiter,
     };
     let ratelimit = crate::ports::ratelimit::conformance_suite(limiter, &prefix).await;
-    let all_ok = kv.iter().chain(&sql).chain(&ratelimit).all(|c| c.ok);
+    let crypto = conformance::crypto_suite(ctx.ports.crypto.as_ref()).await;
+    let clock = conformance::clock_suite(ctx.ports.clock.as_ref()).await;
+    let all_ok = [&kv, &sql, &ratelimit, &crypto, &clock]
+        .iter()
+        .all(|suite| suite.iter().all(|c| c.ok));
     Ok(ok(&serde_json::json!({
         "ok": all_ok,
         "kv": kv,
         "sql": sql,
         "ratelimit": ratelimit,
+        "crypto": crypto,
+        "clock": clock,
     })))
 }

@@ -75,7 +75,7 @@ test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} success
   assert.equal(r.status, 200);
 });
 
-test('the server rate limiter passes the rate-limit conformance suite in its own runtime', async (t) => {
+test('the server ports (KV, SQL, rate limiter, crypto, clock) pass their conformance suites in its own runtime', async (t) => {
   const r = await get('/v1/_conformance');
   if (r.status === 404) {
     t.skip('the server is not in development or test (EVERJUST_ENV)');
@@ -83,5 +83,9 @@ test('the server rate limiter passes the rate-limit conformance suite in its own
   }
   const body = expectJson(r, 200);
   assert.ok(Array.isArray(body.ratelimit) && body.ratelimit.length === 3, JSON.stringify(body.ratelimit));
-  for (const c of body.ratelimit) assert.ok(c.ok, `${c.name}: ${c.detail}`);
+  for (const suite of ['kv', 'sql', 'ratelimit', 'crypto', 'clock']) {
+    assert.ok(Array.isArray(body[suite]) && body[suite].length > 0, `${suite}: ${JSON.stringify(body[suite])}`);
+    for (const c of body[suite]) assert.ok(c.ok, `${suite} ${c.name}: ${c.detail}`);
+  }
+  assert.equal(body.ok, true);
 });

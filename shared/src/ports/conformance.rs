@@ -3,6 +3,8 @@
 //! built wasm (the adapters expose it on a test-only route) from the
 //! end-to-end suite.
 
+use super::clock::Clock;
+use super::crypto::Crypto;
 use super::kv::Kv;
 use super::sql::{Sql, Value};
 
@@ -285,4 +287,88 @@ pub async fn sql_suite(sql: &dyn Sql, prefix: &str) -> Vec<Case> {
             .map_err(|e| e.to_string()),
     ));
     cases
+}
+
+/// Runs the crypto suite: PBKDF2-HMAC-SHA256 against the published
+/// vectors (RFC 6070's cases with SHA-256), so a platform's fast path
+/// hashes exactly like the portable one, and randomness that is neither
+/// constant nor zero.
+pub async fn crypto_suite(crypto: &dyn Crypto) -> Vec<Case> {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut cases = Vec::new();
+    for (name, password, salt, iterations, want) in [
+        (
+            "pbkdf2_one_iteration",
+            &b"password"[..],
+            &b"salt"[..],
+            1,
+            "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b",
+        ),
+        (
+            "pbkdf2_4096_iterations",
+            &b"password"[..],
+            &b"salt"[..],
+            4096,
+            "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a",
+        ),
+        (
+            "pbkdf2_long_password_and_salt",
+            &b"passwordPASSWORDpassword"[..],
+            &b"saltSALTsaltSALTsaltSALTsaltSALTsalt"[..],
+            4096,
+            "348c89dbcbd32b2f32d814b8116e84cf2b17347ebc1800181c4e2a1fb8dd53e1",
+        ),
+    ] {
+        let got = hex(&crypto.pbkdf2_sha256(password, salt, iterations).await);
+        cases.push(check(name, {
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("got {got}"))
+            }
+        }));
+    }
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    crypto.fill_random(&mut a);
+    crypto.fill_random(&mut b);
+    cases.push(check(
+        "random_bytes_differ",
+        if a != b && a != [0u8; 32] {
+            Ok(())
+        } else {
+            Err(format!("{} then {}", hex(&a), hex(&b)))
+        },
+    ));
+    cases
+}
+
+/// Runs the clock suite: the time is now (not 0, not seconds for
+/// milliseconds), it does not go back, and a wait moves it on.
+pub async fn clock_suite(clock: &dyn Clock) -> Vec<Case> {
+    // 2024-01-01 and 2100-01-01, in milliseconds.
+    const SANE: std::ops::Range<i64> = 1_704_067_200_000..4_102_444_800_000;
+    let first = clock.now_ms();
+    let now_ok = if SANE.contains(&first) {
+        Ok(())
+    } else {
+        Err(format!("now_ms {first}"))
+    };
+    clock.sleep_ms(20).await;
+    let after = clock.now_ms();
+    let waited = if after >= first + 20 {
+        Ok(())
+    } else {
+        Err(format!("slept 20 ms: {first} -> {after}"))
+    };
+    let secs = clock.now_secs();
+    let secs_ok = if (secs - after / 1000).abs() <= 1 {
+        Ok(())
+    } else {
+        Err(format!("now_secs {secs} against now_ms {after}"))
+    };
+    vec![
+        check("now_is_milliseconds_since_the_epoch", now_ok),
+        check("sleep_moves_time_on", waited),
+        check("seconds_agree_with_milliseconds", secs_ok),
+    ]
 }

@@ -2,7 +2,7 @@
 //! and the migrations being idempotent.
 
 use everjust_core::db::migrate::{apply, MIGRATIONS};
-use everjust_core::ports::conformance::{kv_suite, sql_suite};
+use everjust_core::ports::conformance::{clock_suite, crypto_suite, kv_suite, sql_suite};
 
 use crate::helpers::TestApp;
 
@@ -36,6 +36,40 @@ async fn the_kv_rate_limiter_passes_the_rate_limit_suite() {
     for case in cases {
         assert!(case.ok, "{}: {}", case.name, case.detail);
     }
+}
+
+#[tokio::test]
+async fn the_host_crypto_and_the_test_clock_pass_their_suites() {
+    let app = TestApp::new().await;
+    let cases = crypto_suite(app.ports.crypto.as_ref()).await;
+    assert_eq!(cases.len(), 4);
+    for case in cases
+        .into_iter()
+        .chain(clock_suite(app.ports.clock.as_ref()).await)
+    {
+        assert!(case.ok, "{}: {}", case.name, case.detail);
+    }
+}
+
+#[tokio::test]
+async fn the_crypto_suite_fails_a_pbkdf2_that_is_not_pbkdf2() {
+    struct Wrong;
+    #[async_trait::async_trait(?Send)]
+    impl everjust_core::ports::Crypto for Wrong {
+        fn fill_random(&self, buf: &mut [u8]) {
+            buf.fill(7);
+        }
+        async fn pbkdf2_sha256(&self, password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+            everjust_core::ports::crypto::pbkdf2_sha256_pure(password, salt, iterations + 1)
+        }
+    }
+    let failed: Vec<&str> = crypto_suite(&Wrong)
+        .await
+        .into_iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(failed.len(), 4, "every case catches it: {failed:?}");
 }
 
 #[tokio::test]

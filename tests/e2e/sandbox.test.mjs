@@ -13,6 +13,8 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 
 import { daytonaControls } from '../fakes/daytona.mjs';
+import { COMMAND_FILE } from '../fakes/scenarios.mjs';
+import { checkNativeRun, fakeRequests, natives, newSession, scenario, sendMessage, textOf } from './lib/chat.mjs';
 import {
   BASE_URL,
   createProject,
@@ -208,6 +210,26 @@ test('streamed exec sends start, output and exit events', async (t) => {
   const events = res.text.split('\n').filter((l) => l.startsWith('event: ')).map((l) => l.slice(7));
   assert.deepEqual(events, ['start', 'output', 'exit'], res.text);
   assert.match(res.text, /"text":"streamed\\n"/);
+});
+
+test('the agent writes a file and its command reads it in the sandbox; the model gets the output', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  const sc = scenario('command', 'notes.txt');
+  if ((await fakeRequests(sc.nonce)) === null) return t.skip('the model fake is not reachable');
+  const session = await newSession(s.token, s.project.id);
+  const run = await sendMessage(s.token, session.id, sc.text);
+  assert.equal(run.status, 200, run.text);
+  const last = checkNativeRun(run.events);
+  assert.equal(last.status, 'complete', JSON.stringify(last));
+  const evs = natives(run.events);
+  const results = evs.filter((e) => e.type === 'tool_result');
+  assert.deepEqual(results.map((e) => e.is_error), [false, false], JSON.stringify(results));
+  // The file the run wrote went up before its command ran, in the project directory.
+  assert.match(textOf(evs), new RegExp(`Command said: .*${COMMAND_FILE.trim()}[\\s\\S]*${DIR}`));
+  assert.equal((await state(s)).state, 'started', 'the command started the sandbox');
+  const r = expectJson(await exec(s, { command: 'cat notes.txt' }), 200);
+  assert.equal(r.output, COMMAND_FILE);
 });
 
 test("sandbox routes on another user's project are 404 and do nothing", async (t) => {

@@ -31,6 +31,9 @@
 //   slow:N:MSms               N deltas `w0 `, `w1 `, ... MS ms apart (slowText(N))
 //   long:N                    N deltas `t0 `, `t1 `, ... at once (longText(N)), for benchmarks
 //   forever                   every step calls list_files again (tool_use), never stops
+//   command[:PATH]            write_file {path: PATH (default notes.txt), content: COMMAND_FILE}, then
+//                             run_command `cat PATH && pwd` in the same turn; step 1: text
+//                             `Command said: <results>` (both tool results the server sent back)
 //   bad-tool-input[:KIND]     a write_file call with bad input: KIND json (default: input is not valid
 //                             JSON), missing (no content), path (path ../escape.txt), notool (a tool
 //                             that does not exist); step 1: text `Tool error seen: <result>`
@@ -47,6 +50,7 @@ export const CUT_PARTIAL = 'Partial answer before the connection cut. ';
 export const RECOVERED_REPLY = 'Recovered after the provider was busy.';
 export const MAX_TOKENS_REPLY = 'This answer stops at the token limit because';
 export const ECHO_PREFIX = 'ECHO ';
+export const COMMAND_FILE = 'written by the agent, read back by its command\n';
 export const PAGE_HTML =
   '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8"><title>Fake “page”</title></head>\n' +
   '<body>\n  <h1 class="title">Héllo 👋 from the fake model</h1>\n  <p>Quotes: "double", \'single\', back\\slash, tab\there.</p>\n' +
@@ -167,6 +171,17 @@ export function plan(view, busyKeys) {
     case 'long': {
       const n = int(args[0], 1000);
       return { ...base, blocks: [{ type: 'text', deltas: Array.from({ length: n }, (_, i) => `t${i} `) }] };
+    }
+    case 'command': {
+      const path = args[0] || 'notes.txt';
+      if (step === 0) {
+        return {
+          ...base,
+          blocks: [text(`Writing ${path}, then reading it in the sandbox.`), toolUse('write_file', { path, content: COMMAND_FILE }), toolUse('run_command', { command: `cat ${path} && pwd` })],
+          stop: 'tool_use',
+        };
+      }
+      return { ...base, blocks: [text(`Command said: ${lastResult()}`)] };
     }
     case 'forever':
       return { ...base, blocks: [text(`Looking again (${step}).`), toolUse('list_files', {})], stop: 'tool_use' };

@@ -9,6 +9,7 @@ mod conformance;
 mod files;
 mod github;
 mod helpers;
+mod oidc;
 mod preview;
 mod projects;
 mod sandbox;

@@ -70,6 +70,8 @@ if [[ -z "${BASE_URL:-}" ]]; then
     dotenv_line JWT_SECRET "$(random_hex 32)"
     dotenv_line ANTHROPIC_BASE_URL "$model_url"
     dotenv_line ANTHROPIC_API_KEY "fake-key-for-browser-tests"
+    # Users' own provider keys (the account page's form) are stored only with an encryption key.
+    dotenv_line KEYS_ENCRYPTION_KEY "k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
   ) >"$tmp/worker.env"
   chmod 600 "$tmp/worker.env"
   start_worker "$db_url" "$tmp/worker.env" "$tmp/state" "$tmp/wrangler.log" || {

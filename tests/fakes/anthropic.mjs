@@ -8,6 +8,9 @@
 //                               message_stop, ping, error) or not (one JSON message)
 //   POST /v1/chat/completions   OpenAI chat completions, streaming (`data:` lines, a usage chunk when
 //                               stream_options.include_usage, `data: [DONE]`) or not
+//   GET  /v1/models             the model list, as both APIs answer it (Anthropic when `anthropic-version`
+//                               is sent, else OpenAI): what the server calls to check a user's own key
+//                               (PUT /v1/keys/{provider}); a key containing "rejected" answers 401
 //   GET  /health                {"status":"ok"}
 //   GET  /_fake/requests?contains=TEXT
 //                               test-only: the requests whose last user text contains TEXT, newest last:
@@ -293,6 +296,22 @@ async function handleAnthropic(req, res, raw, ctx) {
   return sendJson(res, 200, anthropicMessage(body, p), { 'request-id': randomId('req_') });
 }
 
+/** GET /v1/models: a key containing "rejected" (or none) is refused, as the real APIs refuse a bad key. */
+function listModels(req, res) {
+  const anthropic = Boolean(req.headers['anthropic-version']);
+  const bearer = /^Bearer\s+(\S+)$/i.exec(String(req.headers.authorization || ''));
+  const key = req.headers['x-api-key'] || (bearer && bearer[1]) || '';
+  if (!key || key.includes('rejected')) {
+    if (anthropic) return anthropicError(res, 401, 'authentication_error', 'invalid x-api-key');
+    return sendJson(res, 401, { error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', param: null, code: 'invalid_api_key' } });
+  }
+  if (anthropic) {
+    const data = [{ type: 'model', id: 'claude-fake', display_name: 'Claude (fake)', created_at: '2025-01-01T00:00:00Z' }];
+    return sendJson(res, 200, { data, has_more: false, first_id: 'claude-fake', last_id: 'claude-fake' });
+  }
+  return sendJson(res, 200, { object: 'list', data: [{ id: 'gpt-fake', object: 'model', created: 1735689600, owned_by: 'fake' }] });
+}
+
 // ------------------------------------------------------------------ the server
 
 /** Starts the fake. Resolves { url, port, requests(contains), close() }. */
@@ -314,6 +333,7 @@ export function startModelFake({ port = Number(process.env.MODEL_FAKE_PORT || 87
     };
     try {
       if (req.method === 'GET' && url.pathname === '/health') return sendJson(res, 200, { status: 'ok' });
+      if (req.method === 'GET' && url.pathname === '/v1/models') return listModels(req, res);
       if (req.method === 'GET' && url.pathname === '/_fake/requests') {
         const contains = url.searchParams.get('contains') || '';
         return sendJson(res, 200, { items: log.filter((e) => (e.lastUserText || '').includes(contains)) });

@@ -1,11 +1,12 @@
-// EverJust web client: routing (#/login, #/signup, #/, #/p/<id>), the
-// account bar, and the three views.
+// EverJust web client: routing (#/login, #/signup, #/, #/p/<id>, #/account),
+// the account bar, and the views.
 
 import { hasSession, json, setSignedOutHandler, signOut, refresh, NetworkError } from './api.js';
 import { h, mount } from './dom.js';
 import { authView } from './views/auth.js';
 import { projectsView } from './views/projects.js';
 import { projectView } from './views/project.js';
+import { accountView } from './views/account.js';
 
 const main = /** @type {HTMLElement} */ (document.getElementById('main'));
 const account = /** @type {HTMLElement} */ (document.getElementById('account'));
@@ -85,6 +86,7 @@ function renderAccount(usage) {
     tier,
     meter || '',
     h('span', { class: 'email', title: me.email }, me.email || ''),
+    h('a', { href: '#/account', class: 'account-link' }, 'Account'),
     out,
   );
 }
@@ -152,6 +154,9 @@ async function route() {
   const m = /^#\/p\/([^/?#]+)/.exec(hash);
   if (m) {
     projectView(ctx, decodeURIComponent(m[1]));
+  } else if (hash === '#/account') {
+    document.title = 'Account · EverJust';
+    accountView(ctx);
   } else {
     document.title = 'Projects · EverJust';
     projectsView(ctx, note);

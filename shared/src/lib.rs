@@ -13,6 +13,7 @@ pub mod github;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod llm;
 pub mod log;
 pub mod openapi;

@@ -61,19 +61,12 @@ async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<worke
     convert::write_response(res)
 }
 
-/// The cron trigger (`[triggers] crons` in wrangler.toml): the sandbox idle
-/// job (stop idle sandboxes, archive long-stopped ones, sweep orphans).
+/// The cron trigger (`[triggers] crons` in wrangler.toml): the scheduled
+/// jobs (sandbox idle: stop idle sandboxes, archive long-stopped ones, sweep
+/// orphans; GitHub catch-up: re-run syncs that failed after the answer).
 #[event(scheduled)]
 async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
-    let ports = base_ports(&env);
-    match everjust_core::sandbox::idle::run(&ports).await {
-        Ok(report) => everjust_core::log::event(
-            "info",
-            "sandbox_idle_job",
-            serde_json::to_value(&report).unwrap_or_default(),
-        ),
-        Err(e) => everjust_core::log::error("sandbox_idle_job", &e.to_string()),
-    }
+    everjust_core::jobs::scheduled(&base_ports(&env)).await;
 }
 
 /// The ports of one request or one room, without rooms or background work. Nothing here

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_sandboxes",
         sql: include_str!("../../../migrations/0005_sandboxes.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_github_catchup",
+        sql: include_str!("../../../migrations/0006_github_catchup.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

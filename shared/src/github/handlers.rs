@@ -348,7 +348,10 @@ pub async fn push(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         message,
         resolve: body.resolve.unwrap_or(Resolve::None),
     };
+    let since = ctx.ports.clock.now_ms();
     let report = locked_sync(ctx, &link, &mode, "user", PUSH_WAIT_MS).await?;
+    // It pulled and pushed: whatever the catch-up job still owed is done.
+    super::catchup::settled(ctx, &link.project_id, &mode, since).await;
     if !report.conflicts.is_empty() {
         return Err(ApiError::conflict(
             "github_conflict",

@@ -8,6 +8,7 @@
 //! - [`sync`]: the three-way sync of project and branch
 //! - [`store`]: the tables
 //! - [`webhook`], [`handlers`]: the routes
+//! - [`catchup`]: the scheduled job that re-runs syncs that failed after the answer
 //!
 //! A GitHub App cannot create repositories on a personal account (only in
 //! an organisation it is installed on): a personal user creates the
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod catchup;
 pub mod commit;
 pub mod handlers;
 pub mod store;
@@ -51,6 +53,11 @@ pub async fn webhook(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     webhook::receive(ctx, req).await
 }
 
+/// `POST /v1/_jobs/github-catchup`.
+pub async fn catchup_job(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    catchup::route(ctx, req).await
+}
+
 /// The commit message for an agent run: its final summary, else a default.
 pub fn run_message(summary: &str, run_id: &str) -> String {
     let summary = summary.trim();
@@ -74,7 +81,8 @@ pub fn run_message(summary: &str, run_id: &str) -> String {
 
 /// Called at the end of an agent run that changed files: commits them when
 /// the project is connected. Never fails the run; a failure is logged and
-/// kept on the link (`last_error`) for the next push to retry.
+/// kept on the link (`last_error`) and the push is owed: the catch-up job
+/// retries it ([`catchup`]).
 pub async fn after_run(ports: &Ports, owner: &str, project: &str, run_id: &str, summary: &str) {
     if !matches!(ports.config.as_ref(), Ok(c) if c.github.is_some()) {
         return;
@@ -98,7 +106,7 @@ pub async fn after_run(ports: &Ports, owner: &str, project: &str, run_id: &str, 
         message: run_message(summary, run_id),
         resolve: sync::Resolve::None,
     };
-    match sync::locked_sync(&ctx, &link, &mode, "agent", 30_000).await {
+    match catchup::owed_sync(&ctx, &link, &mode, "agent", 30_000).await {
         Ok(r) => crate::log::event(
             "info",
             "github_auto_push",

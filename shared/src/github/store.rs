@@ -574,3 +574,148 @@ pub async fn finish_delivery(sql: &dyn Sql, id: &str, result: &str) -> Result<()
     .await?;
     Ok(())
 }
+
+/// What a link is owed by the catch-up job (`github_links.catchup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owed {
+    /// The branch into the project (a webhook's pull).
+    Pull,
+    /// Both ways, committing ours (an agent run's push); covers a pull.
+    Push,
+}
+
+impl Owed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owed::Pull => "pull",
+            Owed::Push => "push",
+        }
+    }
+}
+
+/// A link with a sync owed, as the catch-up job sees it.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub link: Link,
+    pub owed: Owed,
+    pub message: Option<String>,
+    pub by: Option<String>,
+    pub attempts: i64,
+}
+
+/// Marks a sync as owed before it runs, retried from `after` unless a sync
+/// covering it succeeds first. A push owed stays a push (it covers a pull);
+/// a new mark starts the retry count again.
+pub async fn owe(
+    sql: &dyn Sql,
+    project: &str,
+    owed: Owed,
+    message: Option<&str>,
+    by: &str,
+    now: i64,
+    after: i64,
+) -> Result<(), SqlError> {
+    sql.execute(
+        "UPDATE github_links SET
+             catchup = CASE WHEN catchup = 'push' OR $2 = 'push' THEN 'push' ELSE 'pull' END,
+             catchup_message = CASE WHEN $2 = 'push' THEN $3 ELSE catchup_message END,
+             catchup_by = CASE WHEN $2 = 'push' OR catchup IS DISTINCT FROM 'push' THEN $4 ELSE catchup_by END,
+             catchup_since = $5, catchup_after = $6, catchup_attempts = 0
+         WHERE project_id = $1",
+        &[
+            project.into(),
+            owed.as_str().into(),
+            message.into(),
+            by.into(),
+            Value::Timestamp(now),
+            Value::Timestamp(after),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A sync of kind `done` that started at `started` succeeded: what it
+/// covers is no longer owed (a pull does not cover an owed push; a mark made
+/// after it started stays).
+pub async fn settle(
+    sql: &dyn Sql,
+    project: &str,
+    done: Owed,
+    started: i64,
+) -> Result<bool, SqlError> {
+    Ok(sql
+        .execute(
+            "UPDATE github_links SET catchup = NULL, catchup_message = NULL, catchup_by = NULL,
+                 catchup_since = NULL, catchup_after = NULL, catchup_attempts = 0
+             WHERE project_id = $1 AND catchup IS NOT NULL AND catchup_since <= $3
+               AND ($2 = 'push' OR catchup = 'pull')",
+            &[
+                project.into(),
+                done.as_str().into(),
+                Value::Timestamp(started),
+            ],
+        )
+        .await?
+        > 0)
+}
+
+/// Active links owing a sync that is due at `now`, fewer than `max_attempts`
+/// retries in, oldest first.
+pub async fn due(
+    sql: &dyn Sql,
+    now: i64,
+    max_attempts: i64,
+    limit: i64,
+) -> Result<Vec<Due>, SqlError> {
+    sql.query(
+        &format!(
+            "SELECT {LINK_COLS}, catchup, catchup_message, catchup_by, catchup_attempts FROM github_links
+             WHERE catchup IS NOT NULL AND status = 'active' AND catchup_after <= $1 AND catchup_attempts < $2
+             ORDER BY catchup_after, project_id LIMIT $3"
+        ),
+        &[Value::Timestamp(now), Value::Int(max_attempts), Value::Int(limit)],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Due {
+            link: link(r)?,
+            owed: if r.text("catchup")? == "push" {
+                Owed::Push
+            } else {
+                Owed::Pull
+            },
+            message: r.opt_text("catchup_message")?,
+            by: r.opt_text("catchup_by")?,
+            attempts: r.int("catchup_attempts")?,
+        })
+    })
+    .collect()
+}
+
+/// A retry failed: the next one not before `after`; `counted` retries are
+/// added (a rate limit is not the link's fault). `gave_up` notes on
+/// `last_error` that the job stops here.
+pub async fn retry_later(
+    sql: &dyn Sql,
+    project: &str,
+    after: i64,
+    counted: bool,
+    gave_up: Option<&str>,
+) -> Result<(), SqlError> {
+    sql.execute(
+        "UPDATE github_links SET catchup_after = $2,
+             catchup_attempts = catchup_attempts + CASE WHEN $3 THEN 1 ELSE 0 END,
+             last_error = CASE WHEN $4::text IS NULL THEN last_error ELSE concat_ws(' ', last_error, $4::text) END
+         WHERE project_id = $1 AND catchup IS NOT NULL",
+        &[
+            project.into(),
+            Value::Timestamp(after),
+            counted.into(),
+            gave_up.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}

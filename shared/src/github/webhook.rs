@@ -9,8 +9,8 @@ use http::StatusCode;
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::store;
 use super::sync::{locked_sync, Mode};
+use super::{catchup, store};
 use crate::error::{ApiError, ApiResult};
 use crate::http::request::{Meta, Request};
 use crate::http::response::{json, Response};
@@ -263,7 +263,9 @@ async fn push(ctx: &Ctx<'_>, installation: Option<i64>, p: &Value) -> ApiResult<
         "" => text(p, "/sender/login"),
         name => name,
     };
+    let who = format!("github:{who}");
     let mut done = Vec::new();
+    let mut owed = Vec::new();
     for link in links {
         if link.last_synced_sha.as_deref() == Some(after)
             || link.last_pushed_sha.as_deref() == Some(after)
@@ -271,7 +273,14 @@ async fn push(ctx: &Ctx<'_>, installation: Option<i64>, p: &Value) -> ApiResult<
             done.push(format!("{}: our own commit", link.project_id));
             continue;
         }
-        let r = locked_sync(ctx, &link, &Mode::Pull, &format!("github:{who}"), WAIT_MS).await?;
+        // Every pull is owed before any runs: one that fails, or never
+        // runs because the work was cut off, is left to the catch-up job.
+        let since = catchup::owe(ctx, &link, &Mode::Pull, &who).await?;
+        owed.push((link, since));
+    }
+    for (link, since) in owed {
+        let r = locked_sync(ctx, &link, &Mode::Pull, &who, WAIT_MS).await?;
+        catchup::settled(ctx, &link.project_id, &Mode::Pull, since).await;
         done.push(format!(
             "{}: {} pulled, {} deleted, {} skipped, {} conflicts",
             link.project_id,

@@ -7,13 +7,12 @@
 //! <JOBS_SECRET>`.
 
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 
 use super::lifecycle::Lifecycle;
 use super::provider::{ProviderError, State};
 use super::store::{self, SandboxRow};
-use crate::error::{ApiError, ApiResult};
-use crate::http::request::{bearer_token, Request};
+use crate::error::ApiResult;
+use crate::http::request::Request;
 use crate::http::response::{ok, Response};
 use crate::ports::sql::Value;
 use crate::ports::Ports;
@@ -215,16 +214,6 @@ fn json_list(items: &[&str]) -> String {
 
 /// `POST /v1/_jobs/sandbox-idle`, for schedulers without cron triggers.
 pub async fn route(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
-    let config = ctx.ports.config()?;
-    let Some(secret) = config.jobs_secret.as_deref().filter(|s| !s.is_empty()) else {
-        return Err(ApiError::not_found("route"));
-    };
-    let given = bearer_token(req).unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(secret.as_bytes())) {
-        return Err(ApiError::unauthorized(
-            "unauthorized",
-            "Send Authorization: Bearer <JOBS_SECRET>.",
-        ));
-    }
+    crate::jobs::authorize(ctx, req)?;
     Ok(ok(&run(ctx.ports).await?))
 }

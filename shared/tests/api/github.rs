@@ -1861,3 +1861,345 @@ async fn an_executable_file_stays_executable_when_we_change_it() {
         );
     }
 }
+
+// ------------------------------------------------------------------ catch-up job
+
+const JOBS: &str = "jobs-secret-for-tests";
+
+impl Gh {
+    /// One run of the catch-up job through its route; its report.
+    async fn catch_up(&self) -> Value {
+        let r = self
+            .app
+            .request(
+                "POST",
+                "/v1/_jobs/github-catchup",
+                Some(JOBS),
+                None,
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        r.json()
+    }
+}
+
+/// A linked project with a.txt = a1 on both sides, and an outside push of
+/// a.txt = a2 whose delivery fails while GitHub is down.
+async fn failed_pull() -> (Gh, String) {
+    let g = setup_with(&[("JOBS_SECRET", JOBS)]).await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let c = g
+        .fake
+        .push("acme", "site", "main", &[("a.txt", Some("a2"))]);
+    g.fake.state.borrow_mut().down = Some(502);
+    let r = g
+        .deliver("push", "d-down", &g.push_payload("main", &c, "site"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    assert!(g
+        .delivery_result("d-down")
+        .await
+        .unwrap_or_default()
+        .starts_with("failed: github_unavailable"));
+    assert_eq!(g.files().await["a.txt"], "a1", "not updated while down");
+    assert!(g.link().await["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("github_unavailable"));
+    (g, c)
+}
+
+#[tokio::test]
+async fn a_pull_that_failed_after_the_answer_is_caught_up_by_the_job() {
+    let (mut g, c) = failed_pull().await;
+    g.fake.state.borrow_mut().down = None;
+
+    // Right after the failure the job leaves it alone: no GitHub call.
+    let n = g.fake.calls();
+    assert_eq!(g.catch_up().await["checked"], 0);
+    assert_eq!(g.fake.calls(), n);
+    assert_eq!(g.files().await["a.txt"], "a1");
+
+    g.app
+        .clock
+        .advance_ms(everjust_core::github::catchup::FIRST_RETRY_MS);
+    let report = g.catch_up().await;
+    assert_eq!(report["synced"], 1, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(g.files().await["a.txt"], "a2");
+    let link = g.link().await;
+    assert!(link["last_error"].is_null(), "{link}");
+    assert_eq!(link["last_synced_commit"], json!(c));
+    let pulls = g.audit("github.pull").await;
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        pulls[0]["detail"]["by"], "github:octocat",
+        "the pusher's change"
+    );
+
+    // Done: later runs call GitHub no more and record nothing.
+    let n = g.fake.calls();
+    for _ in 0..3 {
+        g.app.clock.advance_ms(10 * 60_000);
+        assert_eq!(g.catch_up().await["checked"], 0);
+    }
+    assert_eq!(g.fake.calls(), n, "{:?}", g.fake.calls_since(n));
+    g.login().await;
+    assert_eq!(g.audit("github.pull").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_retry_backs_off_and_the_job_stops_after_its_attempts() {
+    use everjust_core::github::catchup::{backoff_ms, FIRST_RETRY_MS, MAX_ATTEMPTS};
+    let (mut g, _) = failed_pull().await;
+    g.app.clock.advance_ms(FIRST_RETRY_MS);
+    for failed in 1..=MAX_ATTEMPTS {
+        let n = g.fake.calls();
+        let report = g.catch_up().await;
+        assert_eq!(report["failed"], 1, "retry {failed}: {report}");
+        assert!(g.fake.calls() > n, "retry {failed} asked GitHub");
+        // Not again before its backoff.
+        let n = g.fake.calls();
+        g.app.clock.advance_ms(backoff_ms(failed) - 1000);
+        assert_eq!(g.catch_up().await["checked"], 0, "retry {failed}");
+        assert_eq!(
+            g.fake.calls(),
+            n,
+            "retry {failed}: no call within the backoff"
+        );
+        g.app.clock.advance_ms(1000);
+    }
+    // Given up: nothing more, and the link says so.
+    let n = g.fake.calls();
+    g.app.clock.advance_ms(24 * 3600 * 1000);
+    assert_eq!(g.catch_up().await["checked"], 0);
+    assert_eq!(g.fake.calls(), n);
+    g.login().await;
+    let err = g.link().await["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(err.starts_with("github_unavailable"), "{err}");
+    assert!(err.contains("automatic retries stopped"), "{err}");
+    // GitHub redelivering the push marks it again; this time it goes through.
+    g.fake.state.borrow_mut().down = None;
+    let c = g.fake.head("acme", "site", "main").expect("head");
+    g.deliver("push", "d-down", &g.push_payload("main", &c, "site"))
+        .await;
+    assert_eq!(g.files().await["a.txt"], "a2");
+    assert!(g.link().await["last_error"].is_null());
+    g.app.clock.advance_ms(FIRST_RETRY_MS);
+    assert_eq!(g.catch_up().await["checked"], 0, "nothing owed any more");
+}
+
+#[tokio::test]
+async fn a_rate_limited_retry_waits_for_the_reset_without_counting() {
+    let (g, _) = failed_pull().await;
+    g.fake.state.borrow_mut().down = None;
+    g.fake.state.borrow_mut().rate_limited = Some(900);
+    g.app
+        .clock
+        .advance_ms(everjust_core::github::catchup::FIRST_RETRY_MS);
+    assert_eq!(g.catch_up().await["failed"], 1);
+    g.fake.state.borrow_mut().rate_limited = None;
+    // Due again only after the 900 s GitHub asked for.
+    let n = g.fake.calls();
+    g.app.clock.advance_ms(899_000);
+    assert_eq!(g.catch_up().await["checked"], 0);
+    assert_eq!(g.fake.calls(), n);
+    g.app.clock.advance_ms(1000);
+    assert_eq!(g.catch_up().await["synced"], 1);
+    let link = g
+        .app
+        .ports
+        .sql
+        .query_opt(
+            "SELECT catchup, last_error FROM github_links WHERE project_id = $1",
+            &[g.project.as_str().into()],
+        )
+        .await
+        .expect("query")
+        .expect("link");
+    assert_eq!(link.opt_text("catchup").expect("catchup"), None);
+    assert_eq!(link.opt_text("last_error").expect("last_error"), None);
+}
+
+#[tokio::test]
+async fn a_pull_that_timed_out_waiting_for_the_project_is_caught_up_by_the_job() {
+    let g = setup_with(&[("JOBS_SECRET", JOBS)]).await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let c = g
+        .fake
+        .push("acme", "site", "main", &[("a.txt", Some("a2"))]);
+    // Another sync holds the project's lease for the whole wait.
+    let sql = g.app.ports.sql.as_ref();
+    assert!(everjust_core::github::store::try_lock(sql, &g.project, 600)
+        .await
+        .expect("lock"));
+    g.deliver("push", "d-busy", &g.push_payload("main", &c, "site"))
+        .await;
+    assert!(g
+        .delivery_result("d-busy")
+        .await
+        .unwrap_or_default()
+        .starts_with("failed: github_busy"));
+    assert_eq!(g.files().await["a.txt"], "a1");
+    // Still held: the job does not wait, call GitHub or count it.
+    g.app
+        .clock
+        .advance_ms(everjust_core::github::catchup::FIRST_RETRY_MS);
+    let n = g.fake.calls();
+    let report = g.catch_up().await;
+    assert_eq!(report["busy"], 1, "{report}");
+    assert_eq!(g.fake.calls(), n);
+    everjust_core::github::store::unlock(sql, &g.project)
+        .await
+        .expect("unlock");
+    assert_eq!(g.catch_up().await["synced"], 1, "due again at once");
+    assert_eq!(g.files().await["a.txt"], "a2");
+}
+
+#[tokio::test]
+async fn an_agent_run_whose_push_failed_is_pushed_by_the_job() {
+    let g = setup_with(&[("JOBS_SECRET", JOBS)]).await;
+    g.put("a.txt", "a1").await;
+    g.connect().await;
+    let before = g.fake.head("acme", "site", "main").expect("head");
+    let s = g
+        .app
+        .json(
+            "POST",
+            &format!("/v1/projects/{}/sessions", g.project),
+            Some(&g.token),
+            json!({"title": "t"}),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    g.fake.state.borrow_mut().down = Some(503);
+    let r = g
+        .app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/messages"),
+            Some(&g.token),
+            json!({"content": "A page about otters"}),
+        )
+        .await;
+    assert!(r.status == 202 || r.status == 200, "{}", r.json());
+    g.fake.state.borrow_mut().down = None;
+    assert_eq!(g.fake.head("acme", "site", "main"), Some(before.clone()));
+    assert!(g.link().await["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("github_unavailable"));
+    // A webhook pull meanwhile does not settle the push that is owed.
+    let n = g.fake.calls();
+    assert_eq!(g.catch_up().await["checked"], 0);
+    assert_eq!(g.fake.calls(), n);
+
+    g.app
+        .clock
+        .advance_ms(everjust_core::github::catchup::FIRST_RETRY_MS);
+    assert_eq!(g.catch_up().await["synced"], 1);
+    let head = g.fake.head("acme", "site", "main").expect("head");
+    assert_ne!(head, before, "the run's files were committed");
+    let commit = g.fake.commit(&head);
+    assert_eq!(commit.parents, vec![before]);
+    assert!(commit.message.contains("[demo model"), "{}", commit.message);
+    assert!(
+        commit.message.contains("EverJust-Run: run_"),
+        "{}",
+        commit.message
+    );
+    assert!(g.fake.files("acme", "site", "main")["index.html"].contains("otters"));
+    assert!(g.link().await["last_error"].is_null());
+    let syncs = g.audit("github.sync").await;
+    assert_eq!(
+        syncs
+            .iter()
+            .filter(|e| e["detail"]["by"] == "agent")
+            .count(),
+        1
+    );
+
+    let n = g.fake.calls();
+    g.app.clock.advance_ms(10 * 60_000);
+    assert_eq!(g.catch_up().await["checked"], 0);
+    assert_eq!(g.fake.calls(), n, "nothing owed: no GitHub call");
+}
+
+#[tokio::test]
+async fn a_pull_does_not_settle_an_owed_push() {
+    let g = setup_with(&[("JOBS_SECRET", JOBS)]).await;
+    g.put("a.txt", "a1").await;
+    let link = g.connect().await;
+    let sql = g.app.ports.sql.as_ref();
+    let now = g.app.clock.now_ms();
+    use everjust_core::github::store::{owe, settle, Owed};
+    owe(sql, &g.project, Owed::Push, Some("msg"), "agent", now, now)
+        .await
+        .expect("owe");
+    owe(sql, &g.project, Owed::Pull, None, "github:x", now, now)
+        .await
+        .expect("owe");
+    assert!(!settle(sql, &g.project, Owed::Pull, now)
+        .await
+        .expect("settle"));
+    assert!(
+        !settle(sql, &g.project, Owed::Push, now - 1)
+            .await
+            .expect("settle"),
+        "a sync that started before the mark does not cover it"
+    );
+    let row = sql
+        .query_opt(
+            "SELECT catchup, catchup_message, catchup_by FROM github_links WHERE project_id = $1",
+            &[g.project.as_str().into()],
+        )
+        .await
+        .expect("query")
+        .expect("row");
+    assert_eq!(row.text("catchup").expect("c"), "push");
+    assert_eq!(row.text("catchup_message").expect("m"), "msg");
+    assert_eq!(row.text("catchup_by").expect("b"), "agent");
+    assert!(settle(sql, &g.project, Owed::Push, now)
+        .await
+        .expect("settle"));
+    assert!(link["project_id"].is_string());
+}
+
+#[tokio::test]
+async fn the_catchup_job_route_needs_the_jobs_secret() {
+    let g = setup_with(&[("JOBS_SECRET", JOBS)]).await;
+    for token in [None, Some("wrong"), Some(g.token.as_str())] {
+        let r = g
+            .app
+            .request(
+                "POST",
+                "/v1/_jobs/github-catchup",
+                token,
+                None,
+                Bytes::new(),
+            )
+            .await;
+        r.problem(401, "unauthorized");
+    }
+    let plain = setup().await;
+    plain
+        .app
+        .request(
+            "POST",
+            "/v1/_jobs/github-catchup",
+            Some(JOBS),
+            None,
+            Bytes::new(),
+        )
+        .await
+        .problem(404, "not_found");
+}

@@ -2098,7 +2098,7 @@ async fn an_agent_run_whose_push_failed_is_pushed_by_the_job() {
         .as_str()
         .unwrap_or("")
         .starts_with("github_unavailable"));
-    // A webhook pull meanwhile does not settle the push that is owed.
+    // Right after the failure the job leaves it alone.
     let n = g.fake.calls();
     assert_eq!(g.catch_up().await["checked"], 0);
     assert_eq!(g.fake.calls(), n);

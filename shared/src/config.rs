@@ -36,6 +36,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("DAYTONA_API_KEY", true),
     ("DAYTONA_WEBHOOK_SECRET", true),
     ("DAYTONA_SNAPSHOT", false),
+    ("DAYTONA_IMAGE", false),
     ("DAYTONA_PREVIEW_PORT", false),
     ("JOBS_SECRET", true),
     ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", false),
@@ -135,10 +136,23 @@ pub struct DaytonaConfig {
     pub api_key: String,
     /// Svix-style `whsec_<base64>` secret of the webhooks; `None` refuses every webhook.
     pub webhook_secret: Option<String>,
-    /// Snapshot (or image) new sandboxes start from.
-    pub snapshot: Option<String>,
+    /// What new sandboxes start from; only an image takes the tier's resources.
+    pub source: SandboxSource,
     /// The port the app listens on inside the sandbox, for the preview link.
     pub preview_port: u16,
+}
+
+/// What a new Daytona sandbox is made from. Daytona sizes a sandbox made
+/// from a snapshot by the snapshot (and refuses resources with one), so
+/// only `Image` gets the tier's CPU, memory and disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxSource {
+    /// Daytona's default snapshot (`DAYTONA_SNAPSHOT` and `DAYTONA_IMAGE` unset).
+    Default,
+    /// `DAYTONA_SNAPSHOT`: a snapshot by name, with its own resources.
+    Snapshot(String),
+    /// `DAYTONA_IMAGE`: an image reference, built on create, sized per tier.
+    Image(String),
 }
 
 /// A model provider's endpoint and server-side key.
@@ -280,7 +294,13 @@ impl Config {
                     api_url: api_url.trim_end_matches('/').to_owned(),
                     api_key,
                     webhook_secret: get("DAYTONA_WEBHOOK_SECRET"),
-                    snapshot: get("DAYTONA_SNAPSHOT"),
+                    source: match (get("DAYTONA_SNAPSHOT"), get("DAYTONA_IMAGE")) {
+                        (Some(s), None) => SandboxSource::Snapshot(s),
+                        (None, Some(i)) if i.contains(char::is_whitespace) => return Err(ConfigError { name: "DAYTONA_IMAGE", problem: "must be one image reference, e.g. node:22-bookworm" }),
+                        (None, Some(i)) => SandboxSource::Image(i),
+                        (None, None) => SandboxSource::Default,
+                        (Some(_), Some(_)) => return Err(ConfigError { name: "DAYTONA_IMAGE", problem: "set DAYTONA_SNAPSHOT or DAYTONA_IMAGE, not both" }),
+                    },
                     preview_port: get("DAYTONA_PREVIEW_PORT").and_then(|p| p.parse().ok()).unwrap_or(3000),
                 }),
                 (None, None) => None,

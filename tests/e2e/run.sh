@@ -31,7 +31,7 @@
 #                   reused when it answers, else started; the server needs DAYTONA_API_URL=<the fake>/api,
 #                   DAYTONA_API_KEY=daytona-fake-key and DAYTONA_WEBHOOK_SECRET=<the fake's> (else the sandbox
 #                   tests skip); JOBS_SECRET and E2E_ADMIN_EMAIL (in the server's ADMIN_EMAILS) enable the
-#                   idle-job and quota tests
+#                   idle-job and quota tests, DAYTONA_IMAGE on the server the tier-resources test
 #   GITHUB_FAKE_URL the GitHub fake (tests/fakes/github.mjs; default http://127.0.0.1:${GITHUB_FAKE_PORT:-8792}),
 #                   reused when it answers, else started; the server needs GITHUB_APP_ID=4242,
 #                   GITHUB_APP_PRIVATE_KEY=<tests/fakes/github-app-test-key.pem>, GITHUB_WEBHOOK_SECRET=<the

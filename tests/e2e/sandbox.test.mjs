@@ -1,7 +1,8 @@
 // Sandboxes end to end against the Daytona fake (tests/fakes/daytona.mjs): start with file upload and
 // a working preview link, an unchanged restart that uploads nothing, commands over their time limit,
 // other users' projects, webhooks that change state (and forged, stale, replayed, unsigned ones that
-// do not), idle auto-stop through the job route, the compute quota, archived restores.
+// do not), idle auto-stop through the job route, the compute quota, archived restores, the tier's
+// sandbox size (with DAYTONA_IMAGE on the server) and its cap on running sandboxes.
 //
 // The server must run with DAYTONA_API_URL=<fake>/api, DAYTONA_API_KEY and DAYTONA_WEBHOOK_SECRET equal
 // to the fake's (defaults: daytona-fake-key and the fake's DEFAULT_SECRET), else these tests skip.
@@ -372,4 +373,35 @@ test('a start over the month’s sandbox minutes is refused with a clear error',
   assert.match(p.detail, /sandbox minutes/);
   assert.ok(Number(r.headers['retry-after']) > 0);
   assert.deepEqual(await FAKE.sandboxes(s.project.id), []);
+});
+
+test('a sandbox built from an image gets its owner’s tier’s resources, and an admin override changes them', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  expectJson(await start(s), 200);
+  const [sb] = await FAKE.sandboxes(s.project.id);
+  if (sb.source !== 'image') {
+    t.skip(`the server makes sandboxes from a ${sb.source} snapshot, which brings its own size (set DAYTONA_IMAGE)`);
+    return;
+  }
+  assert.ok(sb.image, 'the build names its image');
+  assert.deepEqual(sb.resources, { cpu: 1, memory: 1, disk: 3 }, 'the free tier’s size');
+  if (!(await setLimits(t, s.user.id, { sandbox_cpu: 2, sandbox_memory_gib: 4, sandboxes_running: 2 }))) return;
+  const other = { ...s, project: await createProject(s.token, { template: 'static-html' }) };
+  expectJson(await start(other), 200);
+  const [bigger] = await FAKE.sandboxes(other.project.id);
+  assert.deepEqual(bigger.resources, { cpu: 2, memory: 4, disk: 3 });
+});
+
+test('a start over the tier’s running sandboxes is refused clearly and stopping one frees the slot', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  expectJson(await start(s), 200);
+  const other = { ...s, project: await createProject(s.token, { template: 'static-html' }) };
+  const p = expectProblem(await start(other), 429, 'quota_sandboxes');
+  assert.equal(p.limit, 1);
+  assert.deepEqual(p.running_projects, [s.project.id]);
+  assert.deepEqual(await FAKE.sandboxes(other.project.id), [], 'nothing was made');
+  expectJson(await del(`/v1/projects/${s.project.id}/sandbox`, { token: s.token }), 202);
+  expectJson(await start(other), 200);
 });

@@ -4,8 +4,12 @@
 // webhook deliveries. Test-only: never deploy it.
 //
 // REST API under /api (Authorization: Bearer <DAYTONA_FAKE_API_KEY>):
-//   POST   /api/sandbox                         {name, snapshot?, labels, autoStopInterval, autoArchiveInterval}
-//                                               -> Sandbox in `creating`, `started` after createMs; 409 on a taken name
+//   POST   /api/sandbox                         {name, snapshot?, labels, autoStopInterval, autoArchiveInterval,
+//                                                buildInfo?: {dockerfileContent: "FROM <image>"}, cpu?, memory?, disk?, gpu?}
+//                                               -> Sandbox in `creating` (`pending_build` with buildInfo), `started`
+//                                               after createMs; 409 on a taken name. As Daytona does: 400 for a
+//                                               snapshot with buildInfo, and for resources without buildInfo (a
+//                                               snapshot, named or the default one, brings its own size)
 //   GET    /api/sandbox?labels=JSON&limit&cursor {items, nextCursor} (a plain array with the legacy list shape)
 //   GET    /api/sandbox/{idOrName}              Sandbox
 //   DELETE /api/sandbox/{idOrName}              destroying, then gone
@@ -43,7 +47,8 @@
 //   POST /_fake/timing {project?, createMs?, startMs?, restoreMs?, stopMs?, archiveMs?, minuteMs?}
 //   POST /_fake/list-shape {legacy: bool}       GET /api/sandbox answers a plain array (before May 2026)
 //   POST /_fake/sandboxes/{id}/state {state, errorReason?}   force a state (and deliver its webhook)
-//   GET  /_fake/sandboxes?project=ID            [{id, name, state, labels, autoStopInterval, files: {path: sha256}}]
+//   GET  /_fake/sandboxes?project=ID            [{id, name, state, labels, autoStopInterval, files: {path: sha256},
+//                                                source: image|snapshot|default, image, resources: {cpu, memory, disk}|null}]
 //   GET  /_fake/calls?since=N&project=ID        {total, calls: [{method, path, project}], uploads}
 //   GET  /health
 //
@@ -145,10 +150,10 @@ export async function startDaytonaFake({
     public: false,
     networkBlockAll: false,
     target: 'us',
-    cpu: 1,
+    cpu: sb.resources?.cpu ?? 1,
     gpu: 0,
-    memory: 1,
-    disk: 3,
+    memory: sb.resources?.memory ?? 1,
+    disk: sb.resources?.disk ?? 3,
     state: sb.state,
     desiredState: sb.desired,
     errorReason: sb.errorReason || undefined,
@@ -360,15 +365,29 @@ export async function startDaytonaFake({
         return error(res, 400, 'invalid JSON');
       }
       const name = doc.name || `sandbox-${state.nextId}`;
+      const build = doc.buildInfo?.dockerfileContent;
+      if (doc.buildInfo && typeof build !== 'string') return error(res, 400, 'buildInfo.dockerfileContent must be a string');
+      if (build && doc.snapshot) return error(res, 400, 'Cannot specify a snapshot when using a build info entry');
+      const sized = ['cpu', 'gpu', 'memory', 'disk'].some((k) => doc[k]);
+      if (!build && sized) return error(res, 400, 'Cannot specify Sandbox resources when using a snapshot');
+      for (const k of ['cpu', 'memory', 'disk']) {
+        if (doc[k] !== undefined && !(Number.isInteger(doc[k]) && doc[k] > 0)) return error(res, 400, `${k} must be a positive integer`);
+      }
+      const image = build ? (/^FROM\s+(\S+)/m.exec(build)?.[1] ?? null) : null;
+      if (build && !image) return error(res, 400, 'buildInfo.dockerfileContent has no FROM line');
       if (find(name)) return error(res, 409, `Sandbox with name ${name} already exists`);
       const id = `fake${String(state.nextId++).padStart(6, '0')}${randomBytes(3).toString('hex')}`;
       const now = Date.now();
       const sb = {
         id,
         name,
-        snapshot: doc.snapshot || 'daytonaio/sandbox:fake',
+        snapshot: build ? null : doc.snapshot || 'daytonaio/sandbox:fake',
+        source: build ? 'image' : doc.snapshot ? 'snapshot' : 'default',
+        image,
+        // Daytona's sizes when none are asked for (and a snapshot's in this fake).
+        resources: build ? { cpu: doc.cpu || 1, memory: doc.memory || 1, disk: doc.disk || 3 } : null,
         labels: doc.labels || {},
-        state: 'creating',
+        state: build ? 'pending_build' : 'creating',
         desired: 'started',
         autoStopInterval: doc.autoStopInterval ?? 15,
         autoArchiveInterval: doc.autoArchiveInterval ?? 10080,
@@ -380,8 +399,9 @@ export async function startDaytonaFake({
         previewTokens: new Map(),
       };
       state.sandboxes.set(id, sb);
-      void deliver({ event: 'sandbox.created', timestamp: iso(), id, organizationId: 'org_fake', state: 'creating', sandboxClass: 'container', createdAt: iso(now) });
-      transition(sb, 'creating', 'started', timing(sb).createMs);
+      const first = build ? 'pending_build' : 'creating';
+      void deliver({ event: 'sandbox.created', timestamp: iso(), id, organizationId: 'org_fake', state: first, sandboxClass: 'container', createdAt: iso(now) });
+      transition(sb, first, 'started', timing(sb).createMs);
       return send(res, 200, dto(sb));
     }
     if (parts.length === 1 && req.method === 'GET') {
@@ -497,7 +517,13 @@ export async function startDaytonaFake({
       const project = url.searchParams.get('project');
       const list = [...state.sandboxes.values()]
         .filter((s) => !project || projectOf(s) === project)
-        .map((s) => ({ ...dto(s), files: Object.fromEntries([...s.files].map(([p, d]) => [p, sha256(d)])) }));
+        .map((s) => ({
+          ...dto(s),
+          source: s.source,
+          image: s.image,
+          resources: s.resources,
+          files: Object.fromEntries([...s.files].map(([p, d]) => [p, sha256(d)])),
+        }));
       return send(res, 200, list);
     }
     if (req.method === 'GET' && what === 'calls') {

@@ -14,6 +14,14 @@ pub struct Limits {
     pub model_calls_day: i64,
     pub compute_minutes_month: i64,
     pub sandbox_idle_minutes: i64,
+    /// Sandboxes of one user running (or on their way up) at once.
+    pub sandboxes_running: i64,
+    /// CPU cores of a new sandbox (made from an image; a snapshot brings its own).
+    pub sandbox_cpu: i64,
+    /// Memory of a new sandbox, GiB.
+    pub sandbox_memory_gib: i64,
+    /// Disk of a new sandbox, GiB.
+    pub sandbox_disk_gib: i64,
     /// Longest run of one sandbox command, in seconds (then it is killed).
     pub command_timeout_secs: i64,
     /// Authenticated API requests per minute (sliding window); negative: no
@@ -37,6 +45,10 @@ pub fn defaults(tier: &str) -> Limits {
             model_calls_day: 5_000,
             compute_minutes_month: 50 * 60,
             sandbox_idle_minutes: 30,
+            sandboxes_running: 2,
+            sandbox_cpu: 1,
+            sandbox_memory_gib: 2,
+            sandbox_disk_gib: 5,
             command_timeout_secs: 120,
             api_requests_minute: 300,
             max_file_bytes: 5 * mib,
@@ -50,6 +62,10 @@ pub fn defaults(tier: &str) -> Limits {
             model_calls_day: 20_000,
             compute_minutes_month: 200 * 60,
             sandbox_idle_minutes: 60,
+            sandboxes_running: 3,
+            sandbox_cpu: 2,
+            sandbox_memory_gib: 4,
+            sandbox_disk_gib: 10,
             command_timeout_secs: 300,
             api_requests_minute: 600,
             max_file_bytes: 10 * mib,
@@ -63,6 +79,10 @@ pub fn defaults(tier: &str) -> Limits {
             model_calls_day: 200_000,
             compute_minutes_month: 2_000 * 60,
             sandbox_idle_minutes: 240,
+            sandboxes_running: 10,
+            sandbox_cpu: 4,
+            sandbox_memory_gib: 8,
+            sandbox_disk_gib: 10,
             command_timeout_secs: 600,
             api_requests_minute: 3_000,
             max_file_bytes: 25 * mib,
@@ -77,6 +97,10 @@ pub fn defaults(tier: &str) -> Limits {
             model_calls_day: 1_000,
             compute_minutes_month: 10 * 60,
             sandbox_idle_minutes: 10,
+            sandboxes_running: 1,
+            sandbox_cpu: 1,
+            sandbox_memory_gib: 1,
+            sandbox_disk_gib: 3,
             command_timeout_secs: 60,
             api_requests_minute: 120,
             max_file_bytes: 5 * mib,
@@ -134,6 +158,28 @@ mod tests {
             ),
             (3, 1, 600, 1000, 120)
         );
+    }
+
+    #[test]
+    fn sandboxes_grow_with_the_tier() {
+        let size = |t: &str| {
+            let l = defaults(t);
+            (
+                l.sandboxes_running,
+                l.sandbox_cpu,
+                l.sandbox_memory_gib,
+                l.sandbox_disk_gib,
+            )
+        };
+        assert_eq!(size("free"), (1, 1, 1, 3));
+        assert_eq!(size("pro"), (3, 2, 4, 10));
+        for pair in TIERS.windows(2) {
+            let (a, b) = (size(pair[0]), size(pair[1]));
+            assert!(
+                a.0 <= b.0 && a.1 <= b.1 && a.2 <= b.2 && a.3 <= b.3,
+                "{pair:?}"
+            );
+        }
     }
 
     #[test]

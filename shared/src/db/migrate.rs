@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_github_catchup",
         sql: include_str!("../../../migrations/0006_github_catchup.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_sandbox_quota",
+        sql: include_str!("../../../migrations/0007_sandbox_quota.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

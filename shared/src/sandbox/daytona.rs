@@ -16,7 +16,7 @@ use super::provider::{
     CreateSpec, ExecResult, ExecSpec, Handle, Preview, ProviderError, Remote, SandboxProvider,
     State, Upload,
 };
-use crate::config::DaytonaConfig;
+use crate::config::{DaytonaConfig, SandboxSource};
 use crate::ports::{Clock, HttpClient};
 
 /// Characters escaped in a path segment or query value.
@@ -53,7 +53,7 @@ pub struct Daytona {
     clock: Rc<dyn Clock>,
     api_url: String,
     api_key: String,
-    snapshot: Option<String>,
+    source: SandboxSource,
 }
 
 /// Waits for `fut` at most `ms` milliseconds.
@@ -190,6 +190,39 @@ pub fn batches(files: &[Upload]) -> Vec<&[Upload]> {
     out
 }
 
+/// The body of `POST /sandbox`. Daytona sizes a sandbox made from a
+/// snapshot (named, or its default one) by the snapshot and refuses
+/// resources with it, so only an image, built on create from a one-line
+/// Dockerfile (`buildInfo`), carries the tier's CPU, memory and disk.
+pub fn create_body(spec: &CreateSpec, source: &SandboxSource) -> Value {
+    let labels: serde_json::Map<String, Value> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let mut body = json!({
+        "name": spec.name,
+        "labels": labels,
+        "public": false,
+        "autoStopInterval": spec.auto_stop_minutes,
+        "autoArchiveInterval": spec.auto_archive_minutes,
+    });
+    match source {
+        SandboxSource::Default => {}
+        SandboxSource::Snapshot(s) => body["snapshot"] = Value::String(s.clone()),
+        SandboxSource::Image(image) => {
+            body["buildInfo"] = json!({
+                "dockerfileContent": format!("FROM {image}\n"),
+                "contextHashes": [],
+            });
+            body["cpu"] = spec.resources.cpu.into();
+            body["memory"] = spec.resources.memory_gib.into();
+            body["disk"] = spec.resources.disk_gib.into();
+        }
+    }
+    body
+}
+
 struct Call<'a> {
     method: Method,
     url: String,
@@ -222,7 +255,7 @@ impl Daytona {
             clock,
             api_url: config.api_url.trim_end_matches('/').to_owned(),
             api_key: config.api_key.clone(),
-            snapshot: config.snapshot.clone(),
+            source: config.source.clone(),
         }
     }
 
@@ -324,21 +357,7 @@ impl SandboxProvider for Daytona {
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<Remote, ProviderError> {
-        let labels: serde_json::Map<String, Value> = spec
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let mut body = json!({
-            "name": spec.name,
-            "labels": labels,
-            "public": false,
-            "autoStopInterval": spec.auto_stop_minutes,
-            "autoArchiveInterval": spec.auto_archive_minutes,
-        });
-        if let Some(s) = &self.snapshot {
-            body["snapshot"] = Value::String(s.clone());
-        }
+        let body = create_body(spec, &self.source);
         let created = self
             .sandbox_call(Call::new(Method::POST, self.api("/sandbox")).json(&body))
             .await;
@@ -530,6 +549,51 @@ impl SandboxProvider for Daytona {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec() -> CreateSpec {
+        CreateSpec {
+            name: "ej-p1-0".into(),
+            labels: vec![("everjust_project".into(), "p1".into())],
+            auto_stop_minutes: 12,
+            auto_archive_minutes: 1440,
+            resources: super::super::provider::Resources {
+                cpu: 2,
+                memory_gib: 4,
+                disk_gib: 10,
+            },
+        }
+    }
+
+    #[test]
+    fn an_image_is_built_with_the_tiers_resources() {
+        let body = create_body(&spec(), &SandboxSource::Image("node:22-bookworm".into()));
+        assert_eq!(
+            body["buildInfo"]["dockerfileContent"],
+            "FROM node:22-bookworm\n"
+        );
+        assert_eq!(
+            (&body["cpu"], &body["memory"], &body["disk"]),
+            (&json!(2), &json!(4), &json!(10))
+        );
+        assert!(body.get("snapshot").is_none());
+        assert_eq!(body["labels"]["everjust_project"], "p1");
+    }
+
+    #[test]
+    fn a_snapshot_brings_its_own_resources() {
+        for source in [
+            SandboxSource::Snapshot("everjust-node".into()),
+            SandboxSource::Default,
+        ] {
+            let body = create_body(&spec(), &source);
+            for field in ["cpu", "memory", "disk", "gpu", "buildInfo"] {
+                assert!(body.get(field).is_none(), "{field} with {source:?}");
+            }
+            assert_eq!(body["autoStopInterval"], 12);
+        }
+        let body = create_body(&spec(), &SandboxSource::Snapshot("everjust-node".into()));
+        assert_eq!(body["snapshot"], "everjust-node");
+    }
 
     #[test]
     fn both_list_shapes_are_read() {

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use http::StatusCode;
 
 use super::provider::{
-    self, CreateSpec, Handle, ProviderError, Remote, SandboxProvider, Selected, State,
+    self, CreateSpec, Handle, ProviderError, Remote, Resources, SandboxProvider, Selected, State,
 };
 use super::store::{self, SandboxRow, ARCHIVE_AFTER_MINUTES};
 use super::sync::{self, Report, SyncError};
@@ -162,6 +162,33 @@ impl<'a> Lifecycle<'a> {
         Ok(())
     }
 
+    /// Refuses a start when the owner already has as many sandboxes running
+    /// (or on their way up) as the tier allows; stopping one frees a slot.
+    pub async fn check_running(
+        &self,
+        owner: &str,
+        project: &str,
+        limits: &Limits,
+    ) -> ApiResult<()> {
+        let running = store::running_elsewhere(self.sql(), owner, project).await?;
+        let count = i64::try_from(running.len()).unwrap_or(i64::MAX);
+        if count >= limits.sandboxes_running {
+            let e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_sandboxes",
+                format!(
+                    "Your tier allows {} running sandbox(es) at a time; stop one of your other projects' sandboxes first, or upgrade your plan.",
+                    limits.sandboxes_running
+                ),
+            );
+            return Err(e.with_extra(serde_json::json!({
+                "limit": limits.sandboxes_running,
+                "running_projects": running,
+            })));
+        }
+        Ok(())
+    }
+
     /// Waits for the row's lease until `deadline`; false when it stayed taken.
     async fn lease(&self, project: &str, deadline: i64) -> ApiResult<bool> {
         let mut pause = POLL_FIRST_MS;
@@ -222,6 +249,15 @@ impl<'a> Lifecycle<'a> {
         wait_ms: u64,
     ) -> ApiResult<Started> {
         let now = self.now();
+        // Quotas first, so a refused start leaves no trace.
+        if self
+            .load(project)
+            .await?
+            .is_none_or(|r| r.state != State::Started)
+        {
+            self.check_quota(owner, limits).await?;
+            self.check_running(owner, project, limits).await?;
+        }
         let row = store::ensure(
             self.sql(),
             project,
@@ -231,9 +267,6 @@ impl<'a> Lifecycle<'a> {
             now,
         )
         .await?;
-        if row.state != State::Started {
-            self.check_quota(owner, limits).await?;
-        }
         let deadline = now + i64::try_from(wait_ms).unwrap_or(i64::MAX / 4);
         if !self.lease(project, deadline).await? {
             // Another request is starting or stopping it: report where it is.
@@ -305,6 +338,11 @@ impl<'a> Lifecycle<'a> {
                     ],
                     auto_stop_minutes: limits.sandbox_idle_minutes.max(1) + AUTO_STOP_SLACK_MINUTES,
                     auto_archive_minutes: ARCHIVE_AFTER_MINUTES,
+                    resources: Resources {
+                        cpu: limits.sandbox_cpu,
+                        memory_gib: limits.sandbox_memory_gib,
+                        disk_gib: limits.sandbox_disk_gib,
+                    },
                 };
                 let created = self.provider.create(&spec).await;
                 let created = match created {
@@ -419,6 +457,23 @@ impl<'a> Lifecycle<'a> {
             restoring,
             synced,
         })
+    }
+
+    /// The preview link of another port of a started sandbox (not cached:
+    /// only the app's own port is).
+    pub async fn preview_of(
+        &self,
+        row: &SandboxRow,
+        port: u16,
+    ) -> ApiResult<Option<(String, Option<String>)>> {
+        if port == self.preview_port {
+            return self.preview(row).await;
+        }
+        let (State::Started, Some(id)) = (row.state, row.external_id.as_deref()) else {
+            return Ok(None);
+        };
+        let p = self.provider.preview(id, port).await?;
+        Ok(Some((p.url, p.token)))
     }
 
     /// The preview link of a started sandbox: cached, renewed when it is

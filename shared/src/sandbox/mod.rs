@@ -68,6 +68,7 @@ async fn view(
     project: &str,
     row: Option<&SandboxRow>,
     restoring: bool,
+    port: Option<u16>,
 ) -> ApiResult<Value> {
     let static_url = crate::projects::preview::url(ctx, project)?;
     let Some(row) = row else {
@@ -80,7 +81,8 @@ async fn view(
             "commands": true,
         }));
     };
-    let preview = match lc.preview(row).await {
+    let port = port.unwrap_or(lc.preview_port);
+    let preview = match lc.preview_of(row, port).await {
         Ok(p) => p,
         Err(e) => {
             crate::log::event(
@@ -97,6 +99,7 @@ async fn view(
         "preview_url": preview.as_ref().map_or(static_url.as_str(), |p| p.0.as_str()),
         "static_preview_url": static_url,
         "sandbox_preview": preview.is_some(),
+        "preview_port": port,
         "commands": true,
         "restoring": restoring || row.state == State::Restoring,
         "idle_stop_minutes": row.idle_minutes,
@@ -159,7 +162,15 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let wait = wait_ms(req)?;
     let limits = caller.user.limits();
     let started = lc.start(caller.id(), &project.id, &limits, wait).await?;
-    let mut doc = view(ctx, &lc, &project.id, Some(&started.row), started.restoring).await?;
+    let mut doc = view(
+        ctx,
+        &lc,
+        &project.id,
+        Some(&started.row),
+        started.restoring,
+        None,
+    )
+    .await?;
     if let Some(s) = started.synced {
         doc["uploaded_files"] = s.uploaded.into();
         doc["removed_files"] = s.removed.into();
@@ -174,10 +185,32 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     Ok(res)
 }
 
-/// `GET /v1/projects/{id}/sandbox`: state and preview link (a sandbox that
-/// is changing state is looked up at the provider).
+/// The lowest port a preview link may be asked for (below are system ports).
+const MIN_PREVIEW_PORT: u16 = 1024;
+
+/// `?port=N`: a port from 1024 to 65535.
+fn port_param(req: &Request) -> ApiResult<Option<u16>> {
+    let Some(v) = query_param(req, "port") else {
+        return Ok(None);
+    };
+    v.parse::<u16>()
+        .ok()
+        .filter(|p| *p >= MIN_PREVIEW_PORT)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_port",
+                format!("port is a number from {MIN_PREVIEW_PORT} to 65535."),
+            )
+        })
+}
+
+/// `GET /v1/projects/{id}/sandbox[?port=N]`: state and preview link (of
+/// the app's port, or of port N); a sandbox that is changing state is
+/// looked up at the provider.
 pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let (_, project) = own_project(ctx, req).await?;
+    let port = port_param(req)?;
     let Some(lc) = Lifecycle::new(ctx.ports)? else {
         return Ok(ok(&static_view(ctx, &project.id)?));
     };
@@ -185,7 +218,9 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         Some(row) => Some(lc.refresh(row).await?),
         None => None,
     };
-    Ok(ok(&view(ctx, &lc, &project.id, row.as_ref(), false).await?))
+    Ok(ok(
+        &view(ctx, &lc, &project.id, row.as_ref(), false, port).await?
+    ))
 }
 
 /// `DELETE /v1/projects/{id}/sandbox[?archive=true]`: stops (or archives)
@@ -208,7 +243,7 @@ pub async fn delete(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let row = lc.stop(&project.id, archive).await?;
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &view(ctx, &lc, &project.id, row.as_ref(), false).await?,
+        &view(ctx, &lc, &project.id, row.as_ref(), false, None).await?,
     ))
 }
 

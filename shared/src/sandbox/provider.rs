@@ -123,6 +123,17 @@ pub struct CreateSpec {
     /// The provider's own auto-stop, a safety net behind our idle job.
     pub auto_stop_minutes: i64,
     pub auto_archive_minutes: i64,
+    /// The owner's tier's size; a provider whose sandboxes come from a
+    /// fixed-size template (a Daytona snapshot) leaves it out.
+    pub resources: Resources,
+}
+
+/// The size of a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu: i64,
+    pub memory_gib: i64,
+    pub disk_gib: i64,
 }
 
 /// The address of a sandbox for toolbox calls.

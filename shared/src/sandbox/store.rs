@@ -428,3 +428,23 @@ pub async fn compute_seconds(
         .await?;
     row.map_or(Ok(0), |r| r.int("secs"))
 }
+
+/// The owner's other projects whose sandbox is running or on its way up
+/// (the `sandboxes_owner_active` index), oldest activity first.
+pub async fn running_elsewhere(
+    sql: &dyn Sql,
+    owner: &str,
+    project: &str,
+) -> Result<Vec<String>, SqlError> {
+    sql.query(
+        "SELECT project_id FROM sandboxes
+          WHERE owner_id = $1 AND project_id <> $2
+            AND state IN ('creating', 'starting', 'restoring', 'started')
+          ORDER BY last_activity_at, project_id",
+        &[owner.into(), project.into()],
+    )
+    .await?
+    .iter()
+    .map(|r| r.text("project_id"))
+    .collect()
+}

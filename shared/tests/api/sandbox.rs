@@ -47,6 +47,12 @@ struct Sb {
     files: BTreeMap<String, Vec<u8>>,
     last_activity: Option<String>,
     auto_stop: i64,
+    /// The snapshot it was made from (`None`: built from `image`, or Daytona's default).
+    snapshot: Option<String>,
+    /// The image of its build (`FROM <image>`), when it was built on create.
+    image: Option<String>,
+    /// (cpu, memory GiB, disk GiB) as asked on create; `None`: the snapshot's.
+    resources: Option<(i64, i64, i64)>,
 }
 
 #[derive(Default)]
@@ -68,9 +74,11 @@ struct FakeDaytona {
 }
 
 fn sandbox_json(sb: &Sb) -> Value {
+    let (cpu, memory, disk) = sb.resources.unwrap_or((1, 1, 3));
     json!({
         "id": sb.id, "name": sb.name, "organizationId": "org_test", "state": sb.state, "labels": sb.labels,
-        "cpu": 1, "gpu": 0, "memory": 1, "disk": 3, "env": {}, "public": false, "networkBlockAll": false,
+        "snapshot": sb.snapshot,
+        "cpu": cpu, "gpu": 0, "memory": memory, "disk": disk, "env": {}, "public": false, "networkBlockAll": false,
         "target": "us", "user": "daytona", "autoStopInterval": sb.auto_stop,
         "toolboxProxyUrl": "http://daytona.test/toolbox",
         "lastActivityAt": sb.last_activity, "updatedAt": "2026-05-28T20:00:00.000Z",
@@ -175,6 +183,26 @@ impl FakeDaytona {
             ("POST", ["api", "sandbox"]) => {
                 let body: Value = serde_json::from_slice(req.body()).expect("json");
                 let name = body["name"].as_str().unwrap_or("").to_owned();
+                // As Daytona checks a create: a build has no snapshot; a snapshot (named or the
+                // default one) fixes the size, so resources with it are refused.
+                let sized = ["cpu", "gpu", "memory", "disk"]
+                    .iter()
+                    .any(|k| body.get(*k).is_some_and(|v| !v.is_null() && v != 0));
+                let image = body["buildInfo"]["dockerfileContent"]
+                    .as_str()
+                    .map(|d| d.trim().trim_start_matches("FROM ").to_owned());
+                let snapshot = body["snapshot"].as_str().map(str::to_owned);
+                let bad = |msg: &str| reply(400, json!({"statusCode": 400, "message": msg}));
+                if image.is_some() && snapshot.is_some() {
+                    return bad("Cannot specify a snapshot when using a build info entry");
+                }
+                if image.is_none() && sized {
+                    return bad("Cannot specify Sandbox resources when using a snapshot");
+                }
+                let resources = image.as_ref().map(|_| {
+                    let n = |k: &str, d: i64| body[k].as_i64().unwrap_or(d);
+                    (n("cpu", 1), n("memory", 1), n("disk", 3))
+                });
                 if s.sandboxes.values().any(|x| x.name == name) {
                     return reply(409, json!({"statusCode": 409, "message": "name taken"}));
                 }
@@ -189,6 +217,9 @@ impl FakeDaytona {
                     files: BTreeMap::new(),
                     last_activity: None,
                     auto_stop: body["autoStopInterval"].as_i64().unwrap_or(15),
+                    snapshot,
+                    image,
+                    resources,
                 };
                 let out = sandbox_json(&sb);
                 s.sandboxes.insert(id, sb);
@@ -1328,6 +1359,221 @@ async fn a_start_over_the_months_compute_minutes_is_refused_clearly() {
         .request("DELETE", &w.path(""), Some(&w.token), None, Bytes::new())
         .await;
     w.start().await.problem(402, "quota_compute_minutes");
+}
+
+/// Another project of the world's user; its id.
+async fn new_project(w: &World, token: &str, name: &str) -> String {
+    let r = w
+        .app
+        .json(
+            "POST",
+            "/v1/projects",
+            Some(token),
+            json!({"name": name, "template": "static-html"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    r.json()["id"].as_str().expect("id").to_owned()
+}
+
+async fn start_project(w: &World, token: &str, project: &str) -> Res {
+    w.app
+        .request(
+            "POST",
+            &format!("/v1/projects/{project}/sandbox"),
+            Some(token),
+            None,
+            Bytes::new(),
+        )
+        .await
+}
+
+/// The resources the fake was asked for when it made the project's sandbox.
+fn resources_of(w: &World, project: &str) -> Option<(i64, i64, i64)> {
+    let s = w.fake.s.borrow();
+    s.sandboxes
+        .values()
+        .find(|sb| sb.labels["everjust_project"] == project)
+        .expect("the project's sandbox")
+        .resources
+}
+
+#[tokio::test]
+async fn an_image_sandbox_is_sized_by_its_owners_tier_and_an_admin_override_changes_it() {
+    let w = world_with(&[
+        ("DAYTONA_IMAGE", "node:22-bookworm"),
+        ("ADMIN_EMAILS", "root@example.com"),
+    ])
+    .await;
+    let (admin, _, _) = w.app.signup("root@example.com").await;
+    assert_eq!(w.start().await.status, 200);
+    let sb = w.fake.only();
+    assert_eq!(sb.image.as_deref(), Some("node:22-bookworm"));
+    assert_eq!(sb.snapshot, None);
+    assert_eq!(
+        resources_of(&w, &w.project),
+        Some((1, 1, 3)),
+        "free: 1 CPU, 1 GiB, 3 GiB"
+    );
+
+    let (pro, _, pro_id) = w.app.signup("bo@example.com").await;
+    let r = w
+        .app
+        .json(
+            "PATCH",
+            &format!("/v1/admin/users/{pro_id}"),
+            Some(&admin),
+            json!({"tier": "pro"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let bo_site = new_project(&w, &pro, "bo-site").await;
+    assert_eq!(start_project(&w, &pro, &bo_site).await.status, 200);
+    assert_eq!(
+        resources_of(&w, &bo_site),
+        Some((2, 4, 10)),
+        "pro: 2 CPUs, 4 GiB, 10 GiB"
+    );
+
+    let r = w
+        .app
+        .json(
+            "PATCH",
+            &format!("/v1/admin/users/{pro_id}"),
+            Some(&admin),
+            json!({"limits": {"sandbox_cpu": 4, "sandbox_memory_gib": 8}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["limits"]["sandbox_cpu"], 4);
+    let bo_api = new_project(&w, &pro, "bo-api").await;
+    assert_eq!(start_project(&w, &pro, &bo_api).await.status, 200);
+    assert_eq!(resources_of(&w, &bo_api), Some((4, 8, 10)));
+}
+
+#[tokio::test]
+async fn a_snapshot_sandbox_is_made_without_resources() {
+    for (extra, snapshot) in [
+        (
+            vec![("DAYTONA_SNAPSHOT", "everjust-node")],
+            Some("everjust-node"),
+        ),
+        (vec![], None),
+    ] {
+        let w = world_with(&extra).await;
+        let r = w.start().await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        let sb = w.fake.only();
+        assert_eq!(sb.snapshot.as_deref(), snapshot);
+        assert_eq!(
+            (sb.image, sb.resources),
+            (None, None),
+            "Daytona refuses resources with a snapshot"
+        );
+    }
+}
+
+#[test]
+fn both_a_snapshot_and_an_image_is_a_configuration_error() {
+    let mut v = vars();
+    v.extend([
+        ("JWT_SECRET", "test-secret-test-secret-test-secret-0123"),
+        ("DAYTONA_SNAPSHOT", "s"),
+        ("DAYTONA_IMAGE", "node:22"),
+    ]);
+    let vars: std::collections::HashMap<String, String> = v
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let e = everjust_core::config::Config::from_vars(|k| vars.get(k).cloned())
+        .expect_err("both refused");
+    assert_eq!(e.name, "DAYTONA_IMAGE");
+}
+
+#[tokio::test]
+async fn a_start_over_the_running_sandboxes_quota_is_refused_and_stopping_one_frees_a_slot() {
+    let w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    let other = new_project(&w, &w.token, "second").await;
+    let r = start_project(&w, &w.token, &other).await;
+    let p = r.problem(429, "quota_sandboxes");
+    assert_eq!(p["limit"], 1);
+    assert_eq!(p["running_projects"], json!([w.project]));
+    assert!(p["detail"].as_str().expect("detail").contains("1 running"));
+    let exec = w
+        .app
+        .json(
+            "POST",
+            &format!("/v1/projects/{other}/sandbox/exec"),
+            Some(&w.token),
+            json!({"command": "ls"}),
+        )
+        .await;
+    exec.problem(429, "quota_sandboxes");
+    assert_eq!(w.fake.s.borrow().sandboxes.len(), 1, "no sandbox was made");
+    assert!(store::load(w.app.ports.sql.as_ref(), &other)
+        .await
+        .expect("load")
+        .is_none());
+    // The running one keeps working.
+    assert_eq!(w.exec(json!({"command": "pwd"})).await.status, 200);
+
+    let stop = w
+        .app
+        .request("DELETE", &w.path(""), Some(&w.token), None, Bytes::new())
+        .await;
+    assert_eq!(stop.status, 202, "{}", stop.json());
+    let r = start_project(&w, &w.token, &other).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    // And now the first one waits for a slot; a higher cap lets both run.
+    w.start().await.problem(429, "quota_sandboxes");
+    w.limits(json!({"sandboxes_running": 2})).await;
+    assert_eq!(w.start().await.status, 200);
+}
+
+#[tokio::test]
+async fn a_preview_link_of_another_port_is_given_and_bad_ports_are_refused() {
+    let w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    let get = |q: &'static str| {
+        let path = w.path(q);
+        let token = w.token.clone();
+        let app = &w.app;
+        async move { app.get(&path, Some(&token)).await }
+    };
+    let r = get("?port=5173").await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let doc = r.json();
+    assert_eq!(doc["preview_port"], 5173);
+    assert!(doc["preview_url"]
+        .as_str()
+        .expect("url")
+        .starts_with("https://5173-tok-"));
+    // The app's own link stays as it was.
+    let doc = get("").await.json();
+    assert_eq!(doc["preview_port"], 3000);
+    assert!(doc["preview_url"]
+        .as_str()
+        .expect("url")
+        .starts_with("https://3000-tok-"));
+    for bad in [
+        "?port=80",
+        "?port=0",
+        "?port=65536",
+        "?port=abc",
+        "?port=",
+        "?port=-3000",
+    ] {
+        get(bad).await.problem(400, "invalid_port");
+    }
+    assert_eq!(
+        w.row()
+            .await
+            .preview_url
+            .as_deref()
+            .map(|u| u.starts_with("https://3000-")),
+        Some(true)
+    );
 }
 
 #[tokio::test]

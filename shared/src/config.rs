@@ -10,6 +10,8 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("OIDC_AUDIENCE", false),
     ("OIDC_JWKS_URL", false),
     ("OIDC_ALGORITHMS", false),
+    ("OIDC_CLIENT_ID", false),
+    ("OIDC_CLIENT_SECRET", true),
     ("MAX_FILE_BYTES", false),
     ("MAX_PROJECT_BYTES", false),
     ("PASSWORD_ITERATIONS", false),
@@ -81,6 +83,16 @@ pub struct OidcConfig {
     pub jwks_url: String,
     /// Accepted algorithms, from configuration, never from the token.
     pub algorithms: Vec<OidcAlg>,
+    /// The browser login's client (`OIDC_CLIENT_ID`); `None`: bearer tokens only.
+    pub client: Option<OidcClient>,
+}
+
+/// The OAuth client the web client logs in with (authorization code + PKCE).
+#[derive(Debug, Clone)]
+pub struct OidcClient {
+    pub client_id: String,
+    /// `OIDC_CLIENT_SECRET`, for confidential clients; public clients rely on PKCE alone.
+    pub client_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,11 +231,33 @@ impl Config {
                         }),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
+                let client = match (get("OIDC_CLIENT_ID"), get("OIDC_CLIENT_SECRET")) {
+                    (Some(client_id), client_secret) => Some(OidcClient {
+                        client_id,
+                        client_secret,
+                    }),
+                    (None, None) => None,
+                    (None, Some(_)) => {
+                        return Err(ConfigError {
+                            name: "OIDC_CLIENT_SECRET",
+                            problem: "needs OIDC_CLIENT_ID",
+                        })
+                    }
+                };
                 Some(OidcConfig {
                     issuer,
                     audience,
                     jwks_url,
                     algorithms,
+                    client,
+                })
+            }
+            (None, None)
+                if get("OIDC_CLIENT_ID").is_some() || get("OIDC_CLIENT_SECRET").is_some() =>
+            {
+                return Err(ConfigError {
+                    name: "OIDC_CLIENT_ID",
+                    problem: "needs OIDC_ISSUER and OIDC_AUDIENCE",
                 })
             }
             (None, None) => None,

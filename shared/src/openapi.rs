@@ -27,6 +27,23 @@ fn schemas() -> Value {
             "type": "object", "additionalProperties": false, "required": ["refresh_token"],
             "properties": {"refresh_token": {"type": "string"}}
         },
+        "OidcInfo": {
+            "type": "object", "required": ["issuer", "authorization_endpoint", "client_id", "scopes"],
+            "properties": {
+                "issuer": {"type": "string"}, "authorization_endpoint": {"type": "string", "format": "uri"},
+                "client_id": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}
+            }
+        },
+        "OidcCallback": {
+            "type": "object", "additionalProperties": false,
+            "required": ["code", "code_verifier", "redirect_uri", "nonce"],
+            "properties": {
+                "code": {"type": "string", "minLength": 1},
+                "code_verifier": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{43,128}$"},
+                "redirect_uri": {"type": "string", "format": "uri", "description": "On this server's origin; the one sent to the authorization endpoint"},
+                "nonce": {"type": "string", "minLength": 1}
+            }
+        },
         "User": {
             "type": "object",
             "properties": {
@@ -92,6 +109,8 @@ fn shapes(route: Route) -> (Option<Value>, u16, Option<Value>) {
         Route::Login => (json_body("Credentials"), 200, Some(schema_ref("Tokens"))),
         Route::Refresh => (json_body("RefreshToken"), 200, Some(schema_ref("Tokens"))),
         Route::Logout => (json_body("RefreshToken"), 204, None),
+        Route::OidcInfo => (None, 200, Some(schema_ref("OidcInfo"))),
+        Route::OidcCallback => (json_body("OidcCallback"), 200, Some(schema_ref("Tokens"))),
         Route::Me => (None, 200, Some(schema_ref("User"))),
         Route::DeleteMe | Route::DeleteProject | Route::DeleteFile => (None, 204, None),
         Route::CreateProject => (json_body("ProjectCreate"), 201, Some(schema_ref("Project"))),

@@ -257,3 +257,22 @@ fn the_api_component_runs_the_built_wasm() {
         Some("target/spin/wasm32-wasip2/release/everjust_spin.wasm")
     );
 }
+
+#[test]
+fn the_oidc_issuer_and_token_endpoint_origins_are_allowed_outbound_hosts() {
+    // Discovery and the default JWKS URL are on the issuer's origin; the token
+    // endpoint (from discovery) or OIDC_JWKS_URL may be on another (Google).
+    let m = manifest();
+    let hosts: Vec<&str> = api_component(&m)
+        .get("allowed_outbound_hosts")
+        .and_then(Value::as_array)
+        .expect("allowed_outbound_hosts missing")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for var in ["oidc_origin", "oidc_token_origin"] {
+        let want = format!("{{{{ {var} }}}}");
+        assert!(hosts.contains(&want.as_str()), "{want} not in {hosts:?}");
+        assert!(app_variable(&m, var).is_some(), "{var} is not declared");
+    }
+}

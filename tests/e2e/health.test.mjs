@@ -42,6 +42,8 @@ const ROUTES = [
   ['post', '/v1/auth/login'],
   ['post', '/v1/auth/refresh'],
   ['post', '/v1/auth/logout'],
+  ['get', '/v1/auth/oidc'],
+  ['post', '/v1/auth/oidc/callback'],
   ['get', '/v1/me'],
   ['delete', '/v1/me'],
   ['get', '/v1/me/export'],

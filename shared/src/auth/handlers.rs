@@ -25,7 +25,7 @@ struct RefreshBody {
 }
 
 /// Anonymous routes are limited per client IP.
-async fn limit_ip(ctx: &Ctx<'_>) -> ApiResult<()> {
+pub(crate) async fn limit_ip(ctx: &Ctx<'_>) -> ApiResult<()> {
     match &ctx.meta.client_ip {
         Some(ip) => {
             let per_minute = ctx.ports.config()?.anonymous_per_minute;
@@ -36,7 +36,7 @@ async fn limit_ip(ctx: &Ctx<'_>) -> ApiResult<()> {
 }
 
 /// The token pair answered by signup, login and refresh.
-async fn token_response(
+pub(crate) async fn token_response(
     ctx: &Ctx<'_>,
     user: &users::User,
     family: Option<&str>,

@@ -5,6 +5,7 @@ pub mod email;
 pub mod handlers;
 pub mod jwt;
 pub mod oidc;
+pub mod oidc_login;
 pub mod password;
 pub mod refresh;
 pub mod throttle;

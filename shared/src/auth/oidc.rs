@@ -10,6 +10,7 @@ use jwt_compact::alg::{Es256, Rsa, RsaPublicKey};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{Algorithm, AlgorithmExt, Claims, TimeOptions, UntrustedToken};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use crate::config::{OidcAlg, OidcConfig};
 use crate::error::ApiResult;
@@ -41,14 +42,40 @@ struct OidcClaims {
     aud: Audience,
     email: Option<String>,
     email_verified: Option<bool>,
+    nonce: Option<String>,
+    azp: Option<String>,
 }
 
-/// Verifies `token`; `Ok(None)` when it is not acceptable.
+/// What a token must carry besides the configured issuer and a valid signature.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// The `aud` (one of them when it is a list).
+    pub audience: &'a str,
+    /// An ID token of our own login: its `nonce` must be this one, and an
+    /// `azp`, when present, must be the audience (our client id).
+    pub nonce: Option<&'a str>,
+}
+
+/// Verifies a bearer `token` (audience `OIDC_AUDIENCE`); `Ok(None)` when it is not acceptable.
 pub async fn verify(ctx: &Ctx<'_>, token: &str) -> ApiResult<Option<Identity>> {
     let config = ctx.ports.config()?;
     let Some(oidc) = &config.oidc else {
         return Ok(None);
     };
+    let expect = Expect {
+        audience: &oidc.audience,
+        nonce: None,
+    };
+    verify_with(ctx, oidc, token, expect).await
+}
+
+/// Verifies `token` of the configured issuer against its JWKS and `expect`.
+pub async fn verify_with(
+    ctx: &Ctx<'_>,
+    oidc: &OidcConfig,
+    token: &str,
+    expect: Expect<'_>,
+) -> ApiResult<Option<Identity>> {
     let Ok(untrusted) = UntrustedToken::new(token) else {
         return Ok(None);
     };
@@ -97,11 +124,21 @@ pub async fn verify(ctx: &Ctx<'_>, token: &str) -> ApiResult<Option<Identity>> {
     }
     let c = claims.custom;
     let aud_ok = match &c.aud {
-        Audience::One(a) => *a == oidc.audience,
-        Audience::Many(v) => v.contains(&oidc.audience),
+        Audience::One(a) => a == expect.audience,
+        Audience::Many(v) => v.iter().any(|a| a == expect.audience),
     };
     if c.iss != oidc.issuer || !aud_ok || c.sub.is_empty() {
         return Ok(None);
+    }
+    if let Some(nonce) = expect.nonce {
+        let nonce_ok = c
+            .nonce
+            .as_deref()
+            .is_some_and(|n| bool::from(n.as_bytes().ct_eq(nonce.as_bytes())));
+        let azp_ok = c.azp.as_deref().is_none_or(|a| a == expect.audience);
+        if !nonce_ok || !azp_ok {
+            return Ok(None);
+        }
     }
     let email = c.email.filter(|_| c.email_verified.unwrap_or(false));
     Ok(Some(Identity {

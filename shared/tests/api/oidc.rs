@@ -23,6 +23,13 @@ const ISSUER: &str = "https://issuer.test/";
 const AUDIENCE: &str = "https://api.everjust.test";
 /// The default when `OIDC_JWKS_URL` is not set.
 const JWKS_URL: &str = "https://issuer.test/.well-known/jwks.json";
+const DISCOVERY_URL: &str = "https://issuer.test/.well-known/openid-configuration";
+const AUTHORIZE_URL: &str = "https://issuer.test/authorize";
+const TOKEN_URL: &str = "https://issuer.test/oauth/token";
+/// The web client's OAuth client at the issuer.
+const CLIENT_ID: &str = "everjust-web";
+/// Where this server answers in these tests (absolute request URIs, as on Workers).
+const ORIGIN: &str = "http://127.0.0.1:8787";
 const RSA_PEM: &str = include_str!("../../../tests/fakes/github-app-test-key.pem");
 const OTHER_RSA_PEM: &str = include_str!("oidc-other-issuer-key.pem");
 const MINUTE_MS: i64 = 60_000;
@@ -64,29 +71,142 @@ fn with_kid(mut jwk: Value, kid: &str, alg: &str) -> Value {
     jwk
 }
 
-/// The issuer's JWKS endpoint: serves the published keys, counts fetches.
+/// A code the fake issuer's authorize step handed out, and what redeeming it needs.
+struct Grant {
+    /// S256 of the verifier the client must present.
+    challenge: String,
+    redirect_uri: String,
+    /// What the token endpoint answers as `id_token`.
+    id_token: String,
+}
+
+/// Form fields and Authorization header of a token request.
+type TokenRequest = (Vec<(String, String)>, Option<String>);
+
+/// The issuer: its JWKS (counting fetches), its discovery document and its
+/// token endpoint (authorization_code grants with PKCE).
 #[derive(Default)]
 struct FakeIssuer {
     keys: RefCell<Vec<Value>>,
+    /// JWKS fetches.
     fetches: Cell<u32>,
+    discovery_fetches: Cell<u32>,
     urls: RefCell<Vec<String>>,
     /// Answer 503 (the issuer is down).
     down: Cell<bool>,
+    /// No answer at all (connection refused).
+    unreachable: Cell<bool>,
+    /// The discovery document names this issuer instead.
+    discovery_issuer: RefCell<Option<String>>,
+    /// Codes not yet redeemed.
+    grants: RefCell<std::collections::HashMap<String, Grant>>,
+    /// Form fields and Authorization header of each token request.
+    token_requests: RefCell<Vec<TokenRequest>>,
+    /// The token endpoint answers this status instead.
+    token_status: Cell<Option<u16>>,
 }
 
 impl FakeIssuer {
     fn publish(&self, jwk: Value) {
         self.keys.borrow_mut().push(jwk);
     }
+
+    fn discovery(&self) -> Value {
+        let issuer = self
+            .discovery_issuer
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| ISSUER.to_owned());
+        json!({
+            "issuer": issuer,
+            "authorization_endpoint": AUTHORIZE_URL,
+            "token_endpoint": TOKEN_URL,
+            "jwks_uri": JWKS_URL,
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        })
+    }
+
+    fn token(&self, req: &http::Request<Bytes>) -> (u16, Value) {
+        let fields: Vec<(String, String)> = req
+            .body()
+            .split(|b| *b == b'&')
+            .filter_map(|pair| {
+                let pair = std::str::from_utf8(pair).ok()?;
+                let (k, v) = pair.split_once('=')?;
+                let dec = |s: &str| {
+                    percent_encoding::percent_decode_str(&s.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
+                Some((dec(k), dec(v)))
+            })
+            .collect();
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.token_requests
+            .borrow_mut()
+            .push((fields.clone(), auth));
+        if let Some(status) = self.token_status.get() {
+            return (status, json!({"error": "server_error"}));
+        }
+        let field = |k: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let refused = (400, json!({"error": "invalid_grant"}));
+        if field("grant_type") != "authorization_code" {
+            return (400, json!({"error": "unsupported_grant_type"}));
+        }
+        // Single use: a code is gone once presented.
+        let Some(grant) = self.grants.borrow_mut().remove(&field("code")) else {
+            return refused;
+        };
+        if challenge(&field("code_verifier")) != grant.challenge
+            || field("redirect_uri") != grant.redirect_uri
+        {
+            return refused;
+        }
+        (
+            200,
+            json!({"access_token": "issuer-access", "token_type": "Bearer", "expires_in": 3600, "id_token": grant.id_token}),
+        )
+    }
+}
+
+/// PKCE S256: base64url(sha256(verifier)).
+fn challenge(verifier: &str) -> String {
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
 }
 
 #[async_trait::async_trait(?Send)]
 impl HttpClient for FakeIssuer {
     async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
-        self.urls.borrow_mut().push(req.uri().to_string());
-        self.fetches.set(self.fetches.get() + 1);
+        let url = req.uri().to_string();
+        self.urls.borrow_mut().push(url.clone());
+        let (discovery, token) = (url == DISCOVERY_URL, url == TOKEN_URL);
+        if discovery {
+            self.discovery_fetches.set(self.discovery_fetches.get() + 1);
+        } else if !token {
+            self.fetches.set(self.fetches.get() + 1);
+        }
+        if self.unreachable.get() {
+            return Err(HttpError("connection refused".into()));
+        }
         let (status, body) = if self.down.get() {
             (503, json!({"error": "unavailable"}))
+        } else if discovery {
+            (200, self.discovery())
+        } else if token && req.method() == http::Method::POST {
+            self.token(&req)
         } else {
             (200, json!({ "keys": *self.keys.borrow() }))
         };
@@ -475,4 +595,398 @@ async fn oidc_email_never_takes_over_a_password_account() {
         .await;
     assert_eq!(login.status, 200, "{}", login.json());
     assert_eq!(login.json()["user"]["id"], ada.as_str());
+}
+
+// ---------------------------------------------------------------------------
+// "Log in with OIDC": GET /v1/auth/oidc and POST /v1/auth/oidc/callback.
+// ---------------------------------------------------------------------------
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const NONCE: &str = "n-0S6_WzA2Mj";
+const CALLBACK: &str = "http://127.0.0.1:8787/v1/auth/oidc/callback";
+
+/// An app whose web client logs in as `CLIENT_ID` (with `secret`, a confidential client).
+async fn login_app(secret: Option<&str>) -> (TestApp, Rc<FakeIssuer>, Keys) {
+    let issuer = Rc::new(FakeIssuer::default());
+    let keys = keys();
+    issuer.publish(rsa_jwk(&keys.rsa, "k1"));
+    let mut vars = vec![
+        ("OIDC_ISSUER", ISSUER),
+        ("OIDC_AUDIENCE", AUDIENCE),
+        ("OIDC_CLIENT_ID", CLIENT_ID),
+    ];
+    if let Some(s) = secret {
+        vars.push(("OIDC_CLIENT_SECRET", s));
+    }
+    let app = TestApp::build(&vars, issuer.clone()).await;
+    (app, issuer, keys)
+}
+
+/// The issuer approves a login: `code` redeems for an ID token for our
+/// client with our nonce, `over` merged into its claims.
+fn grant(app: &TestApp, issuer: &FakeIssuer, keys: &Keys, code: &str, over: Value) -> String {
+    let mut base = json!({"aud": CLIENT_ID, "nonce": NONCE, "azp": CLIENT_ID});
+    for (k, v) in over.as_object().expect("object") {
+        base[k] = v.clone();
+    }
+    let id_token = rs256(&keys.rsa, "k1", &claims(app, base));
+    issuer.grants.borrow_mut().insert(
+        code.to_owned(),
+        Grant {
+            challenge: challenge(VERIFIER),
+            redirect_uri: format!("{ORIGIN}/"),
+            id_token,
+        },
+    );
+    code.to_owned()
+}
+
+fn callback_body(code: &str) -> Value {
+    json!({"code": code, "code_verifier": VERIFIER, "redirect_uri": format!("{ORIGIN}/"), "nonce": NONCE})
+}
+
+async fn callback(app: &TestApp, body: Value) -> crate::helpers::Res {
+    app.json("POST", CALLBACK, None, body).await
+}
+
+/// Nothing of a login is left behind: no user, no session, no audit event.
+async fn assert_nothing_created(app: &TestApp) {
+    assert_eq!(app.count("users").await, 0);
+    assert_eq!(app.count("refresh_tokens").await, 0);
+    assert_eq!(app.count("audit_events").await, 0);
+}
+
+#[tokio::test]
+async fn oidc_login_is_not_configured_without_a_client_id() {
+    let (app, issuer, _) = app().await;
+    app.get("/v1/auth/oidc", None)
+        .await
+        .problem(404, "oidc_not_configured");
+    callback(&app, callback_body("abc"))
+        .await
+        .problem(404, "oidc_not_configured");
+    let plain = TestApp::new().await;
+    plain
+        .get("/v1/auth/oidc", None)
+        .await
+        .problem(404, "oidc_not_configured");
+    assert!(issuer.urls.borrow().is_empty());
+    // A client without an issuer, or a secret without a client, is a configuration error.
+    let config = |vars: &[(&str, &str)]| {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain([("JWT_SECRET".to_owned(), "x".repeat(40))])
+            .collect();
+        everjust_core::Config::from_vars(|n| {
+            vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+        })
+    };
+    assert!(config(&[("OIDC_CLIENT_ID", CLIENT_ID)]).is_err());
+    let secret_only = config(&[
+        ("OIDC_ISSUER", ISSUER),
+        ("OIDC_AUDIENCE", AUDIENCE),
+        ("OIDC_CLIENT_SECRET", "s"),
+    ]);
+    assert_eq!(
+        secret_only.expect_err("secret without client").name,
+        "OIDC_CLIENT_SECRET"
+    );
+}
+
+#[tokio::test]
+async fn oidc_info_comes_from_the_discovery_document_cached_in_kv() {
+    let (app, issuer, _) = login_app(None).await;
+    let r = app.get("/v1/auth/oidc", None).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(
+        r.json(),
+        json!({"issuer": ISSUER, "authorization_endpoint": AUTHORIZE_URL, "client_id": CLIENT_ID, "scopes": ["openid", "email", "profile"]})
+    );
+    app.get("/v1/auth/oidc", None).await;
+    assert_eq!(*issuer.urls.borrow(), vec![DISCOVERY_URL.to_owned()]);
+    // Cached for an hour.
+    app.clock.advance_ms(59 * MINUTE_MS);
+    app.get("/v1/auth/oidc", None).await;
+    assert_eq!(issuer.discovery_fetches.get(), 1);
+    app.clock.advance_ms(2 * MINUTE_MS);
+    app.get("/v1/auth/oidc", None).await;
+    assert_eq!(issuer.discovery_fetches.get(), 2);
+}
+
+#[tokio::test]
+async fn oidc_info_is_unavailable_when_the_issuer_is_down_or_names_another_issuer() {
+    let (app, issuer, _) = login_app(None).await;
+    issuer.unreachable.set(true);
+    app.get("/v1/auth/oidc", None)
+        .await
+        .problem(503, "oidc_unavailable");
+    issuer.unreachable.set(false);
+    issuer.down.set(true);
+    app.get("/v1/auth/oidc", None)
+        .await
+        .problem(503, "oidc_unavailable");
+    issuer.down.set(false);
+    *issuer.discovery_issuer.borrow_mut() = Some("https://evil.test/".into());
+    app.get("/v1/auth/oidc", None)
+        .await
+        .problem(503, "oidc_unavailable");
+    // Nothing bad was cached: the right document is fetched and used.
+    *issuer.discovery_issuer.borrow_mut() = None;
+    let r = app.get("/v1/auth/oidc", None).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+}
+
+#[tokio::test]
+async fn oidc_login_returns_our_own_session_that_works_and_refreshes() {
+    let (app, issuer, keys) = login_app(None).await;
+    let code = grant(&app, &issuer, &keys, "code-1", json!({}));
+    let r = callback(&app, callback_body(&code)).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let j = r.json();
+    assert_eq!(j["token_type"], "Bearer");
+    assert_eq!(j["user"]["email"], "ada@example.com");
+    assert_eq!(j["user"]["role"], "user");
+    let access = j["access_token"].as_str().expect("access");
+    let refresh = j["refresh_token"].as_str().expect("refresh");
+    // Our own token, not the issuer's.
+    assert_eq!(
+        everjust_core::auth::jwt::peek_issuer(access).as_deref(),
+        Some(everjust_core::auth::jwt::ISSUER)
+    );
+    assert_eq!(me(&app, access).await["id"], j["user"]["id"]);
+    let next = app
+        .json(
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": refresh}),
+        )
+        .await;
+    assert_eq!(next.status, 200, "{}", next.json());
+    assert_eq!(next.json()["user"]["id"], j["user"]["id"]);
+    me(&app, next.json()["access_token"].as_str().expect("access")).await;
+
+    // The token request: authorization_code with the verifier, a public client (no secret).
+    let (fields, auth) = issuer.token_requests.borrow()[0].clone();
+    let field = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(field("grant_type"), Some("authorization_code"));
+    assert_eq!(field("code"), Some("code-1"));
+    assert_eq!(field("code_verifier"), Some(VERIFIER));
+    assert_eq!(field("redirect_uri"), Some("http://127.0.0.1:8787/"));
+    assert_eq!(field("client_id"), Some(CLIENT_ID));
+    assert_eq!(field("client_secret"), None);
+    assert!(auth.is_none());
+
+    assert_eq!(app.count("users").await, 1);
+    assert_eq!(audit_count(&app, "auth.oidc_user_created").await, 1);
+    assert_eq!(audit_count(&app, "auth.oidc_login").await, 1);
+
+    // Logging in again, and a bearer token of the same subject: the same user.
+    let code = grant(&app, &issuer, &keys, "code-2", json!({}));
+    let again = callback(&app, callback_body(&code)).await;
+    assert_eq!(again.status, 200, "{}", again.json());
+    assert_eq!(again.json()["user"]["id"], j["user"]["id"]);
+    let bearer = rs256(&keys.rsa, "k1", &claims(&app, json!({})));
+    assert_eq!(me(&app, &bearer).await["id"], j["user"]["id"]);
+    assert_eq!(app.count("users").await, 1);
+    assert_eq!(audit_count(&app, "auth.oidc_login").await, 2);
+    assert_eq!(issuer.discovery_fetches.get(), 1);
+    assert_eq!(issuer.fetches.get(), 1);
+}
+
+#[tokio::test]
+async fn a_confidential_client_authenticates_with_http_basic() {
+    let (app, issuer, keys) = login_app(Some("s3cret:/+")).await;
+    let code = grant(&app, &issuer, &keys, "code-1", json!({}));
+    let r = callback(&app, callback_body(&code)).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let requests = issuer.token_requests.borrow();
+    let (fields, auth) = &requests[0];
+    // RFC 6749 2.3.1: both parts form-encoded, then Basic.
+    let want = base64::engine::general_purpose::STANDARD.encode("everjust-web:s3cret%3A%2F%2B");
+    assert_eq!(auth.as_deref(), Some(format!("Basic {want}").as_str()));
+    assert!(fields.iter().all(|(k, _)| k != "client_secret"));
+}
+
+#[tokio::test]
+async fn oidc_callback_bad_input_is_refused_and_creates_nothing() {
+    let (app, issuer, keys) = login_app(None).await;
+    let without = |k: &str| {
+        let mut b = callback_body("code-x");
+        b.as_object_mut().expect("object").remove(k);
+        b
+    };
+    let mut invalid_body = vec![
+        without("code"),
+        without("code_verifier"),
+        without("redirect_uri"),
+        without("nonce"),
+    ];
+    let mut extra = callback_body("code-x");
+    extra["state"] = "s".into();
+    invalid_body.push(extra);
+    let mut short = callback_body("code-x");
+    short["code_verifier"] = "too-short".into();
+    invalid_body.push(short);
+    let mut empty = callback_body("");
+    empty["nonce"] = "".into();
+    invalid_body.push(empty);
+    for body in invalid_body {
+        callback(&app, body.clone())
+            .await
+            .problem(400, "invalid_body");
+    }
+    // Not JSON at all.
+    let r = app
+        .request("POST", CALLBACK, None, Some("text/plain"), "code=x")
+        .await;
+    assert_eq!(r.status, 415);
+
+    // A redirect_uri off this server's origin.
+    for uri in [
+        "https://evil.test/",
+        "http://127.0.0.1:8788/",
+        "https://127.0.0.1:8787/",
+        "http://evil@127.0.0.1:8787/",
+        "/relative",
+        "",
+    ] {
+        let mut b = callback_body("code-x");
+        b["redirect_uri"] = uri.into();
+        let r = callback(&app, b).await;
+        assert_eq!(r.status, 400, "{uri}: {}", r.json());
+    }
+    assert!(
+        issuer.urls.borrow().is_empty(),
+        "refused before any call to the issuer"
+    );
+
+    // The issuer refuses the code: unknown, already used, wrong verifier, wrong redirect_uri.
+    callback(&app, callback_body("never-issued"))
+        .await
+        .problem(401, "oidc_code_rejected");
+    let code = grant(&app, &issuer, &keys, "code-v", json!({}));
+    let mut b = callback_body(&code);
+    b["code_verifier"] = "A".repeat(43).into();
+    callback(&app, b).await.problem(401, "oidc_code_rejected");
+    let code = grant(&app, &issuer, &keys, "code-r", json!({}));
+    let mut b = callback_body(&code);
+    b["redirect_uri"] = format!("{ORIGIN}/elsewhere").into();
+    callback(&app, b).await.problem(401, "oidc_code_rejected");
+
+    // ID tokens that are not for us or not of this login.
+    let cases = [
+        (
+            "audience of the API, not the client",
+            json!({"aud": AUDIENCE}),
+        ),
+        (
+            "another client",
+            json!({"aud": "someone-else", "azp": "someone-else"}),
+        ),
+        (
+            "authorized party of another client",
+            json!({"aud": [CLIENT_ID, "x"], "azp": "x"}),
+        ),
+        ("another nonce", json!({"nonce": "replayed"})),
+        ("no nonce", json!({"nonce": null})),
+        ("another issuer", json!({"iss": "https://evil.test/"})),
+        ("expired", json!({"exp": app.clock.now_ms() / 1000 - 120})),
+    ];
+    for (i, (name, over)) in cases.iter().enumerate() {
+        let code = grant(&app, &issuer, &keys, &format!("bad-{i}"), over.clone());
+        let r = callback(&app, callback_body(&code)).await;
+        assert_eq!(
+            (r.status, r.json()["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{name}: {}",
+            r.json()
+        );
+    }
+    // Signed by a key of another issuer; a tampered one.
+    let forged = rs256(
+        &keys.other_rsa,
+        "k1",
+        &claims(&app, json!({"aud": CLIENT_ID, "nonce": NONCE})),
+    );
+    let genuine = rs256(
+        &keys.rsa,
+        "k1",
+        &claims(&app, json!({"aud": CLIENT_ID, "nonce": NONCE})),
+    );
+    let (head, rest) = genuine.split_once('.').expect("jwt");
+    let (_, sig) = rest.split_once('.').expect("jwt");
+    let tampered = format!(
+        "{head}.{}.{sig}",
+        b64(&json!(claims(
+            &app,
+            json!({"aud": CLIENT_ID, "nonce": NONCE, "sub": "auth0|mallory"})
+        )))
+    );
+    for (i, id_token) in [forged, tampered, "garbage".to_owned()]
+        .into_iter()
+        .enumerate()
+    {
+        let code = format!("sig-{i}");
+        issuer.grants.borrow_mut().insert(
+            code.clone(),
+            Grant {
+                challenge: challenge(VERIFIER),
+                redirect_uri: format!("{ORIGIN}/"),
+                id_token,
+            },
+        );
+        callback(&app, callback_body(&code))
+            .await
+            .problem(401, "invalid_token");
+    }
+
+    // The issuer is down or unreachable at the token endpoint.
+    let code = grant(&app, &issuer, &keys, "code-down", json!({}));
+    issuer.token_status.set(Some(502));
+    callback(&app, callback_body(&code))
+        .await
+        .problem(503, "oidc_unavailable");
+    issuer.token_status.set(None);
+    issuer.unreachable.set(true);
+    callback(&app, callback_body(&code))
+        .await
+        .problem(503, "oidc_unavailable");
+    issuer.unreachable.set(false);
+
+    assert_nothing_created(&app).await;
+    // And the same code still works once the issuer is back (it was never redeemed).
+    let r = callback(&app, callback_body(&code)).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+}
+
+#[tokio::test]
+async fn oidc_callback_is_unavailable_when_discovery_fails_and_creates_nothing() {
+    let (app, issuer, keys) = login_app(None).await;
+    let code = grant(&app, &issuer, &keys, "code-1", json!({}));
+    issuer.unreachable.set(true);
+    callback(&app, callback_body(&code))
+        .await
+        .problem(503, "oidc_unavailable");
+    issuer.unreachable.set(false);
+    issuer.down.set(true);
+    callback(&app, callback_body(&code))
+        .await
+        .problem(503, "oidc_unavailable");
+    assert_nothing_created(&app).await;
+    assert!(issuer.token_requests.borrow().is_empty());
+}
+
+#[tokio::test]
+async fn oidc_routes_are_rate_limited_per_ip_like_login() {
+    let (app, _, _) = login_app(None).await;
+    let mut last = None;
+    for _ in 0..61 {
+        last = Some(app.get("/v1/auth/oidc", None).await);
+    }
+    last.expect("answer").problem(429, "rate_limited");
+    callback(&app, callback_body("x"))
+        .await
+        .problem(429, "rate_limited");
 }

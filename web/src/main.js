@@ -7,6 +7,7 @@ import { authView } from './views/auth.js';
 import { projectsView } from './views/projects.js';
 import { projectView } from './views/project.js';
 import { accountView } from './views/account.js';
+import { finishOidcLogin, isOidcReturn } from './oidc.js';
 
 const main = /** @type {HTMLElement} */ (document.getElementById('main'));
 const account = /** @type {HTMLElement} */ (document.getElementById('account'));
@@ -17,6 +18,8 @@ let me = null;
 /** @type {(() => void) | null} */
 let cleanup = null;
 let flash = '';
+/** A failed OIDC login, shown in the login view's error box once. */
+let authFailure = null;
 
 export function toast(text) {
   toastEl.textContent = text;
@@ -125,7 +128,9 @@ async function route() {
   if (hash.startsWith('#/login') || hash.startsWith('#/signup')) {
     if (me) return go('#/');
     document.title = hash.startsWith('#/signup') ? 'Sign up · EverJust' : 'Log in · EverJust';
-    authView(ctx, hash.startsWith('#/signup') ? 'signup' : 'login', note);
+    const failure = authFailure;
+    authFailure = null;
+    authView(ctx, hash.startsWith('#/signup') ? 'signup' : 'login', note, failure);
     focusMain();
     return;
   }
@@ -180,4 +185,18 @@ addEventListener('unhandledrejection', (e) => {
   const err = e.reason;
   toast((err && (err.detail || err.message)) || 'Something went wrong.');
 });
-route();
+
+/** The identity provider's redirect back (`/?code=…&state=…`): finish that login first. */
+async function start() {
+  if (!isOidcReturn()) return route();
+  mount(main, h('p', { class: 'muted center', role: 'status' }, 'Logging in…'));
+  try {
+    await finishOidcLogin();
+    await loadMe();
+    go('#/');
+  } catch (e) {
+    authFailure = e;
+    go('#/login');
+  }
+}
+start();

@@ -2,13 +2,15 @@
 
 import { signIn } from '../api.js';
 import { h, mount, showError } from '../dom.js';
+import { issuerHost, oidcInfo, startOidcLogin } from '../oidc.js';
 
 /**
  * @param {any} ctx
  * @param {'login' | 'signup'} kind
  * @param {string} note  a message to show first (e.g. "session ended")
+ * @param {any} [failure]  an error to show in the error box (a failed OIDC login)
  */
-export function authView(ctx, kind, note) {
+export function authView(ctx, kind, note, failure) {
   const signup = kind === 'signup';
   const email = h('input', { id: 'email', name: 'email', type: 'email', autocomplete: 'username', required: true, inputmode: 'email' });
   const password = h('input', {
@@ -54,6 +56,27 @@ export function authView(ctx, kind, note) {
       field.focus();
     }
   });
+  // "Log in with <issuer>" when the server has an OIDC client configured.
+  const external = h('div', { class: 'stack oidc', hidden: true });
+  if (!signup) {
+    oidcInfo().then((info) => {
+      if (!info || !external.isConnected) return;
+      const button = h('button', { type: 'button', class: 'oidc-login' }, `Log in with ${issuerHost(info)}`);
+      button.addEventListener('click', async () => {
+        showError(error, null);
+        button.disabled = true;
+        try {
+          await startOidcLogin(info);
+        } catch (err) {
+          showError(error, err);
+          button.disabled = false;
+        }
+      });
+      external.replaceChildren(h('p', { class: 'hint center' }, 'or'), button);
+      external.hidden = false;
+    });
+  }
+  if (failure) showError(error, failure);
   mount(
     ctx.main,
     h(
@@ -62,6 +85,7 @@ export function authView(ctx, kind, note) {
       h('h1', { id: 'auth-title' }, signup ? 'Create your account' : 'Log in'),
       note ? h('p', { class: 'notice', role: 'status' }, note) : null,
       form,
+      external,
       h(
         'p',
         { class: 'switch' },

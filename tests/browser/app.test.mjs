@@ -61,7 +61,7 @@ describe('accounts', () => {
     assert.notEqual(rotated, stored, 'the refresh token was rotated on reload');
 
     await page.getByRole('button', { name: 'Log out' }).click();
-    await page.getByRole('heading', { name: 'Log in' }).waitFor();
+    await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
     assert.equal(await page.evaluate(() => localStorage.getItem('everjust.refresh_token')), null);
     // The old token is revoked on the server.
     const r = await api('/v1/auth/refresh', { method: 'POST', json: { refresh_token: rotated } });
@@ -69,7 +69,7 @@ describe('accounts', () => {
 
     await page.getByLabel('Email').fill(email);
     await page.getByLabel('Password').fill('not the password');
-    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('button', { name: 'Log in', exact: true }).click();
     const alert = page.getByRole('alert');
     await alert.waitFor();
     assert.match(await alert.textContent(), /invalid_credentials/);

@@ -103,7 +103,7 @@ try {
     // Log in through the form (fresh context).
     await b.page.getByLabel('Email').fill(email);
     await b.page.getByLabel('Password').fill(PASSWORD);
-    await b.page.getByRole('button', { name: 'Log in' }).click();
+    await b.page.getByRole('button', { name: 'Log in', exact: true }).click();
     await b.page.getByRole('heading', { name: 'Projects', level: 1 }).waitFor();
     await b.page.goto(url);
     await b.page.locator('#message:not([disabled])').waitFor();

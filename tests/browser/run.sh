@@ -10,7 +10,9 @@
 #
 # Usage: tests/browser/run.sh [--bench] [FILES...]
 #   --bench   run scripts/bench-web's measurements instead of the tests (same server setup)
-# Environment: BASE_URL, MODEL_FAKE_URL, MODEL_TAP_URL (bench: a tests/browser/model-tap.mjs between that
+# Without BASE_URL it also starts the OIDC fake (tests/fakes/oidc.mjs) and configures the server's
+# OIDC_ISSUER / OIDC_CLIENT_ID with it; with BASE_URL, set OIDC_FAKE_URL to the fake that server trusts.
+# Environment: BASE_URL, MODEL_FAKE_URL, OIDC_FAKE_URL, MODEL_TAP_URL (bench: a tests/browser/model-tap.mjs between that
 # server and the fake), CHROMIUM, KEEP_TEST_DBS=1, BROWSER_TEST_TIMEOUT (s, default 900).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
@@ -57,6 +59,14 @@ if [[ -z "${BASE_URL:-}" ]]; then
   }
   export MODEL_FAKE_URL="http://127.0.0.1:$fake_port"
   model_url="$MODEL_FAKE_URL"
+  # "Log in with OIDC": a fake provider the server trusts (tests/fakes/oidc.mjs, client everjust-web).
+  oidc_port="$(free_port)"
+  start_bg "$tmp/oidc-fake.log" env OIDC_FAKE_PORT="$oidc_port" OIDC_FAKE_CLIENT_ID=everjust-web node tests/fakes/oidc.mjs
+  wait_http "http://127.0.0.1:$oidc_port/health" 20 "$BG_PID" || {
+    cat "$tmp/oidc-fake.log"
+    die "the OIDC fake did not start"
+  }
+  export OIDC_FAKE_URL="http://127.0.0.1:$oidc_port/"
   if ((bench)); then
     # The benchmark times tokens as they leave for the server: a tap between the server and the fake.
     tap_port="$(free_port)"
@@ -71,6 +81,10 @@ if [[ -z "${BASE_URL:-}" ]]; then
     dotenv_line ANTHROPIC_BASE_URL "$model_url"
     dotenv_line ANTHROPIC_API_KEY "fake-key-for-browser-tests"
     # Users' own provider keys (the account page's form) are stored only with an encryption key.
+    dotenv_line OIDC_ISSUER "$OIDC_FAKE_URL"
+    dotenv_line OIDC_AUDIENCE everjust-web
+    dotenv_line OIDC_JWKS_URL "${OIDC_FAKE_URL}.well-known/jwks.json"
+    dotenv_line OIDC_CLIENT_ID everjust-web
     dotenv_line KEYS_ENCRYPTION_KEY "k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
   ) >"$tmp/worker.env"
   chmod 600 "$tmp/worker.env"

@@ -227,7 +227,7 @@ test('the agent writes a file and its command reads it in the sandbox; the model
   const results = evs.filter((e) => e.type === 'tool_result');
   assert.deepEqual(results.map((e) => e.is_error), [false, false], JSON.stringify(results));
   // The file the run wrote went up before its command ran, in the project directory.
-  assert.match(textOf(evs), new RegExp(`Command said: .*${COMMAND_FILE.trim()}[\\s\\S]*${DIR}`));
+  assert.match(textOf(evs), new RegExp(`Command said: [\\s\\S]*Exit code: 0\\nOutput:\\n${COMMAND_FILE}${DIR}\\n`));
   assert.equal((await state(s)).state, 'started', 'the command started the sandbox');
   const r = expectJson(await exec(s, { command: 'cat notes.txt' }), 200);
   assert.equal(r.output, COMMAND_FILE);

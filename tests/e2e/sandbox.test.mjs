@@ -271,16 +271,14 @@ test('a streamed command over its time limit is killed and reported', async (t) 
   const s = await setup(t);
   if (!s) return;
   assert.equal((await start(s, '?wait=20')).status, 200);
+  const began = Date.now();
   const res = await request('POST', `/v1/projects/${s.project.id}/sandbox/exec`, {
     token: s.token,
     json: { command: 'slow-echo 50 200', timeout_secs: 1 },
     headers: { accept: 'text/event-stream' },
   });
   assert.equal(res.status, 200, res.show());
-  // 50 lines 200 ms apart take 10 s; killed at 1 s, only the first few were printed. (Not timed
-  // here: the client waits out a 429 from the shared test IP inside `request`.)
-  const lines = res.text.match(/line \d+/g) || [];
-  assert.ok(lines.length >= 1 && lines.length <= 15 && !lines.includes('line 50'), `killed at the limit, not at the end: ${lines.join(', ')}`);
+  assert.ok(Date.now() - began < 6000, 'killed at the limit, not at the end');
   const events = res.text.split('\n').filter((l) => l.startsWith('event: ')).map((l) => l.slice(7));
   assert.equal(events.at(-1), 'exit', res.text);
   assert.match(res.text, /"timed_out":true/);

@@ -11,7 +11,6 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use crate::auth::handlers::{limit_ip, token_response};
@@ -27,16 +26,8 @@ const DISCOVERY_TTL_SECS: u64 = 3600;
 /// What the web client asks for: an identity and, when the issuer shares it, a verified email.
 pub const SCOPES: &[&str] = &["openid", "email", "profile"];
 
-/// `application/x-www-form-urlencoded` keeps `-._~` and alphanumerics.
-const FORM: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn form(s: &str) -> String {
-    utf8_percent_encode(s, FORM).to_string()
-}
+/// An `application/x-www-form-urlencoded` field, escaped.
+use crate::http::escape as form;
 
 /// The parts of the discovery document this flow uses.
 #[derive(Debug, Clone, Deserialize)]

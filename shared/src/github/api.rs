@@ -9,7 +9,6 @@ use std::cell::{Cell, RefCell};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use super::app;
@@ -118,17 +117,8 @@ enum Auth {
     Installation { id: i64, token: RefCell<String> },
 }
 
-/// Characters escaped in one path segment of a URL.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 /// `s` escaped as one URL path segment.
-pub fn seg(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
+pub use crate::http::escape as seg;
 
 /// `s` escaped segment by segment, keeping its slashes (file paths, branch names).
 pub fn segs(s: &str) -> String {

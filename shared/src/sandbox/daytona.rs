@@ -8,7 +8,6 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures_util::future::{select, Either};
 use http::{Method, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -19,16 +18,8 @@ use super::provider::{
 use crate::config::{DaytonaConfig, SandboxSource};
 use crate::ports::{Clock, HttpClient};
 
-/// Characters escaped in a path segment or query value.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, COMPONENT).to_string()
-}
+/// A path segment or query value, escaped.
+use crate::http::escape as enc;
 
 /// How long one REST call may take.
 const CALL_TIMEOUT_MS: u64 = 15_000;

@@ -318,8 +318,22 @@ wait_http() {
   done
 }
 
+# direct_database_url DB_URL: DB_URL as the Worker's DATABASE_DIRECT_URL (plain TCP, sslmode=disable).
+#
+# Locally, wrangler dev's Hyperdrive binding is a Node process that pipes every connection to Postgres
+# with Nagle's algorithm on: when the Worker sends two statements together (tokio-postgres pipelines
+# statements awaited together), the second answer waits for a delayed ACK, 40 ms each time, and the
+# pipe costs CPU per byte. Hyperdrive in production is a pool, not this pipe. So local runs connect
+# straight to Postgres unless WORKER_POSTGRES=hyperdrive (the e2e suite keeps that path tested).
+direct_database_url() {
+  local url
+  url="$(url_with_password "$1")"
+  if [[ "$url" == *\?* ]]; then printf '%s&sslmode=disable\n' "$url"; else printf '%s?sslmode=disable\n' "$url"; fi
+}
+
 # start_worker DB_URL ENV_FILE STATE_DIR LOGFILE [WRANGLER_ARGS...]: the built Worker under wrangler dev
-# on a free port, its variables from ENV_FILE only (not .dev.vars), Hyperdrive to DB_URL, KV and
+# on a free port, its variables from ENV_FILE only (not .dev.vars), Postgres at DB_URL (straight, or
+# through the local Hyperdrive with WORKER_POSTGRES=hyperdrive: see direct_database_url), KV and
 # Durable Object state in STATE_DIR. Waits for /health (120 s); sets WORKER_PORT, WORKER_PID.
 #
 # The DevTools inspector is off (WORKER_INSPECTOR=1 turns it on): with it, wrangler's inspector proxy
@@ -334,6 +348,9 @@ start_worker() {
   WORKER_PORT="$(free_port)"
   local inspector
   inspector="$(free_port)"
+  if [[ "${WORKER_POSTGRES:-direct}" == direct ]] && ! grep -q '^DATABASE_DIRECT_URL=' "$env_file"; then
+    dotenv_line DATABASE_DIRECT_URL "$(direct_database_url "$db_url")" >>"$env_file"
+  fi
   local no_inspector=(VSCODE_INSPECTOR_OPTIONS=everjust-no-inspector)
   [[ "${WORKER_INSPECTOR:-0}" != 1 ]] || no_inspector=()
   start_bg "$logfile" env "${no_inspector[@]}" "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \

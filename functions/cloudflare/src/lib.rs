@@ -33,6 +33,9 @@ const KV_BINDING: &str = "KV";
 const HYPERDRIVE_BINDING: &str = "HYPERDRIVE";
 const ROOMS_BINDING: &str = "ROOMS";
 const LIMITER_BINDING: &str = "LIMITER";
+/// Connect to this Postgres URL instead of through the Hyperdrive binding
+/// (see `sql`).
+const DIRECT_DATABASE_VAR: &str = "DATABASE_DIRECT_URL";
 
 #[event(start)]
 fn start() {
@@ -73,7 +76,10 @@ async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::Sched
 /// touches the network: Postgres is connected on the first query.
 pub(crate) fn base_ports(env: &Env) -> Ports {
     Ports {
-        sql: Rc::new(sql::LazyPg::new(env.hyperdrive(HYPERDRIVE_BINDING))),
+        sql: Rc::new(sql::LazyPg::new(match env.var(DIRECT_DATABASE_VAR) {
+            Ok(url) if !url.to_string().is_empty() => sql::Target::Direct(url.to_string()),
+            _ => sql::Target::Hyperdrive(env.hyperdrive(HYPERDRIVE_BINDING)),
+        })),
         kv: Rc::new(kv::WorkersKv::new(env.kv(KV_BINDING))),
         http: Rc::new(fetch::WorkerFetch),
         clock: Rc::new(clock::DateClock),

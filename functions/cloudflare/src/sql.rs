@@ -1,7 +1,11 @@
 //! The `Sql` port: the core's tokio-postgres executor over a connection
 //! through Hyperdrive, opened on the first statement of a request (so
 //! requests that need no database, like `/health`, never open one) and
-//! closed when the request's ports are dropped.
+//! closed when the request's ports are dropped. With `DATABASE_DIRECT_URL`
+//! the connection goes to that Postgres itself instead (plain TCP with
+//! `sslmode=disable`, else StartTLS): local runs use it, because wrangler's
+//! local Hyperdrive is a Node pipe whose Nagle delays hold the second of two
+//! pipelined answers for a delayed ACK (40 ms).
 
 use std::rc::Rc;
 
@@ -20,11 +24,30 @@ pub struct LazyPg {
     connection: Connecting,
 }
 
+/// Where the connection goes.
+pub enum Target {
+    /// The Hyperdrive binding (production: Hyperdrive's pool).
+    Hyperdrive(worker::Result<Hyperdrive>),
+    /// A Postgres URL reached over a socket of its own (`DATABASE_DIRECT_URL`).
+    Direct(String),
+}
+
 impl LazyPg {
-    pub fn new(hyperdrive: worker::Result<Hyperdrive>) -> Self {
+    pub fn new(target: Target) -> Self {
         let connecting = async move {
-            let hyperdrive = hyperdrive.map_err(|e| format!("binding: {e}"))?;
-            connect(&hyperdrive).await
+            let endpoint = match target {
+                Target::Hyperdrive(hyperdrive) => {
+                    let h = hyperdrive.map_err(|e| format!("binding: {e}"))?;
+                    Endpoint {
+                        url: h.connection_string(),
+                        host: h.host(),
+                        port: h.port(),
+                        transport: SecureTransport::StartTls,
+                    }
+                }
+                Target::Direct(url) => Endpoint::direct(url)?,
+            };
+            connect(&endpoint).await
         };
         Self {
             connection: connecting.boxed_local().shared(),
@@ -41,10 +64,41 @@ impl LazyPg {
 /// pool) is asked again this many times, after 50, 100, 200 ... ms.
 const CONNECT_RETRIES: u32 = 4;
 
-async fn connect(hyperdrive: &Hyperdrive) -> Result<Rc<PgSql>, String> {
+/// What a connection is opened to.
+struct Endpoint {
+    url: String,
+    host: String,
+    port: u16,
+    transport: SecureTransport,
+}
+
+impl Endpoint {
+    fn direct(url: String) -> Result<Self, String> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("DATABASE_DIRECT_URL: {e}"))?;
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => return Err("DATABASE_DIRECT_URL: needs a TCP host".into()),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let transport = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => SecureTransport::Off,
+            _ => SecureTransport::StartTls,
+        };
+        Ok(Self {
+            url,
+            host,
+            port,
+            transport,
+        })
+    }
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<Rc<PgSql>, String> {
     let mut attempt = 0;
     loop {
-        match connect_once(hyperdrive).await {
+        match connect_once(endpoint).await {
             Err(Refused::TooMany(e)) if attempt < CONNECT_RETRIES => {
                 worker::console_warn!("postgres: {e}; connecting again");
                 worker::Delay::from(std::time::Duration::from_millis(50 << attempt)).await;
@@ -61,14 +115,14 @@ enum Refused {
     Other(String),
 }
 
-async fn connect_once(hyperdrive: &Hyperdrive) -> Result<Rc<PgSql>, Refused> {
-    let config: tokio_postgres::Config = hyperdrive
-        .connection_string()
+async fn connect_once(endpoint: &Endpoint) -> Result<Rc<PgSql>, Refused> {
+    let config: tokio_postgres::Config = endpoint
+        .url
         .parse()
         .map_err(|e| Refused::Other(format!("connection string: {e}")))?;
     let socket = Socket::builder()
-        .secure_transport(SecureTransport::StartTls)
-        .connect(hyperdrive.host(), hyperdrive.port())
+        .secure_transport(endpoint.transport.clone())
+        .connect(&endpoint.host, endpoint.port)
         .map_err(|e| Refused::Other(format!("socket: {e}")))?;
     let (client, connection) = config
         .connect_raw(socket, PassthroughTls)
@@ -98,11 +152,13 @@ async fn connect_once(hyperdrive: &Hyperdrive) -> Result<Rc<PgSql>, Refused> {
 #[async_trait(?Send)]
 impl Sql for LazyPg {
     async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
-        self.client().await?.query(sql, params).await
+        let r = self.client().await?.query(sql, params).await;
+        r
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
-        self.client().await?.execute(sql, params).await
+        let r = self.client().await?.execute(sql, params).await;
+        r
     }
 
     async fn batch(&self, sql: &str) -> Result<(), SqlError> {

@@ -108,9 +108,11 @@ async function fanout(clients) {
   while (Date.now() < deadline && !arrivals.every((a) => a.size >= n)) await new Promise((r) => setTimeout(r, 100));
   const { items: log } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(tag)}`)).json();
   if (!log.length) throw new Error('the fake saw no request of the fan-out run');
-  const sentAt = (k) => Number(log[log.length - 1].at) + k * gap; // the fake writes delta k at its start + k*gap
+  // When the fake handed delta k to its socket (timers drift, so not its start + k * gap).
+  const { sent } = log[log.length - 1];
+  if (!Array.isArray(sent) || sent.length < n) throw new Error('the fake did not record when it sent each delta');
   const delays = [];
-  for (const a of arrivals) for (const [k, t] of a) delays.push(t - sentAt(k));
+  for (const a of arrivals) for (const [k, t] of a) delays.push(t - sent[k]);
   for (const ws of sockets) ws.close();
   const complete = arrivals.filter((a) => a.size >= n).length;
   return { delays, complete };

@@ -14,7 +14,8 @@
 //   GET  /health                {"status":"ok"}
 //   GET  /_fake/requests?contains=TEXT
 //                               test-only: the requests whose last user text contains TEXT, newest last:
-//                               [{at, api, path, auth, version, scenario, step, status, output_tokens, body}]
+//                               [{at, api, path, auth, version, scenario, step, status, output_tokens, body,
+//                               sent}]; `sent` (paced scenarios only): when each text delta was written, ms
 // Credentials: Anthropic accepts `x-api-key: <key>` or `authorization: Bearer <key>` (the official
 // TypeScript SDK sends the latter) and requires `anthropic-version`; OpenAI requires
 // `authorization: Bearer <key>`. Any non-empty key is accepted; the log records which form came.
@@ -137,7 +138,7 @@ export function anthropicView(body) {
 
 const ev = (name, data) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
 
-async function streamAnthropic(res, body, p) {
+async function streamAnthropic(res, body, p, ctx) {
   const w = sseWriter(res, { split: p.split, crlf: p.crlf });
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
@@ -146,6 +147,10 @@ async function streamAnthropic(res, body, p) {
     'anthropic-organization-id': 'fake-org',
   });
   let deltas = 0;
+  // For a paced stream, when each delta was handed to the socket (ms since the epoch, sub-ms precision):
+  // what a benchmark measures delivery delays from (`sent` in /_fake/requests).
+  const sent = p.delayMs ? [] : null;
+  if (sent) ctx.amend({ sent });
   const send = async (name, data) => {
     if (w.closed) return false;
     if (p.pings) await w.write(ev('ping', { type: 'ping' }));
@@ -217,6 +222,7 @@ async function streamAnthropic(res, body, p) {
         await send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'sparkle_delta', sparkle: '✨' } });
       }
       await send('content_block_delta', data);
+      sent?.push(performance.timeOrigin + performance.now());
     }
     if (b.type === 'thinking') {
       await send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'signature_delta', signature: b.signature } });
@@ -292,7 +298,7 @@ async function handleAnthropic(req, res, raw, ctx) {
       'retry-after': String(p.busy.retryAfter),
     });
   }
-  if (body.stream === true) return streamAnthropic(res, body, p);
+  if (body.stream === true) return streamAnthropic(res, body, p, ctx);
   return sendJson(res, 200, anthropicMessage(body, p), { 'request-id': randomId('req_') });
 }
 

@@ -171,6 +171,24 @@ impl Rooms for DurableRooms {
         Ok((started.last_seq, None))
     }
 
+    async fn prepare(&self, session_id: &str) {
+        match self
+            .call(
+                session_id,
+                Method::Post,
+                "/prepare",
+                &[],
+                Headers::new(),
+                None,
+            )
+            .await
+        {
+            Ok(res) if res.status_code() == 204 => {}
+            Ok(res) => worker::console_warn!("room prepare: {}", refused("prepare", res).await),
+            Err(e) => worker::console_warn!("room prepare: {e}"),
+        }
+    }
+
     async fn events(
         &self,
         session_id: &str,

@@ -12,6 +12,8 @@
 //! - `GET /events?after=N&protocol=P`: SSE, the buffer after N, then the
 //!   live events until the active run's `run_finished`.
 //! - `POST /cancel`: asks the active run to stop.
+//! - `POST /prepare`: 204; sent when the session is created, so the object
+//!   exists (storage opened, schema made) before the first run.
 //! - `GET /ws?user_id=&name=&after=N` with `Upgrade: websocket` and the
 //!   ticket's hash: the WebSocket of one member (401 for a ticket seen
 //!   before). It gets every buffered event after N (all when N is absent)
@@ -407,6 +409,8 @@ impl DurableObject for SessionRoom {
                 self.events(&session, after, protocol)
             }
             (Method::Post, "/cancel") => self.request_cancel(),
+            // Made and its storage opened by now (`new`): nothing else to do.
+            (Method::Post, "/prepare") => Ok(Response::empty()?.with_status(204)),
             (Method::Get, "/ws") => {
                 let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
                 if !upgrade.eq_ignore_ascii_case("websocket") {

@@ -73,6 +73,13 @@ pub async fn create_session(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
         title.trim(),
     )
     .await?;
+    // The first message usually follows at once: have its room made meanwhile.
+    if let Some(rooms) = ctx.ports.rooms.clone() {
+        let id = session.id.clone();
+        ctx.ports
+            .after_response(Box::pin(async move { rooms.prepare(&id).await }))
+            .await;
+    }
     Ok(created(&session))
 }
 

@@ -49,6 +49,12 @@ pub trait Rooms {
         protocol: Protocol,
     ) -> Result<Body, RoomError>;
 
+    /// Gets the session's room ready ahead of its first run (a new Durable
+    /// Object is created and its storage opened on its first request, which
+    /// would otherwise be added to the first answer's time to first token).
+    /// Best effort: a room that could not be prepared is made by `start`.
+    async fn prepare(&self, _session_id: &str) {}
+
     /// Asks the running run of the session to stop.
     async fn cancel(&self, session_id: &str) -> Result<(), RoomError>;
 

@@ -1,5 +1,6 @@
 // Sandboxes end to end against the Daytona fake (tests/fakes/daytona.mjs): start with file upload and
 // a working preview link, an unchanged restart that uploads nothing, commands over their time limit,
+// streamed exec whose output arrives while the command runs,
 // other users' projects, webhooks that change state (and forged, stale, replayed, unsigned ones that
 // do not), idle auto-stop through the job route, the compute quota, archived restores, the tier's
 // sandbox size (with DAYTONA_IMAGE on the server) and its cap on running sandboxes.
@@ -211,6 +212,81 @@ test('streamed exec sends start, output and exit events', async (t) => {
   const events = res.text.split('\n').filter((l) => l.startsWith('event: ')).map((l) => l.slice(7));
   assert.deepEqual(events, ['start', 'output', 'exit'], res.text);
   assert.match(res.text, /"text":"streamed\\n"/);
+});
+
+test('streamed exec relays output as the command prints it, well before its exit', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  // Started first, so the timing below is the command's alone.
+  assert.equal((await start(s, '?wait=20')).status, 200);
+  const began = Date.now();
+  const res = await fetch(`${BASE_URL}/v1/projects/${s.project.id}/sandbox/exec`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
+    body: JSON.stringify({ command: 'slow-echo 4 700' }),
+    signal: AbortSignal.timeout(30000),
+  });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /^text\/event-stream/);
+  // Read the body as it comes; note when each event arrives.
+  const events = [];
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) !== -1) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const name = block.split('\n').find((l) => l.startsWith('event: '))?.slice(7);
+      const data = block.split('\n').find((l) => l.startsWith('data: '))?.slice(6);
+      if (name) events.push({ name, data: JSON.parse(data), at: Date.now() - began });
+    }
+  }
+  const names = events.map((e) => e.name);
+  assert.equal(names[0], 'start', JSON.stringify(events));
+  assert.equal(names.at(-1), 'exit', JSON.stringify(events));
+  assert.ok(names.slice(1, -1).every((n) => n === 'output'), JSON.stringify(events));
+  const outputs = events.filter((e) => e.name === 'output');
+  assert.equal(outputs.map((e) => e.data.text).join(''), 'line 1\nline 2\nline 3\nline 4\n');
+  assert.ok(outputs.length >= 2, `output came in pieces: ${JSON.stringify(events)}`);
+  const first = outputs.find((e) => e.data.text.includes('line 1'));
+  const exit = events.at(-1);
+  assert.equal(exit.data.exit_code, 0);
+  assert.equal(exit.data.timed_out, false);
+  // The command takes 2.1 s from its first line to its exit: the first line must not wait for it.
+  assert.ok(exit.at - first.at >= 1200, `first line at ${first.at} ms, exit at ${exit.at} ms`);
+  // The session it ran in is gone.
+  const calls = await FAKE.calls(s.project.id);
+  assert.ok(
+    calls.calls.some((c) => c.method === 'DELETE' && /\/process\/session\/[^/]+$/.test(c.path)),
+    'the session was deleted',
+  );
+});
+
+test('a streamed command over its time limit is killed and reported', async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  assert.equal((await start(s, '?wait=20')).status, 200);
+  const res = await request('POST', `/v1/projects/${s.project.id}/sandbox/exec`, {
+    token: s.token,
+    json: { command: 'slow-echo 50 200', timeout_secs: 1 },
+    headers: { accept: 'text/event-stream' },
+  });
+  assert.equal(res.status, 200, res.show());
+  // 50 lines 200 ms apart take 10 s; killed at 1 s, only the first few were printed. (Not timed
+  // here: the client waits out a 429 from the shared test IP inside `request`.)
+  const lines = res.text.match(/line \d+/g) || [];
+  assert.ok(lines.length >= 1 && lines.length <= 15 && !lines.includes('line 50'), `killed at the limit, not at the end: ${lines.join(', ')}`);
+  const events = res.text.split('\n').filter((l) => l.startsWith('event: ')).map((l) => l.slice(7));
+  assert.equal(events.at(-1), 'exit', res.text);
+  assert.match(res.text, /"timed_out":true/);
+  assert.match(res.text, /"exit_code":124/);
+  assert.match(res.text, /"text":"line 1\\n/);
+  assert.match(res.text, /killed: the command ran longer than its time limit of 1 s/);
 });
 
 test('the agent writes a file and its command reads it in the sandbox; the model gets the output', async (t) => {

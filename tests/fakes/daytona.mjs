@@ -32,7 +32,22 @@
 //   POST   /toolbox/{id}/process/execute        {command, cwd, timeout} -> {exitCode, result}; over the timeout:
 //                                               408 {message: "command execution timeout"} (as the daemon does).
 //                                               Allow-listed commands only: ls [dir], cat FILE, echo ..., pwd,
-//                                               node --version, sleep N, seq N, true, false, exit N, joined by &&.
+//                                               node --version, sleep N, seq N, slow-echo N MS (prints "line 1".."line
+//                                               N", MS ms apart), true, false, exit N, joined by &&.
+//   POST   /toolbox/{id}/process/session        {sessionId} -> 201; 409 when it exists. Process sessions:
+//   GET    /toolbox/{id}/process/session        [{sessionId, commands: [{id, command, exitCode}]}]
+//   GET    /toolbox/{id}/process/session/{sid}  {sessionId, commands}
+//   DELETE /toolbox/{id}/process/session/{sid}  204; kills what runs in it (its commands are gone)
+//   POST   /toolbox/{id}/process/session/{sid}/exec  {command, runAsync} -> {cmdId, output: null, exitCode: null}
+//                                               at once with runAsync, else after it ran {cmdId, output, exitCode}.
+//                                               The same allow-list; a command `cd '<dir>' && (\n<command>\n)` (how
+//                                               the server sends a working directory) runs <command> in <dir>.
+//                                               Output appears as the command prints it (sleep and slow-echo take
+//                                               real time).
+//   GET    /toolbox/{id}/process/session/{sid}/command/{cmdId}       {id, command, exitCode: null while it runs}
+//   GET    /toolbox/{id}/process/session/{sid}/command/{cmdId}/logs  text/plain, the whole log so far (stdout
+//                                               and stderr combined; `follow` is ignored: Daytona follows only
+//                                               over a WebSocket)
 // Preview: the URLs above point at /preview/{id}/{port}/... (header x-daytona-preview-token) or
 // /preview/s/{token}/... (signed); they serve the sandbox's project files like a static server would.
 //
@@ -241,11 +256,20 @@ export async function startDaytonaFake({
     return o;
   }
 
-  /** A tiny shell: allow-listed commands over the sandbox's files. Returns {code, out, sleepS}. */
+  /**
+   * A tiny shell: allow-listed commands over the sandbox's files. Returns {code, out, sleepS, chunks}:
+   * sleepS is how long it runs (sleep, slow-echo), chunks its output as [{at: ms after its start, text}].
+   */
   function shell(sb, cwd, command) {
     let out = '';
     let code = 0;
-    let sleepS = 0;
+    let t = 0;
+    let mark = 0;
+    const chunks = [];
+    const flush = () => {
+      if (out.length > mark) chunks.push({ at: t, text: out.slice(mark) });
+      mark = out.length;
+    };
     const dir = (cwd || PROJECT_DIR).replace(/\/+$/, '');
     const resolve = (p) => (p.startsWith('/') ? p : `${dir}/${p}`).replace(/\/\.\//g, '/').replace(/\/+$/, '');
     for (const part of command.split('&&').map((p) => p.trim())) {
@@ -257,7 +281,20 @@ export async function startDaytonaFake({
       else if (cmd === 'false') code = 1;
       else if (cmd === 'exit') code = Number(args[0] || 0);
       else if (cmd === 'node' && args[0] === '--version') out += 'v20.11.1\n';
-      else if (cmd === 'sleep') sleepS += Number(args[0] || 0);
+      else if (cmd === 'sleep') {
+        flush();
+        t += Number(args[0] || 0) * 1000;
+      } else if (cmd === 'slow-echo') {
+        // slow-echo N MS: lines "line 1".."line N", MS apart.
+        const n = Math.min(Number(args[0] || 0), 10_000);
+        const ms = Math.min(Number(args[1] || 0), 60_000);
+        flush();
+        for (let k = 1; k <= n; k++) {
+          if (k > 1) t += ms;
+          out += `line ${k}\n`;
+          flush();
+        }
+      }
       else if (cmd === 'seq') {
         const n = Math.min(Number(args[0] || 0), 2_000_000);
         const lines = new Array(n);
@@ -286,7 +323,91 @@ export async function startDaytonaFake({
       }
       if (code !== 0) break;
     }
-    return { code, out, sleepS };
+    flush();
+    return { code, out, sleepS: t / 1000, chunks };
+  }
+
+  /** A command run in a process session: what it has printed by now, and its exit code once done. */
+  const sessionCommandLog = (c) => {
+    const elapsed = Date.now() - c.started;
+    return c.chunks.filter((ch) => ch.at <= elapsed).map((ch) => ch.text).join('');
+  };
+  const sessionCommandDto = (c) => ({
+    id: c.id,
+    command: c.command,
+    exitCode: Date.now() - c.started >= c.durationMs ? c.code : null,
+  });
+
+  /** Process sessions: /process/session[/{sessionId}[/exec | /command/{commandId}[/logs]]]. */
+  async function sessions(req, res, sb, rest, body) {
+    sb.sessions ||= new Map(); // sessionId -> Map(cmdId -> command)
+    const [, sid, ...more] = rest.split('/').slice(1).map(decodeURIComponent);
+    if (sid === undefined) {
+      if (req.method === 'GET') {
+        return send(res, 200, [...sb.sessions].map(([sessionId, cmds]) => ({ sessionId, commands: [...cmds.values()].map(sessionCommandDto) })));
+      }
+      if (req.method !== 'POST') return error(res, 405, 'method not allowed');
+      let doc;
+      try {
+        doc = JSON.parse(body.toString('utf8'));
+      } catch {
+        return error(res, 400, 'invalid request body');
+      }
+      if (typeof doc.sessionId !== 'string' || !doc.sessionId) return error(res, 400, 'sessionId is required');
+      if (sb.sessions.has(doc.sessionId)) return error(res, 409, 'session already exists');
+      sb.sessions.set(doc.sessionId, new Map());
+      return send(res, 201);
+    }
+    const cmds = sb.sessions.get(sid);
+    if (!cmds) return error(res, 404, 'session not found');
+    if (more.length === 0 && req.method === 'DELETE') {
+      // Deleting a session kills what runs in it.
+      sb.sessions.delete(sid);
+      return send(res, 204);
+    }
+    if (more.length === 0 && req.method === 'GET') {
+      return send(res, 200, { sessionId: sid, commands: [...cmds.values()].map(sessionCommandDto) });
+    }
+    if (more.length === 1 && more[0] === 'exec' && req.method === 'POST') {
+      let doc;
+      try {
+        doc = JSON.parse(body.toString('utf8'));
+      } catch {
+        return error(res, 400, 'invalid request body');
+      }
+      if (typeof doc.command !== 'string' || !doc.command.trim()) return error(res, 400, 'command is required');
+      // A session has no working directory per command: the server sends `cd '<dir>' && (\n<command>\n)`.
+      let cwd = PROJECT_DIR;
+      let command = doc.command;
+      const m = /^cd '((?:[^']|'\\'')*)' && \(\n([\s\S]*)\n\)$/.exec(doc.command);
+      if (m) {
+        cwd = m[1].replace(/'\\''/g, "'").replace(/\/+$/, '');
+        command = m[2];
+      }
+      const id = `cmd_${randomBytes(8).toString('hex')}`;
+      let run;
+      if (!sb.dirs.has(cwd) && ![...sb.files.keys()].some((p) => p.startsWith(`${cwd}/`))) {
+        run = { code: 1, chunks: [{ at: 0, text: `sh: 1: cd: can't cd to ${cwd}\n` }], sleepS: 0 };
+      } else run = shell(sb, cwd, command);
+      const c = { id, command: doc.command, started: Date.now(), chunks: run.chunks, code: run.code, durationMs: run.sleepS * 1000 };
+      cmds.set(id, c);
+      if (doc.runAsync || doc.async) return send(res, 200, { cmdId: id, output: null, exitCode: null });
+      await sleep(c.durationMs);
+      const output = sessionCommandLog(c);
+      return send(res, 200, { cmdId: id, output, exitCode: c.code });
+    }
+    if (more[0] === 'command' && more.length >= 2 && req.method === 'GET') {
+      const c = cmds.get(more[1]);
+      if (!c) return error(res, 404, 'command not found');
+      if (more.length === 2) return send(res, 200, sessionCommandDto(c));
+      if (more.length === 3 && more[2] === 'logs') {
+        // The whole log so far, combined stdout and stderr (Daytona follows only over a WebSocket).
+        const text = Buffer.from(sessionCommandLog(c));
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(text.length) });
+        return res.end(text);
+      }
+    }
+    return error(res, 404, 'no such session route');
   }
 
   async function toolbox(req, res, sb, rest, url, body) {
@@ -329,6 +450,7 @@ export async function startDaytonaFake({
       if (!sb.files.delete(path)) return error(res, 404, 'file not found');
       return send(res, 204);
     }
+    if (rest === 'process/session' || rest.startsWith('process/session/')) return sessions(req, res, sb, rest, body);
     if (req.method === 'POST' && rest === 'process/execute') {
       let doc;
       try {

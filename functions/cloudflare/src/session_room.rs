@@ -41,7 +41,6 @@
 //! its partial answer persisted.
 
 use std::cell::{Cell, RefCell};
-use std::time::Duration;
 
 use bytes::Bytes;
 use everjust_core::chat::agent::{self, blocks_from_events, RunSpec};
@@ -578,7 +577,7 @@ impl SessionRoom {
                 )
                 .map(Err);
             }
-            worker::Delay::from(Duration::from_millis(START_POLL_MS)).await;
+            crate::clock::sleep(START_POLL_MS).await;
             waited += START_POLL_MS;
         }
         // From the check above to the store below there is no `.await`: two
@@ -752,7 +751,7 @@ impl SessionRoom {
         // Events a paused run appended reach storage within FLUSH_MS.
         let ticker = async {
             loop {
-                worker::Delay::from(Duration::from_millis(FLUSH_MS as u64)).await;
+                crate::clock::sleep(FLUSH_MS as u64).await;
                 if let Err(e) = log.flush() {
                     worker::console_error!("room flush: {e}");
                 }
@@ -901,7 +900,7 @@ fn with_keep_alive(
         End,
     }
     let ticks = futures_util::stream::unfold((), |()| async {
-        worker::Delay::from(Duration::from_millis(KEEP_ALIVE_MS)).await;
+        crate::clock::sleep(KEEP_ALIVE_MS).await;
         Some((Item::Tick, ()))
     });
     let live = live

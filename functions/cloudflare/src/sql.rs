@@ -101,7 +101,7 @@ async fn connect(endpoint: &Endpoint) -> Result<Rc<PgSql>, String> {
         match connect_once(endpoint).await {
             Err(Refused::TooMany(e)) if attempt < CONNECT_RETRIES => {
                 worker::console_warn!("postgres: {e}; connecting again");
-                worker::Delay::from(std::time::Duration::from_millis(50 << attempt)).await;
+                crate::clock::sleep(50 << attempt).await;
                 attempt += 1;
             }
             Err(Refused::TooMany(e) | Refused::Other(e)) => return Err(e),

@@ -38,6 +38,69 @@ const UPLOAD_BATCH_FILES: usize = 200;
 pub const PREVIEW_TTL_SECS: i64 = 3600;
 /// Pages read by `list` at most (100 sandboxes each).
 const LIST_PAGES: usize = 20;
+/// How often a streamed command's status and log are read: often at
+/// first, then less (each read is two requests, and a Worker's requests
+/// per invocation are counted). Daytona follows a log only over a
+/// WebSocket, which the HTTP port cannot open, and its HTTP log answer is
+/// the whole log so far: past `BIG_LOG_BYTES` of it, it is read less often.
+pub fn poll_ms(elapsed_ms: i64, log_bytes: usize) -> u64 {
+    let by_time = if elapsed_ms < 5_000 {
+        250
+    } else if elapsed_ms < 60_000 {
+        1_000
+    } else {
+        3_000
+    };
+    if log_bytes > BIG_LOG_BYTES {
+        by_time.max(2_000)
+    } else {
+        by_time
+    }
+}
+const BIG_LOG_BYTES: usize = 1024 * 1024;
+
+/// A shell word in single quotes.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The command sent to a session, which has no working directory of its
+/// own: into `cwd`, then the command in a subshell (so an `exit` in it ends
+/// the subshell, not the session's shell).
+pub fn session_command(cwd: &str, command: &str) -> String {
+    format!("cd {} && (\n{command}\n)", sh_quote(cwd))
+}
+
+/// The new text of a log read whole, from byte `seen` on; an unfinished
+/// UTF-8 character at its end waits for the next read unless `last`.
+/// Moves `seen` past what it returns.
+pub fn log_delta(log: &[u8], seen: &mut usize, last: bool) -> String {
+    let Some(new) = log.get(*seen..) else {
+        return String::new();
+    };
+    let mut end = new.len();
+    if !last {
+        // Back up to the start of a trailing multi-byte character that is not complete yet.
+        for back in 1..=3.min(end) {
+            let b = new[end - back];
+            if b & 0xC0 == 0x80 {
+                continue;
+            }
+            let need = match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            if need > back {
+                end -= back;
+            }
+            break;
+        }
+    }
+    *seen += end;
+    String::from_utf8_lossy(&new[..end]).into_owned()
+}
 
 pub struct Daytona {
     http: Rc<dyn HttpClient>,
@@ -331,6 +394,69 @@ impl Daytona {
         parse_sandbox(&v).ok_or_else(|| ProviderError::Unavailable("sandbox body has no id".into()))
     }
 
+    /// Starts the command in its session and relays its log until it exits
+    /// or runs over its time limit.
+    async fn follow(
+        &self,
+        h: Handle<'_>,
+        spec: &ExecSpec,
+        on_output: &mut dyn for<'t> FnMut(&'t str),
+    ) -> Result<ExecResult, ProviderError> {
+        let session = format!("/process/session/{}", enc(&spec.session));
+        let mut call =
+            Call::new(Method::POST, self.toolbox(h, &format!("{session}/exec"))).json(&json!({
+                "command": session_command(&spec.cwd, &spec.command),
+                "runAsync": true,
+            }));
+        // Running a command twice is not safe.
+        call.retry = false;
+        let (_, body) = self.send(call).await?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ProviderError::Unavailable(format!("session exec body is not JSON: {e}"))
+        })?;
+        let cmd = v
+            .get("cmdId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ProviderError::Unavailable("session exec body has no cmdId".into()))?;
+        let command_url = self.toolbox(h, &format!("{session}/command/{}", enc(cmd)));
+        let logs_url = format!("{command_url}/logs");
+        let started = self.clock.now_ms();
+        let limit_ms = i64::from(spec.timeout_secs) * 1000;
+        let mut seen = 0usize;
+        loop {
+            let (_, body) = self
+                .send(Call::new(Method::GET, command_url.clone()))
+                .await?;
+            let exit_code = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("exitCode").and_then(Value::as_i64));
+            let elapsed = self.clock.now_ms() - started;
+            let over = elapsed >= limit_ms;
+            let (_, log) = self.send(Call::new(Method::GET, logs_url.clone())).await?;
+            let text = log_delta(&log, &mut seen, exit_code.is_some() || over);
+            if !text.is_empty() {
+                on_output(&text);
+            }
+            if let Some(exit_code) = exit_code {
+                return Ok(ExecResult {
+                    exit_code,
+                    output: String::new(),
+                    timed_out: false,
+                });
+            }
+            if over {
+                // Deleting the session (by the caller) kills the command.
+                return Ok(ExecResult {
+                    exit_code: 124,
+                    output: String::new(),
+                    timed_out: true,
+                });
+            }
+            let wait = poll_ms(elapsed, seen).min(u64::try_from(limit_ms - elapsed).unwrap_or(0));
+            self.clock.sleep_ms(wait.max(1)).await;
+        }
+    }
+
     async fn action(&self, id: &str, action: &str) -> Result<(), ProviderError> {
         self.send(Call::new(
             Method::POST,
@@ -489,6 +615,39 @@ impl SandboxProvider for Daytona {
         })
     }
 
+    /// In a process session of its own: the command runs asynchronously,
+    /// its status and log are read every `POLL_MS`, and the session is
+    /// deleted at the end, which also kills a command over its time limit.
+    async fn exec_streaming(
+        &self,
+        h: Handle<'_>,
+        spec: &ExecSpec,
+        on_output: &mut dyn for<'t> FnMut(&'t str),
+    ) -> Result<ExecResult, ProviderError> {
+        let created = self
+            .send(
+                Call::new(Method::POST, self.toolbox(h, "/process/session"))
+                    .json(&json!({ "sessionId": spec.session })),
+            )
+            .await;
+        match created {
+            // A retry after a lost answer.
+            Ok(_) | Err(ProviderError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let result = self.follow(h, spec, on_output).await;
+        let session = self.toolbox(h, &format!("/process/session/{}", enc(&spec.session)));
+        match self.send(Call::new(Method::DELETE, session)).await {
+            Ok(_) | Err(ProviderError::NotFound) => {}
+            Err(e) => crate::log::event(
+                "warn",
+                "sandbox_session_delete_failed",
+                json!({ "sandbox": h.id, "session": spec.session, "error": e.to_string() }),
+            ),
+        }
+        result
+    }
+
     async fn preview(&self, id: &str, port: u16) -> Result<Preview, ProviderError> {
         // A signed URL carries its token, so a browser frame can load it.
         let signed = self
@@ -611,6 +770,36 @@ mod tests {
         .expect("sandbox");
         assert_eq!(r.state, State::Starting);
         assert_eq!(r.last_activity_ms, Some(1_777_629_600_000));
+    }
+
+    #[test]
+    fn log_deltas_wait_for_whole_characters() {
+        let log = "ab\u{e9}c".as_bytes();
+        let mut seen = 0;
+        assert_eq!(log_delta(&log[..3], &mut seen, false), "ab");
+        assert_eq!(seen, 2);
+        assert_eq!(log_delta(&log[..3], &mut seen, false), "");
+        assert_eq!(log_delta(log, &mut seen, false), "\u{e9}c");
+        assert_eq!(seen, log.len());
+        assert_eq!(log_delta(b"x", &mut seen, true), "");
+        let mut seen = 0;
+        assert_eq!(log_delta(&log[..3], &mut seen, true), "ab\u{fffd}");
+    }
+
+    #[test]
+    fn commands_are_read_often_at_first_then_less() {
+        assert_eq!(poll_ms(0, 0), 250);
+        assert_eq!(poll_ms(10_000, 0), 1_000);
+        assert_eq!(poll_ms(10_000, 2 * BIG_LOG_BYTES), 2_000);
+        assert_eq!(poll_ms(300_000, 0), 3_000);
+    }
+
+    #[test]
+    fn session_commands_run_in_their_directory_in_a_subshell() {
+        assert_eq!(
+            session_command("/home/daytona/project/it's", "ls; exit 3"),
+            "cd '/home/daytona/project/it'\\''s' && (\nls; exit 3\n)"
+        );
     }
 
     #[test]

@@ -113,6 +113,86 @@ pub fn time_limit(limits: &Limits, asked: Option<u32>) -> u32 {
     asked.map_or(tier, |a| a.clamp(1, tier))
 }
 
+/// Streamed output under the size limit: the first three quarters of the
+/// limit go out as they come; after that only the last quarter is kept, and
+/// goes out at the end, after the same marker as `cut` when some was cut.
+#[derive(Debug, Default)]
+pub struct Relay {
+    max: usize,
+    /// Bytes sent as they came.
+    live: usize,
+    /// Kept for the end (at most `max / 4` once something was cut).
+    held: String,
+    total: usize,
+    cut: bool,
+    /// The last text sent or held ends a line (or there is none).
+    at_line_start: bool,
+}
+
+impl Relay {
+    pub fn new(max: usize) -> Self {
+        Relay {
+            max,
+            at_line_start: true,
+            ..Relay::default()
+        }
+    }
+
+    /// Nothing came yet.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    pub fn push(&mut self, text: &str, sink: &mut dyn FnMut(String)) {
+        if text.is_empty() {
+            return;
+        }
+        self.total += text.len();
+        self.at_line_start = text.ends_with('\n');
+        let budget = self.max - self.max / 4;
+        let mut rest = text;
+        if self.live < budget {
+            let mut n = (budget - self.live).min(rest.len());
+            while !rest.is_char_boundary(n) {
+                n -= 1;
+            }
+            if n > 0 {
+                sink(rest[..n].to_owned());
+                self.live += n;
+            }
+            rest = &rest[n..];
+        }
+        if rest.is_empty() {
+            return;
+        }
+        self.held.push_str(rest);
+        let keep = self.max / 4;
+        if self.held.len() > keep {
+            let mut from = self.held.len() - keep;
+            while !self.held.is_char_boundary(from) {
+                from += 1;
+            }
+            self.held.drain(..from);
+            self.cut = true;
+        }
+    }
+
+    /// What is left to send at the end, and whether some output was cut.
+    pub fn finish(self) -> (String, bool) {
+        if !self.cut {
+            return (self.held, false);
+        }
+        let cut_bytes = self.total - self.live - self.held.len();
+        (
+            format!(
+                "\n[... {cut_bytes} bytes of output cut ({} in total) ...]\n{}",
+                self.total, self.held
+            ),
+            true,
+        )
+    }
+}
+
 /// Runs `req` in the project's sandbox (started first when needed).
 pub async fn run(
     lc: &Lifecycle<'_>,
@@ -121,12 +201,38 @@ pub async fn run(
     limits: &Limits,
     req: &ExecRequest,
 ) -> ApiResult<ExecOutcome> {
+    run_with(lc, owner, project, limits, req, None).await
+}
+
+/// Runs `req` like `run`, handing its output to `sink` as it grows (cut
+/// like `run`'s at `MAX_OUTPUT_BYTES`, the kill notice last); the outcome's
+/// `output` is then empty.
+pub async fn run_streaming(
+    lc: &Lifecycle<'_>,
+    owner: &str,
+    project: &str,
+    limits: &Limits,
+    req: &ExecRequest,
+    sink: &mut dyn FnMut(String),
+) -> ApiResult<ExecOutcome> {
+    run_with(lc, owner, project, limits, req, Some(sink)).await
+}
+
+async fn run_with(
+    lc: &Lifecycle<'_>,
+    owner: &str,
+    project: &str,
+    limits: &Limits,
+    req: &ExecRequest,
+    mut sink: Option<&mut dyn FnMut(String)>,
+) -> ApiResult<ExecOutcome> {
     check_command(&req.command)?;
     let cwd = sandbox_cwd(req.cwd.as_deref())?;
     let mut ready = lc.ready(owner, project, limits, START_WAIT_MS).await?;
     let mut uploaded = ready.synced.map_or(0, |s| s.uploaded);
     let timeout_secs = time_limit(limits, req.timeout_secs);
     let mut retried = false;
+    let mut relay = Relay::new(MAX_OUTPUT_BYTES);
     let (result, started) = loop {
         let row = &ready.row;
         let (State::Started, Some(id)) = (row.state, row.external_id.as_deref()) else {
@@ -145,12 +251,23 @@ pub async fn run(
             command: req.command.clone(),
             cwd: cwd.clone(),
             timeout_secs,
+            session: crate::ids::new_id(lc.ports, "exec"),
         };
-        let err = match lc.provider.exec(handle, &spec).await {
+        let done = match sink.as_deref_mut() {
+            None => lc.provider.exec(handle, &spec).await,
+            Some(sink) => {
+                let mut relayed = |text: &str| relay.push(text, &mut *sink);
+                lc.provider
+                    .exec_streaming(handle, &spec, &mut relayed)
+                    .await
+            }
+        };
+        let err = match done {
             Ok(r) => break (r, started),
             Err(e) => e,
         };
-        if retried {
+        // Output already shown means the command ran: never run it again.
+        if retried || !relay.is_empty() {
             return Err(err.into());
         }
         // Did the command run? Only a sandbox that is not running (stopped
@@ -174,15 +291,34 @@ pub async fn run(
         "sandbox_exec",
         serde_json::json!({ "project": project, "exit_code": result.exit_code, "timed_out": result.timed_out, "duration_ms": duration_ms }),
     );
-    let (mut output, truncated) = cut(&result.output, MAX_OUTPUT_BYTES);
-    if result.timed_out {
-        if !output.is_empty() && !output.ends_with('\n') {
-            output.push('\n');
+    let killed =
+        format!("[killed: the command ran longer than its time limit of {timeout_secs} s]");
+    let (output, truncated) = match sink {
+        None => {
+            let (mut output, truncated) = cut(&result.output, MAX_OUTPUT_BYTES);
+            if result.timed_out {
+                if !output.is_empty() && !output.ends_with('\n') {
+                    output.push('\n');
+                }
+                output.push_str(&killed);
+            }
+            (output, truncated)
         }
-        output.push_str(&format!(
-            "[killed: the command ran longer than its time limit of {timeout_secs} s]"
-        ));
-    }
+        Some(sink) => {
+            let at_line_start = relay.at_line_start;
+            let (mut rest, truncated) = relay.finish();
+            if result.timed_out {
+                if !at_line_start {
+                    rest.push('\n');
+                }
+                rest.push_str(&killed);
+            }
+            if !rest.is_empty() {
+                sink(rest);
+            }
+            (String::new(), truncated)
+        }
+    };
     Ok(ExecOutcome {
         exit_code: result.exit_code,
         output,
@@ -237,6 +373,29 @@ mod tests {
         let s = "é".repeat(1000);
         let (out, _) = cut(&s, 101);
         assert!(out.starts_with('é') && out.ends_with('é'));
+    }
+
+    #[test]
+    fn streamed_output_goes_out_live_and_is_cut_with_the_same_marker() {
+        let mut sent = Vec::new();
+        let mut relay = Relay::new(400);
+        for i in 0..1000 {
+            relay.push(&format!("line {i}\n"), &mut |s| sent.push(s));
+        }
+        assert!(sent.len() > 1, "output went out as it came");
+        let live: String = sent.concat();
+        assert!(live.starts_with("line 0\nline 1\n") && live.len() == 300);
+        let (rest, truncated) = relay.finish();
+        assert!(truncated);
+        assert!(rest.contains("bytes of output cut (") && rest.ends_with("line 999\n"));
+        assert!(live.len() + rest.len() < 400 + 80);
+        let mut small = Relay::new(400);
+        let mut out = String::new();
+        small.push("hi\n", &mut |s| out.push_str(&s));
+        assert_eq!(
+            (out.as_str(), small.finish()),
+            ("hi\n", (String::new(), false))
+        );
     }
 
     #[test]

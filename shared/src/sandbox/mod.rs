@@ -14,6 +14,7 @@ pub mod sync;
 pub mod webhook;
 
 use bytes::Bytes;
+use futures_channel::mpsc::UnboundedReceiver;
 use futures_util::future::{select, Either, LocalBoxFuture};
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
@@ -263,17 +264,13 @@ fn sse(event: &str, data: &Value) -> Bytes {
 
 fn outcome_events(result: ApiResult<ExecOutcome>) -> Bytes {
     match result {
-        Ok(o) => {
-            let mut b = sse("output", &json!({ "text": o.output }).clone()).to_vec();
-            b.extend_from_slice(&sse(
-                "exit",
-                &json!({
-                    "exit_code": o.exit_code, "timed_out": o.timed_out, "truncated": o.truncated,
-                    "timeout_secs": o.timeout_secs, "duration_ms": o.duration_ms, "uploaded_files": o.uploaded_files,
-                }),
-            ));
-            Bytes::from(b)
-        }
+        Ok(o) => sse(
+            "exit",
+            &json!({
+                "exit_code": o.exit_code, "timed_out": o.timed_out, "truncated": o.truncated,
+                "timeout_secs": o.timeout_secs, "duration_ms": o.duration_ms, "uploaded_files": o.uploaded_files,
+            }),
+        ),
         Err(e) => sse(
             "error",
             &json!({ "status": e.status.as_u16(), "code": e.code, "detail": e.detail, "retry_after": e.retry_after }),
@@ -281,10 +278,19 @@ fn outcome_events(result: ApiResult<ExecOutcome>) -> Bytes {
     }
 }
 
+/// The events of a streamed exec after `start`: output as it comes,
+/// keep-alive comments while nothing does, then `exit` (or `error`).
+struct ExecStream {
+    work: Option<LocalBoxFuture<'static, ApiResult<ExecOutcome>>>,
+    output: UnboundedReceiver<String>,
+    last: Option<Bytes>,
+}
+
 /// `POST /v1/projects/{id}/sandbox/exec {command, cwd?, timeout_secs?}`:
 /// runs a command (starting the sandbox when needed). JSON by default;
-/// with `Accept: text/event-stream`, events `start`, then keep-alive
-/// comments while it runs, then `output` and `exit` (or `error`).
+/// with `Accept: text/event-stream`, events `start`, then `output` events
+/// as the command's output grows (keep-alive comments while none comes),
+/// then `exit` (or `error`).
 pub async fn exec(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let (caller, project) = own_project(ctx, req).await?;
     if Lifecycle::new(ctx.ports)?.is_none() {
@@ -307,19 +313,44 @@ pub async fn exec(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         &json!({ "command": body.command, "timeout_secs": exec::time_limit(&limits, body.timeout_secs) }),
     );
     let clock = ctx.ports.clock.clone();
+    let (tx, rx) = futures_channel::mpsc::unbounded::<String>();
     let work: LocalBoxFuture<'static, ApiResult<ExecOutcome>> = Box::pin(async move {
         let lc = Lifecycle::new(&ports)?.ok_or_else(|| ApiError::internal("no provider"))?;
-        exec::run(&lc, &owner, &project_id, &limits, &body).await
+        let mut sink = |text: String| {
+            let _ = tx.unbounded_send(text);
+        };
+        exec::run_streaming(&lc, &owner, &project_id, &limits, &body, &mut sink).await
     });
-    let rest = futures_util::stream::unfold(Some(work), move |state| {
+    let state = ExecStream {
+        work: Some(work),
+        output: rx,
+        last: None,
+    };
+    let rest = futures_util::stream::unfold(Some(state), move |state| {
         let clock = clock.clone();
         async move {
-            let work = state?;
-            let tick = clock.sleep_ms(KEEPALIVE_MS);
-            match select(work, tick).await {
-                Either::Left((result, _)) => Some((outcome_events(result), None)),
-                Either::Right((_, work)) => {
-                    Some((Bytes::from_static(b": running\n\n"), Some(work)))
+            let mut st = state?;
+            loop {
+                let Some(work) = st.work.take() else {
+                    // Done: what output is left, then the last event.
+                    return match st.output.next().await {
+                        Some(text) => Some((sse("output", &json!({ "text": text })), Some(st))),
+                        None => st.last.take().map(|last| (last, None)),
+                    };
+                };
+                let tick = clock.sleep_ms(KEEPALIVE_MS);
+                match select(work, select(st.output.next(), tick)).await {
+                    Either::Left((result, _)) => st.last = Some(outcome_events(result)),
+                    Either::Right((Either::Left((Some(text), _)), work)) => {
+                        st.work = Some(work);
+                        return Some((sse("output", &json!({ "text": text })), Some(st)));
+                    }
+                    // The sender lives as long as the work: it cannot end first.
+                    Either::Right((Either::Left((None, _)), work)) => st.work = Some(work),
+                    Either::Right((Either::Right(_), work)) => {
+                        st.work = Some(work);
+                        return Some((Bytes::from_static(b": running\n\n"), Some(st)));
+                    }
                 }
             }
         }

@@ -149,6 +149,9 @@ pub struct ExecSpec {
     /// Absolute directory inside the sandbox.
     pub cwd: String,
     pub timeout_secs: u32,
+    /// A name for a process session of this one command (streamed exec),
+    /// unique within the sandbox.
+    pub session: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -248,6 +251,25 @@ pub trait SandboxProvider {
     /// Runs a command; a command over its time limit comes back
     /// `timed_out`, not as an error.
     async fn exec(&self, h: Handle<'_>, spec: &ExecSpec) -> Result<ExecResult, ProviderError>;
+    /// Runs a command and hands its output to `on_output` as it grows; the
+    /// result's `output` is empty (all of it went to `on_output`). A command
+    /// over its time limit is killed and comes back `timed_out`. Without a
+    /// way to follow output, the whole output is handed over at the end.
+    async fn exec_streaming(
+        &self,
+        h: Handle<'_>,
+        spec: &ExecSpec,
+        on_output: &mut dyn for<'t> FnMut(&'t str),
+    ) -> Result<ExecResult, ProviderError> {
+        let r = self.exec(h, spec).await?;
+        if !r.output.is_empty() {
+            on_output(&r.output);
+        }
+        Ok(ExecResult {
+            output: String::new(),
+            ..r
+        })
+    }
     async fn preview(&self, id: &str, port: u16) -> Result<Preview, ProviderError>;
 }
 

@@ -66,11 +66,38 @@ struct FakeState {
     log: Vec<String>,
     uploaded_files: usize,
     keepalives: usize,
+    /// Process sessions by (sandbox, session id): their commands by id.
+    sessions: BTreeMap<(String, String), BTreeMap<String, SessionCmd>>,
+    next_cmd: u32,
+}
+
+/// A command run in a session: its output lines and its exit, each at a
+/// time after its start (by the test clock).
+#[derive(Debug, Clone)]
+struct SessionCmd {
+    started_ms: i64,
+    lines: Vec<(i64, String)>,
+    exit: (i64, i64),
+}
+
+impl SessionCmd {
+    fn log(&self, now: i64) -> String {
+        self.lines
+            .iter()
+            .filter(|(at, _)| now - self.started_ms >= *at)
+            .map(|(_, l)| l.as_str())
+            .collect()
+    }
+    fn exit_code(&self, now: i64) -> Option<i64> {
+        (now - self.started_ms >= self.exit.0).then_some(self.exit.1)
+    }
 }
 
 #[derive(Default)]
 struct FakeDaytona {
     s: RefCell<FakeState>,
+    /// The app's clock (commands in sessions take time by it).
+    clock: RefCell<Option<Rc<everjust_core::ports::memory::ManualClock>>>,
 }
 
 fn sandbox_json(sb: &Sb) -> Value {
@@ -162,6 +189,7 @@ impl FakeDaytona {
     }
 
     fn handle(&self, req: &http::Request<Bytes>) -> http::Response<Bytes> {
+        let now = self.clock.borrow().as_ref().map_or(0, |c| c.now_ms());
         let mut s = self.s.borrow_mut();
         let path = req.uri().path().to_owned();
         s.log.push(format!("{} {}", req.method(), path));
@@ -379,6 +407,95 @@ impl FakeDaytona {
                         }
                         reply(200, json!({"exitCode": code, "result": out}))
                     }
+                    ("POST", ["process", "session"]) => {
+                        let body: Value = serde_json::from_slice(req.body()).expect("json");
+                        let key = (
+                            sb.id.clone(),
+                            body["sessionId"].as_str().expect("sessionId").to_owned(),
+                        );
+                        if s.sessions.contains_key(&key) {
+                            return reply(409, json!({"message": "session already exists"}));
+                        }
+                        s.sessions.insert(key, BTreeMap::new());
+                        reply(201, json!(null))
+                    }
+                    (m, ["process", "session", sid, more @ ..]) => {
+                        let key = (sb.id.clone(), (*sid).to_owned());
+                        if m == "DELETE" && more.is_empty() {
+                            return match s.sessions.remove(&key) {
+                                Some(_) => reply(204, json!(null)),
+                                None => reply(404, json!({"message": "session not found"})),
+                            };
+                        }
+                        s.next_cmd += 1;
+                        let next = format!("cmd{}", s.next_cmd);
+                        let Some(cmds) = s.sessions.get_mut(&key) else {
+                            return reply(404, json!({"message": "session not found"}));
+                        };
+                        match (m, more) {
+                            ("POST", ["exec"]) => {
+                                let body: Value = serde_json::from_slice(req.body()).expect("json");
+                                assert_eq!(body["runAsync"], true);
+                                let full = body["command"].as_str().expect("command");
+                                // `cd '<dir>' && (\n<command>\n)`
+                                let (cwd, cmd) = full
+                                    .strip_prefix("cd '")
+                                    .and_then(|r| r.split_once("' && (\n"))
+                                    .expect("cd then a subshell");
+                                let cmd = cmd.strip_suffix("\n)").expect("subshell");
+                                let words: Vec<&str> = cmd.split_whitespace().collect();
+                                let run = match words.as_slice() {
+                                    ["slow-echo", n, ms] => {
+                                        let (n, ms) = (
+                                            n.parse::<i64>().expect("n"),
+                                            ms.parse::<i64>().expect("ms"),
+                                        );
+                                        SessionCmd {
+                                            started_ms: now,
+                                            lines: (1..=n)
+                                                .map(|k| ((k - 1) * ms, format!("line {k}\n")))
+                                                .collect(),
+                                            exit: ((n - 1) * ms, 0),
+                                        }
+                                    }
+                                    ["sleep", n] => SessionCmd {
+                                        started_ms: now,
+                                        lines: vec![],
+                                        exit: (n.parse::<i64>().expect("n") * 1000, 0),
+                                    },
+                                    _ => {
+                                        let (code, out) = shell(&sb, cwd, cmd);
+                                        SessionCmd {
+                                            started_ms: now,
+                                            lines: vec![(0, out)],
+                                            exit: (0, code),
+                                        }
+                                    }
+                                };
+                                cmds.insert(next.clone(), run);
+                                reply(
+                                    200,
+                                    json!({"cmdId": next, "output": null, "exitCode": null}),
+                                )
+                            }
+                            ("GET", ["command", cid]) => match cmds.get(*cid) {
+                                Some(c) => reply(
+                                    200,
+                                    json!({"id": cid, "command": "", "exitCode": c.exit_code(now)}),
+                                ),
+                                None => reply(404, json!({"message": "command not found"})),
+                            },
+                            ("GET", ["command", cid, "logs"]) => match cmds.get(*cid) {
+                                Some(c) => http::Response::builder()
+                                    .status(200)
+                                    .header("content-type", "text/plain; charset=utf-8")
+                                    .body(Bytes::from(c.log(now)))
+                                    .expect("response"),
+                                None => reply(404, json!({"message": "command not found"})),
+                            },
+                            _ => reply(404, json!({"message": "no route"})),
+                        }
+                    }
                     _ => reply(404, json!({"message": "no route"})),
                 }
             }
@@ -480,6 +597,7 @@ async fn world_with(extra: &[(&'static str, &'static str)]) -> World {
         }),
     )
     .await;
+    fake.clock.replace(Some(app.clock.clone()));
     let (token, _, user) = app.signup("ada@example.com").await;
     let r = app
         .json(
@@ -1615,42 +1733,165 @@ async fn without_daytona_the_static_provider_answers_and_commands_cannot_run() {
     assert_eq!(r.status, 204);
 }
 
+impl World {
+    /// A streamed exec: its events in order, (name, data). Logs in again
+    /// after (the manual clock's keep-alive ticks move it a lot).
+    async fn exec_events(&mut self, body: Value) -> Vec<(String, Value)> {
+        let req = http::Request::post(self.path("/exec"))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .body(Bytes::from(body.to_string()))
+            .expect("req");
+        let res = everjust_core::handle(&self.app.ports, req, everjust_core::Meta::default()).await;
+        assert_eq!(
+            res.headers()["content-type"],
+            "text/event-stream; charset=utf-8"
+        );
+        let body = match res.into_body() {
+            everjust_core::Body::Stream(mut s) => {
+                use futures_util::StreamExt;
+                let mut out = Vec::new();
+                while let Some(chunk) = s.next().await {
+                    out.extend_from_slice(&chunk);
+                    // The manual clock makes keep-alive ticks instant: let the database connection run.
+                    tokio::task::yield_now().await;
+                }
+                String::from_utf8(out).expect("utf8")
+            }
+            other => panic!("not a stream: {other:?}"),
+        };
+        self.relogin().await;
+        body.split("\n\n")
+            .filter_map(|block| {
+                let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+                let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+                Some((name.to_owned(), serde_json::from_str(data).expect("data")))
+            })
+            .collect()
+    }
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+fn streamed_text(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter(|(n, _)| n == "output")
+        .map(|(_, d)| d["text"].as_str().expect("text"))
+        .collect()
+}
+
 #[tokio::test]
 async fn streamed_exec_sends_start_then_output_and_exit() {
-    let w = world().await;
+    let mut w = world().await;
     // Started first: the manual clock's instant keep-alive ticks would outrun a start's deadline.
     assert_eq!(w.start().await.status, 200);
-    let req = http::Request::post(w.path("/exec"))
-        .header("authorization", format!("Bearer {}", w.token))
-        .header("content-type", "application/json")
-        .header("accept", "text/event-stream")
-        .body(Bytes::from(json!({"command": "echo streamed"}).to_string()))
-        .expect("req");
-    let res = everjust_core::handle(&w.app.ports, req, everjust_core::Meta::default()).await;
+    let events = w.exec_events(json!({"command": "echo streamed"})).await;
+    assert_eq!(names(&events), ["start", "output", "exit"], "{events:?}");
+    assert_eq!(events[1].1, json!({"text": "streamed\n"}));
+    assert_eq!(events[2].1["exit_code"], 0);
+    // In the project's directory, with the command's exit code.
+    let events = w.exec_events(json!({"command": "pwd"})).await;
+    assert_eq!(streamed_text(&events), format!("{DIR}\n"));
+    let events = w.exec_events(json!({"command": "cat missing.txt"})).await;
+    assert_eq!(events.last().expect("exit").1["exit_code"], 1, "{events:?}");
+    // Each command had a session of its own, deleted after it.
+    assert!(w.fake.s.borrow().sessions.is_empty());
     assert_eq!(
-        res.headers()["content-type"],
-        "text/event-stream; charset=utf-8"
+        w.fake.count("/process/execute"),
+        0,
+        "no synchronous execute"
     );
-    let body = match res.into_body() {
-        everjust_core::Body::Stream(mut s) => {
-            use futures_util::StreamExt;
-            let mut out = Vec::new();
-            while let Some(chunk) = s.next().await {
-                out.extend_from_slice(&chunk);
-                // The manual clock makes keep-alive ticks instant: let the database connection run.
-                tokio::task::yield_now().await;
-            }
-            String::from_utf8(out).expect("utf8")
-        }
-        other => panic!("not a stream: {other:?}"),
-    };
-    let events: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("event: "))
-        .collect();
-    assert_eq!(events, ["start", "output", "exit"], "{body}");
-    assert!(body.contains(r#"{"text":"streamed\n"}"#), "{body}");
-    assert!(body.contains(r#""exit_code":0"#), "{body}");
+}
+
+#[tokio::test]
+async fn streamed_output_arrives_as_the_command_prints_it_before_its_exit() {
+    let mut w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    let events = w.exec_events(json!({"command": "slow-echo 4 1000"})).await;
+    let n = names(&events);
+    assert_eq!(n.first(), Some(&"start"), "{events:?}");
+    assert_eq!(n.last(), Some(&"exit"), "{events:?}");
+    let outputs = n.iter().filter(|e| **e == "output").count();
+    assert!(outputs >= 4, "a line per read at least: {events:?}");
+    assert!(
+        n[1..n.len() - 1].iter().all(|e| *e == "output"),
+        "{events:?}"
+    );
+    // The first line went out alone, long before the last was printed.
+    assert_eq!(events[1].1["text"], "line 1\n");
+    assert_eq!(streamed_text(&events), "line 1\nline 2\nline 3\nline 4\n");
+    let exit = &events.last().expect("exit").1;
+    assert_eq!(
+        (exit["exit_code"].as_i64(), exit["timed_out"].as_bool()),
+        (Some(0), Some(false))
+    );
+    assert!(w.fake.s.borrow().sessions.is_empty(), "session deleted");
+}
+
+#[tokio::test]
+async fn a_streamed_command_over_the_time_limit_is_killed_by_deleting_its_session() {
+    let mut w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    let events = w
+        .exec_events(json!({"command": "slow-echo 100 1000", "timeout_secs": 2}))
+        .await;
+    let exit = &events.last().expect("exit").1;
+    assert_eq!(events.last().expect("exit").0, "exit", "{events:?}");
+    assert_eq!(
+        (
+            exit["timed_out"].as_bool(),
+            exit["exit_code"].as_i64(),
+            exit["timeout_secs"].as_i64()
+        ),
+        (Some(true), Some(124), Some(2))
+    );
+    let text = streamed_text(&events);
+    assert!(text.starts_with("line 1\nline 2\n"), "{text}");
+    assert!(!text.contains("line 5\n"), "{text}");
+    assert!(
+        text.ends_with("\n[killed: the command ran longer than its time limit of 2 s]"),
+        "{text}"
+    );
+    assert!(w.fake.s.borrow().sessions.is_empty(), "session deleted");
+    assert_eq!(w.fake.count("DELETE /toolbox/sb1/process/session/"), 1);
+    // The tier's limit caps what a request asks for, here too.
+    w.limits(json!({"command_timeout_secs": 3})).await;
+    let events = w
+        .exec_events(json!({"command": "sleep 4", "timeout_secs": 600}))
+        .await;
+    let exit = &events.last().expect("exit").1;
+    assert_eq!(
+        (exit["timed_out"].as_bool(), exit["timeout_secs"].as_i64()),
+        (Some(true), Some(3))
+    );
+}
+
+#[tokio::test]
+async fn streamed_output_over_the_size_limit_is_cut_with_the_marker() {
+    let mut w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    let events = w.exec_events(json!({"command": "seq 100000"})).await;
+    let text = streamed_text(&events);
+    assert!(text.starts_with("1\n2\n") && text.ends_with("99999\n100000\n"));
+    assert!(text.contains("bytes of output cut ("), "marker");
+    assert!(text.len() < 64 * 1024 + 200);
+    assert_eq!(events.last().expect("exit").1["truncated"], true);
+}
+
+#[tokio::test]
+async fn a_streamed_exec_during_an_outage_ends_with_a_retryable_error_event() {
+    let mut w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    w.fake.s.borrow_mut().down = true;
+    let events = w.exec_events(json!({"command": "echo hi"})).await;
+    w.fake.s.borrow_mut().down = false;
+    assert_eq!(names(&events), ["start", "error"], "{events:?}");
+    assert_eq!(events[1].1["code"], "sandbox_unavailable");
+    assert_eq!(events[1].1["status"], 503);
 }
 
 // ------------------------------------------------------------------ the agent

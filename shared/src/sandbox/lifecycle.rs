@@ -16,6 +16,7 @@ use super::sync::{self, Report, SyncError};
 use crate::billing::tiers::Limits;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
+use crate::ports::sql::transaction;
 use crate::ports::Ports;
 
 /// Longest pause between two looks at a sandbox that is changing state.
@@ -170,7 +171,7 @@ impl<'a> Lifecycle<'a> {
         project: &str,
         limits: &Limits,
     ) -> ApiResult<()> {
-        let running = store::running_elsewhere(self.sql(), owner, project).await?;
+        let running = store::running_elsewhere(self.sql(), owner, project, self.now()).await?;
         let count = i64::try_from(running.len()).unwrap_or(i64::MAX);
         if count >= limits.sandboxes_running {
             let e = ApiError::new(
@@ -189,11 +190,49 @@ impl<'a> Lifecycle<'a> {
         Ok(())
     }
 
-    /// Waits for the row's lease until `deadline`; false when it stayed taken.
-    async fn lease(&self, project: &str, deadline: i64) -> ApiResult<bool> {
+    /// Waits for the row's lease until `deadline`; false when it stayed
+    /// taken. For a sandbox that is not running, the owner's running cap is
+    /// checked in the same transaction as the lease is taken, under a lock
+    /// on the owner's row: two starts of two projects racing for the last
+    /// slot are decided one after the other, and the second sees the first
+    /// (a leased row counts as running, see `store::running_elsewhere`). A
+    /// refused start leaves no row behind.
+    async fn lease(
+        &self,
+        owner: &str,
+        project: &str,
+        limits: &Limits,
+        deadline: i64,
+    ) -> ApiResult<bool> {
+        let sql = self.sql();
         let mut pause = POLL_FIRST_MS;
         loop {
-            if store::claim(self.sql(), project, self.now()).await? {
+            let claimed = transaction(sql, async || {
+                sql.execute(
+                    "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+                    &[owner.into()],
+                )
+                .await?;
+                if self
+                    .load(project)
+                    .await?
+                    .is_none_or(|r| r.state != State::Started)
+                {
+                    self.check_running(owner, project, limits).await?;
+                }
+                store::ensure(
+                    sql,
+                    project,
+                    owner,
+                    self.provider.name(),
+                    limits.sandbox_idle_minutes,
+                    self.now(),
+                )
+                .await?;
+                Ok::<_, ApiError>(store::claim(sql, project, self.now()).await?)
+            })
+            .await?;
+            if claimed {
                 return Ok(true);
             }
             if self.now() >= deadline {
@@ -256,21 +295,14 @@ impl<'a> Lifecycle<'a> {
             .is_none_or(|r| r.state != State::Started)
         {
             self.check_quota(owner, limits).await?;
-            self.check_running(owner, project, limits).await?;
         }
-        let row = store::ensure(
-            self.sql(),
-            project,
-            owner,
-            self.provider.name(),
-            limits.sandbox_idle_minutes,
-            now,
-        )
-        .await?;
         let deadline = now + i64::try_from(wait_ms).unwrap_or(i64::MAX / 4);
-        if !self.lease(project, deadline).await? {
+        if !self.lease(owner, project, limits, deadline).await? {
             // Another request is starting or stopping it: report where it is.
-            let row = self.load(project).await?.unwrap_or(row);
+            let row = self
+                .load(project)
+                .await?
+                .ok_or_else(|| ApiError::not_found("sandbox"))?;
             return Ok(Started {
                 restoring: row.state == State::Restoring,
                 row,

@@ -430,18 +430,20 @@ pub async fn compute_seconds(
 }
 
 /// The owner's other projects whose sandbox is running or on its way up
-/// (the `sandboxes_owner_active` index), oldest activity first.
+/// (the `sandboxes_owner_active` index), or leased by a start or stop in
+/// progress (which may be about to make it run), oldest activity first.
 pub async fn running_elsewhere(
     sql: &dyn Sql,
     owner: &str,
     project: &str,
+    now: i64,
 ) -> Result<Vec<String>, SqlError> {
     sql.query(
         "SELECT project_id FROM sandboxes
           WHERE owner_id = $1 AND project_id <> $2
-            AND state IN ('creating', 'starting', 'restoring', 'started')
+            AND (state IN ('creating', 'starting', 'restoring', 'started') OR lease_until > $3)
           ORDER BY last_activity_at, project_id",
-        &[owner.into(), project.into()],
+        &[owner.into(), project.into(), Value::Timestamp(now)],
     )
     .await?
     .iter()

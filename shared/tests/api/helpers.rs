@@ -280,6 +280,20 @@ impl TestApp {
         }
     }
 
+    /// The same app (database, clock, KV, outbound HTTP) on a Postgres
+    /// connection of its own, for requests that must really run side by
+    /// side: on one connection their transactions would share one session.
+    pub async fn on_own_connection(&self) -> TestApp {
+        let mut ports = self.ports.clone();
+        ports.sql = Rc::new(PgSql::new(connect(&url_for(&self.db)).await));
+        TestApp {
+            ports,
+            clock: self.clock.clone(),
+            db: self.db.clone(),
+            ip: self.ip.clone(),
+        }
+    }
+
     pub async fn request(
         &self,
         method: &str,

@@ -1650,6 +1650,49 @@ async fn a_start_over_the_running_sandboxes_quota_is_refused_and_stopping_one_fr
 }
 
 #[tokio::test]
+async fn two_starts_racing_for_the_last_running_slot_let_exactly_one_through() {
+    let w = world().await;
+    let other = new_project(&w, &w.token, "second").await;
+    // Each start on a connection of its own, so their transactions really interleave.
+    let (a, b) = (
+        w.app.on_own_connection().await,
+        w.app.on_own_connection().await,
+    );
+    let path_a = format!("/v1/projects/{}/sandbox", w.project);
+    let path_b = format!("/v1/projects/{other}/sandbox");
+    let (ra, rb) = futures_util::future::join(
+        a.request("POST", &path_a, Some(&w.token), None, Bytes::new()),
+        b.request("POST", &path_b, Some(&w.token), None, Bytes::new()),
+    )
+    .await;
+    let mut statuses = [ra.status, rb.status];
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 429],
+        "one start wins the slot, the other is refused: {} / {}",
+        ra.json(),
+        rb.json()
+    );
+    let loser = if ra.status == 429 { &ra } else { &rb };
+    loser.problem(429, "quota_sandboxes");
+    assert_eq!(w.fake.s.borrow().sandboxes.len(), 1, "one sandbox was made");
+    let running = w
+        .app
+        .ports
+        .sql
+        .query(
+            "SELECT count(*)::int8 AS n FROM sandboxes WHERE owner_id = $1 AND state = 'started'",
+            &[w.user.as_str().into()],
+        )
+        .await
+        .expect("count")[0]
+        .int("n")
+        .expect("n");
+    assert_eq!(running, 1);
+}
+
+#[tokio::test]
 async fn a_preview_link_of_another_port_is_given_and_bad_ports_are_refused() {
     let w = world().await;
     assert_eq!(w.start().await.status, 200);

@@ -1,6 +1,7 @@
 // The measuring half of scripts/bench-chat (see there). Prints a table; writes target/bench/chat.json.
 import http from 'node:http';
 import fs from 'node:fs';
+import { fork } from 'node:child_process';
 import WebSocket from 'ws';
 import pg from 'pg';
 import { streamText } from 'ai';
@@ -80,13 +81,31 @@ for (const key of ['ttft', 'total']) {
 }
 
 // --- room fan-out: N WebSocket clients, delay from the model's delta to delivery --------------------
-async function fanout(clients) {
+// Baseline: a Node process with a `ws` server relaying the same paced answer to as many clients
+// (scripts/bench/fanout-peer.mjs), so the figure of this machine's clients is known.
+const fanPeer = fork(new URL('./fanout-peer.mjs', import.meta.url), { env: { ...process.env, MODEL_URL: MODEL } });
+const fanPeerPort = await new Promise((resolve) => fanPeer.once('message', (m) => resolve(m.port)));
+const peerStarts = {
+  socket: async () => `ws://127.0.0.1:${fanPeerPort}/`,
+  run: (content) =>
+    new Promise((resolve) => {
+      fanPeer.once('message', resolve);
+      fanPeer.send({ run: content });
+    }),
+};
+async function roomStarts() {
   const session = await api('POST', `/v1/projects/${project.id}/sessions`, token, {});
+  return {
+    socket: async () => BASE.replace('http', 'ws') + (await api('POST', `/v1/sessions/${session.id}/ws-ticket`, token, {})).url,
+    run: (content) => api('POST', `/v1/sessions/${session.id}/messages`, token, { content }),
+  };
+}
+async function fanout(clients, target) {
+  const { socket, run } = target ?? (await roomStarts());
   const sockets = [];
   const arrivals = []; // per client: Map(delta index -> ms)
   for (let c = 0; c < clients; c++) {
-    const { url } = await api('POST', `/v1/sessions/${session.id}/ws-ticket`, token, {});
-    const ws = new WebSocket(BASE.replace('http', 'ws') + url);
+    const ws = new WebSocket(await socket());
     const seen = new Map();
     ws.on('message', (raw) => {
       const now = performance.timeOrigin + performance.now();
@@ -103,7 +122,7 @@ async function fanout(clients) {
   const n = 100;
   const gap = 20;
   const tag = `fan-${clients}-${Date.now()}`;
-  await api('POST', `/v1/sessions/${session.id}/messages`, token, { content: `[scenario:slow:${n}:${gap}ms] ${tag}` });
+  await run(`[scenario:slow:${n}:${gap}ms] ${tag}`);
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline && !arrivals.every((a) => a.size >= n)) await new Promise((r) => setTimeout(r, 100));
   const { items: log } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(tag)}`)).json();
@@ -124,10 +143,13 @@ for (const r of rows.splice(0)) console.log(r);
 let one = { delays: [] };
 let many = { delays: [], complete: 0 };
 try {
+  const clients = Number(process.env.BENCH_CLIENTS ?? 100);
   one = await fanout(1);
-  many = await fanout(Number(process.env.BENCH_CLIENTS ?? 100));
+  many = await fanout(clients);
+  const node = await fanout(clients, peerStarts);
   for (const p of [50, 99]) {
-    row(`fan-out, ${process.env.BENCH_CLIENTS ?? 100} clients: model -> delivery, p${p}`, pct(many.delays, p), 'ms', `1 client, p${p}`, pct(one.delays, p), p === 99 ? 'p99 < 10 ms over 1 client' : '');
+    row(`fan-out, ${clients} clients: model -> delivery, p${p}`, pct(many.delays, p), 'ms', `1 client, p${p}`, pct(one.delays, p), p === 99 ? 'p99 < 10 ms' : '');
+    row(`fan-out, ${clients} clients: same, p${p}`, pct(many.delays, p), 'ms', `Node ws relay, ${clients} clients`, pct(node.delays, p));
   }
   row('fan-out, clients that got every delta', many.complete, '', 'clients', Number(process.env.BENCH_CLIENTS ?? 100));
 } catch (e) {
@@ -159,3 +181,4 @@ fs.mkdirSync('target/bench', { recursive: true });
 fs.writeFileSync('target/bench/chat.json', JSON.stringify({ results, fanout: { one: one.delays.length, many: many.delays.length }, replay: { events: replayed, ms: replayMs } }, null, 2));
 await db.end();
 peer.close();
+fanPeer.kill();

@@ -56,6 +56,7 @@ use everjust_core::Ports;
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     durable_object, DurableObject, Env, Method, Request, Response, ResponseBuilder, SqlStorage,
     SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -518,12 +519,27 @@ impl SessionRoom {
     }
 
     /// Sends a frame to every connected WebSocket. The sockets are read
-    /// from the runtime once per join or leave, not once per event.
-    fn send_all(&self, frame: &str) {
+    /// from the runtime once per join or leave, not once per event; the
+    /// frame is made only when someone is connected, and crosses into
+    /// JavaScript once, not once per socket.
+    fn send_all(&self, frame: impl FnOnce() -> String) {
         let mut sockets = self.sockets.borrow_mut();
-        for ws in sockets.get_or_insert_with(|| self.state.get_websockets()) {
+        let sockets = sockets.get_or_insert_with(|| self.state.get_websockets());
+        let Some(first) = sockets.first() else {
+            return;
+        };
+        let text = JsValue::from_str(&frame());
+        let send = js_sys::Reflect::get(first.as_ref(), &JsValue::from_str("send"))
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        for ws in sockets.iter() {
             // A socket closing right now refuses; its close handler follows.
-            let _ = ws.send_with_str(frame);
+            let _ = match &send {
+                Some(send) => send.call1(ws.as_ref(), &text).map(drop),
+                None => ws
+                    .send_with_str(text.as_string().unwrap_or_default())
+                    .map_err(|e| JsValue::from_str(&e.to_string())),
+            };
         }
     }
 
@@ -968,7 +984,7 @@ async fn persist_incomplete(
 
 impl Fanout for SessionRoom {
     fn broadcast(&self, ev: &Event) {
-        self.send_all(&event_message(ev));
+        self.send_all(|| event_message(ev));
         let mut readers = self.readers.borrow_mut();
         readers.retain(|tx| tx.unbounded_send(ev.clone()).is_ok());
         if ev.body.is_terminal() {

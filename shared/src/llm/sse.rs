@@ -28,26 +28,38 @@ impl SseParser {
         Self::default()
     }
 
-    /// Feeds a chunk; returns the events it completed.
+    /// Feeds a chunk; returns the events it completed. Lines are found a
+    /// slice at a time; a line wholly inside the chunk is read in place, and
+    /// only a line split across chunks is copied (into a buffer that keeps
+    /// its capacity).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
-        for &b in chunk {
+        let mut rest = chunk;
+        while let Some(&first) = rest.first() {
             if self.after_cr {
                 self.after_cr = false;
-                if b == b'\n' {
+                if first == b'\n' {
+                    rest = &rest[1..];
                     continue;
                 }
             }
-            match b {
-                b'\n' | b'\r' => {
-                    self.after_cr = b == b'\r';
-                    let line = std::mem::take(&mut self.buf);
-                    if let Some(ev) = self.line(&line) {
-                        out.push(ev);
-                    }
-                }
-                _ => self.buf.push(b),
-            }
+            let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                self.buf.extend_from_slice(rest);
+                break;
+            };
+            self.after_cr = rest[end] == b'\r';
+            let ev = if self.buf.is_empty() {
+                self.line(&rest[..end])
+            } else {
+                let mut line = std::mem::take(&mut self.buf);
+                line.extend_from_slice(&rest[..end]);
+                let ev = self.line(&line);
+                line.clear();
+                self.buf = line;
+                ev
+            };
+            out.extend(ev);
+            rest = &rest[end + 1..];
         }
         out
     }

@@ -199,18 +199,7 @@ async fn runs_use_the_users_own_key_and_its_usage_is_not_billed() {
     )
     .await;
     let p = app.project(&t, "p").await;
-    let s = app
-        .json(
-            "POST",
-            &format!("/v1/projects/{p}/sessions"),
-            Some(&t),
-            json!({}),
-        )
-        .await
-        .json()["id"]
-        .as_str()
-        .expect("s")
-        .to_owned();
+    let s = app.session(&t, &p).await;
     let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
 event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
 event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n\
@@ -274,18 +263,7 @@ async fn a_tampered_ciphertext_is_a_clear_error_not_a_panic() {
     .await;
     app.ports.sql.execute("UPDATE provider_keys SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)", &[]).await.expect("tamper");
     let p = app.project(&t, "p").await;
-    let s = app
-        .json(
-            "POST",
-            &format!("/v1/projects/{p}/sessions"),
-            Some(&t),
-            json!({}),
-        )
-        .await
-        .json()["id"]
-        .as_str()
-        .expect("s")
-        .to_owned();
+    let s = app.session(&t, &p).await;
     app.json(
         "POST",
         &format!("/v1/sessions/{s}/messages"),
@@ -401,18 +379,7 @@ async fn runs_racing_for_the_last_unit_of_budget_overdraw_by_at_most_one_run() {
     let p = app.project(&t, "p").await;
     let mut sessions = Vec::new();
     for _ in 0..RUNS {
-        let s = app
-            .json(
-                "POST",
-                &format!("/v1/projects/{p}/sessions"),
-                Some(&t),
-                json!({}),
-            )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("session")
-            .to_owned();
+        let s = app.session(&t, &p).await;
         sessions.push(s);
     }
     // Every call a run makes costs 8 tokens (5 in, 3 out).

@@ -1793,19 +1793,7 @@ async fn an_agent_run_that_changes_files_is_committed_with_its_summary() {
     g.put("a.txt", "a1").await;
     g.connect().await;
     let before = g.fake.head("acme", "site", "main").expect("head");
-    let s = g
-        .app
-        .json(
-            "POST",
-            &format!("/v1/projects/{}/sessions", g.project),
-            Some(&g.token),
-            json!({"title": "t"}),
-        )
-        .await
-        .json()["id"]
-        .as_str()
-        .expect("session")
-        .to_owned();
+    let s = g.app.session(&g.token, &g.project).await;
     let r = g
         .app
         .json(
@@ -2068,19 +2056,7 @@ async fn an_agent_run_whose_push_failed_is_pushed_by_the_job() {
     g.put("a.txt", "a1").await;
     g.connect().await;
     let before = g.fake.head("acme", "site", "main").expect("head");
-    let s = g
-        .app
-        .json(
-            "POST",
-            &format!("/v1/projects/{}/sessions", g.project),
-            Some(&g.token),
-            json!({"title": "t"}),
-        )
-        .await
-        .json()["id"]
-        .as_str()
-        .expect("session")
-        .to_owned();
+    let s = g.app.session(&g.token, &g.project).await;
     g.fake.state.borrow_mut().down = Some(503);
     let r = g
         .app

@@ -369,6 +369,20 @@ impl TestApp {
         )
     }
 
+    /// Starts a chat session in `project`; returns its id.
+    pub async fn session(&self, token: &str, project: &str) -> String {
+        let r = self
+            .json(
+                "POST",
+                &format!("/v1/projects/{project}/sessions"),
+                Some(token),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        r.json()["id"].as_str().expect("session id").to_owned()
+    }
+
     pub async fn project(&self, token: &str, name: &str) -> String {
         let r = self
             .json(

@@ -2009,16 +2009,7 @@ async fn the_agent_writes_a_file_runs_a_command_and_reads_its_output() {
         ),
     );
     w.model.push(200, &sse, turn("It printed the file.", &[]));
-    let s = w
-        .app
-        .json(
-            "POST",
-            &format!("/v1/projects/{}/sessions", w.project),
-            Some(&w.token),
-            json!({"title": "t"}),
-        )
-        .await;
-    let session = s.json()["id"].as_str().expect("session").to_owned();
+    let session = w.app.session(&w.token, &w.project).await;
     let r = w
         .app
         .json(
@@ -2073,15 +2064,7 @@ async fn without_a_sandbox_run_command_tells_the_model_so() {
         ),
     );
     model.push(200, &sse, turn("No sandbox.", &[]));
-    let s = app
-        .json(
-            "POST",
-            &format!("/v1/projects/{p}/sessions"),
-            Some(&t),
-            json!({"title": "t"}),
-        )
-        .await;
-    let session = s.json()["id"].as_str().expect("session").to_owned();
+    let session = app.session(&t, &p).await;
     app.json(
         "POST",
         &format!("/v1/sessions/{session}/messages"),

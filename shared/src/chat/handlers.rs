@@ -162,32 +162,12 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         ));
     }
     let config = ctx.ports.config()?;
-    // Independent reads go out together: each round trip before the run
-    // starts is added to the time to the first token.
-    let (own, session) = futures_util::future::try_join(
-        super::agent::own_keys(ctx, caller.id()),
-        own_session(ctx, &caller),
-    )
-    .await?;
-    let (provider, byok) = resolve_provider(config, body.provider.as_deref(), &own)?;
     let limits = caller.user.limits();
-    if !limits.allows_model(provider.model()) {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "model_not_allowed",
-            format!(
-                "Your tier cannot use the model {}; add your own key or upgrade.",
-                provider.model()
-            ),
-        ));
-    }
     let sql = ctx.ports.sql.as_ref();
-    let budget = async {
-        if !byok && provider.name() != "demo" {
-            crate::billing::quota::check_model(ctx, caller.id(), &limits).await?;
-        }
-        Ok::<_, ApiError>(())
-    };
+    // Independent reads go out together, in one round trip: each round trip
+    // before the run starts is added to the time to the first token. The
+    // budget is read before it is known whether it applies (not for the
+    // user's own key or the demo provider); its answer is used only then.
     let running = async {
         Ok::<_, ApiError>(
             sql.query_opt(
@@ -200,7 +180,33 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             .unwrap_or(0),
         )
     };
-    let ((), running) = futures_util::future::try_join(budget, running).await?;
+    let (own, session, running, budget) = futures_util::future::join4(
+        super::agent::own_keys(ctx, caller.id()),
+        own_session(ctx, &caller),
+        running,
+        // Boxed: the handler's future stays small.
+        Box::pin(crate::billing::quota::check_model(
+            ctx,
+            caller.id(),
+            &limits,
+        )),
+    )
+    .await;
+    let (own, session, running) = (own?, session?, running?);
+    let (provider, byok) = resolve_provider(config, body.provider.as_deref(), &own)?;
+    if !limits.allows_model(provider.model()) {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "model_not_allowed",
+            format!(
+                "Your tier cannot use the model {}; add your own key or upgrade.",
+                provider.model()
+            ),
+        ));
+    }
+    if !byok && provider.name() != "demo" {
+        budget?;
+    }
     if running >= limits.concurrent_runs {
         let mut e = ApiError::too_many(
             "quota_concurrent_runs",

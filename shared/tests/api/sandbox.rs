@@ -1661,8 +1661,8 @@ async fn two_starts_racing_for_the_last_running_slot_let_exactly_one_through() {
     let path_a = format!("/v1/projects/{}/sandbox", w.project);
     let path_b = format!("/v1/projects/{other}/sandbox");
     let (ra, rb) = futures_util::future::join(
-        a.request("POST", &path_a, Some(&w.token), None, Bytes::new()),
-        b.request("POST", &path_b, Some(&w.token), None, Bytes::new()),
+        Box::pin(a.request("POST", &path_a, Some(&w.token), None, Bytes::new())),
+        Box::pin(b.request("POST", &path_b, Some(&w.token), None, Bytes::new())),
     )
     .await;
     let mut statuses = [ra.status, rb.status];

@@ -1,6 +1,7 @@
 //! Liveness, readiness and the in-runtime port conformance route.
 
 use crate::error::{ApiError, ApiResult};
+use crate::http::request::{query_param, Request};
 use crate::http::response::{ok, Response};
 use crate::ports::conformance;
 use crate::routes::Ctx;
@@ -41,8 +42,9 @@ pub async fn ready(ctx: &Ctx<'_>) -> ApiResult<Response> {
     }
 }
 
-/// Runs the port conformance suites inside this runtime (development only).
-pub async fn conformance(ctx: &Ctx<'_>) -> ApiResult<Response> {
+/// Runs the port conformance suites inside this runtime (development only);
+/// with `?http=<echo server URL>` the outbound HTTP suite too.
+pub async fn conformance(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     if !ctx.ports.config()?.development {
         return Err(ApiError::not_found("route"));
     }
@@ -60,15 +62,24 @@ pub async fn conformance(ctx: &Ctx<'_>) -> ApiResult<Response> {
     let ratelimit = crate::ports::ratelimit::conformance_suite(limiter, &prefix).await;
     let crypto = conformance::crypto_suite(ctx.ports.crypto.as_ref()).await;
     let clock = conformance::clock_suite(ctx.ports.clock.as_ref()).await;
+    let http = match query_param(req, "http") {
+        Some(echo) => Some(conformance::http_suite(ctx.ports.http.as_ref(), &echo).await),
+        None => None,
+    };
     let all_ok = [&kv, &sql, &ratelimit, &crypto, &clock]
-        .iter()
+        .into_iter()
+        .chain(http.as_ref())
         .all(|suite| suite.iter().all(|c| c.ok));
-    Ok(ok(&serde_json::json!({
+    let mut answer = serde_json::json!({
         "ok": all_ok,
         "kv": kv,
         "sql": sql,
         "ratelimit": ratelimit,
         "crypto": crypto,
         "clock": clock,
-    })))
+    });
+    if let Some(http) = http {
+        answer["http"] = serde_json::json!(http);
+    }
+    Ok(ok(&answer))
 }

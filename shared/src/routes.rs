@@ -135,7 +135,7 @@ pub static ROUTES: &[RouteDef<Route>] = &[
     route!(GET "/v1/audit" => Audit, "account", true, "Your own audit events"),
     route!(GET "/v1/admin/users" => AdminUsers, "admin", true, "Admin: list users with this month's cost"),
     route!(PATCH "/v1/admin/users/{id}" => AdminUpdateUser, "admin", true, "Admin: set a user's tier, role or limit overrides"),
-    route!(GET "/v1/_conformance" => Conformance, "health", false, "Development only: run the port conformance suites in this runtime"),
+    route!(GET "/v1/_conformance" => Conformance, "health", false, "Development only: run the port conformance suites in this runtime (?http=<echo server URL>: the outbound HTTP suite too)"),
 ];
 
 /// The largest body any route but file uploads accepts.
@@ -241,7 +241,7 @@ pub async fn dispatch(
         Route::Health => Ok(health::health()),
         Route::Ready => health::ready(&ctx).await,
         Route::OpenApi => Ok(openapi::document()),
-        Route::Conformance => health::conformance(&ctx).await,
+        Route::Conformance => health::conformance(&ctx, &req).await,
         Route::Signup => auth::handlers::signup(&ctx, &req).await,
         Route::Login => auth::handlers::login(&ctx, &req).await,
         Route::Refresh => auth::handlers::refresh(&ctx, &req).await,

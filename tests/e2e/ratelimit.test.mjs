@@ -75,15 +75,18 @@ test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} success
   assert.equal(r.status, 200);
 });
 
-test('the server ports (KV, SQL, rate limiter, crypto, clock) pass their conformance suites in its own runtime', async (t) => {
-  const r = await get('/v1/_conformance');
+test('the server ports (KV, SQL, rate limiter, crypto, clock, outbound HTTP) pass their conformance suites in its own runtime', async (t) => {
+  // The outbound HTTP suite talks to the model fake's echo routes.
+  const echo = `${(process.env.MODEL_FAKE_URL || 'http://127.0.0.1:8791').replace(/\/$/, '')}/_fake/echo`;
+  const r = await get(`/v1/_conformance?http=${encodeURIComponent(echo)}`);
   if (r.status === 404) {
     t.skip('the server is not in development or test (EVERJUST_ENV)');
     return;
   }
   const body = expectJson(r, 200);
   assert.ok(Array.isArray(body.ratelimit) && body.ratelimit.length === 3, JSON.stringify(body.ratelimit));
-  for (const suite of ['kv', 'sql', 'ratelimit', 'crypto', 'clock']) {
+  assert.ok(Array.isArray(body.http) && body.http.length === 5, JSON.stringify(body.http));
+  for (const suite of ['kv', 'sql', 'ratelimit', 'crypto', 'clock', 'http']) {
     assert.ok(Array.isArray(body[suite]) && body[suite].length > 0, `${suite}: ${JSON.stringify(body[suite])}`);
     for (const c of body[suite]) assert.ok(c.ok, `${suite} ${c.name}: ${c.detail}`);
   }

@@ -16,6 +16,11 @@
 //                               test-only: the requests whose last user text contains TEXT, newest last:
 //                               [{at, api, path, auth, version, scenario, step, status, output_tokens, body,
 //                               sent}]; `sent` (paced scenarios only): when each text delta was written, ms
+//   ANY  /_fake/echo/request    test-only, for the HTTP conformance suite (GET /v1/_conformance?http=...):
+//                               201, x-echo: yes, {method, path, header (of x-conformance), body_hex}
+//   GET  /_fake/echo/status/NNN  status NNN, body "status"
+//   GET  /_fake/echo/bytes       the 256 byte values in order
+//   GET  /_fake/echo/stream      "chunk 0\n", "chunk 1\n", "chunk 2\n", 300 ms apart
 // Credentials: Anthropic accepts `x-api-key: <key>` or `authorization: Bearer <key>` (the official
 // TypeScript SDK sends the latter) and requires `anthropic-version`; OpenAI requires
 // `authorization: Bearer <key>`. Any non-empty key is accepted; the log records which form came.
@@ -302,6 +307,33 @@ async function handleAnthropic(req, res, raw, ctx) {
   return sendJson(res, 200, anthropicMessage(body, p), { 'request-id': randomId('req_') });
 }
 
+/** The echo routes of the HTTP conformance suite (/_fake/echo/..., see the header). */
+async function echo(req, res, url, raw) {
+  const what = url.pathname.slice('/_fake/echo/'.length);
+  if (what === 'request') {
+    const seen = { method: req.method, path: req.url, header: req.headers['x-conformance'] ?? null, body_hex: raw.toString('hex') };
+    return sendJson(res, 201, seen, { 'x-echo': 'yes' });
+  }
+  const status = /^status\/(\d{3})$/.exec(what);
+  if (status) {
+    res.writeHead(Number(status[1]), { 'content-type': 'text/plain' });
+    return res.end('status');
+  }
+  if (what === 'bytes') {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    return res.end(Buffer.from(Array.from({ length: 256 }, (_, i) => i)));
+  }
+  if (what === 'stream') {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    for (let i = 0; i < 3; i++) {
+      if (i) await sleep(300);
+      res.write(`chunk ${i}\n`);
+    }
+    return res.end();
+  }
+  return sendJson(res, 404, { error: 'no such echo route' });
+}
+
 /** GET /v1/models: a key containing "rejected" (or none) is refused, as the real APIs refuse a bad key. */
 function listModels(req, res) {
   const anthropic = Boolean(req.headers['anthropic-version']);
@@ -340,6 +372,7 @@ export function startModelFake({ port = Number(process.env.MODEL_FAKE_PORT || 87
     try {
       if (req.method === 'GET' && url.pathname === '/health') return sendJson(res, 200, { status: 'ok' });
       if (req.method === 'GET' && url.pathname === '/v1/models') return listModels(req, res);
+      if (url.pathname.startsWith('/_fake/echo/')) return await echo(req, res, url, await readBody(req));
       if (req.method === 'GET' && url.pathname === '/_fake/requests') {
         const contains = url.searchParams.get('contains') || '';
         return sendJson(res, 200, { items: log.filter((e) => (e.lastUserText || '').includes(contains)) });

@@ -3,8 +3,11 @@
 //! built wasm (the adapters expose it on a test-only route) from the
 //! end-to-end suite.
 
+use bytes::Bytes;
+
 use super::clock::Clock;
 use super::crypto::Crypto;
+use super::http_client::HttpClient;
 use super::kv::Kv;
 use super::sql::{Sql, Value};
 
@@ -370,5 +373,125 @@ pub async fn clock_suite(clock: &dyn Clock) -> Vec<Case> {
         check("now_is_milliseconds_since_the_epoch", now_ok),
         check("sleep_moves_time_on", waited),
         check("seconds_agree_with_milliseconds", secs_ok),
+    ]
+}
+
+/// Runs the outbound HTTP suite against an echo server at `echo` (the
+/// model fake's `/_fake/echo` in the end-to-end suite): a request arrives
+/// exactly (method, path and query, a header, a body of every byte value)
+/// and its answer comes back exactly (status, a header, a binary body);
+/// error statuses are answers, not errors; a streamed body yields its first
+/// chunk before the server has finished; a refused connection is an error.
+pub async fn http_suite(http: &dyn HttpClient, echo: &str) -> Vec<Case> {
+    let echo = echo.trim_end_matches('/');
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let request = |method: &str, url: String, body: Vec<u8>| {
+        http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("x-conformance", "yes")
+            .body(Bytes::from(body))
+            .map_err(|e| e.to_string())
+    };
+
+    let round_trip = async {
+        let req = request(
+            "POST",
+            format!("{echo}/request?a=1&b=two"),
+            all_bytes.clone(),
+        )?;
+        let res = http.send(req).await.map_err(|e| e.to_string())?;
+        ensure!(res.status() == 201, "status {}", res.status());
+        ensure!(
+            res.headers().get("x-echo").is_some_and(|v| v == "yes"),
+            "no x-echo header in {:?}",
+            res.headers()
+        );
+        let seen: serde_json::Value =
+            serde_json::from_slice(res.body()).map_err(|e| format!("echo body: {e}"))?;
+        ensure!(seen["method"] == "POST", "method {}", seen["method"]);
+        ensure!(
+            seen["path"] == "/_fake/echo/request?a=1&b=two",
+            "path {}",
+            seen["path"]
+        );
+        ensure!(
+            seen["header"] == "yes",
+            "x-conformance header {}",
+            seen["header"]
+        );
+        let hex: String = all_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        ensure!(
+            seen["body_hex"] == hex.as_str(),
+            "body {}",
+            seen["body_hex"]
+        );
+        Ok(())
+    };
+    let statuses = async {
+        for status in [404u16, 500] {
+            let req = request("GET", format!("{echo}/status/{status}"), Vec::new())?;
+            let res = http.send(req).await.map_err(|e| format!("{status}: {e}"))?;
+            ensure!(
+                res.status() == status,
+                "asked {status}, got {}",
+                res.status()
+            );
+            ensure!(res.body().as_ref() == b"status", "body {:?}", res.body());
+        }
+        Ok(())
+    };
+    let binary = async {
+        let req = request("GET", format!("{echo}/bytes"), Vec::new())?;
+        let res = http.send(req).await.map_err(|e| e.to_string())?;
+        ensure!(
+            res.body().as_ref() == all_bytes.as_slice(),
+            "{} bytes, not 0..=255",
+            res.body().len()
+        );
+        Ok(())
+    };
+    let streamed = async {
+        use futures_util::StreamExt;
+        let req = request("GET", format!("{echo}/stream"), Vec::new())?;
+        let mut res = http.send_streaming(req).await.map_err(|e| e.to_string())?;
+        ensure!(res.status == 200, "status {}", res.status);
+        let first = res
+            .body
+            .next()
+            .await
+            .ok_or("no chunk")?
+            .map_err(|e| e.to_string())?;
+        // The server waits 300 ms after each chunk: had the body been
+        // buffered, the first item would hold them all.
+        ensure!(
+            first.as_ref() == b"chunk 0\n",
+            "first item {:?}",
+            String::from_utf8_lossy(&first)
+        );
+        let mut all = first.to_vec();
+        while let Some(chunk) = res.body.next().await {
+            all.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        }
+        ensure!(
+            all == b"chunk 0\nchunk 1\nchunk 2\n",
+            "whole body {:?}",
+            String::from_utf8_lossy(&all)
+        );
+        Ok(())
+    };
+    let refused = async {
+        let req = request("GET", "http://127.0.0.1:1/".into(), Vec::new())?;
+        match http.send(req).await {
+            Err(_) => Ok(()),
+            Ok(res) => Err(format!("answered {}", res.status())),
+        }
+    };
+    vec![
+        check("request_and_answer_arrive_exactly", round_trip.await),
+        check("error_statuses_are_answers", statuses.await),
+        check("binary_bodies_are_exact", binary.await),
+        check("streamed_bodies_arrive_as_sent", streamed.await),
+        check("a_refused_connection_is_an_error", refused.await),
     ]
 }

@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { MODEL_FAKE_URL } from './lib/chat.mjs';
 import { BASE_URL, expectJson, get, login, newUser, patch, post } from './lib/client.mjs';
 
 const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
@@ -77,7 +78,7 @@ test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} success
 
 test('the server ports (KV, SQL, rate limiter, crypto, clock, outbound HTTP) pass their conformance suites in its own runtime', async (t) => {
   // The outbound HTTP suite talks to the model fake's echo routes.
-  const echo = `${(process.env.MODEL_FAKE_URL || 'http://127.0.0.1:8791').replace(/\/$/, '')}/_fake/echo`;
+  const echo = `${MODEL_FAKE_URL}/_fake/echo`;
   const r = await get(`/v1/_conformance?http=${encodeURIComponent(echo)}`);
   if (r.status === 404) {
     t.skip('the server is not in development or test (EVERJUST_ENV)');

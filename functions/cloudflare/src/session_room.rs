@@ -528,7 +528,8 @@ impl SessionRoom {
         let Some(first) = sockets.first() else {
             return;
         };
-        let text = JsValue::from_str(&frame());
+        let frame = frame();
+        let text = JsValue::from_str(&frame);
         let send = js_sys::Reflect::get(first.as_ref(), &JsValue::from_str("send"))
             .ok()
             .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
@@ -537,7 +538,7 @@ impl SessionRoom {
             let _ = match &send {
                 Some(send) => send.call1(ws.as_ref(), &text).map(drop),
                 None => ws
-                    .send_with_str(text.as_string().unwrap_or_default())
+                    .send_with_str(&frame)
                     .map_err(|e| JsValue::from_str(&e.to_string())),
             };
         }

@@ -39,13 +39,16 @@ impl LazyPg {
                 Target::Hyperdrive(hyperdrive) => {
                     let h = hyperdrive.map_err(|e| format!("binding: {e}"))?;
                     Endpoint {
-                        url: h.connection_string(),
+                        config: h
+                            .connection_string()
+                            .parse()
+                            .map_err(|e| format!("connection string: {e}"))?,
                         host: h.host(),
                         port: h.port(),
                         transport: SecureTransport::StartTls,
                     }
                 }
-                Target::Direct(url) => Endpoint::direct(url)?,
+                Target::Direct(url) => Endpoint::direct(&url)?,
             };
             connect(&endpoint).await
         };
@@ -66,14 +69,14 @@ const CONNECT_RETRIES: u32 = 4;
 
 /// What a connection is opened to.
 struct Endpoint {
-    url: String,
+    config: tokio_postgres::Config,
     host: String,
     port: u16,
     transport: SecureTransport,
 }
 
 impl Endpoint {
-    fn direct(url: String) -> Result<Self, String> {
+    fn direct(url: &str) -> Result<Self, String> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| format!("DATABASE_DIRECT_URL: {e}"))?;
@@ -87,7 +90,7 @@ impl Endpoint {
             _ => SecureTransport::StartTls,
         };
         Ok(Self {
-            url,
+            config,
             host,
             port,
             transport,
@@ -116,15 +119,12 @@ enum Refused {
 }
 
 async fn connect_once(endpoint: &Endpoint) -> Result<Rc<PgSql>, Refused> {
-    let config: tokio_postgres::Config = endpoint
-        .url
-        .parse()
-        .map_err(|e| Refused::Other(format!("connection string: {e}")))?;
     let socket = Socket::builder()
         .secure_transport(endpoint.transport.clone())
         .connect(&endpoint.host, endpoint.port)
         .map_err(|e| Refused::Other(format!("socket: {e}")))?;
-    let (client, connection) = config
+    let (client, connection) = endpoint
+        .config
         .connect_raw(socket, PassthroughTls)
         .await
         .map_err(|e| {
@@ -152,13 +152,11 @@ async fn connect_once(endpoint: &Endpoint) -> Result<Rc<PgSql>, Refused> {
 #[async_trait(?Send)]
 impl Sql for LazyPg {
     async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
-        let r = self.client().await?.query(sql, params).await;
-        r
+        self.client().await?.query(sql, params).await
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
-        let r = self.client().await?.execute(sql, params).await;
-        r
+        self.client().await?.execute(sql, params).await
     }
 
     async fn batch(&self, sql: &str) -> Result<(), SqlError> {

@@ -122,6 +122,15 @@ impl<'a> Lifecycle<'a> {
         Ok(store::load(self.sql(), project).await?)
     }
 
+    /// Whether the project's sandbox is started (quotas apply only to a
+    /// start that brings one up).
+    async fn started(&self, project: &str) -> ApiResult<bool> {
+        Ok(self
+            .load(project)
+            .await?
+            .is_some_and(|r| r.state == State::Started))
+    }
+
     /// Mirrors a state change (and closes a compute period when leaving `started`).
     pub async fn set_state(
         &self,
@@ -213,11 +222,7 @@ impl<'a> Lifecycle<'a> {
                     &[owner.into()],
                 )
                 .await?;
-                if self
-                    .load(project)
-                    .await?
-                    .is_none_or(|r| r.state != State::Started)
-                {
+                if !self.started(project).await? {
                     self.check_running(owner, project, limits).await?;
                 }
                 store::ensure(
@@ -289,11 +294,7 @@ impl<'a> Lifecycle<'a> {
     ) -> ApiResult<Started> {
         let now = self.now();
         // Quotas first, so a refused start leaves no trace.
-        if self
-            .load(project)
-            .await?
-            .is_none_or(|r| r.state != State::Started)
-        {
+        if !self.started(project).await? {
             self.check_quota(owner, limits).await?;
         }
         let deadline = now + i64::try_from(wait_ms).unwrap_or(i64::MAX / 4);

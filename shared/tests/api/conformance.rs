@@ -399,30 +399,31 @@ async fn an_http_client_over_tcp_passes_the_http_suite() {
 #[tokio::test]
 async fn the_http_suite_fails_clients_that_buffer_streams_drop_bodies_or_refuse_error_statuses() {
     let echo = echo_server().await;
-    let buffering = TcpHttp {
-        buffer_streams: true,
-        ..TcpHttp::default()
-    };
-    assert_eq!(
-        failed(http_suite(&buffering, &echo).await),
-        ["streamed_bodies_arrive_as_sent"]
-    );
-    let dropping = TcpHttp {
-        drop_bodies: true,
-        ..TcpHttp::default()
-    };
-    assert_eq!(
-        failed(http_suite(&dropping, &echo).await),
-        ["request_and_answer_arrive_exactly"]
-    );
-    let strict = TcpHttp {
-        statuses_as_errors: true,
-        ..TcpHttp::default()
-    };
-    assert_eq!(
-        failed(http_suite(&strict, &echo).await),
-        ["error_statuses_are_answers"]
-    );
+    for (broken, case) in [
+        (
+            TcpHttp {
+                buffer_streams: true,
+                ..TcpHttp::default()
+            },
+            "streamed_bodies_arrive_as_sent",
+        ),
+        (
+            TcpHttp {
+                drop_bodies: true,
+                ..TcpHttp::default()
+            },
+            "request_and_answer_arrive_exactly",
+        ),
+        (
+            TcpHttp {
+                statuses_as_errors: true,
+                ..TcpHttp::default()
+            },
+            "error_statuses_are_answers",
+        ),
+    ] {
+        assert_eq!(failed(http_suite(&broken, &echo).await), [case]);
+    }
 }
 
 #[tokio::test]

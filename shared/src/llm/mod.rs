@@ -234,6 +234,37 @@ pub(crate) async fn post_stream(
     Err(ModelError::Refused { status, message })
 }
 
+/// Joins the deltas that arrived together: adjacent text deltas, and adjacent
+/// input fragments of one tool call. A model streams a few tokens per
+/// event; when a network read brings many (the reader fell behind, or the
+/// provider sent a burst), passing each on alone costs a stored event and a
+/// frame per token for nothing, while joined they leave at once. Nothing
+/// waits to be joined: the first delta of a read leaves with what came with
+/// it, never later.
+fn merge_deltas(queue: &mut std::collections::VecDeque<Result<ModelEvent, ModelError>>) {
+    if queue.len() < 2 {
+        return;
+    }
+    let mut merged: std::collections::VecDeque<Result<ModelEvent, ModelError>> =
+        std::collections::VecDeque::with_capacity(queue.len());
+    for item in queue.drain(..) {
+        match (merged.back_mut(), item) {
+            (Some(Ok(ModelEvent::TextDelta(text))), Ok(ModelEvent::TextDelta(more))) => {
+                text.push_str(&more);
+            }
+            (
+                Some(Ok(ModelEvent::ToolDelta { id, partial_json })),
+                Ok(ModelEvent::ToolDelta {
+                    id: more_id,
+                    partial_json: more,
+                }),
+            ) if *id == more_id => partial_json.push_str(&more),
+            (_, item) => merged.push_back(item),
+        }
+    }
+    *queue = merged;
+}
+
 /// Turns a byte stream of SSE into parsed events, feeding `decode`, which
 /// may emit any number of model events per SSE event.
 pub(crate) fn decode_sse<S: 'static>(
@@ -267,6 +298,7 @@ pub(crate) fn decode_sse<S: 'static>(
                         for ev in parser.push(&chunk) {
                             queue.extend(decode(&mut state, ev));
                         }
+                        merge_deltas(&mut queue);
                     }
                     Some(Err(e)) => {
                         queue.push_back(Err(ModelError::Stream(format!(
@@ -291,4 +323,107 @@ pub(crate) fn decode_sse<S: 'static>(
         },
     )
     .boxed_local()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn text(s: &str) -> Result<ModelEvent, ModelError> {
+        Ok(ModelEvent::TextDelta(s.into()))
+    }
+
+    fn tool(id: &str, s: &str) -> Result<ModelEvent, ModelError> {
+        Ok(ModelEvent::ToolDelta {
+            id: id.into(),
+            partial_json: s.into(),
+        })
+    }
+
+    #[test]
+    fn adjacent_deltas_join_and_everything_else_keeps_its_place() {
+        let mut q: std::collections::VecDeque<_> = vec![
+            Ok(ModelEvent::TextStart),
+            text("Hel"),
+            text("lo"),
+            text(" world"),
+            Ok(ModelEvent::TextEnd),
+            Ok(ModelEvent::ToolStart {
+                id: "a".into(),
+                name: "write_file".into(),
+            }),
+            tool("a", "{\"pa"),
+            tool("a", "th\":"),
+            tool("b", "1"),
+            tool("a", "2}"),
+            text("x"),
+            Err(ModelError::Stream("cut".into())),
+            text("y"),
+        ]
+        .into();
+        merge_deltas(&mut q);
+        let got: Vec<_> = q.into_iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                Ok(ModelEvent::TextStart),
+                text("Hello world"),
+                Ok(ModelEvent::TextEnd),
+                Ok(ModelEvent::ToolStart {
+                    id: "a".into(),
+                    name: "write_file".into()
+                }),
+                tool("a", "{\"path\":"),
+                tool("b", "1"),
+                tool("a", "2}"),
+                text("x"),
+                Err(ModelError::Stream("cut".into())),
+                text("y"),
+            ]
+        );
+    }
+
+    fn delta_event(text: &str) -> String {
+        format!(
+            "event: content_block_delta\ndata: {}\n\n",
+            serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+        )
+    }
+
+    #[test]
+    fn deltas_of_one_read_leave_together_and_none_waits_for_the_next_read() {
+        // The network: a read is pending until the test hands over bytes.
+        let reads = std::rc::Rc::new(std::cell::RefCell::new(
+            std::collections::VecDeque::<Bytes>::new(),
+        ));
+        let pending = reads.clone();
+        let body = futures_util::stream::poll_fn(move |_| match pending.borrow_mut().pop_front() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(b))),
+            None => std::task::Poll::Pending,
+        });
+        let send = |s: String| reads.borrow_mut().push_back(Bytes::from(s));
+        let mut stream = decode_sse(
+            body.boxed_local(),
+            anthropic::Decoder::default(),
+            anthropic::Decoder::decode,
+        );
+        let start = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+        let first = format!(
+            "{start}{}{}{}",
+            delta_event("a"),
+            delta_event("b"),
+            delta_event("c")
+        );
+        send(first);
+        assert_eq!(
+            stream.next().now_or_never().flatten(),
+            Some(Ok(ModelEvent::TextStart))
+        );
+        assert_eq!(stream.next().now_or_never().flatten(), Some(text("abc")));
+        // Nothing more has arrived: the stream waits, it does not invent.
+        assert!(stream.next().now_or_never().is_none());
+        send(delta_event("d"));
+        assert_eq!(stream.next().now_or_never().flatten(), Some(text("d")));
+    }
 }

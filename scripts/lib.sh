@@ -360,6 +360,54 @@ start_worker() {
   wait_http "http://127.0.0.1:$WORKER_PORT/health" 120 "$WORKER_PID"
 }
 
+# start_pgbouncer DB_URL: a local pgbouncer in transaction mode in front of DB_URL's database, which
+# is what Hyperdrive is in production (a pool of warm Postgres connections; without one, every request
+# of the Worker starts and tears down a Postgres backend). Installs it with apt-get as root when
+# missing. Sets POOLED_URL (for DATABASE_DIRECT_URL) and POOL_PID; returns 1 when there is no pool.
+start_pgbouncer() {
+  local db_url="$1" bin pg_user pg_host pg_port pg_db pool_port pool_dir
+  POOLED_URL="" POOL_PID=""
+  bin="$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"
+  if [[ ! -x "$bin" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing pgbouncer (apt-get install pgbouncer)"
+    apt-get install -y -qq pgbouncer >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null 2>&1; } || true
+  fi
+  [[ -x "$bin" && "$db_url" =~ ^postgres(ql)?://([^:@/]+)(:[^@]*)?@([^:/]+):?([0-9]*)/([^?]+) ]] || return 1
+  pg_user="${BASH_REMATCH[2]}" pg_host="${BASH_REMATCH[4]}" pg_port="${BASH_REMATCH[5]:-5432}" pg_db="${BASH_REMATCH[6]}"
+  pool_port="$(free_port)"
+  # Its own directory, readable by the user pgbouncer drops to (a work directory may be private).
+  pool_dir="$(mktemp -d "${TMPDIR:-/tmp}/everjust-pgbouncer.XXXXXX")"
+  chmod 755 "$pool_dir"
+  printf '"%s" ""\n' "$pg_user" >"$pool_dir/users.txt"
+  cat >"$pool_dir/pgbouncer.ini" <<EOF
+[databases]
+$pg_db = host=$pg_host port=$pg_port dbname=$pg_db
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $pool_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $pool_dir/users.txt
+pool_mode = transaction
+max_client_conn = 2000
+default_pool_size = 16
+logfile = $pool_dir/pgbouncer.log
+pidfile = $pool_dir/pgbouncer.pid
+EOF
+  chmod -R a+rwX "$pool_dir"
+  local as_user=()
+  [[ "$(id -u)" != 0 ]] || as_user=(-u postgres) # pgbouncer refuses to run as root
+  start_bg "$pool_dir/stdout.log" "$bin" "${as_user[@]}" "$pool_dir/pgbouncer.ini"
+  POOL_PID=$BG_PID
+  POOLED_URL="postgres://$pg_user:unused@127.0.0.1:$pool_port/$pg_db?sslmode=disable"
+  if ! pgtool ready "$POOLED_URL" 10 >/dev/null 2>&1; then
+    warn "pgbouncer did not answer (see $pool_dir/stdout.log, $pool_dir/pgbouncer.log)"
+    stop_bg "$POOL_PID"
+    POOLED_URL="" POOL_PID=""
+    return 1
+  fi
+}
+
 # --- configuration ----------------------------------------------------------------------------
 
 # config_variables: every "NAME secret" pair of the core's config::VARIABLES.

@@ -139,7 +139,7 @@ async function fanout(clients, target) {
   return { delays, complete };
 }
 const header = () => console.log(`${'measure'.padEnd(44)} ${'value'.padStart(10)}     | ${'baseline'.padEnd(30)} ${'value'.padStart(10)} | goal`);
-console.log(`\nchat relay (${RUNS} streams of ${DELTAS} deltas per path, interleaved)`);
+console.log(`\nchat relay (${RUNS} streams of ${DELTAS} deltas per path, interleaved; Worker to Postgres: ${process.env.POSTGRES_PATH ?? 'direct'})`);
 header();
 for (const r of rows.splice(0)) console.log(r);
 let one = { delays: [] };

@@ -11,21 +11,23 @@
 //! isolate or location they arrive at.
 //!
 //! Cheap: after an object's first hit (which loads the window from storage
-//! once and arms the clean-up alarm) a hit is one in-memory decision and one
-//! storage write that the response does not wait for: it is sent with
-//! `allowUnconfirmed`, so the output gate does not hold the answer until the
-//! write is durable. That is safe because storage is not what makes the
-//! counter correct: memory is. Storage only lets the window outlive an
-//! eviction, and an object is evicted only after it has been idle for a
-//! while, long after its writes have completed; a crash can lose at most the
-//! last unconfirmed hits, an under-count of a few requests within one
-//! window.
+//! once and arms the clean-up alarm) a hit is one in-memory decision. The
+//! window is written behind: at most once per `SAVE_EVERY_MS`, the latest
+//! state, by a timer the first changed hit sets, with `allowUnconfirmed`, so
+//! no answer waits for a write (and a busy key costs one storage write a
+//! second, not one per request: writes are what Durable Object storage
+//! bills). That is safe because storage is not what makes the counter
+//! correct: memory is. Storage only lets the window outlive an eviction,
+//! and an object is evicted only after it has been idle for a while, long
+//! after its last write; a crash can lose at most the hits of the last
+//! second, an under-count within one window.
 //!
 //! An alarm deletes the object's storage once its window has been idle for
 //! two windows, so a key that stops being used (an IP address) costs
 //! nothing.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use everjust_core::ports::ratelimit::{decide, WindowsState};
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,8 @@ use worker::{durable_object, DurableObject, Env, Method, Request, Response, Stat
 const KEY: &str = "w";
 /// The alarm fires this long after the window went quiet for two windows.
 const ALARM_SLACK_MS: i64 = 1000;
+/// A changed window is written at most this often.
+const SAVE_EVERY_MS: u64 = 1000;
 
 /// The window as saved, with its length (the alarm needs it after an eviction).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -55,8 +59,11 @@ impl Saved {
 #[durable_object]
 pub struct RateLimiter {
     state: State,
-    /// The window, once loaded from storage (`None` before the first hit).
-    saved: RefCell<Option<Saved>>,
+    /// The window, once loaded from storage (`None` before the first hit);
+    /// shared with the write-behind timer.
+    saved: Rc<RefCell<Option<Saved>>>,
+    /// A write of the window is waiting for its timer.
+    save_pending: Rc<Cell<bool>>,
     /// The clean-up alarm was armed by this instance.
     armed: Cell<bool>,
 }
@@ -87,27 +94,47 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Writes the window without holding the response for durability
-    /// (`put(key, value, { allowUnconfirmed: true })`, not awaited).
-    fn save_unconfirmed(&self, saved: &Saved) {
-        let result = (|| -> Result<js_sys::Promise, JsValue> {
-            let storage: JsValue = self.state.as_raw().storage()?.into();
-            let put: js_sys::Function =
-                js_sys::Reflect::get(&storage, &"put".into())?.dyn_into()?;
-            let options = js_sys::Object::new();
-            js_sys::Reflect::set(&options, &"allowUnconfirmed".into(), &JsValue::TRUE)?;
-            let json = serde_json::to_string(saved).unwrap_or_default();
-            put.call3(&storage, &KEY.into(), &json.into(), &options)?
-                .dyn_into::<js_sys::Promise>()
-        })();
-        match result {
-            Ok(promise) => wasm_bindgen_futures::spawn_local(async move {
-                if let Err(e) = wasm_bindgen_futures::JsFuture::from(promise).await {
-                    worker::console_warn!("rate limiter: saving the window: {e:?}");
-                }
-            }),
-            Err(e) => worker::console_warn!("rate limiter: saving the window: {e:?}"),
+    /// Writes the window behind: unless a write is already waiting, in
+    /// `SAVE_EVERY_MS` the state of that moment is written without holding
+    /// any response for durability (`put(key, value, { allowUnconfirmed:
+    /// true })`).
+    fn save_behind(&self) {
+        if self.save_pending.replace(true) {
+            return;
         }
+        let storage: Result<JsValue, JsValue> = self.state.as_raw().storage().map(Into::into);
+        let (saved, pending) = (self.saved.clone(), self.save_pending.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            crate::clock::sleep(SAVE_EVERY_MS).await;
+            pending.set(false);
+            // Nothing to keep (the clean-up alarm may have emptied it).
+            let Some(json) = saved
+                .borrow()
+                .as_ref()
+                .filter(|s| s.w != WindowsState::default())
+                .map(|s| serde_json::to_string(s).unwrap_or_default())
+            else {
+                return;
+            };
+            let put = (|| -> Result<js_sys::Promise, JsValue> {
+                let storage = storage?;
+                let put: js_sys::Function =
+                    js_sys::Reflect::get(&storage, &"put".into())?.dyn_into()?;
+                let options = js_sys::Object::new();
+                js_sys::Reflect::set(&options, &"allowUnconfirmed".into(), &JsValue::TRUE)?;
+                put.call3(&storage, &KEY.into(), &json.into(), &options)?
+                    .dyn_into::<js_sys::Promise>()
+            })();
+            let written = match put {
+                Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise)
+                    .await
+                    .map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                worker::console_warn!("rate limiter: saving the window: {e:?}");
+            }
+        });
     }
 
     async fn hit(&self, limit: u32, window_secs: u64) -> worker::Result<Response> {
@@ -123,8 +150,8 @@ impl RateLimiter {
             let d = decide(&mut saved.w, now, limit, window_secs);
             (d, (saved.w != before).then(|| saved.clone()))
         };
-        if let Some(s) = &saved {
-            self.save_unconfirmed(s);
+        if saved.is_some() {
+            self.save_behind();
         }
         if !self.armed.get() {
             self.armed.set(true);
@@ -145,7 +172,8 @@ impl DurableObject for RateLimiter {
     fn new(state: State, _env: Env) -> Self {
         Self {
             state,
-            saved: RefCell::new(None),
+            saved: Rc::new(RefCell::new(None)),
+            save_pending: Rc::new(Cell::new(false)),
             armed: Cell::new(false),
         }
     }

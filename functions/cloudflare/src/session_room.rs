@@ -124,6 +124,10 @@ pub struct SessionRoom {
     env: Env,
     /// This isolate is driving the active run right now.
     driving: Cell<bool>,
+    /// The model has begun to answer the driven run (an event past its
+    /// start), and who waits for that.
+    answered: Cell<bool>,
+    answered_waker: RefCell<Option<std::task::Waker>>,
     /// The active run's cancel flag (also in storage).
     cancel: Cell<bool>,
     /// Live SSE readers of the active run.
@@ -354,6 +358,8 @@ impl DurableObject for SessionRoom {
             state,
             env,
             driving: Cell::new(false),
+            answered: Cell::new(false),
+            answered_waker: RefCell::new(None),
             cancel: Cell::new(false),
             readers: RefCell::new(Vec::new()),
             tail: Tail::default(),
@@ -386,7 +392,8 @@ impl DurableObject for SessionRoom {
                     Some(Err(_)) => return problem(400, "invalid_protocol", "unknown protocol"),
                 };
                 let session = spec.session_id.clone();
-                let last_seq = match self.start(spec).await? {
+                let started = self.start(spec).await?;
+                let last_seq = match started {
                     Ok(seq) => seq,
                     Err(refused) => return Ok(refused),
                 };
@@ -775,17 +782,33 @@ impl SessionRoom {
             }
         };
         // With the run's reads preloaded the model is called first; the
-        // Postgres connection the run ends with opens meanwhile.
+        // Postgres connection the run ends with opens once the model has
+        // begun to answer (opening it sooner slows the call it waits on:
+        // both run on this one thread).
+        self.answered.set(false);
         let warm = ports.sql.clone();
+        let preloaded = run.spec.preload.is_some();
         let driven = async {
-            let (outcome, _) =
-                futures_util::future::join(agent::run(&ports, &run.spec, &sink), async {
-                    if run.spec.preload.is_some() {
-                        let _ = warm.query_opt("SELECT 1", &[]).await;
+            let warm = async {
+                futures_util::future::poll_fn(|cx| {
+                    if self.answered.get() {
+                        return std::task::Poll::Ready(());
                     }
+                    *self.answered_waker.borrow_mut() = Some(cx.waker().clone());
+                    std::task::Poll::Pending
                 })
                 .await;
-            outcome
+                if preloaded {
+                    let _ = warm.query_opt("SELECT 1", &[]).await;
+                }
+            };
+            futures_util::pin_mut!(warm);
+            let run_it = agent::run(&ports, &run.spec, &sink);
+            futures_util::pin_mut!(run_it);
+            match futures_util::future::select(run_it, warm).await {
+                futures_util::future::Either::Left((outcome, _)) => outcome,
+                futures_util::future::Either::Right(((), run_it)) => run_it.await,
+            }
         };
         futures_util::pin_mut!(ticker, driven);
         let outcome = match futures_util::future::select(driven, ticker).await {
@@ -985,6 +1008,17 @@ async fn persist_incomplete(
 
 impl Fanout for SessionRoom {
     fn broadcast(&self, ev: &Event) {
+        if !self.answered.get()
+            && !matches!(
+                ev.body,
+                EventBody::RunStarted { .. } | EventBody::StepStarted { .. }
+            )
+        {
+            self.answered.set(true);
+            if let Some(waker) = self.answered_waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }
         self.send_all(|| event_message(ev));
         let mut readers = self.readers.borrow_mut();
         readers.retain(|tx| tx.unbounded_send(ev.clone()).is_ok());

@@ -34,6 +34,30 @@ impl Caller {
 /// external OIDC token when OIDC is configured. A user that no longer exists
 /// is not authenticated.
 pub async fn authenticate(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
+    authenticate_and(ctx, req, |_| async { Ok(()) })
+        .await
+        .map(|(caller, ())| caller)
+}
+
+/// [`authenticate`], and a read made for the caller: `read(user_id)`.
+/// With our own access token the user id is known once the signature is
+/// checked, so the read goes out with the user's lookup, in the same round
+/// trip; its answer is used only when the caller is authenticated and
+/// within the rate limit (so only for reads that change nothing). An
+/// authentication or rate-limit error wins over the read's error.
+pub async fn authenticate_and<T, Fut>(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    read: impl FnOnce(String) -> Fut,
+) -> ApiResult<(Caller, T)>
+where
+    Fut: std::future::Future<Output = ApiResult<T>>,
+{
+    /// The read: made with the user's lookup, or still to make.
+    enum Read<T, F> {
+        Made(ApiResult<T>),
+        Later(F),
+    }
     let config = ctx.ports.config()?;
     let token = bearer_token(req).ok_or_else(|| {
         ApiError::unauthorized("unauthorized", "Send Authorization: Bearer <token>.")
@@ -41,15 +65,23 @@ pub async fn authenticate(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
     let invalid =
         || ApiError::unauthorized("invalid_token", "The access token is invalid or expired.");
     let issuer = jwt::peek_issuer(token).ok_or_else(invalid)?;
-    let user = if issuer == jwt::ISSUER {
+    let (user, read) = if issuer == jwt::ISSUER {
         let claims =
             jwt::verify_access(config, ctx.ports.clock.now_ms(), token).ok_or_else(invalid)?;
-        users::by_id(ctx.ports.sql.as_ref(), &claims.sub).await?
+        let (user, data) = futures_util::future::join(
+            users::by_id(ctx.ports.sql.as_ref(), &claims.sub),
+            read(claims.sub.clone()),
+        )
+        .await;
+        (user?, Read::Made(data))
     } else if config.oidc.as_ref().is_some_and(|o| o.issuer == issuer) {
         let identity = oidc::verify(ctx, token).await?.ok_or_else(invalid)?;
-        Some(users::upsert_oidc(ctx, &identity).await?)
+        (
+            Some(users::upsert_oidc(ctx, &identity).await?),
+            Read::Later(read),
+        )
     } else {
-        None
+        (None, Read::Later(read))
     };
     let caller = user.map(|user| Caller { user }).ok_or_else(invalid)?;
     *ctx.rate.user_id.borrow_mut() = Some(caller.id().to_owned());
@@ -61,5 +93,9 @@ pub async fn authenticate(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
         crate::billing::quota::rate_limit(ctx, &format!("user:{}", caller.id()), per_minute)
             .await?;
     }
-    Ok(caller)
+    let data = match read {
+        Read::Made(data) => data?,
+        Read::Later(read) => read(caller.id().to_owned()).await?,
+    };
+    Ok((caller, data))
 }

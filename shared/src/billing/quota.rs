@@ -56,7 +56,23 @@ pub fn headers(d: &Decision, h: &mut http::HeaderMap) {
 /// commit in the other order than they began could both pass, a window of
 /// one INSERT statement.)
 pub async fn check_model(ctx: &Ctx<'_>, owner: &str, limits: &Limits) -> ApiResult<()> {
-    let estimate = i64::from(ctx.ports.config()?.agent_max_tokens);
+    judge_model(ctx, &model_usage(ctx, owner).await?, limits)
+}
+
+/// What [`check_model`] weighs: the owner's model use today and this month,
+/// and their runs in flight (each counted at the largest answer it may get).
+#[derive(Debug, Clone)]
+pub struct ModelUsage {
+    calls_today: i64,
+    tokens_month: i64,
+    in_flight: i64,
+    day_left: i64,
+    month_left: i64,
+}
+
+/// Reads the owner's [`ModelUsage`] (one statement; it needs no limits, so
+/// it can go out before the owner's row is read).
+pub async fn model_usage(ctx: &Ctx<'_>, owner: &str) -> ApiResult<ModelUsage> {
     let row = ctx
         .ports
         .sql
@@ -76,23 +92,35 @@ pub async fn check_model(ctx: &Ctx<'_>, owner: &str, limits: &Limits) -> ApiResu
         )
         .await?
         .ok_or_else(|| ApiError::internal("usage query returned no row"))?;
-    let in_flight = row.int("in_flight")?;
-    if row.int("calls_today")? + in_flight >= limits.model_calls_day {
+    Ok(ModelUsage {
+        calls_today: row.int("calls_today")?,
+        tokens_month: row.int("tokens_month")?,
+        in_flight: row.int("in_flight")?,
+        day_left: row.int("day_left")?,
+        month_left: row.int("month_left")?,
+    })
+}
+
+/// [`check_model`]'s verdict on usage already read.
+pub fn judge_model(ctx: &Ctx<'_>, usage: &ModelUsage, limits: &Limits) -> ApiResult<()> {
+    let estimate = i64::from(ctx.ports.config()?.agent_max_tokens);
+    let in_flight = usage.in_flight;
+    if usage.calls_today + in_flight >= limits.model_calls_day {
         let mut e = ApiError::new(
             http::StatusCode::PAYMENT_REQUIRED,
             "quota_model_calls",
             format!("The daily limit of {} model calls is used up; add your own provider key or upgrade.", limits.model_calls_day),
         );
-        e.retry_after = u64::try_from(row.int("day_left")?).ok();
+        e.retry_after = u64::try_from(usage.day_left).ok();
         return Err(e);
     }
-    if row.int("tokens_month")? + in_flight.saturating_mul(estimate) >= limits.model_tokens_month {
+    if usage.tokens_month + in_flight.saturating_mul(estimate) >= limits.model_tokens_month {
         let mut e = ApiError::new(
             http::StatusCode::PAYMENT_REQUIRED,
             "quota_model_tokens",
             format!("The monthly budget of {} model tokens is used up; add your own provider key or upgrade.", limits.model_tokens_month),
         );
-        e.retry_after = u64::try_from(row.int("month_left")?).ok();
+        e.retry_after = u64::try_from(usage.month_left).ok();
         return Err(e);
     }
     Ok(())

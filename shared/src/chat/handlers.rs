@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::agent::{resolve_provider, RunSpec};
 use super::encode::Protocol;
 use super::inline;
-use crate::auth::{authenticate, Caller};
+use crate::auth::{authenticate, authenticate_and, Caller};
 use crate::db::chat as db;
 use crate::db::{audit, projects};
 use crate::error::{ApiError, ApiResult};
@@ -146,7 +146,42 @@ fn sse_response(protocol: Protocol, body: Body) -> Response {
 }
 
 pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
-    let caller = authenticate(ctx, req).await?;
+    let sql = ctx.ports.sql.as_ref();
+    // The reads the run needs go out with the caller's own lookup, in one
+    // round trip: each round trip before the run starts is added to the
+    // time to the first token. Their answers are looked at only after the
+    // caller is known and the request is valid (so their errors come after
+    // those); the budget is read before it is known whether it applies (not
+    // for the user's own key or the demo provider).
+    let (caller, (own, session, running, usage)) =
+        authenticate_and(ctx, req, |user_id| async move {
+            let running = async {
+                Ok::<_, ApiError>(
+                    sql.query_opt(
+                        "SELECT count(*)::int8 AS n FROM runs WHERE owner_id = $1 AND status = 'running'",
+                        &[user_id.as_str().into()],
+                    )
+                    .await?
+                    .map(|r| r.int("n"))
+                    .transpose()?
+                    .unwrap_or(0),
+                )
+            };
+            let session = async {
+                db::session_of(sql, &user_id, ctx.params.get("id"))
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("session"))
+            };
+            Ok(futures_util::future::join4(
+                super::agent::own_keys(ctx, &user_id),
+                session,
+                running,
+                // Boxed: the handler's future stays small.
+                Box::pin(crate::billing::quota::model_usage(ctx, &user_id)),
+            )
+            .await)
+        })
+        .await?;
     let protocol = Protocol::parse(query_param(req, "protocol").as_deref())?;
     let body: SendMessage = json_body(req)?;
     if body.content.trim().is_empty() {
@@ -163,35 +198,6 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     }
     let config = ctx.ports.config()?;
     let limits = caller.user.limits();
-    let sql = ctx.ports.sql.as_ref();
-    // Independent reads go out together, in one round trip: each round trip
-    // before the run starts is added to the time to the first token. The
-    // budget is read before it is known whether it applies (not for the
-    // user's own key or the demo provider); its answer is used only then.
-    let running = async {
-        Ok::<_, ApiError>(
-            sql.query_opt(
-                "SELECT count(*)::int8 AS n FROM runs WHERE owner_id = $1 AND status = 'running'",
-                &[caller.id().into()],
-            )
-            .await?
-            .map(|r| r.int("n"))
-            .transpose()?
-            .unwrap_or(0),
-        )
-    };
-    let (own, session, running, budget) = futures_util::future::join4(
-        super::agent::own_keys(ctx, caller.id()),
-        own_session(ctx, &caller),
-        running,
-        // Boxed: the handler's future stays small.
-        Box::pin(crate::billing::quota::check_model(
-            ctx,
-            caller.id(),
-            &limits,
-        )),
-    )
-    .await;
     let (own, session, running) = (own?, session?, running?);
     let (provider, byok) = resolve_provider(config, body.provider.as_deref(), &own)?;
     if !limits.allows_model(provider.model()) {
@@ -205,7 +211,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         ));
     }
     if !byok && provider.name() != "demo" {
-        budget?;
+        crate::billing::quota::judge_model(ctx, &usage?, &limits)?;
     }
     if running >= limits.concurrent_runs {
         let mut e = ApiError::too_many(
@@ -347,7 +353,8 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     match &ctx.ports.rooms {
         Some(rooms) => {
             let stream = wants_stream(req).then_some(protocol);
-            let (first_seq, events) = match rooms.start(&spec, stream).await {
+            let started = rooms.start(&spec, stream).await;
+            let (first_seq, events) = match started {
                 Ok(started) => started,
                 Err(RoomError::Busy) => {
                     db::finish_run(sql, &run_id, "error", Some("room_busy")).await?;

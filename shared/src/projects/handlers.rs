@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authenticate_and};
 use crate::db::{audit, files, projects};
 use crate::error::{ApiError, ApiResult};
 use crate::http::request::{json_body, Request};
@@ -117,14 +117,19 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 }
 
 pub async fn list(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
-    let caller = authenticate(ctx, req).await?;
-    let page = pagination::page(req, 20, 100)?;
-    let rows = projects::page(
-        ctx.ports.sql.as_ref(),
-        caller.id(),
-        page.after.as_deref(),
-        page.limit + 1,
-    )
+    // A bad page is refused after authentication, as before any read.
+    let page = pagination::page(req, 20, 100);
+    let (_, (page, rows)) = authenticate_and(ctx, req, |user_id| async move {
+        let page = page?;
+        let rows = projects::page(
+            ctx.ports.sql.as_ref(),
+            &user_id,
+            page.after.as_deref(),
+            page.limit + 1,
+        )
+        .await?;
+        Ok((page, rows))
+    })
     .await?;
     let (items, next) = pagination::finish(rows, page.limit, |p| p.id.clone());
     Ok(ok(
@@ -133,10 +138,11 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 }
 
 pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
-    let caller = authenticate(ctx, req).await?;
-    let project = projects::get(ctx.ports.sql.as_ref(), caller.id(), ctx.params.get("id"))
-        .await?
-        .ok_or_else(|| ApiError::not_found("project"))?;
+    let (_, project) = authenticate_and(ctx, req, |user_id| async move {
+        Ok(projects::get(ctx.ports.sql.as_ref(), &user_id, ctx.params.get("id")).await?)
+    })
+    .await?;
+    let project = project.ok_or_else(|| ApiError::not_found("project"))?;
     Ok(ok(&project))
 }
 

@@ -132,6 +132,40 @@ async fn pagination_walks_every_project_once() {
         .problem(400, "invalid_cursor");
 }
 
+/// The list and the project are read with the caller's own lookup (one
+/// round trip): what was read is shown only to a caller who is still there
+/// and within the limit, and a bad token outranks a bad request.
+#[tokio::test]
+async fn reads_made_with_the_callers_lookup_reach_only_a_valid_caller() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "mine").await;
+    app.get("/v1/projects?cursor=!!!", None)
+        .await
+        .problem(401, "unauthorized");
+    app.get("/v1/projects?cursor=!!!", Some("garbage"))
+        .await
+        .problem(401, "invalid_token");
+    assert_eq!(
+        app.request("DELETE", "/v1/me", Some(&t), None, "")
+            .await
+            .status,
+        204
+    );
+    // The token is still signed and unexpired; its user is gone.
+    for path in ["/v1/projects".to_owned(), format!("/v1/projects/{p}")] {
+        let res = app.get(&path, Some(&t)).await;
+        assert!(
+            !String::from_utf8_lossy(&res.body).contains("mine"),
+            "{path} leaked the project"
+        );
+        res.problem(401, "invalid_token");
+    }
+    app.get("/v1/projects?cursor=!!!", Some(&t))
+        .await
+        .problem(401, "invalid_token");
+}
+
 #[tokio::test]
 async fn foreign_project_is_not_found_on_every_route_and_unchanged() {
     let app = TestApp::new().await;

@@ -142,23 +142,27 @@ impl RateLimiter {
         // From here to the decision there is no `.await`: this is what makes
         // the count exact.
         let now = now_ms();
-        let (decision, saved) = {
+        let (decision, changed) = {
             let mut slot = self.saved.borrow_mut();
             let saved = slot.get_or_insert_with(Saved::default);
             let before = saved.w.clone();
             saved.window_secs = window_secs;
             let d = decide(&mut saved.w, now, limit, window_secs);
-            (d, (saved.w != before).then(|| saved.clone()))
+            (d, saved.w != before)
         };
-        if saved.is_some() {
+        if changed {
             self.save_behind();
         }
         if !self.armed.get() {
             self.armed.set(true);
-            let at = saved
-                .as_ref()
-                .map_or(now + 2 * 1000 * 60, Saved::stale_at_ms)
-                + ALARM_SLACK_MS;
+            let at = if changed {
+                self.saved
+                    .borrow()
+                    .as_ref()
+                    .map_or(now + 2 * 1000 * 60, Saved::stale_at_ms)
+            } else {
+                now + 2 * 1000 * 60
+            } + ALARM_SLACK_MS;
             if let Err(e) = self.state.storage().set_alarm(at.max(now + 1)).await {
                 worker::console_warn!("rate limiter: arming the clean-up alarm: {e}");
                 self.armed.set(false);

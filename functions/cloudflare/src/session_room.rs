@@ -392,8 +392,7 @@ impl DurableObject for SessionRoom {
                     Some(Err(_)) => return problem(400, "invalid_protocol", "unknown protocol"),
                 };
                 let session = spec.session_id.clone();
-                let started = self.start(spec).await?;
-                let last_seq = match started {
+                let last_seq = match self.start(spec).await? {
                     Ok(seq) => seq,
                     Err(refused) => return Ok(refused),
                 };

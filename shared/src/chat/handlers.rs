@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::agent::{resolve_provider, RunSpec};
 use super::encode::Protocol;
 use super::inline;
-use crate::auth::{authenticate, authenticate_and, Caller};
+use crate::auth::{authenticate, authenticate_and};
 use crate::db::chat as db;
 use crate::db::{audit, projects};
 use crate::error::{ApiError, ApiResult};
@@ -41,8 +41,8 @@ struct SendMessage {
     provider: Option<String>,
 }
 
-async fn own_session(ctx: &Ctx<'_>, caller: &Caller) -> ApiResult<db::Session> {
-    db::session_of(ctx.ports.sql.as_ref(), caller.id(), ctx.params.get("id"))
+async fn own_session(ctx: &Ctx<'_>, user_id: &str) -> ApiResult<db::Session> {
+    db::session_of(ctx.ports.sql.as_ref(), user_id, ctx.params.get("id"))
         .await?
         .ok_or_else(|| ApiError::not_found("session"))
 }
@@ -100,7 +100,7 @@ pub async fn list_sessions(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> 
 pub async fn list_messages(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let page = pagination::page(req, 50, 200)?;
-    let session = own_session(ctx, &caller).await?;
+    let session = own_session(ctx, caller.id()).await?;
     if ctx.ports.rooms.is_none() {
         inline::recover_stale(ctx.ports, &session.id, caller.id()).await?;
     }
@@ -167,14 +167,9 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                     .unwrap_or(0),
                 )
             };
-            let session = async {
-                db::session_of(sql, &user_id, ctx.params.get("id"))
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("session"))
-            };
             Ok(futures_util::future::join4(
                 super::agent::own_keys(ctx, &user_id),
-                session,
+                own_session(ctx, &user_id),
                 running,
                 // Boxed: the handler's future stays small.
                 Box::pin(crate::billing::quota::model_usage(ctx, &user_id)),
@@ -353,8 +348,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     match &ctx.ports.rooms {
         Some(rooms) => {
             let stream = wants_stream(req).then_some(protocol);
-            let started = rooms.start(&spec, stream).await;
-            let (first_seq, events) = match started {
+            let (first_seq, events) = match rooms.start(&spec, stream).await {
                 Ok(started) => started,
                 Err(RoomError::Busy) => {
                     db::finish_run(sql, &run_id, "error", Some("room_busy")).await?;
@@ -417,7 +411,7 @@ pub async fn events(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let protocol = Protocol::parse(query_param(req, "protocol").as_deref())?;
     let after = resume_point(req)?;
-    let session = own_session(ctx, &caller).await?;
+    let session = own_session(ctx, caller.id()).await?;
     let stream = match &ctx.ports.rooms {
         Some(rooms) => rooms
             .events(&session.id, after, protocol)
@@ -439,7 +433,7 @@ pub async fn events(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 
 pub async fn cancel(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
-    let session = own_session(ctx, &caller).await?;
+    let session = own_session(ctx, caller.id()).await?;
     let run = db::request_cancel(ctx.ports.sql.as_ref(), &session.id)
         .await?
         .ok_or_else(|| {
@@ -475,7 +469,7 @@ struct Ticket {
 
 pub async fn ws_ticket(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
-    let session = own_session(ctx, &caller).await?;
+    let session = own_session(ctx, caller.id()).await?;
     let mut raw = [0u8; 24];
     ctx.ports.crypto.fill_random(&mut raw);
     let ticket = URL_SAFE_NO_PAD.encode(raw);

@@ -318,6 +318,30 @@ wait_http() {
   done
 }
 
+# runtime_port: the port of the workerd process that runs the Worker itself (empty when not found).
+#
+# `wrangler dev` answers on WORKER_PORT through a proxy worker in a second workerd process, which
+# reads every streamed response from the first in 32-byte pieces and writes it on in two or three
+# chunks per event (seen with strace). Production has no such hop. This finds the runtime's own
+# listening port among the processes under WORKER_PID: the one, other than WORKER_PORT, whose
+# /health answers as ours.
+runtime_port() {
+  local pids=("$WORKER_PID") all i port
+  all="$(ps -eo pid=,ppid=)"
+  for ((i = 0; i < ${#pids[@]}; i++)); do
+    mapfile -t -O "${#pids[@]}" pids < <(awk -v p="${pids[i]}" '$2 == p { print $1 }' <<<"$all")
+  done
+  for i in "${pids[@]}"; do
+    for port in $(ss -ltnpH 2>/dev/null | awk -v p="pid=$i," 'index($0, p) { n = split($4, a, ":"); print a[n] }'); do
+      [[ "$port" != "$WORKER_PORT" ]] || continue
+      if curl -sf --max-time 2 "http://127.0.0.1:$port/health" 2>/dev/null | grep -q '"status"'; then
+        echo "$port"
+        return 0
+      fi
+    done
+  done
+}
+
 # direct_database_url DB_URL: DB_URL as the Worker's DATABASE_DIRECT_URL (plain TCP, sslmode=disable).
 #
 # Locally, wrangler dev's Hyperdrive binding is a Node process that pipes every connection to Postgres
@@ -334,7 +358,8 @@ direct_database_url() {
 # start_worker DB_URL ENV_FILE STATE_DIR LOGFILE [WRANGLER_ARGS...]: the built Worker under wrangler dev
 # on a free port, its variables from ENV_FILE only (not .dev.vars), Postgres at DB_URL (straight, or
 # through the local Hyperdrive with WORKER_POSTGRES=hyperdrive: see direct_database_url), KV and
-# Durable Object state in STATE_DIR. Waits for /health (120 s); sets WORKER_PORT, WORKER_PID.
+# Durable Object state in STATE_DIR. Waits for /health (120 s); sets WORKER_PORT, WORKER_PID and
+# WORKER_INSPECTOR_PORT.
 #
 # The DevTools inspector is off (WORKER_INSPECTOR=1 turns it on): with it, wrangler's inspector proxy
 # forwards every network event of the runtime to wrangler's Node process over a new loopback
@@ -356,7 +381,7 @@ start_worker() {
   start_bg "$logfile" env "${no_inspector[@]}" "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \
     "$WRANGLER" dev --ip 127.0.0.1 --port "$WORKER_PORT" --inspector-port "$inspector" \
     --env-file "$env_file" --persist-to "$state" --show-interactive-dev-session=false "$@"
-  WORKER_PID=$BG_PID
+  WORKER_PID=$BG_PID WORKER_INSPECTOR_PORT=$inspector
   wait_http "http://127.0.0.1:$WORKER_PORT/health" 120 "$WORKER_PID"
 }
 

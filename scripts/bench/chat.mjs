@@ -7,9 +7,13 @@ import pg from 'pg';
 import { streamText } from 'ai';
 import { createAnthropic } from '@ai-sdk/anthropic';
 
+import { startProfile } from './profile.mjs';
 import { api as request, fixed, pct, readSse, timeStream } from './lib.mjs';
 
 const BASE = process.env.BASE_URL;
+// The workerd process running the Worker, without wrangler dev's proxy in front (scripts/lib.sh
+// runtime_port); absent when it was not found.
+const RUNTIME = process.env.RUNTIME_URL || null;
 const MODEL = process.env.MODEL_URL;
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const DELTAS = 2000;
@@ -45,9 +49,9 @@ const project = await api('POST', '/v1/projects', token, { name: 'bench' });
 
 // A chat session is made when the user opens a chat, before any message: it is made here before the
 // clock starts, and the message is timed (the peer, too, is timed from the request that asks for text).
-async function viaWorker(text, protocol = 'native') {
+async function viaWorker(text, protocol = 'native', base = BASE) {
   const session = await api('POST', `/v1/projects/${project.id}/sessions`, token, {});
-  return () => fetch(`${BASE}/v1/sessions/${session.id}/messages?protocol=${protocol}`, {
+  return () => fetch(`${base}/v1/sessions/${session.id}/messages?protocol=${protocol}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
     body: JSON.stringify({ content: text }),
@@ -58,27 +62,32 @@ const isAnthropicText = (d) => d.includes('"text_delta"');
 const isNativeText = (d) => d.includes('"type":"text_delta"');
 const isUiText = (d) => d.includes('"type":"text-delta"');
 
-const results = { direct: [], worker: [], peer: [] };
+const results = { direct: [], worker: [], runtime: [], peer: [] };
 // Warm-up of each path.
 await timeStream(direct, isAnthropicText);
 await timeStream(await viaWorker(marker), isNativeText);
+if (RUNTIME) await timeStream(await viaWorker(marker, 'native', RUNTIME), isNativeText);
 await timeStream(() => fetch(PEER), isUiText);
+const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
 for (let i = 0; i < RUNS; i++) {
   // Interleaved, so machine noise hits every path alike.
   results.direct.push(await timeStream(direct, isAnthropicText));
   results.worker.push(await timeStream(await viaWorker(marker), isNativeText));
+  if (RUNTIME) results.runtime.push(await timeStream(await viaWorker(marker, 'native', RUNTIME), isNativeText));
   results.peer.push(await timeStream(() => fetch(PEER), isUiText));
 }
+if (stopProfile) await stopProfile(process.env.BENCH_PROFILE);
 const added = (path, key) => results[path].map((r, i) => r[key] - results.direct[i][key]);
 
 const rows = [];
 const row = (name, value, unit, baseName, base, goal = '') =>
-  rows.push(`${name.padEnd(44)} ${f1(value).padStart(10)} ${unit.padEnd(3)} | ${baseName.padEnd(30)} ${f1(base).padStart(10)} | ${goal}`);
+  rows.push(`${name.padEnd(52)} ${f1(value).padStart(10)} ${unit.padEnd(3)} | ${baseName.padEnd(30)} ${f1(base).padStart(10)} | ${goal}`);
 for (const key of ['ttft', 'total']) {
   const d = results.direct.map((r) => r[key]);
   for (const p of [50, 99]) {
     row(`${key} direct from the fake, p${p}`, pct(d, p), 'ms', '', NaN);
-    row(`${key} added by our Worker, p${p}`, pct(added('worker', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), 'ours well below');
+    if (RUNTIME) row(`${key} added by our Worker, p${p}`, pct(added('runtime', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), 'ours well below');
+    row(`${key} added by our Worker via wrangler's proxy, p${p}`, pct(added('worker', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), RUNTIME ? '' : 'ours well below');
   }
 }
 
@@ -138,10 +147,17 @@ async function fanout(clients, target) {
   const complete = arrivals.filter((a) => a.size >= n).length;
   return { delays, complete };
 }
-const header = () => console.log(`${'measure'.padEnd(44)} ${'value'.padStart(10)}     | ${'baseline'.padEnd(30)} ${'value'.padStart(10)} | goal`);
+const header = () => console.log(`${'measure'.padEnd(52)} ${'value'.padStart(10)}     | ${'baseline'.padEnd(30)} ${'value'.padStart(10)} | goal`);
 console.log(`\nchat relay (${RUNS} streams of ${DELTAS} deltas per path, interleaved; Worker to Postgres: ${process.env.POSTGRES_PATH ?? 'direct'})`);
 header();
 for (const r of rows.splice(0)) console.log(r);
+if (process.env.BENCH_RELAY_ONLY) {
+  // Only the relay figures (quick comparisons of one change).
+  await db.end();
+  peer.close();
+  fanPeer.kill();
+  process.exit(0);
+}
 let one = { delays: [] };
 let many = { delays: [], complete: 0 };
 try {

@@ -42,7 +42,6 @@
 
 use std::cell::{Cell, RefCell};
 
-use bytes::Bytes;
 use everjust_core::chat::agent::{self, blocks_from_events, RunSpec};
 use everjust_core::chat::encode::{Encoder, Protocol, KEEP_ALIVE, KEEP_ALIVE_MS};
 use everjust_core::chat::events::{Event, EventBody};
@@ -53,8 +52,6 @@ use everjust_core::db::chat as db;
 use everjust_core::llm::Usage;
 use everjust_core::ports::sql::SqlError;
 use everjust_core::Ports;
-use futures_channel::mpsc;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{
@@ -63,6 +60,7 @@ use worker::{
 };
 
 use crate::rooms::TICKET_HEADER;
+use crate::sse_pipe::SsePipe;
 
 /// While a run is active an alarm is kept armed this far ahead: the
 /// watchdog of a driver that died. (workerd does not start an object's
@@ -131,7 +129,9 @@ pub struct SessionRoom {
     /// The active run's cancel flag (also in storage).
     cancel: Cell<bool>,
     /// Live SSE readers of the active run.
-    readers: RefCell<Vec<mpsc::UnboundedSender<Event>>>,
+    readers: RefCell<Vec<Reader>>,
+    /// A text block or tool call began and its first delta is still to come.
+    fresh_block: Cell<bool>,
     /// The event log's unwritten tail and cached sequence number.
     tail: Tail,
     /// The hibernatable WebSockets, read once per join or leave rather than
@@ -140,6 +140,20 @@ pub struct SessionRoom {
     /// What the starting request read for the run it started (by run id):
     /// in memory only, gone with the isolate (then the run reads it again).
     preload: RefCell<Option<(String, agent::Preload)>>,
+}
+
+/// A live SSE reader: its response body and how it encodes events.
+struct Reader {
+    pipe: SsePipe,
+    encoder: Encoder,
+}
+
+impl Reader {
+    /// Writes the stream's trailer and ends it.
+    fn end(self) {
+        self.pipe.write(&self.encoder.end());
+        self.pipe.close();
+    }
 }
 
 /// Events appended and not yet written, and the newest sequence number.
@@ -277,8 +291,7 @@ impl SqlLog<'_> {
 }
 
 impl RoomLog for SqlLog<'_> {
-    fn append(&self, ev: &Event) -> Result<(), String> {
-        let body = serde_json::to_string(ev).map_err(|e| e.to_string())?;
+    fn append(&self, ev: &Event, body: &str) -> Result<(), String> {
         let now = now_ms();
         let waiting = {
             let mut rows = self.tail.rows.borrow_mut();
@@ -362,6 +375,7 @@ impl DurableObject for SessionRoom {
             answered_waker: RefCell::new(None),
             cancel: Cell::new(false),
             readers: RefCell::new(Vec::new()),
+            fresh_block: Cell::new(false),
             tail: Tail::default(),
             sockets: RefCell::new(None),
             preload: RefCell::new(None),
@@ -648,32 +662,29 @@ impl SessionRoom {
                     .map_err(worker::Error::RustError)?,
             );
         }
-        let text: String = replay.iter().map(|e| encoder.encode(e)).collect();
-        let end = Encoder::new(protocol, session).end();
-        let live = match self.active()? {
-            Some(_) => {
-                let (tx, rx) = mpsc::unbounded();
-                self.readers.borrow_mut().push(tx);
-                // Events already waiting leave in one chunk.
-                let events = rx
-                    .ready_chunks(256)
-                    .map(move |evs| evs.iter().map(|ev| encoder.encode(ev)).collect::<String>());
-                with_keep_alive(events).boxed_local()
-            }
-            None => futures_util::stream::empty().boxed_local(),
-        };
-        let body = futures_util::stream::once(async move { text })
-            .chain(live)
-            .chain(futures_util::stream::once(async move { end }))
-            .filter(|s| futures_util::future::ready(!s.is_empty()))
-            .map(|s| Ok::<_, worker::Error>(Bytes::from(s).to_vec()));
+        let mut text: String = replay.iter().map(|e| encoder.encode(e)).collect();
         let mut builder = ResponseBuilder::new()
             .with_header("content-type", "text/event-stream; charset=utf-8")?
             .with_header("cache-control", "no-cache, no-transform")?;
         for (k, v) in protocol.headers() {
             builder = builder.with_header(k, v)?;
         }
-        builder.from_stream(body)
+        if self.active()?.is_none() {
+            text.push_str(&encoder.end());
+            return Ok(builder.fixed(text.into_bytes()));
+        }
+        // Live: the replay, then each event as `broadcast` writes it.
+        let (pipe, body) = SsePipe::new().map_err(worker::Error::from)?;
+        pipe.write(&text);
+        self.readers.borrow_mut().push(Reader { pipe, encoder });
+        Ok(builder.stream(body))
+    }
+
+    /// Ends every live SSE reader's stream.
+    fn end_readers(&self) {
+        for reader in self.readers.take() {
+            reader.end();
+        }
     }
 
     /// A member joins: refuse a ticket seen before, accept the socket, send
@@ -772,11 +783,21 @@ impl SessionRoom {
         };
         log_run("info", "room_run_started", &run.spec);
         // Events a paused run appended reach storage within FLUSH_MS.
+        // It also keeps the SSE readers' connections from looking idle
+        // during a long tool call: a comment every KEEP_ALIVE_MS.
         let ticker = async {
+            let mut ticks = 0u64;
             loop {
                 crate::clock::sleep(FLUSH_MS as u64).await;
                 if let Err(e) = log.flush() {
                     worker::console_error!("room flush: {e}");
+                }
+                ticks += 1;
+                if ticks * FLUSH_MS as u64 >= KEEP_ALIVE_MS {
+                    ticks = 0;
+                    self.readers
+                        .borrow_mut()
+                        .retain(|r| r.pipe.write(KEEP_ALIVE));
                 }
             }
         };
@@ -816,7 +837,7 @@ impl SessionRoom {
         };
         // `run` emitted run_finished just now, without yielding since.
         self.clear_active()?;
-        self.readers.borrow_mut().clear();
+        self.end_readers();
         drop(_driving);
         // The run persists its own answer; should that have failed, the
         // session must not stay blocked by a run Postgres thinks is running.
@@ -882,7 +903,7 @@ impl SessionRoom {
             worker::console_error!("room: ending lost run {}: {e}", spec.run_id);
         }
         self.clear_active()?;
-        self.readers.borrow_mut().clear();
+        self.end_readers();
         record_last_seq(&ports, &spec.session_id, log.last_seq()).await;
         self.arm_clean_up().await
     }
@@ -926,33 +947,6 @@ impl SessionRoom {
             None => storage.delete_alarm().await,
         }
     }
-}
-
-/// `live`, with an SSE comment every `KEEP_ALIVE_MS` so a long tool call
-/// does not leave the response idle, ending when `live` ends.
-fn with_keep_alive(
-    live: impl futures_util::Stream<Item = String> + 'static,
-) -> impl futures_util::Stream<Item = String> + 'static {
-    enum Item {
-        Text(String),
-        Tick,
-        End,
-    }
-    let ticks = futures_util::stream::unfold((), |()| async {
-        crate::clock::sleep(KEEP_ALIVE_MS).await;
-        Some((Item::Tick, ()))
-    });
-    let live = live
-        .map(Item::Text)
-        .chain(futures_util::stream::once(async { Item::End }));
-    // A fixed beat rather than one re-armed per event: a few bytes every
-    // 15 s, and no timer per token.
-    futures_util::stream::select(live, ticks)
-        .take_while(|item| futures_util::future::ready(!matches!(item, Item::End)))
-        .map(|item| match item {
-            Item::Text(text) => text,
-            _ => KEEP_ALIVE.to_owned(),
-        })
 }
 
 /// Tells Postgres the room's sequence number after a run, so that the
@@ -1006,7 +1000,7 @@ async fn persist_incomplete(
 }
 
 impl Fanout for SessionRoom {
-    fn broadcast(&self, ev: &Event) {
+    fn broadcast(&self, ev: &Event, json: &str) {
         if !self.answered.get()
             && !matches!(
                 ev.body,
@@ -1018,12 +1012,29 @@ impl Fanout for SessionRoom {
                 waker.wake();
             }
         }
-        self.send_all(|| event_message(ev));
-        let mut readers = self.readers.borrow_mut();
-        readers.retain(|tx| tx.unbounded_send(ev.clone()).is_ok());
+        self.send_all(|| json.to_owned());
+        // The first delta of a block is a first token: it is not held back
+        // for more to join it.
+        let first_token = match ev.body {
+            EventBody::TextStart { .. } | EventBody::ToolCallStart { .. } => {
+                self.fresh_block.set(true);
+                false
+            }
+            EventBody::TextDelta { .. } | EventBody::ToolCallDelta { .. } => {
+                self.fresh_block.replace(false)
+            }
+            _ => false,
+        };
+        self.readers.borrow_mut().retain_mut(|r| {
+            let text = r.encoder.encode_json(ev, json);
+            if first_token {
+                r.pipe.write_now(&text)
+            } else {
+                r.pipe.write(&text)
+            }
+        });
         if ev.body.is_terminal() {
-            // Dropping the senders ends every reader's stream.
-            readers.clear();
+            self.end_readers();
         }
     }
 }

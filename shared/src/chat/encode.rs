@@ -92,6 +92,11 @@ impl Open {
     }
 }
 
+/// The SSE event of a native event whose JSON is `json`.
+fn native(id: i64, json: &str) -> String {
+    format!("id: {id}\ndata: {json}\n\n")
+}
+
 /// SSE events for one native event. Only the last carries the `id:`, so a
 /// reader resuming after that id has every part, and one that dropped in
 /// the middle of the group gets the whole group again.
@@ -131,7 +136,7 @@ impl Encoder {
     /// The SSE text for `ev` (possibly several SSE events, or none).
     pub fn encode(&mut self, ev: &Event) -> String {
         match self.protocol {
-            Protocol::Native => group(ev.seq, &[serde_json::to_value(ev).unwrap_or_default()]),
+            Protocol::Native => native(ev.seq, &serde_json::to_string(ev).unwrap_or_default()),
             Protocol::AgUi => {
                 let values = self.ag_ui(ev);
                 self.open.track(&ev.body);
@@ -142,6 +147,15 @@ impl Encoder {
                 self.open.track(&ev.body);
                 group(ev.seq, &values)
             }
+        }
+    }
+
+    /// [`Self::encode`] of an event whose native JSON is at hand (a room
+    /// serializes each event once).
+    pub fn encode_json(&mut self, ev: &Event, json: &str) -> String {
+        match self.protocol {
+            Protocol::Native => native(ev.seq, json),
+            _ => self.encode(ev),
         }
     }
 

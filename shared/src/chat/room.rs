@@ -17,7 +17,8 @@ use crate::error::{ApiError, ApiResult};
 
 /// The room's buffer of events: synchronous, strongly consistent storage.
 pub trait RoomLog {
-    fn append(&self, ev: &Event) -> Result<(), String>;
+    /// Appends `ev`, whose native JSON ([`event_message`]) is `json`.
+    fn append(&self, ev: &Event, json: &str) -> Result<(), String>;
     /// Events with `seq > after`, oldest first, at most `limit`.
     fn after(&self, after: i64, limit: usize) -> Result<Vec<Event>, String>;
     fn last_seq(&self) -> i64;
@@ -25,11 +26,13 @@ pub trait RoomLog {
 
 /// The room's live readers.
 pub trait Fanout {
-    fn broadcast(&self, ev: &Event);
+    /// Delivers `ev`, whose native JSON ([`event_message`]) is `json`.
+    fn broadcast(&self, ev: &Event, json: &str);
 }
 
 /// A [`RunSink`] writing to a room: number, append, broadcast, all without
-/// yielding.
+/// yielding. Each event is serialized once, for its storage, the WebSocket
+/// frame and the native SSE event alike.
 pub struct RoomSink<'a> {
     pub log: &'a dyn RoomLog,
     pub fanout: &'a dyn Fanout,
@@ -44,8 +47,9 @@ impl RunSink for RoomSink<'_> {
             run_id: run_id.to_owned(),
             body,
         };
-        self.log.append(&ev).map_err(ApiError::internal)?;
-        self.fanout.broadcast(&ev);
+        let json = event_message(&ev);
+        self.log.append(&ev, &json).map_err(ApiError::internal)?;
+        self.fanout.broadcast(&ev, &json);
         Ok(ev)
     }
 
@@ -107,7 +111,8 @@ mod tests {
     #[derive(Default)]
     struct VecLog(RefCell<Vec<Event>>);
     impl RoomLog for VecLog {
-        fn append(&self, ev: &Event) -> Result<(), String> {
+        fn append(&self, ev: &Event, json: &str) -> Result<(), String> {
+            assert_eq!(json, event_message(ev));
             self.0.borrow_mut().push(ev.clone());
             Ok(())
         }
@@ -128,7 +133,8 @@ mod tests {
     #[derive(Default)]
     struct Seen(RefCell<Vec<i64>>);
     impl Fanout for Seen {
-        fn broadcast(&self, ev: &Event) {
+        fn broadcast(&self, ev: &Event, json: &str) {
+            assert_eq!(json, event_message(ev));
             self.0.borrow_mut().push(ev.seq);
         }
     }

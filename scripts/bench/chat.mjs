@@ -104,10 +104,11 @@ const peerStarts = {
       fanPeer.send({ run: content });
     }),
 };
-async function roomStarts() {
+// The sockets connect to the Worker's runtime when it was found (production has no dev proxy).
+async function roomStarts(base = RUNTIME ?? BASE) {
   const session = await api('POST', `/v1/projects/${project.id}/sessions`, token, {});
   return {
-    socket: async () => BASE.replace('http', 'ws') + (await api('POST', `/v1/sessions/${session.id}/ws-ticket`, token, {})).url,
+    socket: async () => base.replace('http', 'ws') + (await api('POST', `/v1/sessions/${session.id}/ws-ticket`, token, {})).url,
     run: (content) => api('POST', `/v1/sessions/${session.id}/messages`, token, { content }),
   };
 }
@@ -165,9 +166,11 @@ try {
   one = await fanout(1);
   many = await fanout(clients);
   const node = await fanout(clients, peerStarts);
+  const proxied = RUNTIME ? await fanout(clients, await roomStarts(BASE)) : null;
   for (const p of [50, 99]) {
     row(`fan-out, ${clients} clients: model -> delivery, p${p}`, pct(many.delays, p), 'ms', `1 client, p${p}`, pct(one.delays, p), p === 99 ? 'p99 < 10 ms' : '');
     row(`fan-out, ${clients} clients: same, p${p}`, pct(many.delays, p), 'ms', `Node ws relay, ${clients} clients`, pct(node.delays, p));
+    if (proxied) row(`fan-out, ${clients} clients via wrangler's proxy, p${p}`, pct(proxied.delays, p), 'ms', `Node ws relay, ${clients} clients`, pct(node.delays, p));
   }
   row('fan-out, clients that got every delta', many.complete, '', 'clients', Number(process.env.BENCH_CLIENTS ?? 100));
 } catch (e) {

@@ -540,16 +540,15 @@ impl SessionRoom {
 
     /// Sends a frame to every connected WebSocket. The sockets are read
     /// from the runtime once per join or leave, not once per event; the
-    /// frame is made only when someone is connected, and crosses into
-    /// JavaScript once, not once per socket.
-    fn send_all(&self, frame: impl FnOnce() -> String) {
+    /// frame crosses into JavaScript once, not once per socket, and only
+    /// when someone is connected.
+    fn send_all(&self, frame: &str) {
         let mut sockets = self.sockets.borrow_mut();
         let sockets = sockets.get_or_insert_with(|| self.state.get_websockets());
         let Some(first) = sockets.first() else {
             return;
         };
-        let frame = frame();
-        let text = JsValue::from_str(&frame);
+        let text = JsValue::from_str(frame);
         let send = js_sys::Reflect::get(first.as_ref(), &JsValue::from_str("send"))
             .ok()
             .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
@@ -558,7 +557,7 @@ impl SessionRoom {
             let _ = match &send {
                 Some(send) => send.call1(ws.as_ref(), &text).map(drop),
                 None => ws
-                    .send_with_str(&frame)
+                    .send_with_str(frame)
                     .map_err(|e| JsValue::from_str(&e.to_string())),
             };
         }
@@ -1012,7 +1011,7 @@ impl Fanout for SessionRoom {
                 waker.wake();
             }
         }
-        self.send_all(|| json.to_owned());
+        self.send_all(json);
         // The first delta of a block is a first token: it is not held back
         // for more to join it.
         let first_token = match ev.body {

@@ -87,6 +87,13 @@ impl Outbox {
         }
     }
 
+    /// Has what waits written now rather than at the next timer turn.
+    fn make_due(&self) {
+        if !self.due.replace(true) {
+            self.wake();
+        }
+    }
+
     /// Ready once `ready` holds; registers the task's waker until then.
     fn until<'a>(&'a self, ready: impl Fn(&Self) -> bool + 'a) -> impl Future<Output = ()> + 'a {
         std::future::poll_fn(move |cx| {
@@ -127,9 +134,8 @@ impl SsePipe {
     /// first token of an answer: the time to it is what a user waits on).
     pub fn write_now(&self, text: &str) -> bool {
         let open = self.write(text);
-        if open && !self.outbox.due.get() {
-            self.outbox.due.set(true);
-            self.outbox.wake();
+        if open && !text.is_empty() {
+            self.outbox.make_due();
         }
         open
     }
@@ -144,25 +150,24 @@ impl SsePipe {
             return true;
         }
         let now = js_sys::Date::now();
-        let mut waiting = outbox.text.borrow_mut();
-        if waiting.is_empty() {
+        let was_empty = {
+            let mut waiting = outbox.text.borrow_mut();
+            let was_empty = waiting.is_empty();
+            waiting.push_str(text);
+            was_empty
+        };
+        if was_empty {
             outbox.since_ms.set(now);
-            waiting.push_str(text);
-            drop(waiting);
             outbox.wake();
-        } else {
-            waiting.push_str(text);
-            drop(waiting);
-            if !outbox.due.get() && now - outbox.since_ms.get() >= HOLD_MS {
-                outbox.due.set(true);
-                outbox.wake();
-            }
+        } else if now - outbox.since_ms.get() >= HOLD_MS {
+            outbox.make_due();
         }
         true
     }
 
     /// Ends the body after what is queued.
     pub fn close(&self) {
+        // Woken whatever `due` was: the task may wait for text, not for it.
         self.outbox.closing.set(true);
         self.outbox.due.set(true);
         self.outbox.wake();

@@ -23,6 +23,7 @@ mod sse_pipe;
 
 use std::rc::Rc;
 
+use everjust_core::ports::background::Background;
 use everjust_core::{Meta, Ports};
 use worker::{event, Context, Env, HttpRequest};
 
@@ -82,12 +83,20 @@ async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<worke
     let upgrade = rooms::Upgrade::of(&req);
     let req = convert::read_request(req).await?;
     let mut ports = base_ports(&env);
-    ports.background = Some(Rc::new(background::WaitUntil(ctx)));
+    let background = Rc::new(background::WaitUntil(ctx));
+    ports.background = Some(background.clone());
     ports.rooms = Some(Rc::new(rooms::DurableRooms::new(
         env.durable_object(ROOMS_BINDING),
         upgrade,
     )));
     let res = everjust_core::handle(&ports, req, Meta { client_ip }).await;
+    // The request's Postgres connection is closed once the answer is on its
+    // way (a timer turn later), not before it: closing a socket is I/O the
+    // answer would otherwise wait behind.
+    background.spawn(Box::pin(async move {
+        clock::sleep(0).await;
+        drop(ports);
+    }));
     convert::write_response(res)
 }
 

@@ -19,7 +19,6 @@ use crate::http::response::{created, json, ok, Response};
 use crate::ids;
 use crate::pagination;
 use crate::ports::rooms::{Member, RoomError};
-use crate::ports::sql::transaction;
 use crate::routes::Ctx;
 
 /// Longest user message, in bytes.
@@ -234,64 +233,56 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let run_id = ids::new_id(ctx.ports, "run");
     let user_message_id = ids::new_id(ctx.ports, "msg");
     let content = serde_json::json!([{ "type": "text", "text": body.content }]);
-    let (first_seq, history) = transaction(sql, async || {
-        let first_seq = db::insert_run(
-            sql,
-            &run_id,
-            &session.id,
-            caller.id(),
-            provider.name(),
-            provider.model(),
-        )
-        .await?
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "run_in_progress",
-                "A run is already in progress in this session; wait for it or cancel it.",
-            )
-        })?;
-        // No other run can finish in this session now: the history read
-        // here is the run's (sent together with the writes).
-        let (_, (), history) = futures_util::future::try_join3(
-            async {
-                Ok::<_, ApiError>(
-                    db::insert_message(
-                        sql,
-                        &user_message_id,
-                        &session.id,
-                        caller.id(),
-                        Some(&run_id),
-                        "user",
-                        &content,
-                        "complete",
-                        None,
-                        &Default::default(),
-                        0,
-                    )
-                    .await?,
-                )
-            },
-            async {
-                audit::record(
-                    sql,
-                    ctx,
-                    caller.id(),
-                    "chat.run",
-                    Some(&session.id),
-                    serde_json::json!({ "run_id": run_id, "provider": provider.name() }),
-                )
-                .await?;
+    let audit_id = ids::new_id(ctx.ports, "aud");
+    let audit_detail = serde_json::json!({ "run_id": run_id, "provider": provider.name() });
+    let start = db::RunStart {
+        run_id: &run_id,
+        session_id: &session.id,
+        owner_id: caller.id(),
+        provider: provider.name(),
+        model: provider.model(),
+        message_id: &user_message_id,
+        content: &content,
+        audit_id: &audit_id,
+        audit_detail: &audit_detail,
+        ip: ctx.meta.client_ip.as_deref(),
+        request_id: ctx.request_id,
+    };
+    // The run, then the reads it needs, sent together (one round trip):
+    // Postgres runs them in order, so the reads see the run. With it in
+    // place no other run can finish in this session, so the history read is
+    // the run's; the budget read counts the runs started before this one
+    // (as the run's own first check would). Both are wasted only when the
+    // start is refused.
+    let budget_free = byok || provider.name() == "demo";
+    let run_ctx = Ctx {
+        ports: ctx.ports,
+        request_id: &run_id,
+        meta: ctx.meta.clone(),
+        params: Default::default(),
+        rate: Default::default(),
+    };
+    let (first_seq, history, budget) = futures_util::future::join3(
+        db::start_run(sql, &start),
+        db::all_messages(sql, &session.id),
+        async {
+            if budget_free {
                 Ok(())
-            },
-            async { Ok(db::all_messages(sql, &session.id).await?) },
+            } else {
+                crate::billing::quota::check_model(&run_ctx, caller.id(), &limits).await
+            }
+        },
+    )
+    .await;
+    let first_seq = first_seq?.ok_or_else(|| {
+        ApiError::conflict(
+            "run_in_progress",
+            "A run is already in progress in this session; wait for it or cancel it.",
         )
-        .await?;
-        Ok::<_, ApiError>((first_seq, history))
-    })
-    .await?;
-    // The user's message ends the conversation, whichever order the
-    // statements above ran in.
-    let mut history: Vec<db::StoredMessage> = history
+    })?;
+    // The user's message ends the conversation, whichever way the history
+    // read saw it.
+    let mut history: Vec<db::StoredMessage> = history?
         .into_iter()
         .filter(|m| m.id != user_message_id)
         .collect();
@@ -306,20 +297,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         cost_micros: 0,
         created_at: String::new(),
     });
-    // The first call's budget check, as the run would make it (counting
-    // the runs stored before this one), made here on an open connection.
-    let budget_checked = byok || provider.name() == "demo" || {
-        let run_ctx = Ctx {
-            ports: ctx.ports,
-            request_id: &run_id,
-            meta: ctx.meta.clone(),
-            params: Default::default(),
-            rate: Default::default(),
-        };
-        crate::billing::quota::check_model(&run_ctx, caller.id(), &limits)
-            .await
-            .is_ok()
-    };
+    let budget_checked = budget_free || budget.is_ok();
     let preload = super::agent::Preload {
         messages: super::agent::conversation(&history),
         limits: limits.clone(),

@@ -171,25 +171,53 @@ pub async fn insert_message(
     Ok(())
 }
 
-/// Starts a run; `None` when the session already has an active one.
-pub async fn insert_run(
-    sql: &dyn Sql,
-    id: &str,
-    session: &str,
-    owner: &str,
-    provider: &str,
-    model: &str,
-) -> Result<Option<i64>, SqlError> {
+/// What [`start_run`] writes: the run, the user's message that starts it
+/// and the audit event of the start.
+pub struct RunStart<'a> {
+    pub run_id: &'a str,
+    pub session_id: &'a str,
+    pub owner_id: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub message_id: &'a str,
+    pub content: &'a Json,
+    pub audit_id: &'a str,
+    pub audit_detail: &'a Json,
+    pub ip: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+/// Starts a run: the run, its user message and its audit event in one
+/// statement (atomic without a transaction, one round trip); the session's
+/// sequence number before the run, or `None` when the session already has
+/// an active run (then nothing is written). Statements sent after it on the
+/// same connection see what it wrote.
+pub async fn start_run(sql: &dyn Sql, s: &RunStart<'_>) -> Result<Option<i64>, SqlError> {
     let r = sql
         .query_opt(
-            "INSERT INTO runs (id, session_id, owner_id, provider, model, first_seq)
-             SELECT $1, $2, $3, $4, $5, last_seq FROM sessions WHERE id = $2 RETURNING first_seq",
+            "WITH run AS (
+                 INSERT INTO runs (id, session_id, owner_id, provider, model, first_seq)
+                 SELECT $1, $2, $3, $4, $5, last_seq FROM sessions WHERE id = $2 RETURNING first_seq
+             ), message AS (
+                 INSERT INTO messages (id, session_id, owner_id, run_id, role, content, status)
+                 SELECT $6, $2, $3, $1, 'user', $7::text::jsonb, 'complete' FROM run
+             ), audit AS (
+                 INSERT INTO audit_events (id, user_id, action, target, detail, ip, request_id)
+                 SELECT $8, $3, 'chat.run', $2, $9::text::jsonb, $10, $11 FROM run
+             )
+             SELECT first_seq FROM run",
             &[
-                id.into(),
-                session.into(),
-                owner.into(),
-                provider.into(),
-                model.into(),
+                s.run_id.into(),
+                s.session_id.into(),
+                s.owner_id.into(),
+                s.provider.into(),
+                s.model.into(),
+                s.message_id.into(),
+                s.content.to_string().into(),
+                s.audit_id.into(),
+                s.audit_detail.to_string().into(),
+                s.ip.into(),
+                s.request_id.into(),
             ],
         )
         .await;

@@ -626,6 +626,82 @@ async fn ag_ui_and_ai_sdk_encodings_carry_the_same_run() {
         .all(|(id, _)| id.is_some_and(|i| (1..=last).contains(&i))));
 }
 
+/// A tier with room for more runs: the second run of one session is refused
+/// by the statement that starts a run, and it writes nothing (no run, no
+/// message, no audit event); a run that starts records its audit event.
+#[tokio::test]
+async fn a_run_start_refused_by_the_session_writes_nothing() {
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    app.ports
+        .sql
+        .execute(
+            "UPDATE users SET limits_override = '{\"concurrent_runs\": 5}'",
+            &[],
+        )
+        .await
+        .expect("limits");
+    app.ports
+        .sql
+        .execute("INSERT INTO runs (id, session_id, owner_id, provider, model) SELECT 'run_busy', id, owner_id, 'demo', 'demo' FROM sessions", &[])
+        .await
+        .expect("insert");
+    let audit = |action: &'static str| {
+        let sql = app.ports.sql.clone();
+        async move {
+            sql.query(
+                "SELECT target, detail->>'run_id' AS run_id FROM audit_events WHERE action = $1",
+                &[action.into()],
+            )
+            .await
+            .expect("audit")
+        }
+    };
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&t),
+        json!({"content": "x"}),
+    )
+    .await
+    .problem(409, "run_in_progress");
+    assert_eq!(app.count("messages").await, 0, "no message");
+    assert_eq!(app.count("runs").await, 1, "no run");
+    assert!(audit("chat.run").await.is_empty(), "no audit event");
+    // Once the session is free, a run starts and is audited.
+    app.ports
+        .sql
+        .execute("DELETE FROM runs", &[])
+        .await
+        .expect("free");
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&t),
+        json!({"content": "x"}),
+    )
+    .await;
+    let rows = audit("chat.run").await;
+    let runs = app
+        .ports
+        .sql
+        .query("SELECT id FROM runs", &[])
+        .await
+        .expect("runs");
+    assert_eq!(rows.len(), 1, "one audit event");
+    assert_eq!(
+        rows[0].opt_text("target").expect("target").as_deref(),
+        Some(s.as_str())
+    );
+    assert_eq!(
+        rows[0].opt_text("run_id").expect("run_id"),
+        Some(runs[0].text("id").expect("id"))
+    );
+    assert!(
+        app.count("messages").await >= 1,
+        "the user's message is stored"
+    );
+}
+
 #[tokio::test]
 async fn a_second_concurrent_run_is_a_conflict() {
     let (app, _http, t, s) = setup(ANTHROPIC).await;

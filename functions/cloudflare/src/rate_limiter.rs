@@ -163,7 +163,8 @@ impl RateLimiter {
             } else {
                 now + 2 * 1000 * 60
             } + ALARM_SLACK_MS;
-            if let Err(e) = self.state.storage().set_alarm(at.max(now + 1)).await {
+            // (`set_alarm` takes a time from now, not a date.)
+            if let Err(e) = self.state.storage().set_alarm((at - now).max(1)).await {
                 worker::console_warn!("rate limiter: arming the clean-up alarm: {e}");
                 self.armed.set(false);
             }
@@ -211,7 +212,7 @@ impl DurableObject for RateLimiter {
         } else {
             self.state
                 .storage()
-                .set_alarm(stale_at + ALARM_SLACK_MS)
+                .set_alarm(stale_at + ALARM_SLACK_MS - now)
                 .await?;
             self.armed.set(true);
         }

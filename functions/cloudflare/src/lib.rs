@@ -15,6 +15,7 @@ mod crypto;
 mod durable_limiter;
 mod fetch;
 mod kv;
+mod pg_socket;
 mod rate_limiter;
 mod rooms;
 mod session_room;

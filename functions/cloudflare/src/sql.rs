@@ -14,8 +14,9 @@ use everjust_core::ports::postgres::PgSql;
 use everjust_core::ports::sql::{Row, Sql, SqlError, Value};
 use futures_util::future::{LocalBoxFuture, Shared};
 use futures_util::FutureExt;
-use worker::postgres_tls::PassthroughTls;
-use worker::{Hyperdrive, SecureTransport, Socket};
+use worker::Hyperdrive;
+
+use crate::pg_socket::{PgSocket, StartTls, Transport};
 
 type Connecting = Shared<LocalBoxFuture<'static, Result<Rc<PgSql>, String>>>;
 
@@ -45,7 +46,7 @@ impl LazyPg {
                             .map_err(|e| format!("connection string: {e}"))?,
                         host: h.host(),
                         port: h.port(),
-                        transport: SecureTransport::StartTls,
+                        transport: Transport::StartTls,
                     }
                 }
                 Target::Direct(url) => Endpoint::direct(&url)?,
@@ -72,7 +73,7 @@ struct Endpoint {
     config: tokio_postgres::Config,
     host: String,
     port: u16,
-    transport: SecureTransport,
+    transport: Transport,
 }
 
 impl Endpoint {
@@ -86,8 +87,8 @@ impl Endpoint {
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let transport = match config.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable => SecureTransport::Off,
-            _ => SecureTransport::StartTls,
+            tokio_postgres::config::SslMode::Disable => Transport::Off,
+            _ => Transport::StartTls,
         };
         Ok(Self {
             config,
@@ -119,13 +120,11 @@ enum Refused {
 }
 
 async fn connect_once(endpoint: &Endpoint) -> Result<Rc<PgSql>, Refused> {
-    let socket = Socket::builder()
-        .secure_transport(endpoint.transport.clone())
-        .connect(&endpoint.host, endpoint.port)
+    let socket = PgSocket::connect(&endpoint.host, endpoint.port, endpoint.transport)
         .map_err(|e| Refused::Other(format!("socket: {e}")))?;
     let (client, connection) = endpoint
         .config
-        .connect_raw(socket, PassthroughTls)
+        .connect_raw(socket, StartTls)
         .await
         .map_err(|e| {
             let too_many = e.as_db_error().is_some_and(|db| {

@@ -1,5 +1,5 @@
 //! The SQL executor port over a connected `tokio_postgres::Client`.
-//! Used by the Worker (connection through Hyperdrive on a `worker::Socket`)
+//! Used by the Worker (connection through Hyperdrive on a workerd socket, `pg_socket.rs` there)
 //! and by host tools and tests (plain TCP). Each statement is sent with
 //! typed parameters in one round trip (`query_typed`, no named prepare), which
 //! is what poolers such as Hyperdrive handle best.

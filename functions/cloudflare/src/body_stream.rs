@@ -102,7 +102,9 @@ impl Body {
     }
 }
 
-fn describe(e: &JsValue) -> String {
+/// A JavaScript exception's message (an `Error`'s, a thrown string, else
+/// its debug form).
+pub(crate) fn describe(e: &JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .or_else(|| e.as_string())

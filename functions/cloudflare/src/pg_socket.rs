@@ -44,12 +44,7 @@ pub struct PgSocket {
 }
 
 fn io_error(e: JsValue) -> IoError {
-    let text = e
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"));
-    IoError::other(text)
+    IoError::other(crate::body_stream::describe(&e))
 }
 
 /// How the connection is secured, as `connect()`'s `secureTransport`.

@@ -144,6 +144,14 @@ fn sse_response(protocol: Protocol, body: Body) -> Response {
     res
 }
 
+/// The session already has a run in progress.
+fn run_in_progress() -> ApiError {
+    ApiError::conflict(
+        "run_in_progress",
+        "A run is already in progress in this session; wait for it or cancel it.",
+    )
+}
+
 pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let sql = ctx.ports.sql.as_ref();
     // The reads the run needs go out with the caller's own lookup, in one
@@ -218,10 +226,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         );
         // A run in this very session is the more useful answer.
         if db::active_run(sql, &session.id).await?.is_some() {
-            e = ApiError::conflict(
-                "run_in_progress",
-                "A run is already in progress in this session; wait for it or cancel it.",
-            );
+            e = run_in_progress();
         }
         return Err(e);
     }
@@ -274,12 +279,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         },
     )
     .await;
-    let first_seq = first_seq?.ok_or_else(|| {
-        ApiError::conflict(
-            "run_in_progress",
-            "A run is already in progress in this session; wait for it or cancel it.",
-        )
-    })?;
+    let first_seq = first_seq?.ok_or_else(run_in_progress)?;
     // The user's message ends the conversation, whichever way the history
     // read saw it.
     let mut history: Vec<db::StoredMessage> = history?

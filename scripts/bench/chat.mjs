@@ -1,8 +1,8 @@
 // The measuring half of scripts/bench-chat (see there). Prints a table; writes target/bench/chat.json.
 import http from 'node:http';
 import fs from 'node:fs';
-import { fork } from 'node:child_process';
-import WebSocket from 'ws';
+import { fork, spawn } from 'node:child_process';
+import readline from 'node:readline';
 import pg from 'pg';
 import { streamText } from 'ai';
 import { createAnthropic } from '@ai-sdk/anthropic';
@@ -17,6 +17,8 @@ const RUNTIME = process.env.RUNTIME_URL || null;
 const MODEL = process.env.MODEL_URL;
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const DELTAS = 2000;
+// Built by scripts/bench-chat.
+const FANOUT_CLIENT = process.env.FANOUT_CLIENT;
 
 const f1 = (x) => fixed(x, 1);
 const api = (method, path, token, body) => request(BASE, method, path, token, body);
@@ -114,29 +116,24 @@ async function roomStarts(base = RUNTIME ?? BASE) {
 }
 async function fanout(clients, target) {
   const { socket, run } = target ?? (await roomStarts());
-  const sockets = [];
-  const arrivals = []; // per client: Map(delta index -> ms)
-  for (let c = 0; c < clients; c++) {
-    const ws = new WebSocket(await socket());
-    const seen = new Map();
-    ws.on('message', (raw) => {
-      const now = performance.timeOrigin + performance.now();
-      const ev = JSON.parse(raw.toString());
-      if (ev.type === 'text_delta') {
-        const m = /^w(\d+) $/.exec(ev.delta);
-        if (m) seen.set(Number(m[1]), now);
-      }
-    });
-    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-    sockets.push(ws);
-    arrivals.push(seen);
-  }
   const n = 100;
   const gap = 20;
+  // The sockets are read by a Rust process with a thread per socket (scripts/bench/fanout-client),
+  // which notes each arrival when it happens: read by this one Node process, the figure was mostly
+  // this process's own queueing.
+  const urls = [];
+  for (let c = 0; c < clients; c++) urls.push(await socket());
+  const child = spawn(FANOUT_CLIENT, [String(n), '60000'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: child.stdout });
+  const out = lines[Symbol.asyncIterator]();
+  child.stdin.end(urls.join('\n') + '\n');
+  const ready = await out.next();
+  if (ready.done || ready.value !== 'ready') throw new Error('the fan-out client did not connect its sockets');
   const tag = `fan-${clients}-${Date.now()}`;
   await run(`[scenario:slow:${n}:${gap}ms] ${tag}`);
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline && !arrivals.every((a) => a.size >= n)) await new Promise((r) => setTimeout(r, 100));
+  const result = await out.next();
+  if (result.done) throw new Error('the fan-out client ended without its arrivals');
+  const { arrivals } = JSON.parse(result.value);
   const { items: log } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(tag)}`)).json();
   if (!log.length) throw new Error('the fake saw no request of the fan-out run');
   // When the fake handed delta k to its socket (timers drift, so not its start + k * gap).
@@ -144,8 +141,7 @@ async function fanout(clients, target) {
   if (!Array.isArray(sent) || sent.length < n) throw new Error('the fake did not record when it sent each delta');
   const delays = [];
   for (const a of arrivals) for (const [k, t] of a) delays.push(t - sent[k]);
-  for (const ws of sockets) ws.close();
-  const complete = arrivals.filter((a) => a.size >= n).length;
+  const complete = arrivals.filter((a) => a.length >= n).length;
   return { delays, complete };
 }
 const header = () => console.log(`${'measure'.padEnd(52)} ${'value'.padStart(10)}     | ${'baseline'.padEnd(30)} ${'value'.padStart(10)} | goal`);

@@ -127,13 +127,19 @@ async function fanout(clients, target) {
   const lines = readline.createInterface({ input: child.stdout });
   const out = lines[Symbol.asyncIterator]();
   child.stdin.end(urls.join('\n') + '\n');
-  const ready = await out.next();
-  if (ready.done || ready.value !== 'ready') throw new Error('the fan-out client did not connect its sockets');
   const tag = `fan-${clients}-${Date.now()}`;
-  await run(`[scenario:slow:${n}:${gap}ms] ${tag}`);
-  const result = await out.next();
-  if (result.done) throw new Error('the fan-out client ended without its arrivals');
-  const { arrivals } = JSON.parse(result.value);
+  let arrivals;
+  try {
+    const ready = await out.next();
+    if (ready.done || ready.value !== 'ready') throw new Error('the fan-out client did not connect its sockets');
+    await run(`[scenario:slow:${n}:${gap}ms] ${tag}`);
+    const result = await out.next();
+    if (result.done) throw new Error('the fan-out client ended without its arrivals');
+    ({ arrivals } = JSON.parse(result.value));
+  } finally {
+    // On a failure it would otherwise read its sockets until its own deadline.
+    child.kill();
+  }
   const { items: log } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(tag)}`)).json();
   if (!log.length) throw new Error('the fake saw no request of the fan-out run');
   // When the fake handed delta k to its socket (timers drift, so not its start + k * gap).

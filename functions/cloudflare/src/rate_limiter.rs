@@ -137,6 +137,16 @@ impl RateLimiter {
         });
     }
 
+    /// Arms the clean-up alarm for `ALARM_SLACK_MS` after `stale_at` (a
+    /// date; `set_alarm` takes a time from now, and given a date it armed
+    /// the alarm decades ahead).
+    async fn arm_clean_up(&self, stale_at: i64, now: i64) -> worker::Result<()> {
+        self.state
+            .storage()
+            .set_alarm((stale_at + ALARM_SLACK_MS - now).max(1))
+            .await
+    }
+
     async fn hit(&self, limit: u32, window_secs: u64) -> worker::Result<Response> {
         self.load().await?;
         // From here to the decision there is no `.await`: this is what makes
@@ -155,16 +165,15 @@ impl RateLimiter {
         }
         if !self.armed.get() {
             self.armed.set(true);
-            let at = if changed {
+            let stale_at = if changed {
                 self.saved
                     .borrow()
                     .as_ref()
                     .map_or(now + 2 * 1000 * 60, Saved::stale_at_ms)
             } else {
                 now + 2 * 1000 * 60
-            } + ALARM_SLACK_MS;
-            // (`set_alarm` takes a time from now, not a date.)
-            if let Err(e) = self.state.storage().set_alarm((at - now).max(1)).await {
+            };
+            if let Err(e) = self.arm_clean_up(stale_at, now).await {
                 worker::console_warn!("rate limiter: arming the clean-up alarm: {e}");
                 self.armed.set(false);
             }
@@ -210,10 +219,7 @@ impl DurableObject for RateLimiter {
             *self.saved.borrow_mut() = Some(Saved::default());
             self.armed.set(false);
         } else {
-            self.state
-                .storage()
-                .set_alarm(stale_at + ALARM_SLACK_MS - now)
-                .await?;
+            self.arm_clean_up(stale_at, now).await?;
             self.armed.set(true);
         }
         Response::ok("")

@@ -8,6 +8,7 @@ import { streamText } from 'ai';
 import { createAnthropic } from '@ai-sdk/anthropic';
 
 import { startProfile } from './profile.mjs';
+import { longText } from '../../tests/fakes/scenarios.mjs';
 import { api as request, fixed, pct, readSse, timeStream } from './lib.mjs';
 
 const BASE = process.env.BASE_URL;
@@ -63,20 +64,30 @@ async function viaWorker(text, protocol = 'native', base = BASE) {
 const isAnthropicText = (d) => d.includes('"text_delta"');
 const isNativeText = (d) => d.includes('"type":"text_delta"');
 const isUiText = (d) => d.includes('"type":"text-delta"');
+// The text each path delivered, checked against what the fake sent: a relay is only fast if it is right.
+const anthropicText = (d) => JSON.parse(d).delta.text;
+const nativeText = (d) => JSON.parse(d).delta;
+const uiText = (d) => JSON.parse(d).delta;
+const EXPECTED = longText(DELTAS);
+async function timed(path, start, isText, textOf) {
+  const r = await timeStream(start, isText, textOf);
+  if (r.text !== EXPECTED) throw new Error(`the ${path} path delivered other text than the fake sent (${r.text.length} of ${EXPECTED.length} chars)`);
+  return r;
+}
 
 const results = { direct: [], worker: [], runtime: [], peer: [] };
 // Warm-up of each path.
-await timeStream(direct, isAnthropicText);
-await timeStream(await viaWorker(marker), isNativeText);
-if (RUNTIME) await timeStream(await viaWorker(marker, 'native', RUNTIME), isNativeText);
-await timeStream(() => fetch(PEER), isUiText);
+await timed('direct', direct, isAnthropicText, anthropicText);
+await timed('Worker', await viaWorker(marker), isNativeText, nativeText);
+if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, nativeText);
+await timed('Node peer', () => fetch(PEER), isUiText, uiText);
 const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
 for (let i = 0; i < RUNS; i++) {
   // Interleaved, so machine noise hits every path alike.
-  results.direct.push(await timeStream(direct, isAnthropicText));
-  results.worker.push(await timeStream(await viaWorker(marker), isNativeText));
-  if (RUNTIME) results.runtime.push(await timeStream(await viaWorker(marker, 'native', RUNTIME), isNativeText));
-  results.peer.push(await timeStream(() => fetch(PEER), isUiText));
+  results.direct.push(await timed('direct', direct, isAnthropicText, anthropicText));
+  results.worker.push(await timed('Worker', await viaWorker(marker), isNativeText, nativeText));
+  if (RUNTIME) results.runtime.push(await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, nativeText));
+  results.peer.push(await timed('Node peer', () => fetch(PEER), isUiText, uiText));
 }
 if (stopProfile) await stopProfile(process.env.BENCH_PROFILE);
 const added = (path, key) => results[path].map((r, i) => r[key] - results.direct[i][key]);
@@ -92,6 +103,10 @@ for (const key of ['ttft', 'total']) {
     row(`${key} added by our Worker via wrangler's proxy, p${p}`, pct(added('worker', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), RUNTIME ? '' : 'ours well below');
   }
 }
+// The same text in fewer events: text deltas that arrive in a burst, faster than they can be relayed
+// one by one, are passed on merged (functions/cloudflare/src/body_stream.rs).
+const textEvents = (path) => pct(results[path].map((r) => r.deltas), 50);
+row('text events per stream via our Worker, p50', textEvents(RUNTIME ? 'runtime' : 'worker'), '', 'via the Node ai relay', textEvents('peer'), `the fake sent ${DELTAS}`);
 
 // --- room fan-out: N WebSocket clients, delay from the model's delta to delivery --------------------
 // Baseline: a Node process with a `ws` server relaying the same paced answer to as many clients

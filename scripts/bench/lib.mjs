@@ -38,17 +38,22 @@ export async function readSse(res, onData) {
   }
 }
 
-/** Times one stream: ms to the first text event and to the end; counts the text events. */
-export async function timeStream(start, isText) {
+/**
+ * Times one stream: ms to the first text event and to the end; counts the text events. With
+ * `textOf` (an event's data -> its text), also returns the text they carried, joined.
+ */
+export async function timeStream(start, isText, textOf = null) {
   const t0 = performance.now();
   let first = NaN;
   let deltas = 0;
+  let text = '';
   const res = await start();
   if (!res.ok) throw new Error(`stream: ${res.status} ${await res.text()}`);
   await readSse(res, (data) => {
     if (!isText(data)) return;
     deltas++;
     if (Number.isNaN(first)) first = performance.now() - t0;
+    if (textOf) text += textOf(data);
   });
-  return { ttft: first, total: performance.now() - t0, deltas };
+  return { ttft: first, total: performance.now() - t0, deltas, text };
 }

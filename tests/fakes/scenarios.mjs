@@ -14,7 +14,9 @@
 //                             at an arbitrary byte (inside multi-byte UTF-8 too)
 //   tool-fragments[:PATH]     text, then write_file {path: PATH (default index.html), content: PAGE_HTML}
 //                             with its JSON input in 3-character fragments, tool_use; step 1: text
-//                             `Done. The tool said: <result>` (the tool result the server sent back)
+//                             `Done. The tool said: <result>` (the tool result the server sent back).
+//                             Every delta comes 3 ms after the one before, at a model's pace: a relay
+//                             passes each on as its own event (a burst may be merged into fewer)
 //   tools                     several rounds: write_file src/a.txt; write_file src/b.txt + read_file
 //                             src/a.txt (two calls in one turn); edit_file src/a.txt alpha->beta;
 //                             list_files; then text `Files now: <list_files result>`
@@ -136,7 +138,7 @@ export function plan(view, busyKeys) {
     case 'tool-fragments': {
       const path = args[0] || 'index.html';
       if (step === 0) {
-        return { ...base, blocks: [text(`I'll write ${path}.`), toolUse('write_file', { path, content: PAGE_HTML })], stop: 'tool_use' };
+        return { ...base, blocks: [text(`I'll write ${path}.`), toolUse('write_file', { path, content: PAGE_HTML })], stop: 'tool_use', delayMs: 3 };
       }
       return { ...base, blocks: [text(`Done. The tool said: ${lastResult()}`)] };
     }

@@ -376,9 +376,12 @@ start_worker() {
   if [[ "${WORKER_POSTGRES:-direct}" == direct ]] && ! grep -q '^DATABASE_DIRECT_URL=' "$env_file"; then
     dotenv_line DATABASE_DIRECT_URL "$(direct_database_url "$db_url")" >>"$env_file"
   fi
-  local no_inspector=(VSCODE_INSPECTOR_OPTIONS=everjust-no-inspector)
-  [[ "${WORKER_INSPECTOR:-0}" != 1 ]] || no_inspector=()
-  start_bg "$logfile" env "${no_inspector[@]}" "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \
+  local wrangler_env=(VSCODE_INSPECTOR_OPTIONS=everjust-no-inspector)
+  # With the inspector, wrangler's Node process keeps every network event it forwards: on a few
+  # 2,000-delta streams it ran out of its default heap and died (BENCH_PROFILE then failed with
+  # ECONNRESET on the inspector port).
+  [[ "${WORKER_INSPECTOR:-0}" != 1 ]] || wrangler_env=(NODE_OPTIONS="${NODE_OPTIONS:-} --max-old-space-size=8192")
+  start_bg "$logfile" env "${wrangler_env[@]}" "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \
     "$WRANGLER" dev --ip 127.0.0.1 --port "$WORKER_PORT" --inspector-port "$inspector" \
     --env-file "$env_file" --persist-to "$state" --show-interactive-dev-session=false "$@"
   WORKER_PID=$BG_PID WORKER_INSPECTOR_PORT=$inspector

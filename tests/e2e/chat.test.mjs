@@ -15,12 +15,13 @@ import {
   listMessages,
   natives,
   newSession,
+  readEvents,
   scenario,
   sendMessage,
   textOf,
   textOfBlocks,
 } from './lib/chat.mjs';
-import { PAGE_HTML, TEXT_REPLY, THINKING_REPLY, THINKING_SIGNATURE, THINKING_TEXT, TOOLS_FILES, USAGE, ECHO_PREFIX } from '../fakes/scenarios.mjs';
+import { longText, PAGE_HTML, TEXT_REPLY, THINKING_REPLY, THINKING_SIGNATURE, THINKING_TEXT, TOOLS_FILES, USAGE, ECHO_PREFIX } from '../fakes/scenarios.mjs';
 
 let ctx;
 before(async () => {
@@ -223,6 +224,24 @@ test('pings, comments, unknown events / blocks / deltas and CRLF split streams g
     const msgs = await listMessages(ctx.token, session.id);
     assert.equal(textOfBlocks(msgs.at(-1).content), TEXT_REPLY, `${name}: stored text`);
   }
+});
+
+// The Worker takes what arrives in a burst as one piece and merges its text deltas
+// (functions/cloudflare/src/body_stream.rs): however the burst was split, no byte may be lost, repeated
+// or reordered, live, stored or replayed.
+test('a 2,000-delta burst arrives whole: the live stream, the stored message and a replay carry exactly its text', async () => {
+  const session = await newSession(ctx.token, ctx.project.id);
+  const run = await sendMessage(ctx.token, session.id, scenario('long', 2000).text);
+  const fin = checkNativeRun(run.events);
+  assert.equal(fin.status, 'complete', JSON.stringify(fin));
+  const live = natives(run.events);
+  assert.equal(textOf(live), longText(2000), 'the live text');
+  const deltas = live.filter((e) => e.type === 'text_delta');
+  assert.ok(deltas.length >= 1 && deltas.length <= 2000, `${deltas.length} text events`);
+  const msgs = await listMessages(ctx.token, session.id);
+  assert.equal(textOfBlocks(msgs.at(-1).content), longText(2000), 'the stored text');
+  const replay = await readEvents(ctx.token, session.id, { after: live[0].seq - 1 });
+  assert.deepEqual(natives(replay.events), live, 'the replay is the live stream, event for event');
 });
 
 test('thinking blocks are kept in the stored message, not streamed as text; the next call sends them back', async () => {

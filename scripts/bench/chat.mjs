@@ -195,11 +195,13 @@ try {
 }
 
 // --- replay of a 10,000-event run -----------------------------------------------------------------
+// 3,334 text blocks of one delta each: run_started, step_started, 3 events per block, step_finished,
+// run_finished (a burst of deltas in one block would be relayed merged into far fewer events).
 const replaySession = await api('POST', `/v1/projects/${project.id}/sessions`, token, {});
 const big = await fetch(`${BASE}/v1/sessions/${replaySession.id}/messages`, {
   method: 'POST',
   headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
-  body: JSON.stringify({ content: '[scenario:long:10000]' }),
+  body: JSON.stringify({ content: '[scenario:blocks:3334]' }),
 });
 let events = 0;
 await readSse(big, () => events++);

@@ -32,6 +32,8 @@
 //   cut[:K]                   K (default 5) deltas of CUT_PARTIAL, half an event, then the socket is destroyed
 //   slow:N:MSms               N deltas `w0 `, `w1 `, ... MS ms apart (slowText(N))
 //   long:N                    N deltas `t0 `, `t1 `, ... at once (longText(N)), for benchmarks
+//   blocks:N                  N text blocks of one delta each (`b0 `, `b1 `, ...) at once: three events
+//                             per block that no relay can merge (a long run, for the replay benchmark)
 //   forever                   every step calls list_files again (tool_use), never stops
 //   command[:PATH]            write_file {path: PATH (default notes.txt), content: COMMAND_FILE}, then
 //                             run_command `cat PATH && pwd` in the same turn; step 1: text
@@ -173,6 +175,10 @@ export function plan(view, busyKeys) {
     case 'long': {
       const n = int(args[0], 1000);
       return { ...base, blocks: [{ type: 'text', deltas: Array.from({ length: n }, (_, i) => `t${i} `) }] };
+    }
+    case 'blocks': {
+      const n = int(args[0], 100);
+      return { ...base, blocks: Array.from({ length: n }, (_, i) => ({ type: 'text', deltas: [`b${i} `] })) };
     }
     case 'command': {
       const path = args[0] || 'notes.txt';

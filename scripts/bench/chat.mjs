@@ -36,7 +36,8 @@ const direct = () =>
 // The Node peer: streamText from the fake, relayed as an AI SDK UI message stream.
 const anthropic = createAnthropic({ baseURL: `${MODEL}/v1`, apiKey: 'bench-key' });
 const peer = http.createServer(async (req, res) => {
-  const result = streamText({ model: anthropic('claude-sonnet-4-5'), prompt: marker });
+  const tag = new URL(req.url, 'http://peer').searchParams.get('tag') ?? '';
+  const result = streamText({ model: anthropic('claude-sonnet-4-5'), prompt: `${marker} ${tag}` });
   result.pipeUIMessageStreamToResponse(res);
 });
 await new Promise((r) => peer.listen(0, '127.0.0.1', r));
@@ -82,12 +83,26 @@ await timed('Worker', await viaWorker(marker), isNativeText, nativeText);
 if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, nativeText);
 await timed('Node peer', () => fetch(PEER), isUiText, uiText);
 const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
+// Each timed request names itself (a tag after the marker), so the fake's log tells when the model was
+// called: a relay's time to first token is its work before the model call plus its relay after it.
+const tagged = (r, tag) => Object.assign(r, { tag });
 for (let i = 0; i < RUNS; i++) {
   // Interleaved, so machine noise hits every path alike.
+  const tag = (path) => `bench-${path}-${i}-${Date.now()}`;
   results.direct.push(await timed('direct', direct, isAnthropicText, anthropicText));
-  results.worker.push(await timed('Worker', await viaWorker(marker), isNativeText, nativeText));
-  if (RUNTIME) results.runtime.push(await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, nativeText));
-  results.peer.push(await timed('Node peer', () => fetch(PEER), isUiText, uiText));
+  const w = tag('worker');
+  results.worker.push(tagged(await timed('Worker', await viaWorker(`${marker} ${w}`), isNativeText, nativeText), w));
+  const rt = tag('runtime');
+  if (RUNTIME) results.runtime.push(tagged(await timed('Worker runtime', await viaWorker(`${marker} ${rt}`, 'native', RUNTIME), isNativeText, nativeText), rt));
+  const p = tag('peer');
+  results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, uiText), p));
+}
+// When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
+for (const path of ['worker', 'runtime', 'peer']) {
+  for (const r of results[path]) {
+    const { items } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(r.tag)}`)).json();
+    r.called = items.length ? items[0].at - r.startedAt : NaN;
+  }
 }
 if (stopProfile) await stopProfile(process.env.BENCH_PROFILE);
 const added = (path, key) => results[path].map((r, i) => r[key] - results.direct[i][key]);
@@ -103,6 +118,12 @@ for (const key of ['ttft', 'total']) {
     row(`${key} added by our Worker via wrangler's proxy, p${p}`, pct(added('worker', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), RUNTIME ? '' : 'ours well below');
   }
 }
+// Where the time to first token goes: before the model is called (ours: authentication, rate limit,
+// quota, the run stored in Postgres, the session's room) and after (the relay of the first token).
+const split = (path, f) => pct(results[path].map(f), 50);
+const ours = RUNTIME ? 'runtime' : 'worker';
+row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
+row('ttft: model called -> first token at client, p50', split(ours, (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called), 'direct ttft is the fake\'s part');
 // The same text in fewer events: text deltas that arrive in a burst, faster than they can be relayed
 // one by one, are passed on merged (functions/cloudflare/src/body_stream.rs).
 const textEvents = (path) => pct(results[path].map((r) => r.deltas), 50);

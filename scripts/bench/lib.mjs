@@ -55,5 +55,5 @@ export async function timeStream(start, isText, textOf = null) {
     if (Number.isNaN(first)) first = performance.now() - t0;
     if (textOf) text += textOf(data);
   });
-  return { ttft: first, total: performance.now() - t0, deltas, text };
+  return { ttft: first, total: performance.now() - t0, deltas, text, startedAt: performance.timeOrigin + t0 };
 }

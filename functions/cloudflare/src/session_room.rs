@@ -1,5 +1,5 @@
 //! The `SessionRoom` Durable Object: one per chat session (named by its
-//! id). It drives the session's run from its alarm, keeps the run's events
+//! id). It drives the session's run in a task of its own, keeps the run's events
 //! in its SQLite storage with their sequence numbers, and fans each event
 //! out to the connected WebSockets (hibernation API) and SSE readers.
 //!

@@ -377,9 +377,10 @@ start_worker() {
     dotenv_line DATABASE_DIRECT_URL "$(direct_database_url "$db_url")" >>"$env_file"
   fi
   local wrangler_env=(VSCODE_INSPECTOR_OPTIONS=everjust-no-inspector)
-  # With the inspector, wrangler's Node process keeps every network event it forwards: on a few
-  # 2,000-delta streams it ran out of its default heap and died (BENCH_PROFILE then failed with
-  # ECONNRESET on the inspector port).
+  # With the inspector, wrangler's Node process keeps every network event it forwards: a profile
+  # taken over eight 300-delta chat streams ran it out of its default heap and it died (the
+  # profiler's next call got ECONNRESET from the inspector port). bench-chat's BENCH_PROFILE still
+  # fails in another way: wrangler's proxy closes a session create mid-run ("other side closed").
   [[ "${WORKER_INSPECTOR:-0}" != 1 ]] || wrangler_env=(NODE_OPTIONS="${NODE_OPTIONS:-} --max-old-space-size=8192")
   start_bg "$logfile" env "${wrangler_env[@]}" "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \
     "$WRANGLER" dev --ip 127.0.0.1 --port "$WORKER_PORT" --inspector-port "$inspector" \

@@ -379,8 +379,7 @@ start_worker() {
   local wrangler_env=(VSCODE_INSPECTOR_OPTIONS=everjust-no-inspector)
   # With the inspector, wrangler's Node process keeps every network event it forwards: a profile
   # taken over eight 300-delta chat streams ran it out of its default heap and it died (the
-  # profiler's next call got ECONNRESET from the inspector port). bench-chat's BENCH_PROFILE still
-  # fails in another way: wrangler's proxy closes a session create mid-run ("other side closed").
+  # profiler's next call got ECONNRESET from the inspector port).
   [[ "${WORKER_INSPECTOR:-0}" != 1 ]] || wrangler_env=(NODE_OPTIONS="${NODE_OPTIONS:-} --max-old-space-size=8192")
   start_bg "$logfile" env "${wrangler_env[@]}" "CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_$(hyperdrive_binding)=$(url_with_password "$db_url")" \
     "$WRANGLER" dev --ip 127.0.0.1 --port "$WORKER_PORT" --inspector-port "$inspector" \

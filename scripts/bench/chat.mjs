@@ -83,6 +83,16 @@ await timed('Worker', await viaWorker(marker), isNativeText, nativeText);
 if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, nativeText);
 await timed('Node peer', () => fetch(PEER), isUiText, uiText);
 const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
+if (stopProfile) {
+  // Attaching the profiler through wrangler's inspector proxy resets the connections open at that
+  // moment (the first timed request failed with ECONNRESET): wait until both ports answer again.
+  for (let ok = 0, tries = 0; ok < 3; tries++) {
+    if (tries > 50) throw new Error('the Worker did not answer again after the profiler attached');
+    const up = await Promise.all([BASE, RUNTIME].filter(Boolean).map((b) => fetch(`${b}/health`).then((r) => r.ok, () => false)));
+    ok = up.every(Boolean) ? ok + 1 : 0;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 // Each timed request names itself (a tag after the marker), so the fake's log tells when the model was
 // called: a relay's time to first token is its work before the model call plus its relay after it.
 const tagged = (r, tag) => Object.assign(r, { tag });

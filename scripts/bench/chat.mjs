@@ -67,8 +67,8 @@ const isNativeText = (d) => d.includes('"type":"text_delta"');
 const isUiText = (d) => d.includes('"type":"text-delta"');
 // The text each path delivered, checked against what the fake sent: a relay is only fast if it is right.
 const anthropicText = (d) => JSON.parse(d).delta.text;
-const nativeText = (d) => JSON.parse(d).delta;
-const uiText = (d) => JSON.parse(d).delta;
+// Our native `text_delta` and the AI SDK's `text-delta` both carry it as `delta`.
+const deltaText = (d) => JSON.parse(d).delta;
 const EXPECTED = longText(DELTAS);
 async function timed(path, start, isText, textOf) {
   const r = await timeStream(start, isText, textOf);
@@ -79,9 +79,9 @@ async function timed(path, start, isText, textOf) {
 const results = { direct: [], worker: [], runtime: [], peer: [] };
 // Warm-up of each path.
 await timed('direct', direct, isAnthropicText, anthropicText);
-await timed('Worker', await viaWorker(marker), isNativeText, nativeText);
-if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, nativeText);
-await timed('Node peer', () => fetch(PEER), isUiText, uiText);
+await timed('Worker', await viaWorker(marker), isNativeText, deltaText);
+if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, deltaText);
+await timed('Node peer', () => fetch(PEER), isUiText, deltaText);
 const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
 if (stopProfile) {
   // Attaching the profiler through wrangler's inspector proxy resets the connections open at that
@@ -101,11 +101,11 @@ for (let i = 0; i < RUNS; i++) {
   const tag = (path) => `bench-${path}-${i}-${Date.now()}`;
   results.direct.push(await timed('direct', direct, isAnthropicText, anthropicText));
   const w = tag('worker');
-  results.worker.push(tagged(await timed('Worker', await viaWorker(`${marker} ${w}`), isNativeText, nativeText), w));
+  results.worker.push(tagged(await timed('Worker', await viaWorker(`${marker} ${w}`), isNativeText, deltaText), w));
   const rt = tag('runtime');
-  if (RUNTIME) results.runtime.push(tagged(await timed('Worker runtime', await viaWorker(`${marker} ${rt}`, 'native', RUNTIME), isNativeText, nativeText), rt));
+  if (RUNTIME) results.runtime.push(tagged(await timed('Worker runtime', await viaWorker(`${marker} ${rt}`, 'native', RUNTIME), isNativeText, deltaText), rt));
   const p = tag('peer');
-  results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, uiText), p));
+  results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, deltaText), p));
 }
 // When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
 for (const path of ['worker', 'runtime', 'peer']) {
@@ -137,7 +137,7 @@ row('ttft: model called -> first token at client, p50', split(ours, (r) => r.ttf
 // The same text in fewer events: text deltas that arrive in a burst, faster than they can be relayed
 // one by one, are passed on merged (functions/cloudflare/src/body_stream.rs).
 const textEvents = (path) => pct(results[path].map((r) => r.deltas), 50);
-row('text events per stream via our Worker, p50', textEvents(RUNTIME ? 'runtime' : 'worker'), '', 'via the Node ai relay', textEvents('peer'), `the fake sent ${DELTAS}`);
+row('text events per stream via our Worker, p50', textEvents(ours), '', 'via the Node ai relay', textEvents('peer'), `the fake sent ${DELTAS}`);
 
 // --- room fan-out: N WebSocket clients, delay from the model's delta to delivery --------------------
 // Baseline: a Node process with a `ws` server relaying the same paced answer to as many clients

@@ -53,10 +53,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 /// A body's first chunks go on at once (see the module doc).
-pub const EAGER_CHUNKS: u32 = 8;
+const EAGER_CHUNKS: u32 = 8;
 /// A chunk waits at most this long for the ones after it (the runtime's
 /// clock moves in whole milliseconds, between I/O events).
-pub const HOLD_MS: u32 = 2;
+const HOLD_MS: u32 = 2;
 
 #[wasm_bindgen(inline_js = r#"
 export class ReadAhead {
@@ -104,8 +104,11 @@ export class ReadAhead {
     this.ended = true;
     this.wake();
   }
-  wake() {
+  stopTimer() {
     if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; }
+  }
+  wake() {
+    this.stopTimer();
     const f = this.onReady;
     this.onReady = null;
     if (f !== null) f();
@@ -130,7 +133,7 @@ export class ReadAhead {
   }
   close() {
     this.onReady = null;
-    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; }
+    this.stopTimer();
     if (this.ended) return;
     this.ended = true;
     try {

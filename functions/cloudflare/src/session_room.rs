@@ -162,9 +162,6 @@ pub struct Room {
     /// The hibernatable WebSockets, read once per join or leave rather than
     /// once per event.
     sockets: RefCell<Option<Vec<WebSocket>>>,
-    /// What the starting request read for the run it started (by run id):
-    /// in memory only, gone with the isolate (then the run reads it again).
-    preload: RefCell<Option<(String, agent::Preload)>>,
 }
 
 /// A live SSE reader: its response body and how it encodes events.
@@ -408,7 +405,6 @@ impl DurableObject for SessionRoom {
             fresh_block: Cell::new(false),
             tail: Tail::default(),
             sockets: RefCell::new(None),
-            preload: RefCell::new(None),
         };
         if let Ok(Some(run)) = room.active() {
             room.cancel.set(run.cancel);
@@ -676,13 +672,17 @@ impl Room {
         // starts cannot both pass.
         let last_seq = self.log().last_seq();
         spec.first_seq = last_seq;
-        *self.preload.borrow_mut() = spec.preload.take().map(|p| (spec.run_id.clone(), p));
-        let run = ActiveRun {
+        // What the starting request read for the run is not stored: it goes
+        // to the driving task in memory (a run driven again after its
+        // isolate died reads it anew).
+        let preload = spec.preload.take();
+        let mut run = ActiveRun {
             spec,
             attempts: 1,
             cancel: false,
         };
         self.save_active(&run)?;
+        run.spec.preload = preload;
         self.cancel.set(false);
         self.state.storage().set_alarm(HEARTBEAT_MS).await?;
         Ok(Ok((last_seq, run)))
@@ -827,11 +827,7 @@ impl Room {
 
     /// Drives the active run to its end, once it is stored as driven by
     /// this isolate and the heartbeat alarm is armed.
-    async fn drive_claimed(&self, mut run: ActiveRun) -> worker::Result<()> {
-        let preload = self.preload.borrow_mut().take();
-        run.spec.preload = preload
-            .filter(|(id, _)| *id == run.spec.run_id)
-            .map(|(_, p)| p);
+    async fn drive_claimed(&self, run: ActiveRun) -> worker::Result<()> {
         self.driving.set(true);
         let _driving = Driving(self);
         self.cancel.set(run.cancel);

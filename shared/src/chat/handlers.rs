@@ -152,38 +152,9 @@ fn run_in_progress() -> ApiError {
     )
 }
 
-pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
-    let sql = ctx.ports.sql.as_ref();
-    // The reads the run needs go out with the caller's own lookup, in one
-    // round trip: each round trip before the run starts is added to the
-    // time to the first token. Their answers are looked at only after the
-    // caller is known and the request is valid (so their errors come after
-    // those); the budget is read before it is known whether it applies (not
-    // for the user's own key or the demo provider).
-    let (caller, (own, session, running, usage)) =
-        authenticate_and(ctx, req, |user_id| async move {
-            let running = async {
-                Ok::<_, ApiError>(
-                    sql.query_opt(
-                        "SELECT count(*)::int8 AS n FROM runs WHERE owner_id = $1 AND status = 'running'",
-                        &[user_id.as_str().into()],
-                    )
-                    .await?
-                    .map(|r| r.int("n"))
-                    .transpose()?
-                    .unwrap_or(0),
-                )
-            };
-            Ok(futures_util::future::join4(
-                super::agent::own_keys(ctx, &user_id),
-                own_session(ctx, &user_id),
-                running,
-                // Boxed: the handler's future stays small.
-                Box::pin(crate::billing::quota::model_usage(ctx, &user_id)),
-            )
-            .await)
-        })
-        .await?;
+/// A message to send, as the request gives it: its encoding and body, read
+/// before the caller is known (and reported after, so a 401 comes first).
+fn message_input(req: &Request) -> ApiResult<(Protocol, SendMessage)> {
     let protocol = Protocol::parse(query_param(req, "protocol").as_deref())?;
     let body: SendMessage = json_body(req)?;
     if body.content.trim().is_empty() {
@@ -198,109 +169,123 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             format!("A message may have at most {MAX_MESSAGE_BYTES} bytes."),
         ));
     }
-    let config = ctx.ports.config()?;
-    let limits = caller.user.limits();
-    let (own, session, running) = (own?, session?, running?);
-    let (provider, byok) = resolve_provider(config, body.provider.as_deref(), &own)?;
-    if !limits.allows_model(provider.model()) {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "model_not_allowed",
-            format!(
-                "Your tier cannot use the model {}; add your own key or upgrade.",
-                provider.model()
-            ),
-        ));
-    }
-    if !byok && provider.name() != "demo" {
-        crate::billing::quota::judge_model(ctx, &usage?, &limits)?;
-    }
-    if running >= limits.concurrent_runs {
-        let mut e = ApiError::too_many(
-            "quota_concurrent_runs",
-            format!(
-                "Your tier allows {} run(s) at a time; wait for one to finish.",
-                limits.concurrent_runs
-            ),
-            5,
-        );
-        // A run in this very session is the more useful answer.
-        if db::active_run(sql, &session.id).await?.is_some() {
-            e = run_in_progress();
-        }
-        return Err(e);
-    }
-    if ctx.ports.rooms.is_none() {
-        inline::recover_stale(ctx.ports, &session.id, caller.id()).await?;
-    }
-    // A chat turn is activity on the project's sandbox (idle auto-stop).
-    crate::sandbox::touch(ctx.ports, &session.project_id).await;
-    let run_id = ids::new_id(ctx.ports, "run");
-    let user_message_id = ids::new_id(ctx.ports, "msg");
-    let content = serde_json::json!([{ "type": "text", "text": body.content }]);
-    let audit_id = ids::new_id(ctx.ports, "aud");
-    let audit_detail = serde_json::json!({ "run_id": run_id, "provider": provider.name() });
-    let start = db::RunStart {
-        run_id: &run_id,
-        session_id: &session.id,
-        owner_id: caller.id(),
-        provider: provider.name(),
-        model: provider.model(),
-        message_id: &user_message_id,
-        content: &content,
-        audit_id: &audit_id,
-        audit_detail: &audit_detail,
-        ip: ctx.meta.client_ip.as_deref(),
-        request_id: ctx.request_id,
+    Ok((protocol, body))
+}
+
+/// A user message's content blocks.
+fn user_content(text: &str) -> serde_json::Value {
+    serde_json::json!([{ "type": "text", "text": text }])
+}
+
+/// The ids a new run's rows get, made before its first statement.
+struct RunIds {
+    run: String,
+    message: String,
+    audit: String,
+}
+
+/// The run as the caller's first round trip stored it (see [`send_message`]).
+struct Early {
+    /// The session's sequence number before the run; `None` when the
+    /// session already has a run (or is not the caller's).
+    first_seq: Result<Option<i64>, crate::ports::sql::SqlError>,
+    /// The session's messages, read after the run's insert.
+    history: Result<Vec<db::StoredMessage>, crate::ports::sql::SqlError>,
+}
+
+/// A run that may start: everything [`send_message`] checked.
+struct Admitted {
+    caller: crate::auth::Caller,
+    session: db::Session,
+    protocol: Protocol,
+    provider: crate::llm::Provider,
+    byok: bool,
+    /// The user's message as stored.
+    content: serde_json::Value,
+    first_seq: i64,
+    history: Vec<db::StoredMessage>,
+    limits: crate::billing::tiers::Limits,
+    budget_checked: bool,
+    /// The run's stored provider or model is not this one (see [`send_message`]).
+    stored_other_provider: bool,
+}
+
+/// Sends a message: stores it with a new run and starts the run (in the
+/// session's room when there are rooms), answering with the run's event
+/// stream (`Accept: text/event-stream`) or 202 and where to read it.
+///
+/// Each round trip to Postgres before the run starts adds to the time to
+/// the first token, so the run is stored in the caller's own lookup, in the
+/// same round trip as everything the checks read: the run, its user message
+/// and its audit event go in one statement that only inserts into a session
+/// of the caller's with no run in progress. The checks that need the
+/// caller's row (tier, rate limit, budget, concurrent runs) come after; a
+/// request they refuse has its run deleted again before the answer, so a
+/// refused request leaves nothing behind. The run is stored under the
+/// provider the request names or the server's default; when the caller's
+/// own keys pick another, the run's record is corrected beside the room's
+/// start. Without a valid body or a provider to name, the run is stored
+/// after the checks instead (a second round trip).
+pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let sql = ctx.ports.sql.as_ref();
+    let input = message_input(req);
+    let ids = RunIds {
+        run: ids::new_id(ctx.ports, "run"),
+        message: ids::new_id(ctx.ports, "msg"),
+        audit: ids::new_id(ctx.ports, "aud"),
     };
-    // The run, then the reads it needs, sent together (one round trip):
-    // Postgres runs them in order, so the reads see the run. With it in
-    // place no other run can finish in this session, so the history read is
-    // the run's; the budget read counts the runs started before this one
-    // (as the run's own first check would). Both are wasted only when the
-    // start is refused.
-    let budget_free = byok || provider.name() == "demo";
-    let run_ctx = Ctx {
-        ports: ctx.ports,
-        request_id: &run_id,
-        meta: ctx.meta.clone(),
-        params: Default::default(),
-        rate: Default::default(),
-    };
-    let (first_seq, history, budget) = futures_util::future::join3(
-        db::start_run(sql, &start),
-        db::all_messages(sql, &session.id),
-        async {
-            if budget_free {
-                Ok(())
-            } else {
-                crate::billing::quota::check_model(&run_ctx, caller.id(), &limits).await
+    let inserted = std::cell::Cell::new(false);
+    let admitted = match admit(ctx, req, input, &ids, &inserted).await {
+        Ok(a) => a,
+        Err(e) => {
+            if inserted.get() {
+                if let Err(undo) = db::undo_run_start(sql, &ids.run, &ids.message, &ids.audit).await
+                {
+                    crate::log::event(
+                        "error",
+                        "run_undo_failed",
+                        serde_json::json!({ "run_id": ids.run, "error": undo.to_string() }),
+                    );
+                }
             }
-        },
-    )
-    .await;
-    let first_seq = first_seq?.ok_or_else(run_in_progress)?;
+            return Err(e);
+        }
+    };
+    let Admitted {
+        caller,
+        session,
+        protocol,
+        provider,
+        byok,
+        content,
+        first_seq,
+        mut history,
+        limits,
+        budget_checked,
+        stored_other_provider,
+    } = admitted;
+    let RunIds {
+        run: run_id,
+        message: user_message_id,
+        ..
+    } = &ids;
     // The user's message ends the conversation, whichever way the history
     // read saw it.
-    let mut history: Vec<db::StoredMessage> = history?
-        .into_iter()
-        .filter(|m| m.id != user_message_id)
-        .collect();
+    history.retain(|m| m.id != *user_message_id);
     history.push(db::StoredMessage {
         id: user_message_id.clone(),
         run_id: Some(run_id.clone()),
         role: "user".into(),
-        content: content.clone(),
+        content,
         status: "complete".into(),
         model: None,
         usage: Default::default(),
         cost_micros: 0,
         created_at: String::new(),
     });
-    let budget_checked = budget_free || budget.is_ok();
     let preload = super::agent::Preload {
         messages: super::agent::conversation(&history),
-        limits: limits.clone(),
+        limits,
         budget_checked,
     };
     let spec = RunSpec {
@@ -317,6 +302,33 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         byok,
         preload: Some(preload),
     };
+    // Beside the run's start, not before it: the run's record when the
+    // caller's keys picked another provider, and the project's sandbox
+    // activity (a chat turn keeps it from the idle auto-stop).
+    let aside = async {
+        let fixed = async {
+            if stored_other_provider {
+                let detail = serde_json::json!({ "run_id": run_id, "provider": provider.name() });
+                db::set_run_provider(
+                    sql,
+                    run_id,
+                    &ids.audit,
+                    provider.name(),
+                    provider.model(),
+                    &detail,
+                )
+                .await
+            } else {
+                Ok(())
+            }
+        };
+        let (fixed, ()) = futures_util::future::join(
+            fixed,
+            crate::sandbox::touch(ctx.ports, &session.project_id),
+        )
+        .await;
+        fixed
+    };
     let accepted = |after: i64| {
         serde_json::json!({
             "run_id": run_id, "session_id": session.id, "message_id": user_message_id, "after": after,
@@ -326,37 +338,238 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     match &ctx.ports.rooms {
         Some(rooms) => {
             let stream = wants_stream(req).then_some(protocol);
-            let (first_seq, events) = match rooms.start(&spec, stream).await {
+            let (started, aside) =
+                futures_util::future::join(rooms.start(&spec, stream), aside).await;
+            let (first_seq, events) = match started {
                 Ok(started) => started,
                 Err(RoomError::Busy) => {
-                    db::finish_run(sql, &run_id, "error", Some("room_busy")).await?;
+                    db::finish_run(sql, run_id, "error", Some("room_busy")).await?;
                     return Err(ApiError::conflict(
                         "run_in_progress",
                         "A run is still in progress in this session; wait for it or cancel it.",
                     ));
                 }
                 Err(e) => {
-                    db::finish_run(sql, &run_id, "error", Some("room_unavailable")).await?;
+                    db::finish_run(sql, run_id, "error", Some("room_unavailable")).await?;
                     return Err(ApiError::internal(e));
                 }
             };
+            // The run is under way: its record's correction failing is only logged.
+            if let Err(e) = aside {
+                crate::log::event(
+                    "warn",
+                    "run_provider_fix_failed",
+                    serde_json::json!({ "run_id": run_id, "error": e.to_string() }),
+                );
+            }
             match events {
                 Some(events) => Ok(sse_response(protocol, events)),
                 None => Ok(json(StatusCode::ACCEPTED, &accepted(first_seq))),
             }
         }
-        None if wants_stream(req) => Ok(sse_response(
-            protocol,
-            Body::Stream(inline::stream_run(ctx.ports.clone(), spec, protocol)),
-        )),
         None => {
-            // Without a room the run lives in this request: answer when it is done.
-            let outcome = inline::run_detached(ctx.ports, &spec).await;
-            let mut doc = accepted(first_seq);
-            doc["status"] = outcome.status.into();
-            Ok(json(StatusCode::ACCEPTED, &doc))
+            aside.await?;
+            if wants_stream(req) {
+                Ok(sse_response(
+                    protocol,
+                    Body::Stream(inline::stream_run(ctx.ports.clone(), spec, protocol)),
+                ))
+            } else {
+                // Without a room the run lives in this request: answer when it is done.
+                let outcome = inline::run_detached(ctx.ports, &spec).await;
+                let mut doc = accepted(first_seq);
+                doc["status"] = outcome.status.into();
+                Ok(json(StatusCode::ACCEPTED, &doc))
+            }
         }
     }
+}
+
+/// The checks of [`send_message`], with the run stored on the way. `inserted`
+/// says whether the run's rows were written, so a refusal can remove them.
+async fn admit(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    input: ApiResult<(Protocol, SendMessage)>,
+    ids: &RunIds,
+    inserted: &std::cell::Cell<bool>,
+) -> ApiResult<Admitted> {
+    let sql = ctx.ports.sql.as_ref();
+    let config = ctx.ports.config()?;
+    // The run's own context: its budget read counts the runs started before
+    // it (`quota::model_usage`).
+    let run_ctx = Ctx {
+        ports: ctx.ports,
+        request_id: &ids.run,
+        meta: ctx.meta.clone(),
+        params: Default::default(),
+        rate: Default::default(),
+    };
+    let session_id = ctx.params.get("id");
+    // What the first round trip stores: the message and the provider the
+    // request names or the server's default (see `send_message`).
+    let early = input.as_ref().ok().and_then(|(_, m)| {
+        let (provider, _) = resolve_provider(config, m.provider.as_deref(), &[]).ok()?;
+        let detail = serde_json::json!({ "run_id": ids.run, "provider": provider.name() });
+        Some((user_content(&m.content), provider, detail))
+    });
+    let (early_ref, run_ctx_ref) = (early.as_ref(), &run_ctx);
+    let (caller, (own, session, running, stored, usage)) =
+        authenticate_and(ctx, req, |user_id| async move {
+            let running = async {
+                Ok::<_, ApiError>(
+                    sql.query_opt(
+                        "SELECT count(*)::int8 AS n FROM runs WHERE owner_id = $1 AND status = 'running'",
+                        &[user_id.as_str().into()],
+                    )
+                    .await?
+                    .map(|r| r.int("n"))
+                    .transpose()?
+                    .unwrap_or(0),
+                )
+            };
+            // The run, then the reads that must see it, in this order on the
+            // connection (Postgres runs them in order): with the run in
+            // place no other run can finish in this session, so the history
+            // read is the run's; the budget read counts the runs started
+            // before this one.
+            let store = async {
+                let Some((content, provider, detail)) = early_ref else {
+                    return (None, crate::billing::quota::model_usage(ctx, &user_id).await);
+                };
+                let start = db::RunStart {
+                    run_id: &ids.run,
+                    session_id,
+                    owner_id: &user_id,
+                    provider: provider.name(),
+                    model: provider.model(),
+                    message_id: &ids.message,
+                    content,
+                    audit_id: &ids.audit,
+                    audit_detail: detail,
+                    ip: ctx.meta.client_ip.as_deref(),
+                    request_id: ctx.request_id,
+                };
+                let (first_seq, history, usage) = futures_util::future::join3(
+                    db::start_run(sql, &start),
+                    db::all_messages(sql, session_id),
+                    crate::billing::quota::model_usage(run_ctx_ref, &user_id),
+                )
+                .await;
+                inserted.set(matches!(first_seq, Ok(Some(_))));
+                (Some(Early { first_seq, history }), usage)
+            };
+            let (own, session, running, (stored, usage)) = futures_util::future::join4(
+                super::agent::own_keys(ctx, &user_id),
+                own_session(ctx, &user_id),
+                running,
+                // Boxed: the handler's future stays small.
+                Box::pin(store),
+            )
+            .await;
+            Ok((own, session, running, stored, usage))
+        })
+        .await?;
+    let (protocol, body) = input?;
+    let limits = caller.user.limits();
+    let (own, session, running) = (own?, session?, running?);
+    let (provider, byok) = resolve_provider(config, body.provider.as_deref(), &own)?;
+    if !limits.allows_model(provider.model()) {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "model_not_allowed",
+            format!(
+                "Your tier cannot use the model {}; add your own key or upgrade.",
+                provider.model()
+            ),
+        ));
+    }
+    let budget_free = byok || provider.name() == "demo";
+    if !budget_free {
+        crate::billing::quota::judge_model(ctx, &usage?, &limits)?;
+    }
+    let stored = match stored {
+        Some(Early { first_seq, history }) => Some((first_seq?, history)),
+        None => None,
+    };
+    if running >= limits.concurrent_runs {
+        let mut e = ApiError::too_many(
+            "quota_concurrent_runs",
+            format!(
+                "Your tier allows {} run(s) at a time; wait for one to finish.",
+                limits.concurrent_runs
+            ),
+            5,
+        );
+        // A run in this very session is the more useful answer.
+        let busy = match &stored {
+            Some((first_seq, _)) => first_seq.is_none(),
+            None => db::active_run(sql, &session.id).await?.is_some(),
+        };
+        if busy {
+            e = run_in_progress();
+        }
+        return Err(e);
+    }
+    let stored_other_provider = early
+        .as_ref()
+        .is_some_and(|(_, p, _)| p.name() != provider.name() || p.model() != provider.model());
+    let (first_seq, history, budget_checked, stored_early) = match stored {
+        // Stored with the checks: the budget read above was the run's own.
+        Some((Some(first_seq), history)) => (first_seq, history?, true, true),
+        Some((None, _)) if ctx.ports.rooms.is_some() => return Err(run_in_progress()),
+        // Not stored yet, or (without rooms) the session still has a run,
+        // which may be a stale one that only this instance can recover.
+        _ => {
+            if ctx.ports.rooms.is_none() {
+                inline::recover_stale(ctx.ports, &session.id, caller.id()).await?;
+            }
+            let content = user_content(&body.content);
+            let detail = serde_json::json!({ "run_id": ids.run, "provider": provider.name() });
+            let start = db::RunStart {
+                run_id: &ids.run,
+                session_id: &session.id,
+                owner_id: caller.id(),
+                provider: provider.name(),
+                model: provider.model(),
+                message_id: &ids.message,
+                content: &content,
+                audit_id: &ids.audit,
+                audit_detail: &detail,
+                ip: ctx.meta.client_ip.as_deref(),
+                request_id: ctx.request_id,
+            };
+            let (first_seq, history, budget) = futures_util::future::join3(
+                db::start_run(sql, &start),
+                db::all_messages(sql, &session.id),
+                async {
+                    if budget_free {
+                        Ok(())
+                    } else {
+                        crate::billing::quota::check_model(&run_ctx, caller.id(), &limits).await
+                    }
+                },
+            )
+            .await;
+            let first_seq = first_seq?.ok_or_else(run_in_progress)?;
+            inserted.set(true);
+            (first_seq, history?, budget.is_ok(), false)
+        }
+    };
+    Ok(Admitted {
+        caller,
+        session,
+        protocol,
+        provider,
+        byok,
+        content: user_content(&body.content),
+        first_seq,
+        history,
+        limits,
+        budget_checked: budget_free || budget_checked,
+        // Only a run stored with the checks was stored under a guess.
+        stored_other_provider: stored_other_provider && stored_early,
+    })
 }
 
 /// The sequence number to resume after: `Last-Event-ID` wins over `?after=`.

@@ -190,14 +190,14 @@ pub struct RunStart<'a> {
 /// Starts a run: the run, its user message and its audit event in one
 /// statement (atomic without a transaction, one round trip); the session's
 /// sequence number before the run, or `None` when the session already has
-/// an active run (then nothing is written). Statements sent after it on the
+/// an active run or is not the owner's (then nothing is written). Statements sent after it on the
 /// same connection see what it wrote.
 pub async fn start_run(sql: &dyn Sql, s: &RunStart<'_>) -> Result<Option<i64>, SqlError> {
     let r = sql
         .query_opt(
             "WITH run AS (
                  INSERT INTO runs (id, session_id, owner_id, provider, model, first_seq)
-                 SELECT $1, $2, $3, $4, $5, last_seq FROM sessions WHERE id = $2 RETURNING first_seq
+                 SELECT $1, $2, $3, $4, $5, last_seq FROM sessions WHERE id = $2 AND owner_id = $3 RETURNING first_seq
              ), message AS (
                  INSERT INTO messages (id, session_id, owner_id, run_id, role, content, status)
                  SELECT $6, $2, $3, $1, 'user', $7::text::jsonb, 'complete' FROM run
@@ -226,6 +226,49 @@ pub async fn start_run(sql: &dyn Sql, s: &RunStart<'_>) -> Result<Option<i64>, S
         Err(SqlError::Unique(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Removes what [`start_run`] stored, for a start refused after it: the
+/// run, its user message and its audit event (nothing else refers to a run
+/// that never started).
+pub async fn undo_run_start(
+    sql: &dyn Sql,
+    run: &str,
+    message: &str,
+    audit: &str,
+) -> Result<(), SqlError> {
+    sql.execute(
+        "WITH message AS (DELETE FROM messages WHERE id = $2 AND run_id = $1),
+              audit AS (DELETE FROM audit_events WHERE id = $3)
+         DELETE FROM runs WHERE id = $1 AND status = 'running'",
+        &[run.into(), message.into(), audit.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records another provider for a started run, and in its audit event.
+pub async fn set_run_provider(
+    sql: &dyn Sql,
+    run: &str,
+    audit: &str,
+    provider: &str,
+    model: &str,
+    detail: &Json,
+) -> Result<(), SqlError> {
+    sql.execute(
+        "WITH audit AS (UPDATE audit_events SET detail = $5::text::jsonb WHERE id = $2)
+         UPDATE runs SET provider = $3, model = $4 WHERE id = $1",
+        &[
+            run.into(),
+            audit.into(),
+            provider.into(),
+            model.into(),
+            detail.to_string().into(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn finish_run(

@@ -221,6 +221,19 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         "{}",
         r.json()
     );
+    // The run was stored before the caller's keys were read (under the
+    // server's default, here the demo); its record names the provider used.
+    let run = &app
+        .ports
+        .sql
+        .query(
+            "SELECT r.provider, a.detail->>'provider' AS audited FROM runs r JOIN audit_events a ON a.detail->>'run_id' = r.id",
+            &[],
+        )
+        .await
+        .expect("run")[0];
+    assert_eq!(run.text("provider").expect("provider"), "anthropic");
+    assert_eq!(run.text("audited").expect("audited"), "anthropic");
     let usage = app.get("/v1/usage", Some(&t)).await.json();
     assert_eq!(usage["totals"]["tokens"], 8);
     assert_eq!(

@@ -702,6 +702,82 @@ async fn a_run_start_refused_by_the_session_writes_nothing() {
     );
 }
 
+/// The run is stored in the caller's first round trip, before the checks
+/// that need the caller's row: a start that any of them refuses leaves no
+/// run, message or audit event behind, and the session stays usable.
+#[tokio::test]
+async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let path = format!("/v1/sessions/{s}/messages");
+    let set_limits = |limits: Value| {
+        let sql = app.ports.sql.clone();
+        async move {
+            sql.execute(
+                "UPDATE users SET limits_override = $1::text::jsonb",
+                &[limits.to_string().as_str().into()],
+            )
+            .await
+            .expect("limits");
+        }
+    };
+    let nothing_stored = |why: &'static str| {
+        let app = &app;
+        async move {
+            assert_eq!(app.count("runs").await, 0, "{why}: no run");
+            assert_eq!(app.count("messages").await, 0, "{why}: no message");
+            let audits = app
+                .ports
+                .sql
+                .query(
+                    "SELECT count(*)::int8 AS n FROM audit_events WHERE action = 'chat.run'",
+                    &[],
+                )
+                .await
+                .expect("audit")[0]
+                .int("n")
+                .expect("n");
+            assert_eq!(audits, 0, "{why}: no audit event");
+        }
+    };
+    for (limits, status, code) in [
+        (
+            json!({"allowed_models": ["gpt-"]}),
+            402,
+            "model_not_allowed",
+        ),
+        (json!({"model_tokens_month": 0}), 402, "quota_model_tokens"),
+        (json!({"model_calls_day": 0}), 402, "quota_model_calls"),
+        (json!({"concurrent_runs": 0}), 429, "quota_concurrent_runs"),
+    ] {
+        set_limits(limits).await;
+        app.json("POST", &path, Some(&t), json!({"content": "hi"}))
+            .await
+            .problem(status, code);
+        nothing_stored(code).await;
+    }
+    // Over the API rate limit: refused after the caller's lookup too.
+    // (The refused requests above count against it too.)
+    set_limits(json!({"api_requests_minute": 1})).await;
+    assert_eq!(app.get("/v1/me", Some(&t)).await.status, 429);
+    app.json("POST", &path, Some(&t), json!({"content": "hi"}))
+        .await
+        .problem(429, "rate_limited");
+    nothing_stored("rate_limited").await;
+    // With the limits lifted, the same message starts a run.
+    set_limits(json!({"api_requests_minute": -1})).await;
+    http.push(200, &[], anthropic(&["hello"], &[], "end_turn"));
+    let r = app
+        .json("POST", &path, Some(&t), json!({"content": "hi"}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    assert_eq!(app.count("runs").await, 1);
+    assert_eq!(
+        messages(&app, &t, &s).await.len(),
+        2,
+        "the question and the answer"
+    );
+}
+
 #[tokio::test]
 async fn a_second_concurrent_run_is_a_conflict() {
     let (app, _http, t, s) = setup(ANTHROPIC).await;

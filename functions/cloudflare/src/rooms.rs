@@ -215,8 +215,8 @@ impl Rooms for DurableRooms {
         Ok(crate::convert::PassThrough::body_of(&res))
     }
 
-    async fn cancel(&self, session_id: &str) -> Result<(), RoomError> {
-        let res = self
+    async fn cancel(&self, session_id: &str) -> Result<bool, RoomError> {
+        let mut res = self
             .call(
                 session_id,
                 Method::Post,
@@ -229,7 +229,14 @@ impl Rooms for DurableRooms {
         if res.status_code() != 200 {
             return Err(refused("cancel", res).await);
         }
-        Ok(())
+        #[derive(serde::Deserialize)]
+        struct Cancelled {
+            active: bool,
+        }
+        res.json::<Cancelled>()
+            .await
+            .map(|c| c.active)
+            .map_err(|e| RoomError::Failed(format!("cancel: {e}")))
     }
 
     async fn websocket(

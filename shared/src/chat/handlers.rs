@@ -24,6 +24,8 @@ use crate::routes::Ctx;
 /// Longest user message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const TICKET_TTL_SECS: u64 = 60;
+/// A running run its room does not hold is taken as lost after this long.
+const LOST_RUN_SECS: i64 = 10;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -630,11 +632,19 @@ pub async fn cancel(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         .ok_or_else(|| {
             ApiError::conflict("no_active_run", "No run is in progress in this session.")
         })?;
+    let mut status = "cancelling";
     if let Some(rooms) = &ctx.ports.rooms {
-        rooms
+        let held = rooms
             .cancel(&session.id)
             .await
             .map_err(ApiError::internal)?;
+        // A run its room does not hold was lost before the room stored it
+        // (its isolate died): nothing else would end it, and it blocks the
+        // session. A run younger than a start takes may still be on its way
+        // to the room.
+        if !held && db::end_lost_run(ctx.ports.sql.as_ref(), &run, LOST_RUN_SECS).await? {
+            status = "cancelled";
+        }
     }
     audit::record(
         ctx.ports.sql.as_ref(),
@@ -647,7 +657,7 @@ pub async fn cancel(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     .await?;
     Ok(json(
         StatusCode::ACCEPTED,
-        &serde_json::json!({ "run_id": run, "status": "cancelling" }),
+        &serde_json::json!({ "run_id": run, "status": status }),
     ))
 }
 

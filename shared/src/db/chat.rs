@@ -296,6 +296,20 @@ pub async fn request_cancel(sql: &dyn Sql, session: &str) -> Result<Option<Strin
         .transpose()
 }
 
+/// Ends a run that is still running in Postgres but was lost on its way to
+/// its room, once it is older than `min_age_secs`; whether it did.
+pub async fn end_lost_run(sql: &dyn Sql, run: &str, min_age_secs: i64) -> Result<bool, SqlError> {
+    Ok(sql
+        .query_opt(
+            "UPDATE runs SET status = 'cancelled', error = 'room_lost', finished_at = now()
+             WHERE id = $1 AND status = 'running' AND started_at < now() - make_interval(secs => $2::float8)
+             RETURNING id",
+            &[run.into(), min_age_secs.into()],
+        )
+        .await?
+        .is_some())
+}
+
 pub async fn cancel_requested(sql: &dyn Sql, run: &str) -> Result<bool, SqlError> {
     Ok(sql
         .query_opt(
@@ -339,7 +353,7 @@ pub async fn stale_runs(
 ) -> Result<Vec<RunRow>, SqlError> {
     sql.query(
         "SELECT id, status, first_seq FROM runs WHERE session_id = $1 AND status = 'running'
-         AND heartbeat_at < now() - make_interval(secs => $2)",
+         AND heartbeat_at < now() - make_interval(secs => $2::float8)",
         &[session.into(), Value::Float(older_than_secs as f64)],
     )
     .await?

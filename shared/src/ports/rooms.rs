@@ -55,8 +55,9 @@ pub trait Rooms {
     /// Best effort: a room that could not be prepared is made by `start`.
     async fn prepare(&self, _session_id: &str) {}
 
-    /// Asks the running run of the session to stop.
-    async fn cancel(&self, session_id: &str) -> Result<(), RoomError>;
+    /// Asks the running run of the session to stop; whether the room holds
+    /// a run (one it lost, with its isolate, before storing it, it does not).
+    async fn cancel(&self, session_id: &str) -> Result<bool, RoomError>;
 
     /// Answers a WebSocket upgrade for `member` (the original request's
     /// upgrade headers are the adapter's to keep).

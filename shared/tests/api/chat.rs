@@ -778,6 +778,120 @@ async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
     );
 }
 
+/// A room that holds no run: where a run lost before its room stored it
+/// (its isolate died between the start's round trip and the room's commit)
+/// would leave its session. The Workers room answers `/cancel` the same way
+/// when it holds nothing (the held case runs in the e2e suite).
+struct EmptyRoom;
+
+#[async_trait::async_trait(?Send)]
+impl everjust_core::ports::rooms::Rooms for EmptyRoom {
+    async fn start(
+        &self,
+        _spec: &everjust_core::chat::agent::RunSpec,
+        _stream: Option<everjust_core::chat::encode::Protocol>,
+    ) -> Result<(i64, Option<everjust_core::Body>), everjust_core::ports::rooms::RoomError> {
+        Err(everjust_core::ports::rooms::RoomError::Failed(
+            "not in this test".into(),
+        ))
+    }
+    async fn events(
+        &self,
+        _session_id: &str,
+        _after: i64,
+        _protocol: everjust_core::chat::encode::Protocol,
+    ) -> Result<everjust_core::Body, everjust_core::ports::rooms::RoomError> {
+        Err(everjust_core::ports::rooms::RoomError::Failed(
+            "not in this test".into(),
+        ))
+    }
+    async fn cancel(
+        &self,
+        _session_id: &str,
+    ) -> Result<bool, everjust_core::ports::rooms::RoomError> {
+        Ok(false)
+    }
+    async fn websocket(
+        &self,
+        _session_id: &str,
+        _member: &everjust_core::ports::rooms::Member,
+        _after: Option<i64>,
+    ) -> Result<http::Response<everjust_core::Body>, everjust_core::ports::rooms::RoomError> {
+        Err(everjust_core::ports::rooms::RoomError::Failed(
+            "not in this test".into(),
+        ))
+    }
+}
+
+/// Cancelling a run that its room does not hold ends it in Postgres, so the
+/// session is usable again; a run that only just started (still on its way
+/// to the room) is left to its start.
+#[tokio::test]
+async fn cancelling_a_run_its_room_lost_ends_it() {
+    let (mut app, _http, t, s) = setup(ANTHROPIC).await;
+    app.ports.rooms = Some(Rc::new(EmptyRoom));
+    let insert = |id: &'static str, age_secs: i64| {
+        let sql = app.ports.sql.clone();
+        let s = s.clone();
+        async move {
+            sql.execute(
+                "INSERT INTO runs (id, session_id, owner_id, provider, model, started_at)
+                 SELECT $1, id, owner_id, 'demo', 'demo', now() - make_interval(secs => $3::float8) FROM sessions WHERE id = $2",
+                &[id.into(), s.as_str().into(), age_secs.into()],
+            )
+            .await
+            .expect("insert");
+        }
+    };
+    let status = |id: &'static str| {
+        let sql = app.ports.sql.clone();
+        async move {
+            sql.query("SELECT status FROM runs WHERE id = $1", &[id.into()])
+                .await
+                .expect("status")[0]
+                .text("status")
+                .expect("status")
+        }
+    };
+    let cancel_path = format!("/v1/sessions/{s}/cancel");
+    let cancel = || app.json("POST", &cancel_path, Some(&t), json!({}));
+    insert("run_young", 1).await;
+    let r = cancel().await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (202, Some("cancelling")),
+        "{}",
+        r.json()
+    );
+    assert_eq!(
+        status("run_young").await,
+        "running",
+        "a run just started is left to its start"
+    );
+    app.ports
+        .sql
+        .execute("DELETE FROM runs", &[])
+        .await
+        .expect("delete");
+    insert("run_lost", 60).await;
+    let r = cancel().await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (202, Some("cancelled")),
+        "{}",
+        r.json()
+    );
+    assert_eq!(status("run_lost").await, "cancelled");
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/cancel"),
+        Some(&t),
+        json!({}),
+    )
+    .await
+    .problem(409, "no_active_run");
+}
+
 #[tokio::test]
 async fn a_second_concurrent_run_is_a_conflict() {
     let (app, _http, t, s) = setup(ANTHROPIC).await;

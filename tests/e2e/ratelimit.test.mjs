@@ -78,6 +78,37 @@ test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} success
   assert.equal(r.status, 200);
 });
 
+// The hit goes out beside the user's lookup, on the limit the limiter remembers for the user, and is
+// judged on the user's own limit once read: a limit lowered or raised since the last request still holds.
+test('a changed limit holds at once: a burst after it was lowered, a request after it was raised', async (t) => {
+  if (!ADMIN_EMAIL) {
+    t.skip('E2E_ADMIN_EMAIL is not set (an address in the server ADMIN_EMAILS)');
+    return;
+  }
+  const ready = expectJson(await get('/ready'), 200);
+  const user = await newUser('ratelimit-change');
+  const admin = await adminToken();
+  const me = () => fetch(`${BASE_URL}/v1/me`, { headers: { authorization: `Bearer ${user.access}` } });
+  // The limiter now knows the tier's limit (far above LIMIT).
+  assert.equal((await me()).status, 200);
+  expectJson(await patch(`/v1/admin/users/${user.user.id}`, { limits: { api_requests_minute: LIMIT } }, { token: admin }), 200);
+  const answers = await Promise.all(Array.from({ length: BURST }, me));
+  const ok = answers.filter((a) => a.status === 200).length;
+  const statuses = answers.map((a) => a.status).join(' ');
+  assert.equal(ok + answers.filter((a) => a.status === 429).length, BURST, statuses);
+  // One request of the window was made before the burst.
+  if (ready.rate_limiter === 'exact') assert.equal(ok, LIMIT - 1, statuses);
+  else assert.ok(ok >= LIMIT - 1, statuses);
+  for (const a of answers) assert.equal(a.headers.get('ratelimit-limit'), String(LIMIT));
+  // Raised: the limiter still remembers LIMIT, which the window has used up; the new limit lets one more through.
+  expectJson(await patch(`/v1/admin/users/${user.user.id}`, { limits: { api_requests_minute: LIMIT + 1 } }, { token: admin }), 200);
+  const raised = await me();
+  assert.equal(raised.status, 200);
+  assert.equal(raised.headers.get('ratelimit-limit'), String(LIMIT + 1));
+  assert.equal(raised.headers.get('ratelimit-remaining'), '0');
+  if (ready.rate_limiter === 'exact') assert.equal((await me()).status, 429);
+});
+
 test('the server ports (KV, SQL, rate limiter, crypto, clock, outbound HTTP) pass their conformance suites in its own runtime', async (t) => {
   // The outbound HTTP suite talks to the model fake's echo routes.
   const echo = `${MODEL_FAKE_URL}/_fake/echo`;

@@ -1,11 +1,15 @@
 //! The `RateLimiter` Durable Object: the exact sliding-window counter of one
 //! rate-limit key (one object per key, `id_from_name("user:<id>")` or
 //! `"ip:<address>"`), reached through the `RateLimiter` port
-//! (`durable_limiter.rs`). Route: `POST /hit?limit=L&window=S` answers the
-//! core's `Decision` as JSON.
+//! (`durable_limiter.rs`). Routes: `POST /hit?limit=L&window=S` answers the
+//! core's `Decision` as JSON and remembers L; `POST /hit?window=S` decides
+//! on the remembered limit and answers the core's `EarlyHit`, or `null`
+//! (nothing counted) when none is remembered, so a hit can go out before
+//! the caller's limit is read; `POST /unhit?limit=L&window=S` takes back
+//! such a hit that L refuses, and remembers L.
 //!
 //! Exact: an object handles its events one at a time and a hit is decided
-//! by `everjust_core::ports::ratelimit::decide` on the window held in
+//! by `everjust_core::ports::ratelimit::decide_early` on the window held in
 //! memory, with no `.await` between reading and updating it, so N
 //! concurrent requests against a limit L get exactly L successes, whichever
 //! isolate or location they arrive at.
@@ -29,7 +33,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use everjust_core::ports::ratelimit::{decide, WindowsState};
+use everjust_core::ports::ratelimit::{decide_early, undo_hit, WindowsState};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
@@ -46,6 +50,9 @@ const SAVE_EVERY_MS: u64 = 1000;
 struct Saved {
     w: WindowsState,
     window_secs: u64,
+    /// The limit of the last hit that named one.
+    #[serde(default)]
+    limit: Option<u32>,
 }
 
 impl Saved {
@@ -147,18 +154,30 @@ impl RateLimiter {
             .await
     }
 
-    async fn hit(&self, limit: u32, window_secs: u64) -> worker::Result<Response> {
+    /// A hit on `limit`, or on the remembered limit (`None`); answers the
+    /// `Decision`, or for a hit on the remembered limit the `EarlyHit` (or
+    /// `null` when none is remembered).
+    async fn hit(&self, limit: Option<u32>, window_secs: u64) -> worker::Result<Response> {
         self.load().await?;
         // From here to the decision there is no `.await`: this is what makes
         // the count exact.
         let now = now_ms();
-        let (decision, changed) = {
+        let (answer, changed) = {
             let mut slot = self.saved.borrow_mut();
             let saved = slot.get_or_insert_with(Saved::default);
-            let before = saved.w.clone();
+            let (before, known) = (saved.w.clone(), saved.limit);
+            let Some(decide_on) = limit.or(known) else {
+                return Response::from_json(&serde_json::Value::Null);
+            };
             saved.window_secs = window_secs;
-            let d = decide(&mut saved.w, now, limit, window_secs);
-            (d, saved.w != before)
+            saved.limit = Some(decide_on);
+            let hit = decide_early(&mut saved.w, now, decide_on, window_secs);
+            let answer = match limit {
+                Some(_) => serde_json::to_value(hit.decision),
+                None => serde_json::to_value(hit),
+            }
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+            (answer, saved.w != before || known != Some(decide_on))
         };
         if changed {
             self.save_behind();
@@ -178,7 +197,18 @@ impl RateLimiter {
                 self.armed.set(false);
             }
         }
-        Response::from_json(&decision)
+        Response::from_json(&answer)
+    }
+
+    /// Takes back a hit made on the remembered limit, which `limit` refuses.
+    async fn unhit(&self, limit: u32, window_secs: u64) -> worker::Result<Response> {
+        self.load().await?;
+        if let Some(saved) = self.saved.borrow_mut().as_mut() {
+            undo_hit(&mut saved.w, now_ms(), window_secs);
+            saved.limit = Some(limit);
+        }
+        self.save_behind();
+        Ok(Response::empty()?.with_status(204))
     }
 }
 
@@ -194,19 +224,21 @@ impl DurableObject for RateLimiter {
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
         let url = req.url()?;
-        if req.method() != Method::Post || url.path() != "/hit" {
-            return Response::error("not found", 404);
-        }
         let query = |name: &str| {
             url.query_pairs()
                 .find(|(k, _)| k == name)
                 .and_then(|(_, v)| v.parse::<u64>().ok())
         };
-        let (Some(limit), Some(window)) = (query("limit"), query("window")) else {
-            return Response::error("limit and window are required", 400);
+        let limit = query("limit").map(|l| u32::try_from(l).unwrap_or(u32::MAX));
+        let Some(window) = query("window").map(|w| w.max(1)) else {
+            return Response::error("window is required", 400);
         };
-        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-        self.hit(limit, window.max(1)).await
+        match (req.method(), url.path(), limit) {
+            (Method::Post, "/hit", limit) => self.hit(limit, window).await,
+            (Method::Post, "/unhit", Some(limit)) => self.unhit(limit, window).await,
+            (Method::Post, "/unhit", None) => Response::error("limit is required", 400),
+            _ => Response::error("not found", 404),
+        }
     }
 
     /// Deletes the storage of a window that no longer matters, else re-arms.

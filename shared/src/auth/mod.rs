@@ -39,12 +39,20 @@ pub async fn authenticate(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
         .map(|(caller, ())| caller)
 }
 
+/// The API rate-limit key of a user.
+fn rate_key(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
 /// [`authenticate`], and a read made for the caller: `read(user_id)`.
 /// With our own access token the user id is known once the signature is
 /// checked, so the read goes out with the user's lookup, in the same round
-/// trip; its answer is used only when the caller is authenticated and
-/// within the rate limit (so only for reads that change nothing). An
-/// authentication or rate-limit error wins over the read's error.
+/// trip, beside the rate-limit hit (on the limit the limiter remembers for
+/// the user, judged on the user's own once it is read). Its answer is used
+/// only when the caller is authenticated and within the rate limit, so the
+/// read changes nothing, or its caller undoes what it wrote when this
+/// fails (sending a chat message). An authentication or rate-limit error
+/// wins over the read's error.
 pub async fn authenticate_and<T, Fut>(
     ctx: &Ctx<'_>,
     req: &Request,
@@ -59,6 +67,7 @@ where
         Later(F),
     }
     let config = ctx.ports.config()?;
+    let mut early_hit = None;
     let token = bearer_token(req).ok_or_else(|| {
         ApiError::unauthorized("unauthorized", "Send Authorization: Bearer <token>.")
     })?;
@@ -68,11 +77,17 @@ where
     let (user, read) = if issuer == jwt::ISSUER {
         let claims =
             jwt::verify_access(config, ctx.ports.clock.now_ms(), token).ok_or_else(invalid)?;
-        let (user, data) = futures_util::future::join(
+        // The rate-limit hit goes out with the lookup too, on the limit the
+        // limiter remembers for the user; it is judged on the user's own
+        // once that is read.
+        let key = rate_key(&claims.sub);
+        let (user, data, hit) = futures_util::future::join3(
             users::by_id(ctx.ports.sql.as_ref(), &claims.sub),
             read(claims.sub.clone()),
+            crate::billing::quota::rate_hit_early(ctx, &key),
         )
         .await;
+        early_hit = hit;
         (user?, Read::Made(data))
     } else if config.oidc.as_ref().is_some_and(|o| o.issuer == issuer) {
         let identity = oidc::verify(ctx, token).await?.ok_or_else(invalid)?;
@@ -90,8 +105,13 @@ where
     let per_minute = caller.user.limits().api_requests_minute;
     if per_minute >= 0 {
         let per_minute = u32::try_from(per_minute).unwrap_or(u32::MAX);
-        crate::billing::quota::rate_limit(ctx, &format!("user:{}", caller.id()), per_minute)
-            .await?;
+        crate::billing::quota::rate_limit_settled(
+            ctx,
+            &rate_key(caller.id()),
+            per_minute,
+            early_hit,
+        )
+        .await?;
     }
     let data = match read {
         Read::Made(data) => data?,

@@ -16,7 +16,7 @@ use http::HeaderValue;
 
 use super::tiers::Limits;
 use crate::error::{ApiError, ApiResult};
-use crate::ports::ratelimit::Decision;
+use crate::ports::ratelimit::{Decision, EarlyHit};
 use crate::ports::sql::Value;
 use crate::routes::Ctx;
 
@@ -24,11 +24,48 @@ use crate::routes::Ctx;
 /// decision is kept for the response's RateLimit-* headers.
 pub async fn rate_limit(ctx: &Ctx<'_>, key: &str, per_minute: u32) -> ApiResult<()> {
     let d = ctx.ports.rate_hit(key, per_minute, 60).await?;
+    settle(ctx, d)
+}
+
+/// A hit on the limit the limiter remembers for `key` (`None`: nothing
+/// counted), made before the caller's limit is known (alongside its
+/// lookup); [`rate_limit_settled`] judges it once the limit is known.
+pub async fn rate_hit_early(ctx: &Ctx<'_>, key: &str) -> Option<EarlyHit> {
+    // A limiter that cannot be reached now is asked again, in line.
+    ctx.ports.rate_hit_remembered(key, 60).await.ok().flatten()
+}
+
+/// [`rate_limit`] for a request whose hit went out early: the early hit
+/// judged on `per_minute` (taken back when that refuses it), or a hit made
+/// now when there was none or the remembered limit refused one this limit
+/// allows.
+pub async fn rate_limit_settled(
+    ctx: &Ctx<'_>,
+    key: &str,
+    per_minute: u32,
+    early: Option<EarlyHit>,
+) -> ApiResult<()> {
+    let Some(early) = early else {
+        return rate_limit(ctx, key, per_minute).await;
+    };
+    let d = early.judged(per_minute);
+    match (early.decision.allowed, d.allowed) {
+        (false, true) => rate_limit(ctx, key, per_minute).await,
+        (true, false) => {
+            ctx.ports.rate_unhit(key, per_minute, 60).await?;
+            settle(ctx, d)
+        }
+        _ => settle(ctx, d),
+    }
+}
+
+/// Keeps the decision for the response's headers; 429 when it refuses.
+fn settle(ctx: &Ctx<'_>, d: Decision) -> ApiResult<()> {
     ctx.rate.decision.set(Some(d));
     if !d.allowed {
         return Err(ApiError::too_many(
             "rate_limited",
-            format!("Too many requests: the limit is {per_minute} a minute."),
+            format!("Too many requests: the limit is {} a minute.", d.limit),
             d.reset_secs,
         ));
     }

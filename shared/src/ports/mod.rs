@@ -84,6 +84,32 @@ impl Ports {
         }
     }
 
+    /// [`ratelimit::RateLimiter::hit_remembered`] on the platform's limiter
+    /// (the KV one remembers nothing).
+    pub async fn rate_hit_remembered(
+        &self,
+        key: &str,
+        window_secs: u64,
+    ) -> Result<Option<ratelimit::EarlyHit>, kv::KvError> {
+        match &self.limiter {
+            Some(l) => l.hit_remembered(key, window_secs).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`ratelimit::RateLimiter::unhit`] on the platform's limiter.
+    pub async fn rate_unhit(
+        &self,
+        key: &str,
+        limit: u32,
+        window_secs: u64,
+    ) -> Result<(), kv::KvError> {
+        match &self.limiter {
+            Some(l) => l.unhit(key, limit, window_secs).await,
+            None => Ok(()),
+        }
+    }
+
     pub fn config(&self) -> ApiResult<&Config> {
         self.config.as_ref().as_ref().map_err(|e| {
             ApiError::unavailable(

@@ -24,10 +24,59 @@ pub struct Decision {
     pub reset_secs: u64,
 }
 
+/// A hit decided on the limit a limiter remembers for its key, made before
+/// the caller's own limit is known ([`RateLimiter::hit_remembered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EarlyHit {
+    /// The decision on the remembered limit (`decision.limit`); counted when allowed.
+    pub decision: Decision,
+    /// The window's estimate just before this hit.
+    pub before: f64,
+}
+
+impl EarlyHit {
+    /// The decision this hit gets on `limit`: allowed when the estimate
+    /// before it leaves room for one more. Hits decide in the order they
+    /// reached the limiter, so a burst judged again on another limit still
+    /// lets exactly that many through.
+    pub fn judged(&self, limit: u32) -> Decision {
+        let allowed = self.before + 1.0 <= f64::from(limit);
+        Decision {
+            allowed,
+            limit,
+            remaining: if allowed {
+                (f64::from(limit) - self.before - 1.0).floor().max(0.0) as u32
+            } else {
+                0
+            },
+            reset_secs: self.decision.reset_secs,
+        }
+    }
+}
+
 #[async_trait(?Send)]
 pub trait RateLimiter {
     /// Counts one hit on `key` against `limit` per `window_secs` (sliding).
+    /// An exact limiter remembers `limit` for [`RateLimiter::hit_remembered`].
     async fn hit(&self, key: &str, limit: u32, window_secs: u64) -> Result<Decision, KvError>;
+    /// Counts one hit on `key` against the limit last given for it, so the
+    /// hit can go out before the caller's limit is read: `None` (nothing
+    /// counted) when no limit is remembered. The caller then judges the hit
+    /// on its own limit and, when that refuses a counted hit, takes it back
+    /// ([`RateLimiter::unhit`]); one refused on the remembered limit but
+    /// allowed on its own it makes again with [`RateLimiter::hit`].
+    async fn hit_remembered(
+        &self,
+        _key: &str,
+        _window_secs: u64,
+    ) -> Result<Option<EarlyHit>, KvError> {
+        Ok(None)
+    }
+    /// Takes back a hit counted by [`RateLimiter::hit_remembered`] and
+    /// remembers `limit` for the key.
+    async fn unhit(&self, _key: &str, _limit: u32, _window_secs: u64) -> Result<(), KvError> {
+        Ok(())
+    }
     /// Whether this limiter is exact under concurrency (for the docs and headers).
     fn exact(&self) -> bool;
 }
@@ -35,6 +84,11 @@ pub trait RateLimiter {
 /// The sliding-window counter: the previous fixed window's count weighted by
 /// how much of it still overlaps the sliding window, plus the current count.
 pub fn decide(w: &mut WindowsState, now_ms: i64, limit: u32, window_secs: u64) -> Decision {
+    decide_early(w, now_ms, limit, window_secs).decision
+}
+
+/// [`decide`], with the window's estimate before the hit.
+pub fn decide_early(w: &mut WindowsState, now_ms: i64, limit: u32, window_secs: u64) -> EarlyHit {
     let window_ms = i64::try_from(window_secs).unwrap_or(60) * 1000;
     let start = now_ms - now_ms.rem_euclid(window_ms);
     if start != w.start {
@@ -52,21 +106,28 @@ pub fn decide(w: &mut WindowsState, now_ms: i64, limit: u32, window_secs: u64) -
     let reset_secs = u64::try_from((window_ms - elapsed + 999) / 1000)
         .unwrap_or(1)
         .max(1);
-    if estimate + 1.0 > f64::from(limit) {
-        return Decision {
+    let mut hit = EarlyHit {
+        decision: Decision {
             allowed: false,
             limit,
             remaining: 0,
             reset_secs,
-        };
+        },
+        before: estimate,
+    };
+    hit.decision = hit.judged(limit);
+    if hit.decision.allowed {
+        w.current += 1;
     }
-    w.current += 1;
-    let remaining = (f64::from(limit) - estimate - 1.0).floor().max(0.0) as u32;
-    Decision {
-        allowed: true,
-        limit,
-        remaining,
-        reset_secs,
+    hit
+}
+
+/// Takes back one hit of the current window (see [`RateLimiter::unhit`]).
+pub fn undo_hit(w: &mut WindowsState, now_ms: i64, window_secs: u64) {
+    let window_ms = i64::try_from(window_secs).unwrap_or(60) * 1000;
+    // A hit of a window that has since become the previous one stays.
+    if w.start == now_ms - now_ms.rem_euclid(window_ms) {
+        w.current = w.current.saturating_sub(1);
     }
 }
 
@@ -198,5 +259,37 @@ mod tests {
             allowed += 1;
         }
         assert_eq!(allowed, 5);
+    }
+
+    /// A burst counted on a remembered limit above the caller's, then each
+    /// hit judged on the caller's and taken back when refused, lets exactly
+    /// the caller's limit through and leaves the window as if the refused
+    /// hits never came; on the same limit the judgement is the decision.
+    #[test]
+    fn a_burst_judged_again_on_a_lower_limit_lets_exactly_that_many_through() {
+        let t0 = 1_000_000_000_000 - 1_000_000_000_000 % 60_000;
+        let mut w = WindowsState::default();
+        let hits: Vec<EarlyHit> = (0..20)
+            .map(|i| decide_early(&mut w, t0 + i, 60, 60))
+            .collect();
+        assert!(hits.iter().all(|h| h.decision.allowed));
+        assert!(hits.iter().all(|h| h.judged(60) == h.decision));
+        let judged: Vec<Decision> = hits.iter().map(|h| h.judged(5)).collect();
+        assert_eq!(judged.iter().filter(|d| d.allowed).count(), 5);
+        assert_eq!(
+            judged.iter().map(|d| d.remaining).collect::<Vec<_>>()[..6],
+            [4, 3, 2, 1, 0, 0]
+        );
+        for d in &judged {
+            if !d.allowed {
+                undo_hit(&mut w, t0 + 30, 60);
+            }
+        }
+        assert_eq!(w.current, 5);
+        assert!(!decide(&mut w, t0 + 31, 5, 60).allowed);
+        assert!(decide(&mut w, t0 + 32, 6, 60).allowed);
+        // A hit of a window that has ended is not taken back from the next.
+        undo_hit(&mut w, t0 + 60_001, 60);
+        assert_eq!(w.current, 6);
     }
 }

@@ -434,10 +434,19 @@ impl DurableObject for SessionRoom {
                     Some(Err(_)) => return problem(400, "invalid_protocol", "unknown protocol"),
                 };
                 let session = spec.session_id.clone();
-                let last_seq = match Room::start(&self.room, spec).await? {
-                    Ok(last_seq) => last_seq,
+                let (last_seq, run) = match self.start(spec).await? {
+                    Ok(started) => started,
                     Err(refused) => return Ok(refused),
                 };
+                // The task first runs once this request waits, after its
+                // reader (below) is registered: the reader misses nothing.
+                let room = Rc::clone(&self.room);
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = room.drive_claimed(run).await {
+                        // Still stored as driven: the heartbeat alarm ends it.
+                        worker::console_error!("room drive: {e}");
+                    }
+                });
                 match stream {
                     Some(protocol) => {
                         let mut res = self.events(&session, last_seq, protocol)?;
@@ -615,13 +624,8 @@ impl Room {
     }
 
     fn save_active(&self, run: &ActiveRun) -> worker::Result<()> {
-        self.save_record(
-            serde_json::to_string(run).map_err(|e| worker::Error::RustError(e.to_string()))?,
-        )
-    }
-
-    /// Stores an [`ActiveRun`] already serialized.
-    fn save_record(&self, doc: String) -> worker::Result<()> {
+        let doc =
+            serde_json::to_string(run).map_err(|e| worker::Error::RustError(e.to_string()))?;
         exec(
             &self.sql(),
             "INSERT INTO meta (k, v) VALUES ('run', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
@@ -646,39 +650,31 @@ impl Room {
         crate::base_ports(&self.env)
     }
 
-    /// Starts the run in a task of its own ([`Room::drive_claimed`]), stores
-    /// it as driven by this isolate (its first attempt) and arms the
-    /// heartbeat alarm: the room's sequence number before it, or the refusal
-    /// to answer.
-    ///
-    /// The task makes its model call before the run's record is written: a
-    /// call made while a storage write is in flight waits for its commit
-    /// (the output gate, two fsyncs under `wrangler dev`), and the model's
-    /// first token takes longer than the commit anyway. Should the isolate
-    /// die in that moment, the record is missing and no heartbeat marks the
-    /// run's end: cancelling the run in the session then ends it
-    /// (`/cancel` says the room holds no run).
-    async fn start(room: &Rc<Self>, mut spec: RunSpec) -> worker::Result<Result<i64, Response>> {
+    /// Stores the run as driven by this isolate (its first attempt) and arms
+    /// the heartbeat alarm: the room's sequence number before it and the run
+    /// for [`Room::drive_claimed`], or the refusal to answer. One storage
+    /// commit: the model call waits for it (the output gate). (Making the
+    /// call before writing the record made no difference to the time to
+    /// first token that `scripts/bench-chat` could see, and would leave a
+    /// run without a record, so without a heartbeat, were the isolate to die
+    /// in between.)
+    async fn start(&self, mut spec: RunSpec) -> worker::Result<Result<(i64, ActiveRun), Response>> {
         let mut waited = 0;
-        loop {
-            let active = room.active()?.map(|run| run.spec.run_id);
-            let Some(run_id) = active.or_else(|| room.driving.get().then(String::new)) else {
-                break;
-            };
+        while let Some(run) = self.active()? {
             if waited >= START_WAIT_MS {
                 return problem(
                     409,
                     "run_in_progress",
-                    &format!("The run {run_id} is still active in this room."),
+                    &format!("The run {} is still active in this room.", run.spec.run_id),
                 )
                 .map(Err);
             }
             crate::clock::sleep(START_POLL_MS).await;
             waited += START_POLL_MS;
         }
-        // From the check above to the task's start there is no `.await`, and
-        // the task says it drives at once: two starts cannot both pass.
-        let last_seq = room.log().last_seq();
+        // From the check above to the store below there is no `.await`: two
+        // starts cannot both pass.
+        let last_seq = self.log().last_seq();
         spec.first_seq = last_seq;
         // What the starting request read for the run is not stored: it goes
         // to the driving task in memory (a run driven again after its
@@ -689,32 +685,11 @@ impl Room {
             attempts: 1,
             cancel: false,
         };
-        let record =
-            serde_json::to_string(&run).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.save_active(&run)?;
         run.spec.preload = preload;
-        room.cancel.set(false);
-        room.driving.set(true);
-        let task = Rc::clone(room);
-        wasm_bindgen_futures::spawn_local(async move {
-            if let Err(e) = task.drive_claimed(run).await {
-                // Still stored as driven: the heartbeat alarm ends it.
-                worker::console_error!("room drive: {e}");
-            }
-        });
-        // One microtask turn: the task runs up to its model call (queued
-        // before this continuation; no event reaches the object meanwhile).
-        // Its events so far are in the log, which a reader replays before
-        // it is registered: a reader misses nothing.
-        let _ = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(
-            &wasm_bindgen::JsValue::UNDEFINED,
-        ))
-        .await;
-        if let Err(e) = room.save_record(record) {
-            room.cancel.set(true);
-            return Err(e);
-        }
-        room.state.storage().set_alarm(HEARTBEAT_MS).await?;
-        Ok(Ok(last_seq))
+        self.cancel.set(false);
+        self.state.storage().set_alarm(HEARTBEAT_MS).await?;
+        Ok(Ok((last_seq, run)))
     }
 
     fn request_cancel(&self) -> worker::Result<Response> {

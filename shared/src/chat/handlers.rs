@@ -454,7 +454,7 @@ async fn admit(
                 };
                 let (first_seq, history, usage) = futures_util::future::join3(
                     db::start_run(sql, &start),
-                    db::all_messages(sql, session_id),
+                    db::owned_messages(sql, session_id, &user_id),
                     crate::billing::quota::model_usage(run_ctx_ref, &user_id),
                 )
                 .await;

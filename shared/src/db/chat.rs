@@ -133,6 +133,23 @@ pub async fn all_messages(sql: &dyn Sql, session: &str) -> Result<Vec<StoredMess
     messages_page(sql, session, None, 10_000).await
 }
 
+/// The messages of a session of `owner`'s, and none of a session that is
+/// not theirs: for a read that goes out before the session's owner is
+/// checked (sending a message).
+pub async fn owned_messages(
+    sql: &dyn Sql,
+    session: &str,
+    owner: &str,
+) -> Result<Vec<StoredMessage>, SqlError> {
+    let rows = sql
+        .query(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND owner_id = $2 ORDER BY id LIMIT 10000"),
+            &[session.into(), owner.into()],
+        )
+        .await?;
+    rows.iter().map(message).collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_message(
     sql: &dyn Sql,

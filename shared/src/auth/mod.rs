@@ -67,14 +67,13 @@ where
         Later(F),
     }
     let config = ctx.ports.config()?;
-    let mut early_hit = None;
     let token = bearer_token(req).ok_or_else(|| {
         ApiError::unauthorized("unauthorized", "Send Authorization: Bearer <token>.")
     })?;
     let invalid =
         || ApiError::unauthorized("invalid_token", "The access token is invalid or expired.");
     let issuer = jwt::peek_issuer(token).ok_or_else(invalid)?;
-    let (user, read) = if issuer == jwt::ISSUER {
+    let (user, read, early_hit) = if issuer == jwt::ISSUER {
         let claims =
             jwt::verify_access(config, ctx.ports.clock.now_ms(), token).ok_or_else(invalid)?;
         // The rate-limit hit goes out with the lookup too, on the limit the
@@ -87,16 +86,16 @@ where
             crate::billing::quota::rate_hit_early(ctx, &key),
         )
         .await;
-        early_hit = hit;
-        (user?, Read::Made(data))
+        (user?, Read::Made(data), hit)
     } else if config.oidc.as_ref().is_some_and(|o| o.issuer == issuer) {
         let identity = oidc::verify(ctx, token).await?.ok_or_else(invalid)?;
         (
             Some(users::upsert_oidc(ctx, &identity).await?),
             Read::Later(read),
+            None,
         )
     } else {
-        (None, Read::Later(read))
+        (None, Read::Later(read), None)
     };
     let caller = user.map(|user| Caller { user }).ok_or_else(invalid)?;
     *ctx.rate.user_id.borrow_mut() = Some(caller.id().to_owned());

@@ -154,9 +154,17 @@ fn run_in_progress() -> ApiError {
     )
 }
 
-/// A message to send, as the request gives it: its encoding and body, read
-/// before the caller is known (and reported after, so a 401 comes first).
-fn message_input(req: &Request) -> ApiResult<(Protocol, SendMessage)> {
+/// A message to send, as the request gives it, read before the caller is
+/// known (and reported after, so a 401 comes first).
+struct MessageInput {
+    protocol: Protocol,
+    /// The provider the request names.
+    provider: Option<String>,
+    /// The user's message as stored: its content blocks.
+    content: serde_json::Value,
+}
+
+fn message_input(req: &Request) -> ApiResult<MessageInput> {
     let protocol = Protocol::parse(query_param(req, "protocol").as_deref())?;
     let body: SendMessage = json_body(req)?;
     if body.content.trim().is_empty() {
@@ -171,12 +179,16 @@ fn message_input(req: &Request) -> ApiResult<(Protocol, SendMessage)> {
             format!("A message may have at most {MAX_MESSAGE_BYTES} bytes."),
         ));
     }
-    Ok((protocol, body))
+    Ok(MessageInput {
+        protocol,
+        provider: body.provider,
+        content: serde_json::json!([{ "type": "text", "text": body.content }]),
+    })
 }
 
-/// A user message's content blocks.
-fn user_content(text: &str) -> serde_json::Value {
-    serde_json::json!([{ "type": "text", "text": text }])
+/// The detail of a run's audit event.
+fn run_audit_detail(run_id: &str, provider: &crate::llm::Provider) -> serde_json::Value {
+    serde_json::json!({ "run_id": run_id, "provider": provider.name() })
 }
 
 /// The ids a new run's rows get, made before its first statement.
@@ -184,6 +196,33 @@ struct RunIds {
     run: String,
     message: String,
     audit: String,
+}
+
+impl RunIds {
+    /// What [`db::start_run`] stores for a run with these ids.
+    fn start<'a>(
+        &'a self,
+        ctx: &'a Ctx<'_>,
+        session_id: &'a str,
+        owner_id: &'a str,
+        provider: &'a crate::llm::Provider,
+        content: &'a serde_json::Value,
+        audit_detail: &'a serde_json::Value,
+    ) -> db::RunStart<'a> {
+        db::RunStart {
+            run_id: &self.run,
+            session_id,
+            owner_id,
+            provider: provider.name(),
+            model: provider.model(),
+            message_id: &self.message,
+            content,
+            audit_id: &self.audit,
+            audit_detail,
+            ip: ctx.meta.client_ip.as_deref(),
+            request_id: ctx.request_id,
+        }
+    }
 }
 
 /// The run as the caller's first round trip stored it (see [`send_message`]).
@@ -310,7 +349,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let aside = async {
         let fixed = async {
             if stored_other_provider {
-                let detail = serde_json::json!({ "run_id": run_id, "provider": provider.name() });
+                let detail = run_audit_detail(run_id, &provider);
                 db::set_run_provider(
                     sql,
                     run_id,
@@ -392,7 +431,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 async fn admit(
     ctx: &Ctx<'_>,
     req: &Request,
-    input: ApiResult<(Protocol, SendMessage)>,
+    input: ApiResult<MessageInput>,
     ids: &RunIds,
     inserted: &std::cell::Cell<bool>,
 ) -> ApiResult<Admitted> {
@@ -410,10 +449,10 @@ async fn admit(
     let session_id = ctx.params.get("id");
     // What the first round trip stores: the message and the provider the
     // request names or the server's default (see `send_message`).
-    let early = input.as_ref().ok().and_then(|(_, m)| {
+    let early = input.as_ref().ok().and_then(|m| {
         let (provider, _) = resolve_provider(config, m.provider.as_deref(), &[]).ok()?;
-        let detail = serde_json::json!({ "run_id": ids.run, "provider": provider.name() });
-        Some((user_content(&m.content), provider, detail))
+        let detail = run_audit_detail(&ids.run, &provider);
+        Some((&m.content, provider, detail))
     });
     let (early_ref, run_ctx_ref) = (early.as_ref(), &run_ctx);
     let (caller, (own, session, running, stored, usage)) =
@@ -439,19 +478,7 @@ async fn admit(
                 let Some((content, provider, detail)) = early_ref else {
                     return (None, crate::billing::quota::model_usage(ctx, &user_id).await);
                 };
-                let start = db::RunStart {
-                    run_id: &ids.run,
-                    session_id,
-                    owner_id: &user_id,
-                    provider: provider.name(),
-                    model: provider.model(),
-                    message_id: &ids.message,
-                    content,
-                    audit_id: &ids.audit,
-                    audit_detail: detail,
-                    ip: ctx.meta.client_ip.as_deref(),
-                    request_id: ctx.request_id,
-                };
+                let start = ids.start(ctx, session_id, &user_id, provider, content, detail);
                 let (first_seq, history, usage) = futures_util::future::join3(
                     db::start_run(sql, &start),
                     db::owned_messages(sql, session_id, &user_id),
@@ -472,10 +499,16 @@ async fn admit(
             Ok((own, session, running, stored, usage))
         })
         .await?;
-    let (protocol, body) = input?;
+    // The provider the run was stored under, if it was.
+    let guessed = early.map(|(_, provider, _)| provider);
+    let MessageInput {
+        protocol,
+        provider: wanted,
+        content,
+    } = input?;
     let limits = caller.user.limits();
     let (own, session, running) = (own?, session?, running?);
-    let (provider, byok) = resolve_provider(config, body.provider.as_deref(), &own)?;
+    let (provider, byok) = resolve_provider(config, wanted.as_deref(), &own)?;
     if !limits.allows_model(provider.model()) {
         return Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
@@ -513,9 +546,9 @@ async fn admit(
         }
         return Err(e);
     }
-    let stored_other_provider = early
+    let stored_other_provider = guessed
         .as_ref()
-        .is_some_and(|(_, p, _)| p.name() != provider.name() || p.model() != provider.model());
+        .is_some_and(|p| p.name() != provider.name() || p.model() != provider.model());
     let (first_seq, history, budget_checked, stored_early) = match stored {
         // Stored with the checks: the budget read above was the run's own.
         Some((Some(first_seq), history)) => (first_seq, history?, true, true),
@@ -526,21 +559,8 @@ async fn admit(
             if ctx.ports.rooms.is_none() {
                 inline::recover_stale(ctx.ports, &session.id, caller.id()).await?;
             }
-            let content = user_content(&body.content);
-            let detail = serde_json::json!({ "run_id": ids.run, "provider": provider.name() });
-            let start = db::RunStart {
-                run_id: &ids.run,
-                session_id: &session.id,
-                owner_id: caller.id(),
-                provider: provider.name(),
-                model: provider.model(),
-                message_id: &ids.message,
-                content: &content,
-                audit_id: &ids.audit,
-                audit_detail: &detail,
-                ip: ctx.meta.client_ip.as_deref(),
-                request_id: ctx.request_id,
-            };
+            let detail = run_audit_detail(&ids.run, &provider);
+            let start = ids.start(ctx, &session.id, caller.id(), &provider, &content, &detail);
             let (first_seq, history, budget) = futures_util::future::join3(
                 db::start_run(sql, &start),
                 db::all_messages(sql, &session.id),
@@ -554,7 +574,6 @@ async fn admit(
             )
             .await;
             let first_seq = first_seq?.ok_or_else(run_in_progress)?;
-            inserted.set(true);
             (first_seq, history?, budget.is_ok(), false)
         }
     };
@@ -564,7 +583,7 @@ async fn admit(
         protocol,
         provider,
         byok,
-        content: user_content(&body.content),
+        content,
         first_seq,
         history,
         limits,

@@ -1,5 +1,6 @@
-//! The OpenAPI 3.1 document, generated from the route table so that every
-//! route that exists is described, with the shared schemas.
+//! The OpenAPI 3.1 document: its paths generated from the route table, so
+//! that every route that exists is described; its shared schemas (chat's
+//! native events among them) from `openapi_schemas.json`.
 
 use std::sync::OnceLock;
 
@@ -8,130 +9,171 @@ use serde_json::{json, Map, Value};
 use crate::http::response::{ok, Response};
 use crate::routes::{Route, ROUTES};
 
-fn schemas() -> Value {
-    json!({
-        "Problem": {
-            "type": "object",
-            "description": "RFC 9457 problem details; `code` is stable and machine-readable.",
-            "required": ["type", "title", "status", "detail", "code"],
-            "properties": {
-                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                "detail": {"type": "string"}, "code": {"type": "string"}, "request_id": {"type": "string"}
-            }
-        },
-        "Credentials": {
-            "type": "object", "additionalProperties": false, "required": ["email", "password"],
-            "properties": {"email": {"type": "string", "format": "email"}, "password": {"type": "string", "minLength": 10}}
-        },
-        "RefreshToken": {
-            "type": "object", "additionalProperties": false, "required": ["refresh_token"],
-            "properties": {"refresh_token": {"type": "string"}}
-        },
-        "OidcInfo": {
-            "type": "object", "required": ["issuer", "authorization_endpoint", "client_id", "scopes"],
-            "properties": {
-                "issuer": {"type": "string"}, "authorization_endpoint": {"type": "string", "format": "uri"},
-                "client_id": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}
-            }
-        },
-        "OidcCallback": {
-            "type": "object", "additionalProperties": false,
-            "required": ["code", "code_verifier", "redirect_uri", "nonce"],
-            "properties": {
-                "code": {"type": "string", "minLength": 1},
-                "code_verifier": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{43,128}$"},
-                "redirect_uri": {"type": "string", "format": "uri", "description": "On this server's origin; the one sent to the authorization endpoint"},
-                "nonce": {"type": "string", "minLength": 1}
-            }
-        },
-        "User": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"}, "email": {"type": ["string", "null"]},
-                "role": {"enum": ["user", "admin"]}, "tier": {"enum": ["free", "starter", "pro", "enterprise"]},
-                "created_at": {"type": "string", "format": "date-time"}
-            }
-        },
-        "Tokens": {
-            "type": "object",
-            "properties": {
-                "user": {"$ref": "#/components/schemas/User"}, "access_token": {"type": "string"},
-                "refresh_token": {"type": "string"}, "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"}
-            }
-        },
-        "ProjectCreate": {
-            "type": "object", "additionalProperties": false, "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 100},
-                "description": {"type": "string", "maxLength": 2000},
-                "template": {"enum": ["blank", "static-html", "vite-react"]}
-            }
-        },
-        "ProjectUpdate": {
-            "type": "object", "additionalProperties": false,
-            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}, "description": {"type": "string", "maxLength": 2000}}
-        },
-        "Project": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
-                "template": {"type": "string"}, "total_bytes": {"type": "integer"},
-                "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}
-            }
-        },
-        "File": {
-            "type": "object",
-            "properties": {
-                "path": {"type": "string"}, "size": {"type": "integer"},
-                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "updated_at": {"type": "string", "format": "date-time"}
-            }
-        },
-        "Page": {
-            "type": "object", "required": ["items", "next_cursor"],
-            "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}
-        }
-    })
+/// The shared schemas (`components.schemas`). They are data, not code: as
+/// `json!` literals they cost the Worker's wasm about 10 KB (gzip).
+fn all_schemas() -> Value {
+    serde_json::from_str(include_str!("openapi_schemas.json")).unwrap_or_default()
 }
 
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-/// Request body schema and success status/schema of each route.
-fn shapes(route: Route) -> (Option<Value>, u16, Option<Value>) {
-    let json_body = |name: &str| {
-        Some(
-            json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}}),
-        )
-    };
-    match route {
-        Route::Signup => (json_body("Credentials"), 201, Some(schema_ref("Tokens"))),
-        Route::Login => (json_body("Credentials"), 200, Some(schema_ref("Tokens"))),
-        Route::Refresh => (json_body("RefreshToken"), 200, Some(schema_ref("Tokens"))),
-        Route::Logout => (json_body("RefreshToken"), 204, None),
-        Route::OidcInfo => (None, 200, Some(schema_ref("OidcInfo"))),
-        Route::OidcCallback => (json_body("OidcCallback"), 200, Some(schema_ref("Tokens"))),
-        Route::Me => (None, 200, Some(schema_ref("User"))),
-        Route::DeleteMe | Route::DeleteProject | Route::DeleteFile => (None, 204, None),
-        Route::CreateProject => (json_body("ProjectCreate"), 201, Some(schema_ref("Project"))),
-        Route::UpdateProject => (json_body("ProjectUpdate"), 200, Some(schema_ref("Project"))),
-        Route::GetProject => (None, 200, Some(schema_ref("Project"))),
-        Route::ListProjects | Route::ListFiles | Route::Templates => {
-            (None, 200, Some(schema_ref("Page")))
+/// What a route takes and answers, besides its path parameters and the
+/// problem answer every route has.
+struct Shape {
+    body: Option<Value>,
+    /// Query and header parameters.
+    params: Vec<Value>,
+    /// Status and response object of each success.
+    responses: Vec<(u16, Value)>,
+}
+
+impl Shape {
+    /// A JSON answer (`None`: no body) with `status`.
+    fn answer(status: u16, schema: Option<Value>) -> Shape {
+        let success = match schema {
+            Some(s) => {
+                json!({"description": "Success", "content": {"application/json": {"schema": s}}})
+            }
+            None => json!({"description": "Success"}),
+        };
+        Shape {
+            body: None,
+            params: Vec::new(),
+            responses: vec![(status, success)],
         }
-        Route::PutFile => (
-            Some(
-                json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
-            ),
-            201,
-            Some(schema_ref("File")),
+    }
+
+    fn body(mut self, body: Value) -> Shape {
+        self.body = Some(body);
+        self
+    }
+
+    fn param(mut self, place: &str, name: &str, schema: Value, description: &str) -> Shape {
+        self.params
+            .push(json!({"name": name, "in": place, "schema": schema, "description": description}));
+        self
+    }
+
+    /// `?limit=&cursor=`.
+    fn paged(self) -> Shape {
+        self.param(
+            "query",
+            "limit",
+            json!({"type": "integer", "minimum": 1}),
+            "Items per page",
+        )
+        .param(
+            "query",
+            "cursor",
+            json!({"type": "string"}),
+            "`next_cursor` of the page before",
+        )
+    }
+
+    fn also(mut self, status: u16, response: Value) -> Shape {
+        self.responses.push((status, response));
+        self
+    }
+}
+
+fn json_body(name: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}})
+}
+
+/// A page of `items`.
+fn page_of(items: &str) -> Option<Value> {
+    Some(
+        json!({"allOf": [schema_ref("Page"), {"properties": {"items": {"items": schema_ref(items)}}}]}),
+    )
+}
+
+/// `?protocol=`, the encoding of a run's event stream.
+fn protocol(shape: Shape) -> Shape {
+    shape.param(
+        "query",
+        "protocol",
+        json!({"enum": ["native", "ag-ui", "ai-sdk"], "default": "native"}),
+        "native: `NativeEvent`s. ag-ui: AG-UI events (RUN_STARTED, TEXT_MESSAGE_CONTENT, TOOL_CALL_ARGS, ...). ai-sdk: the Vercel AI SDK UI message stream (header x-vercel-ai-ui-message-stream: v1, ends with `data: [DONE]`).",
+    )
+}
+
+/// A run's events as Server-Sent Events.
+fn event_stream(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"text/event-stream": {
+            "schema": {"type": "string"},
+            // OpenAPI 3.2's itemSchema: what each SSE event carries.
+            "x-itemSchema": {
+                "type": "object", "required": ["id", "data"],
+                "properties": {
+                    "id": {"type": "string", "description": "The event's sequence number (`seq`): resume after it with Last-Event-ID or ?after="},
+                    "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema_ref("NativeEvent")}
+                }
+            }
+        }}
+    })
+}
+
+fn shapes(route: Route) -> Shape {
+    match route {
+        Route::Signup => Shape::answer(201, Some(schema_ref("Tokens"))).body(json_body("Credentials")),
+        Route::Login => Shape::answer(200, Some(schema_ref("Tokens"))).body(json_body("Credentials")),
+        Route::Refresh => Shape::answer(200, Some(schema_ref("Tokens"))).body(json_body("RefreshToken")),
+        Route::Logout => Shape::answer(204, None).body(json_body("RefreshToken")),
+        Route::OidcInfo => Shape::answer(200, Some(schema_ref("OidcInfo"))),
+        Route::OidcCallback => Shape::answer(200, Some(schema_ref("Tokens"))).body(json_body("OidcCallback")),
+        Route::Me => Shape::answer(200, Some(schema_ref("User"))),
+        Route::DeleteMe | Route::DeleteProject | Route::DeleteFile => Shape::answer(204, None),
+        Route::CreateProject => Shape::answer(201, Some(schema_ref("Project"))).body(json_body("ProjectCreate")),
+        Route::UpdateProject => Shape::answer(200, Some(schema_ref("Project"))).body(json_body("ProjectUpdate")),
+        Route::GetProject => Shape::answer(200, Some(schema_ref("Project"))),
+        Route::ListProjects => Shape::answer(200, page_of("Project")).paged(),
+        Route::ListFiles => Shape::answer(200, page_of("File")).paged(),
+        Route::Templates => Shape::answer(200, Some(schema_ref("Page"))),
+        Route::PutFile => Shape::answer(201, Some(schema_ref("File"))).body(
+            json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
         ),
-        Route::GetFile => (
-            None,
-            200,
-            Some(json!({"type": "string", "format": "binary"})),
+        Route::GetFile => Shape {
+            body: None,
+            params: Vec::new(),
+            responses: vec![(
+                200,
+                json!({"description": "The file's bytes", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
+            )],
+        },
+        Route::CreateSession => Shape::answer(201, Some(schema_ref("Session"))).body(
+            json!({"required": false, "content": {"application/json": {"schema": schema_ref("SessionCreate")}}}),
         ),
-        _ => (None, 200, Some(json!({"type": "object"}))),
+        Route::ListSessions => Shape::answer(200, page_of("Session")).paged(),
+        Route::ListMessages => Shape::answer(200, page_of("Message")).paged(),
+        Route::SendMessage => {
+            let mut shape = protocol(Shape::answer(202, Some(schema_ref("RunAccepted"))).body(json_body("SendMessage")))
+                .param("header", "Accept", json!({"type": "string"}), "text/event-stream: answer with the run's event stream (200) instead of 202")
+                .also(200, event_stream("With Accept: text/event-stream, the run's events until its run_finished"));
+            // One run at a time per session.
+            shape.responses.push((409, json!({"description": "A run is in progress in this session (run_in_progress): wait for its run_finished or cancel it", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})));
+            shape
+        }
+        Route::Events => protocol(Shape {
+            body: None,
+            params: Vec::new(),
+            responses: vec![(200, event_stream("The session's events after the resume point, then the live ones until the active run's run_finished (at once when no run is active)"))],
+        })
+        .param("query", "after", json!({"type": "integer", "minimum": 0}), "Resume after this sequence number (default 0: the session's buffered events)")
+        .param("header", "Last-Event-ID", json!({"type": "string", "pattern": "^[0-9]+$"}), "As `after` (an EventSource sends it when it reconnects); wins over `after`; 400 invalid_resume_point when either is not a sequence number"),
+        Route::WsTicket => Shape::answer(201, Some(schema_ref("WsTicket"))),
+        Route::WebSocket => Shape {
+            body: None,
+            params: Vec::new(),
+            responses: vec![(101, json!({"description": "WebSocket. Server frames: `WsServerFrame`; client frames: `WsClientMessage`."}))],
+        }
+        .param("query", "ticket", json!({"type": "string"}), "From POST /v1/sessions/{id}/ws-ticket: single use, 60 s")
+        .param("query", "after", json!({"type": "integer", "minimum": 0}), "Send the events after this sequence number first (default: all buffered)"),
+        Route::Cancel => Shape::answer(202, Some(schema_ref("CancelAnswer"))),
+        _ => Shape::answer(200, Some(json!({"type": "object"}))),
     }
 }
 
@@ -145,19 +187,12 @@ fn build() -> Value {
                 params.push(json!({"name": name.trim_start_matches('*'), "in": "path", "required": true, "schema": {"type": "string"}}));
             }
         }
-        if matches!(def.route, Route::ListProjects | Route::ListFiles) {
-            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}));
-            params.push(json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}));
-        }
-        let (body, status, schema) = shapes(def.route);
+        let shape = shapes(def.route);
+        params.extend(shape.params);
         let mut responses = Map::new();
-        let success = match schema {
-            Some(s) => {
-                json!({"description": "Success", "content": {"application/json": {"schema": s}}})
-            }
-            None => json!({"description": "Success"}),
-        };
-        responses.insert(status.to_string(), success);
+        for (status, response) in shape.responses {
+            responses.insert(status.to_string(), response);
+        }
         responses.insert(
             "default".into(),
             json!({"description": "Problem", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}}),
@@ -169,7 +204,7 @@ fn build() -> Value {
             "parameters": params,
             "responses": responses,
         });
-        if let Some(b) = body {
+        if let Some(b) = shape.body {
             op["requestBody"] = b;
         }
         if def.auth {
@@ -187,7 +222,7 @@ fn build() -> Value {
         },
         "paths": paths,
         "components": {
-            "schemas": schemas(),
+            "schemas": all_schemas(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
         }
     })
@@ -196,4 +231,133 @@ fn build() -> Value {
 pub fn document() -> Response {
     static DOC: OnceLock<Value> = OnceLock::new();
     ok(DOC.get_or_init(build))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::events::{Event, EventBody};
+    use crate::llm::Usage;
+
+    /// One event of each kind. The match makes a new kind a compile error
+    /// here until it has a sample (and so a check against the document).
+    fn samples() -> Vec<EventBody> {
+        let all = vec![
+            EventBody::RunStarted {
+                provider: "anthropic".into(),
+                model: "m".into(),
+                message_id: "msg_a".into(),
+                user_message_id: "msg_u".into(),
+            },
+            EventBody::StepStarted { step: 1 },
+            EventBody::TextStart {
+                block_id: "b".into(),
+            },
+            EventBody::TextDelta {
+                block_id: "b".into(),
+                delta: "hi".into(),
+            },
+            EventBody::TextEnd {
+                block_id: "b".into(),
+            },
+            EventBody::ToolCallStart {
+                tool_call_id: "t".into(),
+                name: "write_file".into(),
+            },
+            EventBody::ToolCallDelta {
+                tool_call_id: "t".into(),
+                delta: "{\"pa".into(),
+            },
+            EventBody::ToolCallEnd {
+                tool_call_id: "t".into(),
+                name: "write_file".into(),
+                input: json!({"path": "a"}),
+            },
+            EventBody::ToolResult {
+                tool_call_id: "t".into(),
+                output: "ok".into(),
+                is_error: false,
+            },
+            EventBody::StepFinished { step: 1 },
+            EventBody::RunFinished {
+                status: "complete".into(),
+                stop_reason: "end_turn".into(),
+                usage: Usage::default(),
+                cost_micros: 0,
+            },
+            EventBody::RunError {
+                code: "upstream".into(),
+                message: "m".into(),
+            },
+        ];
+        for body in &all {
+            match body {
+                EventBody::RunStarted { .. }
+                | EventBody::StepStarted { .. }
+                | EventBody::TextStart { .. }
+                | EventBody::TextDelta { .. }
+                | EventBody::TextEnd { .. }
+                | EventBody::ToolCallStart { .. }
+                | EventBody::ToolCallDelta { .. }
+                | EventBody::ToolCallEnd { .. }
+                | EventBody::ToolResult { .. }
+                | EventBody::StepFinished { .. }
+                | EventBody::RunFinished { .. }
+                | EventBody::RunError { .. } => {}
+                // A room's frame, documented as `Presence`.
+                EventBody::Presence { .. } => unreachable!(),
+            }
+        }
+        all
+    }
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn every_native_event_is_documented_with_exactly_its_fields() {
+        let schemas = all_schemas();
+        let documented = schemas["NativeEvent"]["oneOf"]
+            .as_array()
+            .expect("NativeEvent is a oneOf");
+        let samples = samples();
+        assert_eq!(documented.len(), samples.len(), "one schema per event kind");
+        for body in samples {
+            let wire = serde_json::to_value(Event {
+                seq: 1,
+                run_id: "run_1".into(),
+                body,
+            })
+            .expect("events serialize");
+            let kind = wire["type"].as_str().expect("events have a type");
+            let schema = documented
+                .iter()
+                .find(|s| s["properties"]["type"]["const"] == kind)
+                .unwrap_or_else(|| panic!("{kind} is not documented"));
+            assert_eq!(keys(&wire), keys(&schema["properties"]), "{kind}'s fields");
+            let mut required: Vec<String> =
+                serde_json::from_value(schema["required"].clone()).expect("a list of names");
+            required.sort();
+            assert_eq!(keys(&wire), required, "{kind} always has all its fields");
+        }
+    }
+
+    #[test]
+    fn every_reference_names_a_schema() {
+        let doc = build();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"]
+            .as_object()
+            .expect("the schemas parse");
+        for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &part[..part.find('"').expect("a closing quote")];
+            assert!(
+                schemas.contains_key(name),
+                "{name} is referenced but not defined"
+            );
+        }
+    }
 }

@@ -50,14 +50,19 @@ const signup = await api('POST', '/v1/auth/signup', null, { email: `bench-${Date
 const token = signup.access_token;
 await db.query(`UPDATE users SET tier = 'enterprise', limits_override = '{"api_requests_minute": 100000}' WHERE id = $1`, [signup.user.id]);
 const project = await api('POST', '/v1/projects', token, { name: 'bench' });
+// A second user whose own Anthropic key pays for their runs (BYOK): the same stream, timed apart.
+const own = await api('POST', '/v1/auth/signup', null, { email: `bench-own-${Date.now()}@example.com`, password: 'bench-password-123' });
+await db.query(`UPDATE users SET tier = 'enterprise', limits_override = '{"api_requests_minute": 100000}' WHERE id = $1`, [own.user.id]);
+await api('PUT', '/v1/keys/anthropic', own.access_token, { api_key: 'bench-own-key-1234' });
+const ownProject = await api('POST', '/v1/projects', own.access_token, { name: 'bench-own' });
 
 // A chat session is made when the user opens a chat, before any message: it is made here before the
 // clock starts, and the message is timed (the peer, too, is timed from the request that asks for text).
-async function viaWorker(text, protocol = 'native', base = BASE) {
-  const session = await api('POST', `/v1/projects/${project.id}/sessions`, token, {});
+async function viaWorker(text, protocol = 'native', base = BASE, who = { token, project }) {
+  const session = await api('POST', `/v1/projects/${who.project.id}/sessions`, who.token, {});
   return () => fetch(`${base}/v1/sessions/${session.id}/messages?protocol=${protocol}`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
+    headers: { authorization: `Bearer ${who.token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
     body: JSON.stringify({ content: text }),
   });
 }
@@ -76,12 +81,14 @@ async function timed(path, start, isText, textOf) {
   return r;
 }
 
-const results = { direct: [], worker: [], runtime: [], peer: [] };
+const results = { direct: [], worker: [], runtime: [], peer: [], byok: [] };
+const byok = { token: own.access_token, project: ownProject };
 // Warm-up of each path.
 await timed('direct', direct, isAnthropicText, anthropicText);
 await timed('Worker', await viaWorker(marker), isNativeText, deltaText);
 if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, deltaText);
 await timed('Node peer', () => fetch(PEER), isUiText, deltaText);
+await timed('Worker, own key', await viaWorker(marker, 'native', RUNTIME ?? BASE, byok), isNativeText, deltaText);
 const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
 if (stopProfile) {
   // Attaching the profiler through wrangler's inspector proxy resets the connections open at that
@@ -104,11 +111,13 @@ for (let i = 0; i < RUNS; i++) {
   results.worker.push(tagged(await timed('Worker', await viaWorker(`${marker} ${w}`), isNativeText, deltaText), w));
   const rt = tag('runtime');
   if (RUNTIME) results.runtime.push(tagged(await timed('Worker runtime', await viaWorker(`${marker} ${rt}`, 'native', RUNTIME), isNativeText, deltaText), rt));
+  const b = tag('byok');
+  results.byok.push(tagged(await timed('Worker, own key', await viaWorker(`${marker} ${b}`, 'native', RUNTIME ?? BASE, byok), isNativeText, deltaText), b));
   const p = tag('peer');
   results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, deltaText), p));
 }
 // When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
-for (const path of ['worker', 'runtime', 'peer']) {
+for (const path of ['worker', 'runtime', 'peer', 'byok']) {
   for (const r of results[path]) {
     const { items } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(r.tag)}`)).json();
     r.called = items.length ? items[0].at - r.startedAt : NaN;
@@ -133,7 +142,10 @@ for (const key of ['ttft', 'total']) {
 const split = (path, f) => pct(results[path].map(f), 50);
 const ours = RUNTIME ? 'runtime' : 'worker';
 row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
+row('ttft added by our Worker, own key (BYOK), p50', pct(added('byok', 'ttft'), 50), 'ms', 'added by the Node ai relay', pct(added('peer', 'ttft'), 50));
+row('ttft: request -> model called, own key (BYOK), p50', split('byok', (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft: model called -> first token at client, p50', split(ours, (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called), 'direct ttft is the fake\'s part');
+row('ttft: model called -> first token, own key, p50', split('byok', (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called));
 // The same text in fewer events: text deltas that arrive in a burst, faster than they can be relayed
 // one by one, are passed on merged (functions/cloudflare/src/body_stream.rs).
 const textEvents = (path) => pct(results[path].map((r) => r.deltas), 50);

@@ -14,7 +14,7 @@
 //   GET  /health                {"status":"ok"}
 //   GET  /_fake/requests?contains=TEXT
 //                               test-only: the requests whose last user text contains TEXT, newest last:
-//                               [{at, api, path, auth, version, scenario, step, status, output_tokens, body,
+//                               [{at, api, path, auth, keyLast4, version, scenario, step, status, output_tokens, body,
 //                               sent}]; `sent` (paced scenarios only): when each text delta was written, ms
 //   ANY  /_fake/echo/request    test-only, for the HTTP conformance suite (GET /v1/_conformance?http=...):
 //                               201, x-echo: yes, {method, path, header (of x-conformance), body_hex}
@@ -275,7 +275,15 @@ function anthropicMessage(body, p) {
 async function handleAnthropic(req, res, raw, ctx) {
   const key = req.headers['x-api-key'];
   const bearer = /^Bearer\s+(\S+)$/i.exec(String(req.headers.authorization || ''));
-  const entry = { at: Date.now(), api: 'anthropic', path: req.url, auth: key ? 'x-api-key' : bearer ? 'bearer' : 'none', version: req.headers['anthropic-version'] || null };
+  const entry = {
+    at: Date.now(),
+    api: 'anthropic',
+    path: req.url,
+    auth: key ? 'x-api-key' : bearer ? 'bearer' : 'none',
+    // Which key paid (its last four characters, as a dashboard shows them).
+    keyLast4: String(key || bearer?.[1] || '').slice(-4),
+    version: req.headers['anthropic-version'] || null,
+  };
   if (!key && !bearer) {
     return anthropicError(res, 401, 'authentication_error', 'x-api-key header is required');
   }

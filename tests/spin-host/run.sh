@@ -52,7 +52,8 @@ wait_ok() { # URL PID
 
 # The suite signs users up from one IP: a high anonymous limit, as scripts/test gives wrangler.
 vars=(SPIN_VARIABLE_DATABASE_URL="$db" SPIN_VARIABLE_JWT_SECRET="$secret" SPIN_VARIABLE_EVERJUST_ENV=test
-  SPIN_VARIABLE_RATE_LIMIT_ANONYMOUS_PER_MINUTE=1000)
+  SPIN_VARIABLE_RATE_LIMIT_ANONYMOUS_PER_MINUTE=1000
+  SPIN_VARIABLE_KEYS_ENCRYPTION_KEY="k1:$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64"))')")
 e2e_env=()
 if [[ "${SPIN_HOST_E2E:-}" == 1 ]]; then
   # The suite's fakes, started before the host so it is configured for them (as scripts/test does for wrangler).

@@ -20,14 +20,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::request::Meta;
 use crate::ids;
 use crate::llm::{
-    Block, ChatRequest, Message, ModelError, ModelEvent, Provider, Role, StopReason, Usage,
+    Block, ChatRequest, Message, ModelError, ModelEvent, Provider, Role, Secret, StopReason, Usage,
 };
 use crate::ports::sql::transaction;
 use crate::ports::Ports;
 use crate::routes::{Ctx, Params};
 
 /// Everything needed to drive a run; serialisable so it can be handed to a
-/// room. Holds no secrets: the driver resolves the provider key itself.
+/// room. The one secret it may carry, the caller's own key in the preload,
+/// is a [`Secret`] (not shown by `Debug`) and never stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
     pub run_id: String,
@@ -62,6 +63,12 @@ pub struct Preload {
     /// before this one, [`crate::billing::quota::check_model`]) passed
     /// after the run was stored.
     pub budget_checked: bool,
+    /// The caller's own key for the run's provider when it pays (`byok`),
+    /// as the starting request opened it: the first call reads no keys.
+    /// It goes to the driver in memory only (a room takes the preload out
+    /// before it stores the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_key: Option<Secret>,
 }
 
 /// Where a run's events go. `emit` numbers the event and makes it visible
@@ -343,11 +350,21 @@ async fn drive(
     };
     // What the run needs before its first model call, read together: each
     // round trip here is added to the time to the first token.
+    let preloaded_key = spec
+        .preload
+        .as_ref()
+        .and_then(|p| p.own_key.as_ref())
+        .and_then(|key| {
+            let provider = crate::billing::keys::PROVIDERS
+                .iter()
+                .find(|p| **p == spec.provider)?;
+            Some(vec![(*provider, key.expose().to_owned())])
+        });
     let keys = async {
-        if spec.byok {
-            own_keys(&ctx, &spec.owner_id).await
-        } else {
-            Ok(Vec::new())
+        match preloaded_key {
+            _ if !spec.byok => Ok(Vec::new()),
+            Some(own) => Ok(own),
+            None => own_keys(&ctx, &spec.owner_id).await,
         }
     };
     let (own, (limits, mut messages)) = match &spec.preload {

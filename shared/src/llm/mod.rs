@@ -141,6 +141,28 @@ pub enum ModelError {
 
 pub type ModelStream = LocalBoxStream<'static, Result<ModelEvent, ModelError>>;
 
+/// A credential. Its `Debug` shows only that it is there, so a struct that
+/// carries one can still be logged or printed by a failing test.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// A configured provider.
 #[derive(Debug, Clone)]
 pub enum Provider {
@@ -170,6 +192,14 @@ impl Provider {
         match self {
             Provider::Anthropic { model, .. } | Provider::OpenAi { model, .. } => model,
             Provider::Demo => "demo",
+        }
+    }
+
+    /// The key its calls send (none for the demo).
+    pub fn api_key(&self) -> Option<&str> {
+        match self {
+            Provider::Anthropic { api_key, .. } | Provider::OpenAi { api_key, .. } => Some(api_key),
+            Provider::Demo => None,
         }
     }
 

@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use serde_json::json;
 
-use crate::helpers::{ScriptedHttp, TestApp};
+use crate::helpers::{ScriptedHttp, SpecRoom, TestApp};
 
 const KEYS: &str = "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=,k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -259,6 +259,61 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     assert_eq!(doc["usage"][0]["byok"], true);
     assert_eq!(doc["provider_keys"][0]["last4"], "1234");
     assert!(!String::from_utf8_lossy(&export.body).contains("sk-ant-mine"));
+}
+
+/// A run on the caller's own key hands its room the key the starting
+/// request opened, so the room's first model call reads no keys (a
+/// Postgres connection and a query before the first token). The key never
+/// shows in the spec's `Debug`, and a run on the server's key carries none.
+#[tokio::test]
+async fn a_run_on_the_users_own_key_hands_its_room_the_opened_key() {
+    let http = Rc::new(ScriptedHttp::default());
+    let mut app = TestApp::build(&[("KEYS_ENCRYPTION_KEY", KEYS)], http.clone()).await;
+    let room = Rc::new(SpecRoom::default());
+    app.ports.rooms = Some(room.clone());
+    let (t, _, _) = app.signup("ada@example.com").await;
+    http.push(200, &[], "{}");
+    app.json(
+        "PUT",
+        "/v1/keys/anthropic",
+        Some(&t),
+        json!({"api_key": "sk-ant-mine-1234"}),
+    )
+    .await;
+    let p = app.project(&t, "p").await;
+    let s = app.session(&t, &p).await;
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/messages"),
+            Some(&t),
+            json!({"content": "hello"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let wire = room.0.borrow()[0].clone();
+    let spec: everjust_core::chat::agent::RunSpec =
+        serde_json::from_str(&wire).expect("the room reads the spec");
+    assert!(spec.byok);
+    let key = spec.preload.as_ref().and_then(|p| p.own_key.as_ref());
+    assert_eq!(key.map(|k| k.expose()), Some("sk-ant-mine-1234"));
+    assert!(!format!("{spec:?}").contains("sk-ant-mine"), "{spec:?}");
+    // The driver calls the model with it: the stored key is gone, and
+    // without the preloaded one the run would have no key at all.
+    app.ports
+        .sql
+        .execute("DELETE FROM provider_keys", &[])
+        .await
+        .expect("delete");
+    http.push(200, &[], "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    let outcome = everjust_core::chat::inline::run_detached(&app.ports, &spec).await;
+    assert_eq!(outcome.status, "complete");
+    assert_eq!(
+        http.api_keys.borrow().last().cloned().flatten().as_deref(),
+        Some("sk-ant-mine-1234")
+    );
 }
 
 #[tokio::test]

@@ -1232,3 +1232,27 @@ async fn a_silent_run_keeps_the_event_stream_alive_with_sse_comments() {
     let silent = app.ports.clock.now_ms() - before;
     assert!((15_000..16_000).contains(&silent), "after {silent} ms");
 }
+
+/// A run on the server's key hands its room no key (only a run on the
+/// caller's own key carries one, see billing.rs).
+#[tokio::test]
+async fn a_run_on_the_servers_key_hands_its_room_no_key() {
+    let (mut app, _http, t, s) = setup(ANTHROPIC).await;
+    let room = Rc::new(crate::helpers::SpecRoom::default());
+    app.ports.rooms = Some(room.clone());
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/messages"),
+            Some(&t),
+            json!({"content": "hello"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let wire = room.0.borrow()[0].clone();
+    assert!(!wire.contains("sk-test"), "{wire}");
+    let spec: everjust_core::chat::agent::RunSpec =
+        serde_json::from_str(&wire).expect("the room reads the spec");
+    assert!(!spec.byok);
+    assert!(spec.preload.expect("preloaded").own_key.is_none());
+}

@@ -140,6 +140,8 @@ pub type Canned = (u16, Vec<(String, String)>, String);
 pub struct ScriptedHttp {
     pub responses: std::cell::RefCell<std::collections::VecDeque<Canned>>,
     pub requests: std::cell::RefCell<Vec<(String, serde_json::Value)>>,
+    /// The `x-api-key` each request sent (Anthropic's key header).
+    pub api_keys: std::cell::RefCell<Vec<Option<String>>>,
 }
 
 impl ScriptedHttp {
@@ -161,6 +163,12 @@ impl HttpClient for ScriptedHttp {
         req: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, everjust_core::ports::http_client::HttpError> {
         let uri = req.uri().to_string();
+        self.api_keys.borrow_mut().push(
+            req.headers()
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        );
         self.requests
             .borrow_mut()
             .push((uri, serde_json::from_slice(req.body()).unwrap_or_default()));
@@ -208,6 +216,51 @@ impl HttpClient for ScriptedHttp {
             headers: parts.headers,
             body: futures_util::stream::iter(chunks).boxed_local(),
         })
+    }
+}
+
+/// A room that only keeps each run spec it is handed, as JSON: what a
+/// Durable Object room receives.
+#[derive(Default)]
+pub struct SpecRoom(pub std::cell::RefCell<Vec<String>>);
+
+#[async_trait::async_trait(?Send)]
+impl everjust_core::ports::rooms::Rooms for SpecRoom {
+    async fn start(
+        &self,
+        spec: &everjust_core::chat::agent::RunSpec,
+        _stream: Option<everjust_core::chat::encode::Protocol>,
+    ) -> Result<(i64, Option<everjust_core::Body>), everjust_core::ports::rooms::RoomError> {
+        self.0
+            .borrow_mut()
+            .push(serde_json::to_string(spec).expect("a spec serializes"));
+        Ok((spec.first_seq, None))
+    }
+    async fn events(
+        &self,
+        _session_id: &str,
+        _after: i64,
+        _protocol: everjust_core::chat::encode::Protocol,
+    ) -> Result<everjust_core::Body, everjust_core::ports::rooms::RoomError> {
+        Err(everjust_core::ports::rooms::RoomError::Failed(
+            "not in this test".into(),
+        ))
+    }
+    async fn cancel(
+        &self,
+        _session_id: &str,
+    ) -> Result<bool, everjust_core::ports::rooms::RoomError> {
+        Ok(false)
+    }
+    async fn websocket(
+        &self,
+        _session_id: &str,
+        _member: &everjust_core::ports::rooms::Member,
+        _after: Option<i64>,
+    ) -> Result<http::Response<everjust_core::Body>, everjust_core::ports::rooms::RoomError> {
+        Err(everjust_core::ports::rooms::RoomError::Failed(
+            "not in this test".into(),
+        ))
     }
 }
 

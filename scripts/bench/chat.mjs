@@ -15,6 +15,8 @@ const BASE = process.env.BASE_URL;
 // The workerd process running the Worker, without wrangler dev's proxy in front (scripts/lib.sh
 // runtime_port); absent when it was not found.
 const RUNTIME = process.env.RUNTIME_URL || null;
+// The `ai` relay as a TypeScript Worker under the same runtime (scripts/bench/ai-relay-worker.mjs).
+const WORKERD_RELAY = process.env.WORKERD_RELAY_URL || null;
 const MODEL = process.env.MODEL_URL;
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const DELTAS = 2000;
@@ -81,7 +83,7 @@ async function timed(path, start, isText, textOf) {
   return r;
 }
 
-const results = { direct: [], worker: [], runtime: [], peer: [], byok: [] };
+const results = { direct: [], worker: [], runtime: [], peer: [], byok: [], workerd: [] };
 const byok = { token: own.access_token, project: ownProject };
 // Warm-up of each path.
 await timed('direct', direct, isAnthropicText, anthropicText);
@@ -89,6 +91,7 @@ await timed('Worker', await viaWorker(marker), isNativeText, deltaText);
 if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, deltaText);
 await timed('Node peer', () => fetch(PEER), isUiText, deltaText);
 await timed('Worker, own key', await viaWorker(marker, 'native', RUNTIME ?? BASE, byok), isNativeText, deltaText);
+if (WORKERD_RELAY) await timed('TypeScript relay under workerd', () => fetch(WORKERD_RELAY), isUiText, deltaText);
 const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
 if (stopProfile) {
   // Attaching the profiler through wrangler's inspector proxy resets the connections open at that
@@ -113,11 +116,15 @@ for (let i = 0; i < RUNS; i++) {
   if (RUNTIME) results.runtime.push(tagged(await timed('Worker runtime', await viaWorker(`${marker} ${rt}`, 'native', RUNTIME), isNativeText, deltaText), rt));
   const b = tag('byok');
   results.byok.push(tagged(await timed('Worker, own key', await viaWorker(`${marker} ${b}`, 'native', RUNTIME ?? BASE, byok), isNativeText, deltaText), b));
+  if (WORKERD_RELAY) {
+    const wr = tag('workerd');
+    results.workerd.push(tagged(await timed('TypeScript relay under workerd', () => fetch(`${WORKERD_RELAY}/?tag=${wr}`), isUiText, deltaText), wr));
+  }
   const p = tag('peer');
   results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, deltaText), p));
 }
 // When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
-for (const path of ['worker', 'runtime', 'peer', 'byok']) {
+for (const path of ['worker', 'runtime', 'peer', 'byok', 'workerd']) {
   for (const r of results[path]) {
     const { items } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(r.tag)}`)).json();
     r.called = items.length ? items[0].at - r.startedAt : NaN;
@@ -135,6 +142,7 @@ for (const key of ['ttft', 'total']) {
     row(`${key} direct from the fake, p${p}`, pct(d, p), 'ms', '', NaN);
     if (RUNTIME) row(`${key} added by our Worker, p${p}`, pct(added('runtime', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), 'ours well below');
     row(`${key} added by our Worker via wrangler's proxy, p${p}`, pct(added('worker', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), RUNTIME ? '' : 'ours well below');
+    if (WORKERD_RELAY) row(`${key} added by our Worker, p${p}`, pct(added(RUNTIME ? 'runtime' : 'worker', key), p), 'ms', 'added by the TS ai relay, workerd', pct(added('workerd', key), p), 'same runtime, for scale');
   }
 }
 // Where the time to first token goes: before the model is called (ours: authentication, rate limit,
@@ -143,6 +151,7 @@ const split = (path, f) => pct(results[path].map(f), 50);
 const ours = RUNTIME ? 'runtime' : 'worker';
 row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft added by our Worker, own key (BYOK), p50', pct(added('byok', 'ttft'), 50), 'ms', 'added by the Node ai relay', pct(added('peer', 'ttft'), 50));
+if (WORKERD_RELAY) row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'TS ai relay, workerd', split('workerd', (r) => r.called));
 row('ttft: request -> model called, own key (BYOK), p50', split('byok', (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft: model called -> first token at client, p50', split(ours, (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called), 'direct ttft is the fake\'s part');
 row('ttft: model called -> first token, own key, p50', split('byok', (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called));

@@ -185,19 +185,28 @@ async fn byo_key_is_validated_encrypted_and_never_returned() {
     assert_eq!(app.count("provider_keys").await, 0);
 }
 
+/// Signs Ada up with her own Anthropic key, `sk-ant-mine-1234` (its check
+/// with the provider answered by `http`); her access token.
+async fn signup_with_own_key(app: &TestApp, http: &ScriptedHttp) -> String {
+    let (t, _, _) = app.signup("ada@example.com").await;
+    http.push(200, &[], "{}");
+    let r = app
+        .json(
+            "PUT",
+            "/v1/keys/anthropic",
+            Some(&t),
+            json!({"api_key": "sk-ant-mine-1234"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    t
+}
+
 #[tokio::test]
 async fn runs_use_the_users_own_key_and_its_usage_is_not_billed() {
     let http = Rc::new(ScriptedHttp::default());
     let app = TestApp::build(&[("KEYS_ENCRYPTION_KEY", KEYS)], http.clone()).await;
-    let (t, _, _) = app.signup("ada@example.com").await;
-    http.push(200, &[], "{}");
-    app.json(
-        "PUT",
-        "/v1/keys/anthropic",
-        Some(&t),
-        json!({"api_key": "sk-ant-mine-1234"}),
-    )
-    .await;
+    let t = signup_with_own_key(&app, &http).await;
     let p = app.project(&t, "p").await;
     let s = app.session(&t, &p).await;
     let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
@@ -271,15 +280,7 @@ async fn a_run_on_the_users_own_key_hands_its_room_the_opened_key() {
     let mut app = TestApp::build(&[("KEYS_ENCRYPTION_KEY", KEYS)], http.clone()).await;
     let room = Rc::new(SpecRoom::default());
     app.ports.rooms = Some(room.clone());
-    let (t, _, _) = app.signup("ada@example.com").await;
-    http.push(200, &[], "{}");
-    app.json(
-        "PUT",
-        "/v1/keys/anthropic",
-        Some(&t),
-        json!({"api_key": "sk-ant-mine-1234"}),
-    )
-    .await;
+    let t = signup_with_own_key(&app, &http).await;
     let p = app.project(&t, "p").await;
     let s = app.session(&t, &p).await;
     let r = app
@@ -291,9 +292,7 @@ async fn a_run_on_the_users_own_key_hands_its_room_the_opened_key() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.json());
-    let wire = room.0.borrow()[0].clone();
-    let spec: everjust_core::chat::agent::RunSpec =
-        serde_json::from_str(&wire).expect("the room reads the spec");
+    let (_, spec) = room.last();
     assert!(spec.byok);
     let key = spec.preload.as_ref().and_then(|p| p.own_key.as_ref());
     assert_eq!(key.map(|k| k.expose()), Some("sk-ant-mine-1234"));
@@ -320,15 +319,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
 async fn a_tampered_ciphertext_is_a_clear_error_not_a_panic() {
     let http = Rc::new(ScriptedHttp::default());
     let app = TestApp::build(&[("KEYS_ENCRYPTION_KEY", KEYS)], http.clone()).await;
-    let (t, _, _) = app.signup("ada@example.com").await;
-    http.push(200, &[], "{}");
-    app.json(
-        "PUT",
-        "/v1/keys/anthropic",
-        Some(&t),
-        json!({"api_key": "sk-ant-mine-1234"}),
-    )
-    .await;
+    let t = signup_with_own_key(&app, &http).await;
     app.ports.sql.execute("UPDATE provider_keys SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)", &[]).await.expect("tamper");
     let p = app.project(&t, "p").await;
     let s = app.session(&t, &p).await;

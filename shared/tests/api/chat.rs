@@ -778,58 +778,17 @@ async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
     );
 }
 
-/// A room that holds no run: where a run lost before its room stored it
-/// (its isolate died between the start's round trip and the room's commit)
-/// would leave its session. The Workers room answers `/cancel` the same way
-/// when it holds nothing (the held case runs in the e2e suite).
-struct EmptyRoom;
-
-#[async_trait::async_trait(?Send)]
-impl everjust_core::ports::rooms::Rooms for EmptyRoom {
-    async fn start(
-        &self,
-        _spec: &everjust_core::chat::agent::RunSpec,
-        _stream: Option<everjust_core::chat::encode::Protocol>,
-    ) -> Result<(i64, Option<everjust_core::Body>), everjust_core::ports::rooms::RoomError> {
-        Err(everjust_core::ports::rooms::RoomError::Failed(
-            "not in this test".into(),
-        ))
-    }
-    async fn events(
-        &self,
-        _session_id: &str,
-        _after: i64,
-        _protocol: everjust_core::chat::encode::Protocol,
-    ) -> Result<everjust_core::Body, everjust_core::ports::rooms::RoomError> {
-        Err(everjust_core::ports::rooms::RoomError::Failed(
-            "not in this test".into(),
-        ))
-    }
-    async fn cancel(
-        &self,
-        _session_id: &str,
-    ) -> Result<bool, everjust_core::ports::rooms::RoomError> {
-        Ok(false)
-    }
-    async fn websocket(
-        &self,
-        _session_id: &str,
-        _member: &everjust_core::ports::rooms::Member,
-        _after: Option<i64>,
-    ) -> Result<http::Response<everjust_core::Body>, everjust_core::ports::rooms::RoomError> {
-        Err(everjust_core::ports::rooms::RoomError::Failed(
-            "not in this test".into(),
-        ))
-    }
-}
-
 /// Cancelling a run that its room does not hold ends it in Postgres, so the
 /// session is usable again; a run that only just started (still on its way
 /// to the room) is left to its start.
 #[tokio::test]
 async fn cancelling_a_run_its_room_lost_ends_it() {
     let (mut app, _http, t, s) = setup(ANTHROPIC).await;
-    app.ports.rooms = Some(Rc::new(EmptyRoom));
+    // A room that holds no run: where a run lost before its room stored it
+    // (its isolate died between the start's round trip and the room's
+    // commit) would leave its session. The Workers room answers `/cancel`
+    // the same way when it holds nothing (the held case runs in the e2e suite).
+    app.ports.rooms = Some(Rc::new(crate::helpers::SpecRoom::default()));
     let insert = |id: &'static str, age_secs: i64| {
         let sql = app.ports.sql.clone();
         let s = s.clone();
@@ -1249,10 +1208,8 @@ async fn a_run_on_the_servers_key_hands_its_room_no_key() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.json());
-    let wire = room.0.borrow()[0].clone();
+    let (wire, spec) = room.last();
     assert!(!wire.contains("sk-test"), "{wire}");
-    let spec: everjust_core::chat::agent::RunSpec =
-        serde_json::from_str(&wire).expect("the room reads the spec");
     assert!(!spec.byok);
     assert!(spec.preload.expect("preloaded").own_key.is_none());
 }

@@ -219,10 +219,19 @@ impl HttpClient for ScriptedHttp {
     }
 }
 
-/// A room that only keeps each run spec it is handed, as JSON: what a
-/// Durable Object room receives.
+/// A room that holds no run (its cancel finds none) and keeps each run spec
+/// it is handed, as JSON: what a Durable Object room receives.
 #[derive(Default)]
 pub struct SpecRoom(pub std::cell::RefCell<Vec<String>>);
+
+impl SpecRoom {
+    /// The last spec handed over: as it crossed (JSON), and as the room reads it.
+    pub fn last(&self) -> (String, everjust_core::chat::agent::RunSpec) {
+        let wire = self.0.borrow().last().cloned().expect("a run was started");
+        let spec = serde_json::from_str(&wire).expect("the room reads the spec");
+        (wire, spec)
+    }
+}
 
 #[async_trait::async_trait(?Send)]
 impl everjust_core::ports::rooms::Rooms for SpecRoom {

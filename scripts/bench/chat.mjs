@@ -151,6 +151,9 @@ const split = (path, f) => pct(results[path].map(f), 50);
 const ours = RUNTIME ? 'runtime' : 'worker';
 row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft added by our Worker, own key (BYOK), p50', pct(added('byok', 'ttft'), 50), 'ms', 'added by the Node ai relay', pct(added('peer', 'ttft'), 50));
+// Our Worker's own account of the time before the model call (its Server-Timing header).
+row('ttft: of which admit (auth, limits, run stored), p50', split(ours, (r) => r.timing.admit), 'ms', '', NaN, 'Server-Timing');
+row('ttft: of which room (until its answer), p50', split(ours, (r) => r.timing.room), 'ms', '', NaN, 'Server-Timing; calls the model before');
 if (WORKERD_RELAY) row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'TS ai relay, workerd', split('workerd', (r) => r.called));
 row('ttft: request -> model called, own key (BYOK), p50', split('byok', (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft: model called -> first token at client, p50', split(ours, (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called), 'direct ttft is the fake\'s part');

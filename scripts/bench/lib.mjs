@@ -55,5 +55,13 @@ export async function timeStream(start, isText, textOf = null) {
     if (Number.isNaN(first)) first = performance.now() - t0;
     if (textOf) text += textOf(data);
   });
-  return { ttft: first, total: performance.now() - t0, deltas, text, startedAt: performance.timeOrigin + t0 };
+  // Our answers say how long their phases took (Server-Timing: admit;dur=N, room;dur=N).
+  const timing = Object.fromEntries(
+    String(res.headers.get('server-timing') || '')
+      .split(',')
+      .map((m) => /^\s*([\w-]+);dur=([\d.]+)/.exec(m))
+      .filter(Boolean)
+      .map((m) => [m[1], Number(m[2])]),
+  );
+  return { ttft: first, total: performance.now() - t0, deltas, text, startedAt: performance.timeOrigin + t0, timing };
 }

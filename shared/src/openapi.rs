@@ -153,6 +153,12 @@ fn shapes(route: Route) -> Shape {
             let mut shape = protocol(Shape::answer(202, Some(schema_ref("RunAccepted"))).body(json_body("SendMessage")))
                 .param("header", "Accept", json!({"type": "string"}), "text/event-stream: answer with the run's event stream (200) instead of 202")
                 .also(200, event_stream("With Accept: text/event-stream, the run's events until its run_finished"));
+            for (_, response) in &mut shape.responses {
+                response["headers"] = json!({"Server-Timing": {
+                    "description": "How long the start took, in ms: `admit` (authentication, rate limit, quota, the run stored) and, with live rooms, `room` (until the session's room answered the start; it calls the model once it has stored the run, before that answer)",
+                    "schema": {"type": "string", "pattern": "^admit;dur=[0-9]+(, room;dur=[0-9]+)?$"}
+                }});
+            }
             // One run at a time per session.
             shape.responses.push((409, json!({"description": "A run is in progress in this session (run_in_progress): wait for its run_finished or cancel it", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})));
             shape

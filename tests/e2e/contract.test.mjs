@@ -129,6 +129,9 @@ describe('the chat answers match the document', () => {
     const session = await newSession(ctx.token, ctx.project.id);
     const run = await sendMessage(ctx.token, session.id, scenario('tools').text);
     assert.equal(run.status, 200);
+    const timing = run.headers.get('server-timing');
+    conforms(`/paths/${escape('/v1/sessions/{id}/messages')}/post/responses/200/headers/Server-Timing/schema`, timing, 'the Server-Timing header');
+    assert.equal(/room;dur=/.test(timing), (await serverMode()) === 'rooms', `a room's part only with rooms: ${timing}`);
     const types = eventsConform('post', '/v1/sessions/{id}/messages', run.events);
     for (const t of ['run_started', 'step_started', 'text_start', 'text_delta', 'text_end', 'tool_call_start', 'tool_call_delta', 'tool_call_end', 'tool_result', 'step_finished', 'run_finished'])
       assert.ok(types.has(t), `the run had a ${t} event (had ${[...types]})`);
@@ -142,8 +145,10 @@ describe('the chat answers match the document', () => {
 
   test('a run started without a stream (202), and one whose upstream fails', async () => {
     const session = await newSession(ctx.token, ctx.project.id);
-    const accepted = expectJson(await post(`/v1/sessions/${session.id}/messages`, { content: scenario('error').text }, { token: ctx.token }), 202);
+    const res = await post(`/v1/sessions/${session.id}/messages`, { content: scenario('error').text }, { token: ctx.token });
+    const accepted = expectJson(res, 202);
     answers('post', '/v1/sessions/{id}/messages', 202, accepted);
+    conforms(`/paths/${escape('/v1/sessions/{id}/messages')}/post/responses/202/headers/Server-Timing/schema`, res.headers['server-timing'], 'the Server-Timing header');
     const s = await openSse('GET', accepted.events_url, { token: ctx.token });
     const types = eventsConform('get', '/v1/sessions/{id}/events', (await s.read()).events);
     assert.ok(types.has('run_error'), 'the failed upstream shows as run_error');

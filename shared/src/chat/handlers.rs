@@ -146,6 +146,21 @@ fn sse_response(protocol: Protocol, body: Body) -> Response {
     res
 }
 
+/// A `Server-Timing` header of a run's start: `admit` (authentication, rate
+/// limit, quota and the run stored: the caller's Postgres round trip) and
+/// `room` (until the session's room answered the start; it calls the model
+/// as soon as it has stored the run, before its answer is back), in ms. On
+/// Workers the clock moves only with I/O, so each is the time of its I/O to
+/// within a millisecond.
+fn server_timing(phases: &[(&str, i64)]) -> HeaderValue {
+    let value = phases
+        .iter()
+        .map(|(name, ms)| format!("{name};dur={}", ms.max(&0)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// The session already has a run in progress.
 fn run_in_progress() -> ApiError {
     ApiError::conflict(
@@ -276,6 +291,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         audit: ids::new_id(ctx.ports, "aud"),
     };
     let inserted = std::cell::Cell::new(false);
+    let started_ms = ctx.ports.clock.now_ms();
     let admitted = match admit(ctx, req, input, &ids, &inserted).await {
         Ok(a) => a,
         Err(e) => {
@@ -305,6 +321,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         budget_checked,
         stored_other_provider,
     } = admitted;
+    let admitted_ms = ctx.ports.clock.now_ms();
     let RunIds {
         run: run_id,
         message: user_message_id,
@@ -407,25 +424,34 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                     serde_json::json!({ "run_id": run_id, "error": e.to_string() }),
                 );
             }
-            match events {
-                Some(events) => Ok(sse_response(protocol, events)),
-                None => Ok(json(StatusCode::ACCEPTED, &accepted(first_seq))),
-            }
+            let mut res = match events {
+                Some(events) => sse_response(protocol, events),
+                None => json(StatusCode::ACCEPTED, &accepted(first_seq)),
+            };
+            let timing = server_timing(&[
+                ("admit", admitted_ms - started_ms),
+                ("room", ctx.ports.clock.now_ms() - admitted_ms),
+            ]);
+            res.headers_mut().insert("server-timing", timing);
+            Ok(res)
         }
         None => {
             aside.await?;
-            if wants_stream(req) {
-                Ok(sse_response(
+            let timing = server_timing(&[("admit", admitted_ms - started_ms)]);
+            let mut res = if wants_stream(req) {
+                sse_response(
                     protocol,
                     Body::Stream(inline::stream_run(ctx.ports.clone(), spec, protocol)),
-                ))
+                )
             } else {
                 // Without a room the run lives in this request: answer when it is done.
                 let outcome = inline::run_detached(ctx.ports, &spec).await;
                 let mut doc = accepted(first_seq);
                 doc["status"] = outcome.status.into();
-                Ok(json(StatusCode::ACCEPTED, &doc))
-            }
+                json(StatusCode::ACCEPTED, &doc)
+            };
+            res.headers_mut().insert("server-timing", timing);
+            Ok(res)
         }
     }
 }

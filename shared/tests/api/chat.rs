@@ -1208,8 +1208,50 @@ async fn a_run_on_the_servers_key_hands_its_room_no_key() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.json());
+    assert_server_timing(&r, &["admit", "room"]);
     let (wire, spec) = room.last();
     assert!(!wire.contains("sk-test"), "{wire}");
     assert!(!spec.byok);
     assert!(spec.preload.expect("preloaded").own_key.is_none());
+}
+
+/// Asserts a run start's `Server-Timing`: these phases, in this order, each
+/// `name;dur=<whole ms>`.
+fn assert_server_timing(r: &Res, phases: &[&str]) {
+    let value = r
+        .headers
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let names: Vec<&str> = value
+        .split(", ")
+        .map(|m| {
+            let (name, dur) = m.split_once(";dur=").unwrap_or_default();
+            assert!(dur.parse::<u64>().is_ok(), "{value}");
+            name
+        })
+        .collect();
+    assert_eq!(names, phases, "{value}");
+}
+
+/// Without rooms (Spin) the run lives in its request: its start's timing
+/// has the admission only, streamed or not.
+#[tokio::test]
+async fn a_run_start_says_how_long_its_admission_took() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    http.push(200, &[], anthropic(&["hi"], &[], "end_turn"));
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/messages"),
+            Some(&t),
+            json!({"content": "hello"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    assert_server_timing(&r, &["admit"]);
+    http.push(200, &[], anthropic(&["again"], &[], "end_turn"));
+    let r = send(&app, &t, &s, "hello again", "native").await;
+    assert_eq!(r.status, 200);
+    assert_server_timing(&r, &["admit"]);
 }

@@ -2,11 +2,13 @@
 // and every native event of real runs (text, a tool call in fragments, several tool rounds, a failed
 // upstream, a cancelled run) is validated against the schema that the document gives for that route
 // and status. The validator is Ajv, with JSON Schema 2020-12, OpenAPI 3.1's dialect. The schemas
-// forbid unknown properties, so a field the document does not name fails here too.
+// forbid unknown properties, so a field the document does not name fails here too. The document
+// itself is checked against the official OpenAPI 3.1 schema (@seriousme/openapi-schema-validator).
 
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 
+import { Validator as OpenApiValidator } from '@seriousme/openapi-schema-validator';
 import Ajv2020 from 'ajv/dist/2020.js';
 import WebSocket from 'ws';
 
@@ -72,6 +74,13 @@ function eventsConform(method, path, sseEvents) {
 }
 
 describe('the OpenAPI document', () => {
+  test('is valid OpenAPI 3.1 by the official schema', async () => {
+    const validator = new OpenApiValidator();
+    const result = await validator.validate(structuredClone(doc));
+    assert.ok(result.valid, `not valid OpenAPI: ${JSON.stringify(result.errors)?.slice(0, 1500)}`);
+    assert.equal(validator.version, '3.1');
+  });
+
   test('compiles as JSON Schema 2020-12, with a schema for every chat answer', () => {
     for (const name of Object.keys(doc.components.schemas)) validatorAt(`/components/schemas/${name}`);
     for (const [method, path, status] of [

@@ -179,6 +179,25 @@ fn shapes(route: Route) -> Shape {
         .param("query", "ticket", json!({"type": "string"}), "From POST /v1/sessions/{id}/ws-ticket: single use, 60 s")
         .param("query", "after", json!({"type": "integer", "minimum": 0}), "Send the events after this sequence number first (default: all buffered)"),
         Route::Cancel => Shape::answer(202, Some(schema_ref("CancelAnswer"))),
+        Route::PutKey => Shape::answer(200, Some(schema_ref("ProviderKey"))).body(json_body("PutKey")),
+        Route::ListKeys => Shape::answer(200, page_of("ProviderKey")),
+        Route::DeleteKey | Route::GithubDisconnect => Shape::answer(204, None),
+        Route::Usage => Shape::answer(200, Some(schema_ref("UsageReport"))),
+        Route::GithubLinkInstallation | Route::GithubConnect => {
+            Shape::answer(201, Some(json!({"type": "object"})))
+        }
+        Route::SandboxCreate => Shape::answer(200, Some(json!({"type": "object"}))).also(
+            202,
+            json!({"description": "Starting: ask again after Retry-After", "content": {"application/json": {"schema": {"type": "object"}}}}),
+        ),
+        Route::SandboxDelete => Shape::answer(202, Some(json!({"type": "object"}))).also(
+            204,
+            json!({"description": "No sandbox provider is configured: nothing to stop"}),
+        ),
+        Route::GithubWebhook => Shape::answer(202, Some(json!({"type": "object"}))).also(
+            200,
+            json!({"description": "A delivery seen before: nothing done", "content": {"application/json": {"schema": {"type": "object"}}}}),
+        ),
         _ => Shape::answer(200, Some(json!({"type": "object"}))),
     }
 }

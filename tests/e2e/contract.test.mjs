@@ -12,7 +12,7 @@ import { Validator as OpenApiValidator } from '@seriousme/openapi-schema-validat
 import Ajv2020 from 'ajv/dist/2020.js';
 import WebSocket from 'ws';
 
-import { BASE_URL, expectJson, get, post } from './lib/client.mjs';
+import { BASE_URL, del, expectJson, get, post, put } from './lib/client.mjs';
 import { chatSetup, newSession, openSse, scenario, sendMessage, serverMode, waitFor } from './lib/chat.mjs';
 
 let doc;
@@ -206,5 +206,22 @@ describe('the chat answers match the document', () => {
     ws.close();
     assert.ok(frames.some((f) => f.type === 'presence'), 'a presence frame came');
     for (const f of frames) conforms('/components/schemas/WsServerFrame', f, 'a WebSocket frame');
+  });
+
+  test('own model keys and the usage report', async (t) => {
+    const json = { 'content-type': 'application/json' };
+    const stored = await put('/v1/keys/anthropic', JSON.stringify({ api_key: 'sk-ant-contract-k3y9' }), { token: ctx.token, headers: json });
+    if (stored.json?.code === 'keys_unavailable') return t.skip('this server has no KEYS_ENCRYPTION_KEY');
+    answers('put', '/v1/keys/{provider}', 200, expectJson(stored, 200));
+    const listed = expectJson(await get('/v1/keys', { token: ctx.token }), 200);
+    answers('get', '/v1/keys', 200, listed);
+    assert.deepEqual(listed.items.map((k) => [k.provider, k.last4]), [['anthropic', 'k3y9']]);
+    const removed = await del('/v1/keys/anthropic', { token: ctx.token });
+    assert.equal(removed.status, 204);
+    assert.ok(doc.paths['/v1/keys/{provider}'].delete.responses['204'], 'DELETE /v1/keys/{provider} is documented as 204');
+    // The runs above wrote ledger rows, so the report has days.
+    const usage = expectJson(await get('/v1/usage', { token: ctx.token }), 200);
+    answers('get', '/v1/usage', 200, usage);
+    assert.ok(usage.by_day.length > 0 && usage.totals.model_calls > 0, JSON.stringify(usage.totals));
   });
 });

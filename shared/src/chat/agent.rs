@@ -116,16 +116,17 @@ pub fn resolve_provider(
                 default_model(name).to_owned(),
             ),
         };
+        let api_key = Secret::new(key);
         let p = if name == "anthropic" {
             Provider::Anthropic {
                 base_url,
-                api_key: key,
+                api_key,
                 model,
             }
         } else {
             Provider::OpenAi {
                 base_url,
-                api_key: key,
+                api_key,
                 model,
             }
         };

@@ -345,10 +345,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         messages: super::agent::conversation(&history),
         limits,
         budget_checked,
-        own_key: provider
-            .api_key()
-            .filter(|_| byok)
-            .map(crate::llm::Secret::new),
+        own_key: provider.api_key().filter(|_| byok).cloned(),
     };
     let spec = RunSpec {
         run_id: run_id.clone(),

@@ -168,12 +168,12 @@ impl std::fmt::Debug for Secret {
 pub enum Provider {
     Anthropic {
         base_url: String,
-        api_key: String,
+        api_key: Secret,
         model: String,
     },
     OpenAi {
         base_url: String,
-        api_key: String,
+        api_key: Secret,
         model: String,
     },
     Demo,
@@ -196,7 +196,7 @@ impl Provider {
     }
 
     /// The key its calls send (none for the demo).
-    pub fn api_key(&self) -> Option<&str> {
+    pub fn api_key(&self) -> Option<&Secret> {
         match self {
             Provider::Anthropic { api_key, .. } | Provider::OpenAi { api_key, .. } => Some(api_key),
             Provider::Demo => None,
@@ -212,10 +212,10 @@ impl Provider {
         match self {
             Provider::Anthropic {
                 base_url, api_key, ..
-            } => anthropic::stream(http, base_url, api_key, req).await,
+            } => anthropic::stream(http, base_url, api_key.expose(), req).await,
             Provider::OpenAi {
                 base_url, api_key, ..
-            } => openai::stream(http, base_url, api_key, req).await,
+            } => openai::stream(http, base_url, api_key.expose(), req).await,
             Provider::Demo => Ok(demo::stream(req)),
         }
     }
@@ -455,5 +455,19 @@ mod tests {
         assert!(stream.next().now_or_never().is_none());
         send(delta_event("d"));
         assert_eq!(stream.next().now_or_never().flatten(), Some(text("d")));
+    }
+
+    #[test]
+    fn a_key_never_shows_in_debug_and_crosses_as_a_plain_string() {
+        let p = Provider::Anthropic {
+            base_url: "https://api.anthropic.com".into(),
+            api_key: Secret::new("sk-ant-secret-1234"),
+            model: "m".into(),
+        };
+        assert!(!format!("{p:?}").contains("sk-ant"), "{p:?}");
+        let wire = serde_json::to_string(&Secret::new("sk-ant-secret-1234")).expect("serializes");
+        assert_eq!(wire, "\"sk-ant-secret-1234\"");
+        let back: Secret = serde_json::from_str(&wire).expect("deserializes");
+        assert_eq!(back.expose(), "sk-ant-secret-1234");
     }
 }

@@ -183,6 +183,9 @@ fn shapes(route: Route) -> Shape {
         Route::ListKeys => Shape::answer(200, page_of("ProviderKey")),
         Route::DeleteKey | Route::GithubDisconnect => Shape::answer(204, None),
         Route::Usage => Shape::answer(200, Some(schema_ref("UsageReport"))),
+        Route::Audit => Shape::answer(200, page_of("AuditEvent")).paged(),
+        Route::Health => Shape::answer(200, Some(schema_ref("Health"))),
+        Route::Ready => Shape::answer(200, Some(schema_ref("Ready"))),
         Route::GithubLinkInstallation | Route::GithubConnect => {
             Shape::answer(201, Some(json!({"type": "object"})))
         }

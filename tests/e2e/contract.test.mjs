@@ -225,3 +225,14 @@ describe('the chat answers match the document', () => {
     assert.ok(usage.by_day.length > 0 && usage.totals.model_calls > 0, JSON.stringify(usage.totals));
   });
 });
+
+describe('other answers match the document', () => {
+  test('health, readiness and the audit log', async () => {
+    answers('get', '/health', 200, expectJson(await get('/health'), 200));
+    answers('get', '/ready', 200, expectJson(await get('/ready'), 200));
+    const page = expectJson(await get('/v1/audit?limit=3', { token: ctx.token }), 200);
+    answers('get', '/v1/audit', 200, page);
+    assert.equal(page.items.length, 3);
+    assert.ok(page.next_cursor, 'the contract runs left more than three events');
+  });
+});

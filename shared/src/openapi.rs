@@ -186,14 +186,19 @@ fn shapes(route: Route) -> Shape {
         Route::Audit => Shape::answer(200, page_of("AuditEvent")).paged(),
         Route::Health => Shape::answer(200, Some(schema_ref("Health"))),
         Route::Ready => Shape::answer(200, Some(schema_ref("Ready"))),
-        Route::GithubLinkInstallation | Route::GithubConnect => {
-            Shape::answer(201, Some(json!({"type": "object"})))
-        }
-        Route::SandboxCreate => Shape::answer(200, Some(json!({"type": "object"}))).also(
-            202,
-            json!({"description": "Starting: ask again after Retry-After", "content": {"application/json": {"schema": {"type": "object"}}}}),
+        Route::GithubLinkInstallation => Shape::answer(201, Some(schema_ref("GithubInstallation"))),
+        Route::GithubInstallations => Shape::answer(
+            200,
+            Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": schema_ref("GithubInstallation")}}})),
         ),
-        Route::SandboxDelete => Shape::answer(202, Some(json!({"type": "object"}))).also(
+        Route::GithubConnect => Shape::answer(201, Some(schema_ref("GithubLink"))),
+        Route::GithubGet => Shape::answer(200, Some(schema_ref("GithubLink"))),
+        Route::SandboxGet => Shape::answer(200, Some(schema_ref("Sandbox"))),
+        Route::SandboxCreate => Shape::answer(200, Some(schema_ref("Sandbox"))).also(
+            202,
+            json!({"description": "Starting: ask again after Retry-After", "content": {"application/json": {"schema": schema_ref("Sandbox")}}}),
+        ),
+        Route::SandboxDelete => Shape::answer(202, Some(schema_ref("Sandbox"))).also(
             204,
             json!({"description": "No sandbox provider is configured: nothing to stop"}),
         ),

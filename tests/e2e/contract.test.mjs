@@ -1,7 +1,7 @@
 // The OpenAPI document describes what the chat API really sends. Every answer of the chat routes
 // and every native event of real runs (text, a tool call in fragments, several tool rounds, a failed
 // upstream, a cancelled run) is validated against the schema that the document gives for that route
-// and status. The validator is Ajv, with JSON Schema 2020-12, OpenAPI 3.1's dialect. The schemas
+// and status (tests/e2e/lib/openapi.mjs: Ajv, JSON Schema 2020-12, OpenAPI 3.1's dialect). The schemas
 // forbid unknown properties, so a field the document does not name fails here too. The document
 // itself is checked against the official OpenAPI 3.1 schema (@seriousme/openapi-schema-validator).
 
@@ -9,56 +9,22 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 
 import { Validator as OpenApiValidator } from '@seriousme/openapi-schema-validator';
-import Ajv2020 from 'ajv/dist/2020.js';
 import WebSocket from 'ws';
 
 import { BASE_URL, del, expectJson, get, post, put } from './lib/client.mjs';
 import { chatSetup, newSession, openSse, scenario, sendMessage, serverMode, waitFor } from './lib/chat.mjs';
+import { escapePointer as escape, openApiDocument } from './lib/openapi.mjs';
 
 let doc;
-let ajv;
+let validatorAt;
+let answerPointer;
+let conforms;
+let answers;
 let ctx;
 before(async () => {
-  doc = expectJson(await get('/v1/openapi.json'), 200);
-  // strict: false lets OpenAPI's own keywords (`x-itemSchema`, ...) pass unread.
-  ajv = new Ajv2020({ strict: false, allErrors: true });
-  ajv.addFormat('date-time', (s) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(s) && !Number.isNaN(Date.parse(s)));
-  ajv.addFormat('email', /^[^@\s]+@[^@\s]+$/);
-  ajv.addFormat('uri', (s) => URL.canParse(s));
-  ajv.addFormat('binary', () => true);
-  ajv.addSchema(doc, 'openapi.json');
+  ({ doc, validatorAt, answerPointer, conforms, answers } = await openApiDocument());
   ctx = await chatSetup('contract');
 });
-
-/** The validator of a schema given by its JSON pointer in the document. */
-function validatorAt(pointer) {
-  const v = ajv.getSchema(`openapi.json#${pointer}`);
-  assert.ok(v, `the document has a schema at ${pointer}`);
-  return v;
-}
-
-const escape = (s) => s.replaceAll('~', '~0').replaceAll('/', '~1');
-/** The pointer of a route's answer: its JSON body's schema, or its SSE events' `data`. */
-function answerPointer(method, path, status, kind = 'json') {
-  const response = doc.paths[path]?.[method]?.responses?.[String(status)];
-  assert.ok(response, `the document lists ${method.toUpperCase()} ${path} answering ${status}`);
-  const base = `/paths/${escape(path)}/${method}/responses/${status}/content`;
-  if (kind === 'sse') {
-    assert.ok(response.content?.['text/event-stream']?.['x-itemSchema'], `${method} ${path} ${status} describes its SSE events`);
-    return `${base}/text~1event-stream/x-itemSchema/properties/data/contentSchema`;
-  }
-  assert.ok(response.content?.['application/json']?.schema, `${method} ${path} ${status} has a JSON schema`);
-  return `${base}/application~1json/schema`;
-}
-
-/** Asserts `value` matches the schema at `pointer`. */
-function conforms(pointer, value, what) {
-  const v = validatorAt(pointer);
-  assert.ok(v(value), `${what} does not match the document (${pointer}): ${ajv.errorsText(v.errors)}\n${JSON.stringify(value).slice(0, 600)}`);
-}
-
-const answers = (method, path, status, value, what = `${method.toUpperCase()} ${path} ${status}`) =>
-  conforms(answerPointer(method, path, status), value, what);
 
 /** Asserts every SSE event of a native stream: its `data` as the route's 200 answer says, `id` its seq. */
 function eventsConform(method, path, sseEvents) {

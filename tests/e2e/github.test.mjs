@@ -16,6 +16,7 @@ import { before, describe, test } from 'node:test';
 
 import { BASE_URL, createProject, del, expectJson, expectProblem, get, listFiles, newUser, post, putFile } from './lib/client.mjs';
 import { newSession, sendMessage, waitFor } from './lib/chat.mjs';
+import { openApiDocument } from './lib/openapi.mjs';
 
 const FAKE = (process.env.GITHUB_FAKE_URL || `http://127.0.0.1:${process.env.GITHUB_FAKE_PORT || 8792}`).replace(/\/+$/, '');
 const HOOK = `${BASE_URL}/webhooks/github`;
@@ -34,6 +35,9 @@ async function fake(method, path, body) {
   } catch {}
   return { status: res.status, json, text };
 }
+
+// What the OpenAPI document says the GitHub routes answer; the answers below are checked against it.
+const api = await openApiDocument();
 
 // Is there a fake, and is the server configured for it?
 let skip = false;
@@ -62,14 +66,17 @@ async function setup({ type = 'Organization', files } = {}) {
   assert.equal((await fake('POST', '/_fake/repos', { installation, owner, name: 'site', files })).status, 201);
   const user = await newUser('github');
   const linked = await post('/v1/github/installations', { installation_id: installation, account: owner }, { token: user.access });
-  expectJson(linked, 201);
+  api.answers('post', '/v1/github/installations', 201, expectJson(linked, 201));
+  api.answers('get', '/v1/github/installations', 200, expectJson(await get('/v1/github/installations', { token: user.access }), 200));
   const project = await createProject(user.access);
   return { user, token: user.access, installation, owner, project };
 }
 
 async function connect(ctx, extra = {}) {
   const res = await post(`/v1/projects/${ctx.project.id}/github`, { installation_id: ctx.installation, repository: `${ctx.owner}/site`, ...extra }, { token: ctx.token });
-  return expectJson(res, 201);
+  const made = expectJson(res, 201);
+  api.answers('post', '/v1/projects/{id}/github', 201, made);
+  return made;
 }
 
 /** Waits until the server has stopped calling GitHub about the repository for 600 ms: the webhook of
@@ -101,7 +108,11 @@ async function projectFiles(ctx) {
 }
 
 const repo = async (ctx, ref) => (await fake('GET', `/_fake/repos/${ctx.owner}/site${ref ? `?ref=${encodeURIComponent(ref)}` : ''}`)).json;
-const link = async (ctx) => expectJson(await get(`/v1/projects/${ctx.project.id}/github`, { token: ctx.token }), 200);
+const link = async (ctx) => {
+  const l = expectJson(await get(`/v1/projects/${ctx.project.id}/github`, { token: ctx.token }), 200);
+  api.answers('get', '/v1/projects/{id}/github', 200, l);
+  return l;
+};
 const push = (ctx, body = {}) => post(`/v1/projects/${ctx.project.id}/github/push`, body, { token: ctx.token });
 /** An outside push to the repository, delivered to the server as GitHub would. */
 const outsidePush = async (ctx, files, extra = {}) => {
@@ -306,6 +317,7 @@ describe('GitHub sync', { skip }, () => {
     const org = await setup();
     expectJson(await putFile(org.token, org.project.id, 'index.html', '<p>x</p>'), 201);
     const made = expectJson(await post(`/v1/projects/${org.project.id}/github`, { installation_id: org.installation, repository: 'brand-new' }, { token: org.token }), 201);
+    api.answers('post', '/v1/projects/{id}/github', 201, made);
     assert.equal(made.repository, `${org.owner}/brand-new`);
     assert.deepEqual((await fake('GET', `/_fake/repos/${org.owner}/brand-new`)).json.files, { 'index.html': '<p>x</p>' });
   });

@@ -17,6 +17,7 @@ import { before, test } from 'node:test';
 import { daytonaControls } from '../fakes/daytona.mjs';
 import { COMMAND_FILE } from '../fakes/scenarios.mjs';
 import { checkNativeRun, fakeRequests, natives, newSession, scenario, sendMessage, textOf } from './lib/chat.mjs';
+import { openApiDocument } from './lib/openapi.mjs';
 import {
   BASE_URL,
   createProject,
@@ -69,7 +70,13 @@ async function setup(t, template = 'static-html') {
 }
 
 const start = (s, query = '') => post(`/v1/projects/${s.project.id}/sandbox${query}`, undefined, { token: s.token });
-const state = async (s) => expectJson(await get(`/v1/projects/${s.project.id}/sandbox`, { token: s.token }), 200);
+// What the OpenAPI document says the sandbox routes answer; the answers below are checked against it.
+const api = await openApiDocument();
+const state = async (s) => {
+  const doc = expectJson(await get(`/v1/projects/${s.project.id}/sandbox`, { token: s.token }), 200);
+  api.answers('get', '/v1/projects/{id}/sandbox', 200, doc);
+  return doc;
+};
 const exec = (s, body) => post(`/v1/projects/${s.project.id}/sandbox/exec`, body, { token: s.token });
 
 /** Polls GET until the state is one of `want`; returns the last document. */
@@ -136,9 +143,10 @@ test('starting a sandbox uploads the files and returns a working preview link', 
 test('a restart of an unchanged project uploads nothing; a changed file goes over alone', async (t) => {
   const s = await setup(t);
   if (!s) return;
-  expectJson(await start(s), 200);
+  api.answers('post', '/v1/projects/{id}/sandbox', 200, expectJson(await start(s), 200));
   assert.equal(await uploadsOf(s.project.id), 1);
   const stopping = expectJson(await del(`/v1/projects/${s.project.id}/sandbox`, { token: s.token }), 202);
+  api.answers('delete', '/v1/projects/{id}/sandbox', 202, stopping);
   assert.ok(['stopping', 'stopped'].includes(stopping.state), stopping.state);
   await waitFor(s, ['stopped']);
   const again = expectJson(await start(s), 200);

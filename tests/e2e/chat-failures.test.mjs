@@ -20,6 +20,7 @@ import {
   sendMessage,
   textOf,
   textOfBlocks,
+  whenText,
 } from './lib/chat.mjs';
 import { CUT_PARTIAL, ECHO_PREFIX, ERROR_PARTIAL, MAX_TOKENS_REPLY, RECOVERED_REPLY, slowText } from '../fakes/scenarios.mjs';
 
@@ -121,18 +122,10 @@ test('cancel: the run stops soon with status cancelled, the partial text is stor
   const N = 300;
   let cancelled;
   const t0 = Date.now();
-  // Deltas that arrive in a burst are relayed merged (a loaded machine makes bursts), so the trigger
-  // is the text so far, not one delta.
-  let sofar = '';
-  let sent = false;
   const run = await sendMessage(ctx.token, session.id, scenario('slow', N, '20ms').text, {
-    onEvent: async (ev) => {
-      if (ev.json?.type === 'text_delta') sofar += ev.json.delta;
-      if (!sent && sofar.includes('w10 ')) {
-        sent = true;
-        cancelled = await post(`/v1/sessions/${session.id}/cancel`, {}, { token: ctx.token });
-      }
-    },
+    onEvent: whenText('w10 ', async () => {
+      cancelled = await post(`/v1/sessions/${session.id}/cancel`, {}, { token: ctx.token });
+    }),
   });
   assert.ok(cancelled, 'cancel was sent');
   const body = expectJson(cancelled, 202);

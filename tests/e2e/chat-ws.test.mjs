@@ -9,7 +9,7 @@ import { before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
 import { BASE_URL, expectJson, post } from './lib/client.mjs';
-import { chatSetup, checkNativeRun, natives, readEvents, scenario, sendMessage, serverMode, textOf } from './lib/chat.mjs';
+import { chatSetup, checkNativeRun, natives, readEvents, scenario, sendMessage, serverMode, textOf, whenText } from './lib/chat.mjs';
 import { slowText } from '../fakes/scenarios.mjs';
 
 let mode;
@@ -124,14 +124,8 @@ describe('WebSocket room', () => {
     const midSeen = new Promise((r) => {
       mid = r;
     });
-    // Deltas that arrive in a burst are relayed merged: the point is the text so far, not one delta.
-    let sofar = '';
     const runP = sendMessage(token, session.id, scenario('slow', N, '25ms').text, {
-      onEvent: (ev) => {
-        if (ev.json?.type !== 'text_delta') return;
-        sofar += ev.json.delta;
-        if (sofar.includes('w20 ')) mid(ev.json.seq);
-      },
+      onEvent: whenText('w20 ', (ev) => mid(ev.json.seq)),
     });
     const k = await midSeen;
     const late = await connect(session.id, { after: k - 5, token });

@@ -12,7 +12,7 @@ import { Validator as OpenApiValidator } from '@seriousme/openapi-schema-validat
 import WebSocket from 'ws';
 
 import { BASE_URL, del, expectJson, get, post, put } from './lib/client.mjs';
-import { chatSetup, newSession, openSse, scenario, sendMessage, serverMode, waitFor } from './lib/chat.mjs';
+import { chatSetup, newSession, openSse, scenario, sendMessage, serverMode, waitFor, whenText } from './lib/chat.mjs';
 import { escapePointer as escape, openApiDocument } from './lib/openapi.mjs';
 
 let doc;
@@ -136,19 +136,11 @@ describe('the chat answers match the document', () => {
     const session = await newSession(ctx.token, ctx.project.id);
     let cancel;
     let second;
-    // Deltas that arrive in a burst are relayed merged (a loaded machine makes bursts), so the trigger
-    // is the text so far, not one delta.
-    let text = '';
-    let sent = false;
     const run = await sendMessage(ctx.token, session.id, scenario('slow', 200, '20ms').text, {
-      onEvent: async (ev) => {
-        if (ev.json?.type === 'text_delta') text += ev.json.delta;
-        if (!sent && text.includes('w5 ')) {
-          sent = true;
-          second = await post(`/v1/sessions/${session.id}/messages`, { content: 'meanwhile' }, { token: ctx.token });
-          cancel = await post(`/v1/sessions/${session.id}/cancel`, {}, { token: ctx.token });
-        }
-      },
+      onEvent: whenText('w5 ', async () => {
+        second = await post(`/v1/sessions/${session.id}/messages`, { content: 'meanwhile' }, { token: ctx.token });
+        cancel = await post(`/v1/sessions/${session.id}/cancel`, {}, { token: ctx.token });
+      }),
     });
     assert.ok(cancel, 'cancel was sent');
     assert.equal(second.status, 409, 'a second run in the session is refused');

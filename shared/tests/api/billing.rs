@@ -216,14 +216,7 @@ event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n
 event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n\
 event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     http.push(200, &[], stream);
-    let r = app
-        .json(
-            "POST",
-            &format!("/v1/sessions/{s}/messages"),
-            Some(&t),
-            json!({"content": "hello"}),
-        )
-        .await;
+    let r = app.send_message(&t, &s, "hello").await;
     assert_eq!(
         (r.status, r.json()["status"].as_str()),
         (202, Some("complete")),
@@ -283,14 +276,7 @@ async fn a_run_on_the_users_own_key_hands_its_room_the_opened_key() {
     let t = signup_with_own_key(&app, &http).await;
     let p = app.project(&t, "p").await;
     let s = app.session(&t, &p).await;
-    let r = app
-        .json(
-            "POST",
-            &format!("/v1/sessions/{s}/messages"),
-            Some(&t),
-            json!({"content": "hello"}),
-        )
-        .await;
+    let r = app.send_message(&t, &s, "hello").await;
     assert_eq!(r.status, 202, "{}", r.json());
     let (_, spec) = room.last();
     assert!(spec.byok);
@@ -323,14 +309,9 @@ async fn a_tampered_ciphertext_is_a_clear_error_not_a_panic() {
     app.ports.sql.execute("UPDATE provider_keys SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)", &[]).await.expect("tamper");
     let p = app.project(&t, "p").await;
     let s = app.session(&t, &p).await;
-    app.json(
-        "POST",
-        &format!("/v1/sessions/{s}/messages"),
-        Some(&t),
-        json!({"content": "hello"}),
-    )
-    .await
-    .problem(409, "key_unreadable");
+    app.send_message(&t, &s, "hello")
+        .await
+        .problem(409, "key_unreadable");
     assert_eq!(app.count("runs").await, 0);
 }
 

@@ -656,14 +656,9 @@ async fn a_run_start_refused_by_the_session_writes_nothing() {
             .expect("audit")
         }
     };
-    app.json(
-        "POST",
-        &format!("/v1/sessions/{s}/messages"),
-        Some(&t),
-        json!({"content": "x"}),
-    )
-    .await
-    .problem(409, "run_in_progress");
+    app.send_message(&t, &s, "x")
+        .await
+        .problem(409, "run_in_progress");
     assert_eq!(app.count("messages").await, 0, "no message");
     assert_eq!(app.count("runs").await, 1, "no run");
     assert!(audit("chat.run").await.is_empty(), "no audit event");
@@ -673,13 +668,7 @@ async fn a_run_start_refused_by_the_session_writes_nothing() {
         .execute("DELETE FROM runs", &[])
         .await
         .expect("free");
-    app.json(
-        "POST",
-        &format!("/v1/sessions/{s}/messages"),
-        Some(&t),
-        json!({"content": "x"}),
-    )
-    .await;
+    app.send_message(&t, &s, "x").await;
     let rows = audit("chat.run").await;
     let runs = app
         .ports
@@ -859,14 +848,9 @@ async fn a_second_concurrent_run_is_a_conflict() {
         .execute("INSERT INTO runs (id, session_id, owner_id, provider, model) SELECT 'run_busy', id, owner_id, 'demo', 'demo' FROM sessions", &[])
         .await
         .expect("insert");
-    app.json(
-        "POST",
-        &format!("/v1/sessions/{s}/messages"),
-        Some(&t),
-        json!({"content": "x"}),
-    )
-    .await
-    .problem(409, "run_in_progress");
+    app.send_message(&t, &s, "x")
+        .await
+        .problem(409, "run_in_progress");
     assert_eq!(app.count("messages").await, 0, "nothing stored");
     let c = app
         .json(
@@ -928,14 +912,9 @@ async fn a_run_whose_driver_died_is_marked_incomplete_with_its_partial_text() {
 #[tokio::test]
 async fn bad_messages_and_foreign_sessions_are_refused() {
     let (app, _http, t, s) = setup(ANTHROPIC).await;
-    app.json(
-        "POST",
-        &format!("/v1/sessions/{s}/messages"),
-        Some(&t),
-        json!({"content": "   "}),
-    )
-    .await
-    .problem(400, "empty_message");
+    app.send_message(&t, &s, "   ")
+        .await
+        .problem(400, "empty_message");
     app.json(
         "POST",
         &format!("/v1/sessions/{s}/messages"),
@@ -959,14 +938,9 @@ async fn bad_messages_and_foreign_sessions_are_refused() {
     app.get(&format!("/v1/sessions/{s}/messages"), Some(&eve))
         .await
         .problem(404, "not_found");
-    app.json(
-        "POST",
-        &format!("/v1/sessions/{s}/messages"),
-        Some(&eve),
-        json!({"content": "x"}),
-    )
-    .await
-    .problem(404, "not_found");
+    app.send_message(&eve, &s, "x")
+        .await
+        .problem(404, "not_found");
     app.get(&format!("/v1/sessions/{s}/events"), Some(&eve))
         .await
         .problem(404, "not_found");
@@ -1199,14 +1173,7 @@ async fn a_run_on_the_servers_key_hands_its_room_no_key() {
     let (mut app, _http, t, s) = setup(ANTHROPIC).await;
     let room = Rc::new(crate::helpers::SpecRoom::default());
     app.ports.rooms = Some(room.clone());
-    let r = app
-        .json(
-            "POST",
-            &format!("/v1/sessions/{s}/messages"),
-            Some(&t),
-            json!({"content": "hello"}),
-        )
-        .await;
+    let r = app.send_message(&t, &s, "hello").await;
     assert_eq!(r.status, 202, "{}", r.json());
     assert_server_timing(&r, &["admit", "room"]);
     let (wire, spec) = room.last();
@@ -1240,14 +1207,7 @@ fn assert_server_timing(r: &Res, phases: &[&str]) {
 async fn a_run_start_says_how_long_its_admission_took() {
     let (app, http, t, s) = setup(ANTHROPIC).await;
     http.push(200, &[], anthropic(&["hi"], &[], "end_turn"));
-    let r = app
-        .json(
-            "POST",
-            &format!("/v1/sessions/{s}/messages"),
-            Some(&t),
-            json!({"content": "hello"}),
-        )
-        .await;
+    let r = app.send_message(&t, &s, "hello").await;
     assert_eq!(r.status, 202, "{}", r.json());
     assert_server_timing(&r, &["admit"]);
     http.push(200, &[], anthropic(&["again"], &[], "end_turn"));

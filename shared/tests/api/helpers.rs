@@ -432,6 +432,18 @@ impl TestApp {
     }
 
     /// Starts a chat session in `project`; returns its id.
+    /// Sends a message to a session, not streamed: 202 (without rooms, once
+    /// the run has ended).
+    pub async fn send_message(&self, token: &str, session: &str, content: &str) -> Res {
+        self.json(
+            "POST",
+            &format!("/v1/sessions/{session}/messages"),
+            Some(token),
+            serde_json::json!({ "content": content }),
+        )
+        .await
+    }
+
     pub async fn session(&self, token: &str, project: &str) -> String {
         let r = self
             .json(

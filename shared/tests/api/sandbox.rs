@@ -2065,13 +2065,7 @@ async fn without_a_sandbox_run_command_tells_the_model_so() {
     );
     model.push(200, &sse, turn("No sandbox.", &[]));
     let session = app.session(&t, &p).await;
-    app.json(
-        "POST",
-        &format!("/v1/sessions/{session}/messages"),
-        Some(&t),
-        json!({"content": "run"}),
-    )
-    .await;
+    app.send_message(&t, &session, "run").await;
     let requests = model.requests.borrow();
     let text = requests[1].1.to_string();
     assert!(text.contains("No sandbox is configured"), "{text}");

@@ -248,6 +248,23 @@ export async function sendMessage(token, sessionId, content, { protocol, provide
   return { status: s.status, headers: s.headers, events: r.events, ended: r.ended, stream: s };
 }
 
+/**
+ * An `onEvent` that runs `fn(ev)` once: at the first text delta after which the run's text so far
+ * contains `needle`. Not on one exact delta: deltas that arrive in a burst are relayed merged (a
+ * loaded machine makes bursts), so one delta may carry several words.
+ */
+export function whenText(needle, fn) {
+  let text = '';
+  let done = false;
+  return (ev) => {
+    if (done || ev.json?.type !== 'text_delta') return undefined;
+    text += ev.json.delta;
+    if (!text.includes(needle)) return undefined;
+    done = true;
+    return fn(ev);
+  };
+}
+
 /** GET /events: { after } as a query, or { lastEventId } as the header. */
 export async function openEvents(token, sessionId, { after, lastEventId, protocol, timeoutMs } = {}) {
   const params = new URLSearchParams();

@@ -29,20 +29,29 @@ struct Shape {
     responses: Vec<(u16, Value)>,
 }
 
+/// A response object: `description`, with a JSON body of `schema` (`None`: no body).
+fn json_response(description: &str, schema: Option<Value>) -> Value {
+    match schema {
+        Some(s) => {
+            json!({"description": description, "content": {"application/json": {"schema": s}}})
+        }
+        None => json!({ "description": description }),
+    }
+}
+
 impl Shape {
-    /// A JSON answer (`None`: no body) with `status`.
-    fn answer(status: u16, schema: Option<Value>) -> Shape {
-        let success = match schema {
-            Some(s) => {
-                json!({"description": "Success", "content": {"application/json": {"schema": s}}})
-            }
-            None => json!({"description": "Success"}),
-        };
+    /// One success: `status` with the response object `response`.
+    fn with(status: u16, response: Value) -> Shape {
         Shape {
             body: None,
             params: Vec::new(),
-            responses: vec![(status, success)],
+            responses: vec![(status, response)],
         }
+    }
+
+    /// A JSON answer (`None`: no body) with `status`.
+    fn answer(status: u16, schema: Option<Value>) -> Shape {
+        Shape::with(status, json_response("Success", schema))
     }
 
     fn body(mut self, body: Value) -> Shape {
@@ -136,14 +145,10 @@ fn shapes(route: Route) -> Shape {
         Route::PutFile => Shape::answer(201, Some(schema_ref("File"))).body(
             json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
         ),
-        Route::GetFile => Shape {
-            body: None,
-            params: Vec::new(),
-            responses: vec![(
-                200,
-                json!({"description": "The file's bytes", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
-            )],
-        },
+        Route::GetFile => Shape::with(
+            200,
+            json!({"description": "The file's bytes", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
+        ),
         Route::CreateSession => Shape::answer(201, Some(schema_ref("Session"))).body(
             json!({"required": false, "content": {"application/json": {"schema": schema_ref("SessionCreate")}}}),
         ),
@@ -160,22 +165,13 @@ fn shapes(route: Route) -> Shape {
                 }});
             }
             // One run at a time per session.
-            shape.responses.push((409, json!({"description": "A run is in progress in this session (run_in_progress): wait for its run_finished or cancel it", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})));
-            shape
+            shape.also(409, json!({"description": "A run is in progress in this session (run_in_progress): wait for its run_finished or cancel it", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}}))
         }
-        Route::Events => protocol(Shape {
-            body: None,
-            params: Vec::new(),
-            responses: vec![(200, event_stream("The session's events after the resume point, then the live ones until the active run's run_finished (at once when no run is active)"))],
-        })
+        Route::Events => protocol(Shape::with(200, event_stream("The session's events after the resume point, then the live ones until the active run's run_finished (at once when no run is active)")))
         .param("query", "after", json!({"type": "integer", "minimum": 0}), "Resume after this sequence number (default 0: the session's buffered events)")
         .param("header", "Last-Event-ID", json!({"type": "string", "pattern": "^[0-9]+$"}), "As `after` (an EventSource sends it when it reconnects); wins over `after`; 400 invalid_resume_point when either is not a sequence number"),
         Route::WsTicket => Shape::answer(201, Some(schema_ref("WsTicket"))),
-        Route::WebSocket => Shape {
-            body: None,
-            params: Vec::new(),
-            responses: vec![(101, json!({"description": "WebSocket. Server frames: `WsServerFrame`; client frames: `WsClientMessage`."}))],
-        }
+        Route::WebSocket => Shape::with(101, json_response("WebSocket. Server frames: `WsServerFrame`; client frames: `WsClientMessage`.", None))
         .param("query", "ticket", json!({"type": "string"}), "From POST /v1/sessions/{id}/ws-ticket: single use, 60 s")
         .param("query", "after", json!({"type": "integer", "minimum": 0}), "Send the events after this sequence number first (default: all buffered)"),
         Route::Cancel => Shape::answer(202, Some(schema_ref("CancelAnswer"))),
@@ -196,15 +192,15 @@ fn shapes(route: Route) -> Shape {
         Route::SandboxGet => Shape::answer(200, Some(schema_ref("Sandbox"))),
         Route::SandboxCreate => Shape::answer(200, Some(schema_ref("Sandbox"))).also(
             202,
-            json!({"description": "Starting: ask again after Retry-After", "content": {"application/json": {"schema": schema_ref("Sandbox")}}}),
+            json_response("Starting: ask again after Retry-After", Some(schema_ref("Sandbox"))),
         ),
         Route::SandboxDelete => Shape::answer(202, Some(schema_ref("Sandbox"))).also(
             204,
-            json!({"description": "No sandbox provider is configured: nothing to stop"}),
+            json_response("No sandbox provider is configured: nothing to stop", None),
         ),
         Route::GithubWebhook => Shape::answer(202, Some(json!({"type": "object"}))).also(
             200,
-            json!({"description": "A delivery seen before: nothing done", "content": {"application/json": {"schema": {"type": "object"}}}}),
+            json_response("A delivery seen before: nothing done", Some(json!({"type": "object"}))),
         ),
         _ => Shape::answer(200, Some(json!({"type": "object"}))),
     }

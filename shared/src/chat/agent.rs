@@ -362,8 +362,10 @@ async fn drive(
             Some(vec![(*provider, key.expose().to_owned())])
         });
     let keys = async {
+        if !spec.byok {
+            return Ok(Vec::new());
+        }
         match preloaded_key {
-            _ if !spec.byok => Ok(Vec::new()),
             Some(own) => Ok(own),
             None => own_keys(&ctx, &spec.owner_id).await,
         }

@@ -394,7 +394,8 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             "events_url": format!("/v1/sessions/{}/events?after={after}", session.id),
         })
     };
-    match &ctx.ports.rooms {
+    let admit = ("admit", admitted_ms - started_ms);
+    let (mut res, timing) = match &ctx.ports.rooms {
         Some(rooms) => {
             let stream = wants_stream(req).then_some(protocol);
             let (started, aside) =
@@ -421,21 +422,16 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                     serde_json::json!({ "run_id": run_id, "error": e.to_string() }),
                 );
             }
-            let mut res = match events {
+            let res = match events {
                 Some(events) => sse_response(protocol, events),
                 None => json(StatusCode::ACCEPTED, &accepted(first_seq)),
             };
-            let timing = server_timing(&[
-                ("admit", admitted_ms - started_ms),
-                ("room", ctx.ports.clock.now_ms() - admitted_ms),
-            ]);
-            res.headers_mut().insert("server-timing", timing);
-            Ok(res)
+            let room = ("room", ctx.ports.clock.now_ms() - admitted_ms);
+            (res, server_timing(&[admit, room]))
         }
         None => {
             aside.await?;
-            let timing = server_timing(&[("admit", admitted_ms - started_ms)]);
-            let mut res = if wants_stream(req) {
+            let res = if wants_stream(req) {
                 sse_response(
                     protocol,
                     Body::Stream(inline::stream_run(ctx.ports.clone(), spec, protocol)),
@@ -447,10 +443,11 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                 doc["status"] = outcome.status.into();
                 json(StatusCode::ACCEPTED, &doc)
             };
-            res.headers_mut().insert("server-timing", timing);
-            Ok(res)
+            (res, server_timing(&[admit]))
         }
-    }
+    };
+    res.headers_mut().insert("server-timing", timing);
+    Ok(res)
 }
 
 /// The checks of [`send_message`], with the run stored on the way. `inserted`

@@ -88,14 +88,22 @@ pub struct OidcConfig {
 }
 
 /// The OAuth client the web client logs in with (authorization code + PKCE).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OidcClient {
     pub client_id: String,
     /// `OIDC_CLIENT_SECRET`, for confidential clients; public clients rely on PKCE alone.
     pub client_secret: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// Debug output of the configuration shows no secret: a secret field
+/// prints as this, and a field a Debug impl below does not name is left out.
+const REDACTED: &str = "<redacted>";
+
+fn redacted<T>(secret: &Option<T>) -> Option<&'static str> {
+    secret.as_ref().map(|_| REDACTED)
+}
+
+#[derive(Clone)]
 pub struct Config {
     /// HS256 key of our own access tokens (at least 32 bytes).
     pub jwt_secret: Vec<u8>,
@@ -129,7 +137,7 @@ pub struct Config {
     pub jobs_secret: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GithubConfig {
     pub app_id: String,
     /// PEM, PKCS#1 or PKCS#8 (literal `\n` sequences are turned into newlines).
@@ -141,7 +149,7 @@ pub struct GithubConfig {
     pub commit_author_email: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaytonaConfig {
     /// Base URL of the API, e.g. `https://app.daytona.io/api`.
     pub api_url: String,
@@ -168,11 +176,85 @@ pub enum SandboxSource {
 }
 
 /// A model provider's endpoint and server-side key.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProviderConfig {
     pub base_url: String,
     pub api_key: String,
     pub model: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key_ids: Vec<&str> = self
+            .encryption_keys
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        f.debug_struct("Config")
+            .field("jwt_secret", &REDACTED)
+            .field("oidc", &self.oidc)
+            .field("max_file_bytes", &self.max_file_bytes)
+            .field("max_project_bytes", &self.max_project_bytes)
+            .field("password_iterations", &self.password_iterations)
+            .field("development", &self.development)
+            .field("anthropic", &self.anthropic)
+            .field("openai", &self.openai)
+            .field("agent_max_steps", &self.agent_max_steps)
+            .field("agent_max_tokens", &self.agent_max_tokens)
+            .field("agent_max_secs", &self.agent_max_secs)
+            .field("encryption_key_ids", &key_ids)
+            .field("cors_origins", &self.cors_origins)
+            .field("admin_emails", &self.admin_emails)
+            .field("anonymous_per_minute", &self.anonymous_per_minute)
+            .field("github", &self.github)
+            .field("daytona", &self.daytona)
+            .field("jobs_secret", &redacted(&self.jobs_secret))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for OidcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClient")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GithubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubConfig")
+            .field("app_id", &self.app_id)
+            .field("private_key_pem", &REDACTED)
+            .field("webhook_secret", &REDACTED)
+            .field("api_url", &self.api_url)
+            .field("commit_author_name", &self.commit_author_name)
+            .field("commit_author_email", &self.commit_author_email)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for DaytonaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaytonaConfig")
+            .field("api_url", &self.api_url)
+            .field("api_key", &REDACTED)
+            .field("webhook_secret", &redacted(&self.webhook_secret))
+            .field("source", &self.source)
+            .field("preview_port", &self.preview_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &REDACTED)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -359,5 +441,67 @@ impl Config {
                 })
                 .unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// A value for every variable: each secret a marker of its own that
+    /// must not appear in the Debug output.
+    fn every_variable_set() -> Vec<(&'static str, String)> {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        VARIABLES
+            .iter()
+            .filter(|(name, _)| *name != "DAYTONA_IMAGE")
+            .map(|&(name, secret)| {
+                let value = match name {
+                    "JWT_SECRET" => "jwt-secret-marker-0123456789abcdefghij".to_owned(),
+                    "KEYS_ENCRYPTION_KEY" => format!("k1:{key}"),
+                    _ if secret => format!("{}-marker", name.to_lowercase()),
+                    "OIDC_ISSUER" => "https://issuer.example/".into(),
+                    "EVERJUST_ENV" => "test".into(),
+                    "OIDC_ALGORITHMS" => "RS256".into(),
+                    n if n.ends_with("_URL") => "https://service.example".into(),
+                    n if n.starts_with("MAX_")
+                        || n.starts_with("AGENT_")
+                        || n.ends_with("_PORT")
+                        || n.ends_with("_MINUTE")
+                        || n == "PASSWORD_ITERATIONS" =>
+                    {
+                        "1000".into()
+                    }
+                    _ => format!("{}-value", name.to_lowercase()),
+                };
+                (name, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let vars = every_variable_set();
+        let config = Config::from_vars(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        })
+        .expect("every variable set is a valid configuration");
+        let shown = format!("{config:?}");
+        for (name, value) in &vars {
+            let secret = VARIABLES.iter().any(|&(n, s)| n == *name && s);
+            let marker = value.rsplit(':').next().unwrap_or(value);
+            if secret {
+                assert!(!shown.contains(marker), "{name} shown: {shown}");
+            } else if marker.ends_with("-value") {
+                // The rest is shown (the check above has something to miss).
+                assert!(shown.contains(marker), "{name} not shown: {shown}");
+            }
+        }
+        assert!(!shown.contains(&format!("{:?}", config.jwt_secret)));
+        assert!(!shown.contains(&format!("{:?}", config.encryption_keys[0].1)));
+        assert!(shown.contains("<redacted>"));
     }
 }

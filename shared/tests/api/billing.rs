@@ -113,6 +113,56 @@ async fn only_admins_change_tiers_and_it_is_audited() {
     assert!(admin_id.starts_with("usr_"));
 }
 
+/// The admin list shows each user's cost of this month (not of earlier
+/// months, and 0 for a user with none), on every page.
+#[tokio::test]
+async fn the_admin_list_shows_each_users_cost_this_month() {
+    let app = TestApp::with_vars(&[("ADMIN_EMAILS", "root@example.com")]).await;
+    let (admin, _, admin_id) = app.signup("root@example.com").await;
+    let (_, _, ada) = app.signup("ada@example.com").await;
+    let (_, _, bob) = app.signup("bob@example.com").await;
+    let ledger = |id: &'static str, owner: &str, cost: i64, this_month: bool| {
+        let sql = app.ports.sql.clone();
+        let owner = owner.to_owned();
+        async move {
+            sql.execute(
+                "INSERT INTO usage_ledger (id, owner_id, provider, model, cost_micros, created_at)
+                 VALUES ($1, $2, 'anthropic', 'claude', $3,
+                         CASE WHEN $4 THEN now() ELSE date_trunc('month', now()) - interval '1 day' END)",
+                &[id.into(), owner.as_str().into(), cost.into(), this_month.into()],
+            )
+            .await
+            .expect("ledger row");
+        }
+    };
+    ledger("led_1", &ada, 1_000, true).await;
+    ledger("led_2", &ada, 500, true).await;
+    ledger("led_3", &ada, 700, false).await;
+    ledger("led_4", &admin_id, 42, true).await;
+    let expected = [(admin_id, 42), (ada, 1_500), (bob, 0)];
+    for limit in [50, 1] {
+        let mut seen = std::collections::HashMap::new();
+        let mut path = format!("/v1/admin/users?limit={limit}");
+        loop {
+            let page = app.get(&path, Some(&admin)).await.json();
+            for u in page["items"].as_array().expect("items") {
+                seen.insert(
+                    u["id"].as_str().expect("id").to_owned(),
+                    u["cost_micros_this_month"].as_i64().expect("cost"),
+                );
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => path = format!("/v1/admin/users?limit={limit}&cursor={c}"),
+                None => break,
+            }
+        }
+        for (id, cost) in &expected {
+            assert_eq!(seen.get(id), Some(cost), "limit {limit}: {id} in {seen:?}");
+        }
+        assert_eq!(seen.len(), 3);
+    }
+}
+
 #[tokio::test]
 async fn byo_key_is_validated_encrypted_and_never_returned() {
     let http = Rc::new(ScriptedHttp::default());

@@ -198,11 +198,42 @@ fn shapes(route: Route) -> Shape {
             204,
             json_response("No sandbox provider is configured: nothing to stop", None),
         ),
-        Route::GithubWebhook => Shape::answer(202, Some(json!({"type": "object"}))).also(
+        Route::GithubWebhook => Shape::answer(202, Some(schema_ref("WebhookAnswer"))).also(
             200,
-            json_response("A delivery seen before: nothing done", Some(json!({"type": "object"}))),
+            json_response("A delivery seen before: nothing done", Some(schema_ref("WebhookAnswer"))),
         ),
-        _ => Shape::answer(200, Some(json!({"type": "object"}))),
+        Route::DaytonaWebhook => Shape::answer(200, Some(schema_ref("WebhookAnswer"))),
+        Route::SandboxIdleJob => Shape::answer(200, Some(schema_ref("IdleJobReport"))),
+        Route::GithubCatchupJob => Shape::answer(200, Some(schema_ref("CatchupJobReport"))),
+        Route::GithubPush => Shape::answer(200, Some(schema_ref("SyncReport"))).body(
+            json!({"required": false, "content": {"application/json": {"schema": schema_ref("PushRequest")}}}),
+        ),
+        Route::SandboxExec => Shape::with(200, json!({
+            "description": "The command's outcome; with Accept: text/event-stream, its output as it comes (`ExecEvent`s)",
+            "content": {
+                "application/json": {"schema": schema_ref("ExecOutcome")},
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    "x-itemSchema": {
+                        "type": "object", "required": ["event", "data"],
+                        "properties": {
+                            "event": {"enum": ["start", "output", "exit", "error"]},
+                            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema_ref("ExecEvent")}
+                        }
+                    }
+                }
+            }
+        }))
+        .body(json_body("ExecRequest"))
+        .param("header", "Accept", json!({"type": "string"}), "text/event-stream: stream the command's output instead of one JSON answer"),
+        Route::AdminUsers => Shape::answer(200, page_of("AdminUserRow")).paged(),
+        Route::AdminUpdateUser => Shape::answer(200, Some(schema_ref("AdminUser"))).body(json_body("AdminUserUpdate")),
+        Route::ExportMe => Shape::answer(200, Some(schema_ref("AccountExport"))),
+        Route::Preview => Shape::with(
+            200,
+            json!({"description": "The file's bytes (index.html for a directory), with its content type", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}),
+        ),
+        Route::OpenApi | Route::Conformance => Shape::answer(200, Some(json!({"type": "object"}))),
     }
 }
 

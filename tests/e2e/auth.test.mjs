@@ -19,6 +19,7 @@ import {
   sha256,
   strongPassword,
 } from './lib/client.mjs';
+import { openApiDocument } from './lib/openapi.mjs';
 
 function assertUser(user, email) {
   assert.equal(typeof user.id, 'string', 'user.id');
@@ -189,6 +190,7 @@ test('export returns all of the caller data and nothing of others', async () => 
 
   const res = await get('/v1/me/export', { token: u.access });
   const body = expectJson(res, 200);
+  (await openApiDocument()).answers('get', '/v1/me/export', 200, body);
   assertNoSecrets(res.text, u.password);
   assert.equal(body.user.id, u.user.id);
   assert.equal(body.user.email, u.email);

@@ -201,6 +201,7 @@ describe('GitHub sync', { skip }, () => {
     const again = (await fake('POST', '/_fake/deliver', { event: 'push', id, payload: pushed.delivery.payload, url: HOOK })).json;
     assert.equal(again.status, 200, again.body);
     assert.equal(JSON.parse(again.body).status, 'duplicate');
+    api.answers('post', '/webhooks/github', 200, JSON.parse(again.body));
     await new Promise((res) => setTimeout(res, 1000));
     assert.deepEqual(await projectFiles(ctx), { 'a.txt': 'mine' });
     assert.equal((await fake('GET', `/_fake/calls?repo=${ctx.owner}/site`)).json.total, calls, 'GitHub was not asked anything');
@@ -225,6 +226,7 @@ describe('GitHub sync', { skip }, () => {
     assert.deepEqual((await link(ctx)).conflict.paths, ['a.txt']);
     const ok = await push(ctx, { resolve: 'ours', message: 'Keep ours' });
     assert.equal(ok.status, 200, ok.text);
+    api.answers('post', '/v1/projects/{id}/github/push', 200, ok.json);
     assert.equal((await repo(ctx)).files['a.txt'], 'ours');
     assert.equal((await link(ctx)).conflict, null);
   });
@@ -237,6 +239,7 @@ describe('GitHub sync', { skip }, () => {
     expectJson(await putFile(ctx.token, ctx.project.id, 'a.txt', 'a2'), 200);
     const res = await push(ctx);
     const body = expectJson(res, 200);
+    api.answers('post', '/v1/projects/{id}/github/push', 200, body);
     assert.equal(body.attempts, 2);
     assert.deepEqual((await repo(ctx)).files, { 'a.txt': 'a2', 'z.txt': 'elsewhere' });
     assert.equal((await projectFiles(ctx))['z.txt'], 'elsewhere');
@@ -259,6 +262,7 @@ describe('GitHub sync', { skip }, () => {
     // Nothing was recorded: the same delivery id, signed, is processed.
     const good = (await fake('POST', '/_fake/deliver', { event: 'push', id, payload, url: HOOK })).json;
     assert.equal(good.status, 202, good.body);
+    api.answers('post', '/webhooks/github', 202, JSON.parse(good.body));
     await waitFor('the signed delivery applied', async () => (await projectFiles(ctx))['a.txt'] === 'evil');
   });
 

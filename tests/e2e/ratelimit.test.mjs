@@ -13,6 +13,7 @@ import { test } from 'node:test';
 
 import { MODEL_FAKE_URL } from './lib/chat.mjs';
 import { BASE_URL, expectJson, get, login, newUser, patch, post } from './lib/client.mjs';
+import { openApiDocument } from './lib/openapi.mjs';
 
 const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
 // The same default as sandbox.test.mjs: both may create this admin first.
@@ -37,7 +38,9 @@ test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} success
   const exact = ready.rate_limiter === 'exact';
   const user = await newUser('ratelimit');
   const admin = await adminToken();
-  expectJson(await patch(`/v1/admin/users/${user.user.id}`, { limits: { api_requests_minute: LIMIT } }, { token: admin }), 200);
+  const api = await openApiDocument();
+  api.answers('patch', '/v1/admin/users/{id}', 200, expectJson(await patch(`/v1/admin/users/${user.user.id}`, { limits: { api_requests_minute: LIMIT } }, { token: admin }), 200));
+  api.answers('get', '/v1/admin/users', 200, expectJson(await get('/v1/admin/users?limit=200', { token: admin }), 200));
 
   // All at once, each on its own connection (the suite's client shares six sockets).
   const answers = await Promise.all(

@@ -155,6 +155,7 @@ test('a restart of an unchanged project uploads nothing; a changed file goes ove
   // Written through the files API, then read by a command: only that file is sent.
   expectJson(await putFile(s.token, s.project.id, 'notes/hello.txt', 'hello from the files API'), 201);
   const r = expectJson(await exec(s, { command: 'cat notes/hello.txt' }), 200);
+  api.answers('post', '/v1/projects/{id}/sandbox/exec', 200, r);
   assert.equal(r.output, 'hello from the files API');
   assert.equal(r.exit_code, 0);
   assert.equal(r.uploaded_files, 1);
@@ -190,6 +191,7 @@ test('long output comes back cut in the middle with a marker', async (t) => {
   const s = await setup(t);
   if (!s) return;
   const r = expectJson(await exec(s, { command: 'seq 200000' }), 200);
+  api.answers('post', '/v1/projects/{id}/sandbox/exec', 200, r);
   assert.equal(r.truncated, true);
   assert.ok(r.output.startsWith('1\n2\n3\n'));
   assert.ok(r.output.endsWith('199999\n200000\n'));
@@ -202,6 +204,7 @@ test('commands over the time limit are killed and reported', async (t) => {
   if (!s) return;
   const began = Date.now();
   const r = expectJson(await exec(s, { command: 'sleep 5', timeout_secs: 1 }), 200);
+  api.answers('post', '/v1/projects/{id}/sandbox/exec', 200, r);
   assert.deepEqual([r.timed_out, r.exit_code, r.timeout_secs], [true, 124, 1]);
   assert.match(r.output, /killed: the command ran longer than its time limit of 1 s/);
   assert.ok(Date.now() - began < 4500, 'killed at the limit, not at the end');
@@ -219,6 +222,13 @@ test('streamed exec sends start, output and exit events', async (t) => {
   assert.match(res.headers['content-type'], /^text\/event-stream/);
   const events = res.text.split('\n').filter((l) => l.startsWith('event: ')).map((l) => l.slice(7));
   assert.deepEqual(events, ['start', 'output', 'exit'], res.text);
+  // Each event as the document describes it: its name, and its data an ExecEvent.
+  const stream = api.doc.paths['/v1/projects/{id}/sandbox/exec'].post.responses['200'].content['text/event-stream'];
+  for (const block of res.text.split('\n\n').filter((b) => b.startsWith('event: '))) {
+    const [name, data] = block.split('\n').map((l) => l.slice(l.indexOf(': ') + 2));
+    assert.ok(stream['x-itemSchema'].properties.event.enum.includes(name), name);
+    api.conforms('/components/schemas/ExecEvent', JSON.parse(data), `the ${name} event`);
+  }
   assert.match(res.text, /"text":"streamed\\n"/);
 });
 
@@ -442,6 +452,7 @@ test('the idle job stops a sandbox idle longer than its tier allows', async (t) 
   expectProblem(await post('/v1/_jobs/sandbox-idle', undefined, { token: 'wrong' }), 401, 'unauthorized');
   expectProblem(await post('/v1/_jobs/sandbox-idle', undefined, { token: s.token }), 401, 'unauthorized');
   const report = expectJson(await post('/v1/_jobs/sandbox-idle', undefined, { token: JOBS_SECRET }), 200);
+  api.answers('post', '/v1/_jobs/sandbox-idle', 200, report);
   assert.ok(report.stopped >= 1, JSON.stringify(report));
   await waitFor(s, ['stopped']);
   const usage = expectJson(await get('/v1/usage', { token: s.token }), 200);

@@ -43,18 +43,25 @@ pub async fn delete_me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let sql = ctx.ports.sql.as_ref();
+    // Every project's files in one read, not one per project.
+    let (projects, files) = futures_util::future::join(
+        projects::all_for_owner(sql, caller.id()),
+        files::export_all(sql, caller.id()),
+    )
+    .await;
+    // Both are in project id order (Postgres's, the same for both reads):
+    // a project's files are the run of rows that name it.
+    let mut files = files?.into_iter().peekable();
     let mut out_projects = Vec::new();
-    for p in projects::all_for_owner(sql, caller.id()).await? {
-        let contents = files::export(sql, caller.id(), &p.id).await?;
+    for p in projects? {
+        let mut own = Vec::new();
+        while let Some((_, meta, bytes)) = files.next_if(|(project, _, _)| *project == p.id) {
+            let mut f = serde_json::to_value(&meta).unwrap_or_default();
+            f["content_base64"] = STANDARD.encode(bytes).into();
+            own.push(f);
+        }
         let mut doc = serde_json::to_value(&p).unwrap_or_default();
-        doc["files"] = contents
-            .into_iter()
-            .map(|(meta, bytes)| {
-                let mut f = serde_json::to_value(&meta).unwrap_or_default();
-                f["content_base64"] = STANDARD.encode(bytes).into();
-                f
-            })
-            .collect();
+        doc["files"] = own.into();
         out_projects.push(doc);
     }
     let tokens = sql

@@ -155,20 +155,21 @@ async fn collect_blob(sql: &dyn Sql, owner: &str, sha256: &str) -> Result<(), Sq
 }
 
 /// Every file of a project with its content (GDPR export).
-pub async fn export(
+/// Every file of every project of `owner`, with its bytes: (project id,
+/// file, bytes), by project, then path.
+pub async fn export_all(
     sql: &dyn Sql,
     owner: &str,
-    project: &str,
-) -> Result<Vec<(FileMeta, Vec<u8>)>, SqlError> {
+) -> Result<Vec<(String, FileMeta, Vec<u8>)>, SqlError> {
     let rows = sql
         .query(
-            "SELECT f.path, f.size, f.sha256, f.updated_at AT TIME ZONE 'UTC' AS updated_at, b.content FROM files f
+            "SELECT f.project_id, f.path, f.size, f.sha256, f.updated_at AT TIME ZONE 'UTC' AS updated_at, b.content FROM files f
              JOIN blobs b ON b.owner_id = f.owner_id AND b.sha256 = f.sha256
-             WHERE f.project_id = $1 AND f.owner_id = $2 ORDER BY f.path",
-            &[project.into(), owner.into()],
+             WHERE f.owner_id = $1 ORDER BY f.project_id, f.path",
+            &[owner.into()],
         )
         .await?;
     rows.iter()
-        .map(|r| Ok((from_row(r)?, r.bytes("content")?)))
+        .map(|r| Ok((r.text("project_id")?, from_row(r)?, r.bytes("content")?)))
         .collect()
 }

@@ -409,6 +409,17 @@ async fn export_holds_the_users_data_and_nobody_elses() {
         "hello",
     )
     .await;
+    let p2 = app.project(&access, "second").await;
+    for path in ["b.txt", "c/d.txt"] {
+        app.request(
+            "PUT",
+            &format!("/v1/projects/{p2}/files/{path}"),
+            Some(&access),
+            None,
+            path,
+        )
+        .await;
+    }
     app.project(&other, "theirs").await;
     for (inst, owner, login) in [(71, &id, "ada-gh"), (72, &other_id, "bob-gh")] {
         app.ports
@@ -428,10 +439,44 @@ async fn export_holds_the_users_data_and_nobody_elses() {
     assert_eq!(j["github_installations"][0]["installation_id"], 71);
     assert_eq!(j["github_installations"][0]["account_login"], "ada-gh");
     assert!(!r.body.windows(6).any(|w| w == b"bob-gh"));
-    assert_eq!(j["projects"].as_array().map(Vec::len), Some(1));
-    assert_eq!(j["projects"][0]["files"][0]["content_base64"], "aGVsbG8=");
-    assert!(j["audit"]
+    // Each project with its own files.
+    let files_of = |project: &str| -> Vec<(String, String)> {
+        let found = j["projects"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|x| x["id"] == project))
+            .unwrap_or_else(|| panic!("{project} exported"));
+        found["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().expect("path").to_owned(),
+                    f["content_base64"].as_str().expect("content").to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(j["projects"].as_array().map(Vec::len), Some(2));
+    assert_eq!(files_of(&p), [("a.txt".to_owned(), "aGVsbG8=".to_owned())]);
+    assert_eq!(
+        files_of(&p2),
+        [
+            ("b.txt".to_owned(), "Yi50eHQ=".to_owned()),
+            ("c/d.txt".to_owned(), "Yy9kLnR4dA==".to_owned())
+        ]
+    );
+    let actions: Vec<&str> = j["audit"]
         .as_array()
-        .is_some_and(|a| a.iter().any(|e| e["action"] == "file.write")));
+        .expect("audit")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"file.write"), "{actions:?}");
+    assert_eq!(
+        actions.last(),
+        Some(&"account.export"),
+        "the export itself is in it: {actions:?}"
+    );
     assert!(!r.body.windows(7).any(|w| w == b"bob@exa"));
 }

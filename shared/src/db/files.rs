@@ -89,32 +89,52 @@ pub async fn write(
     content: &[u8],
 ) -> Result<(FileMeta, bool), SqlError> {
     let old = meta(sql, project, path).await?;
+    write_over(sql, owner, project, path, sha256, content, old.as_ref()).await
+}
+
+/// [`write`] over `old`, the file as it is now (read under the project's
+/// lock): its statements go out together (pipelined on one connection, run
+/// in this order), one round trip.
+pub async fn write_over(
+    sql: &dyn Sql,
+    owner: &str,
+    project: &str,
+    path: &ProjectPath,
+    sha256: &str,
+    content: &[u8],
+    old: Option<&FileMeta>,
+) -> Result<(FileMeta, bool), SqlError> {
     let size = i64::try_from(content.len()).unwrap_or(i64::MAX);
-    sql.execute(
-        "INSERT INTO blobs (owner_id, sha256, size, content) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        &[owner.into(), sha256.into(), Value::Int(size), content.into()],
-    )
-    .await?;
-    let row = sql
-        .query_opt(
+    let delta = size - old.map_or(0, |o| o.size);
+    // The old content is collected after the file no longer names it.
+    let replaced = old.map(|o| o.sha256.as_str()).filter(|o| *o != sha256);
+    let (blob, row, total, collected) = futures_util::future::join4(
+        sql.execute(
+            "INSERT INTO blobs (owner_id, sha256, size, content) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[owner.into(), sha256.into(), Value::Int(size), content.into()],
+        ),
+        sql.query_opt(
             "INSERT INTO files (project_id, path, owner_id, sha256, size) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (project_id, path) DO UPDATE SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size, updated_at = now()
              RETURNING path, size, sha256, updated_at AT TIME ZONE 'UTC' AS updated_at",
             &[project.into(), path.as_str().into(), owner.into(), sha256.into(), Value::Int(size)],
-        )
-        .await?
-        .ok_or_else(|| SqlError::Other("upsert returned no row".into()))?;
-    let delta = size - old.as_ref().map_or(0, |o| o.size);
-    sql.execute(
-        "UPDATE projects SET total_bytes = total_bytes + $2, updated_at = now() WHERE id = $1",
-        &[project.into(), Value::Int(delta)],
+        ),
+        sql.execute(
+            "UPDATE projects SET total_bytes = total_bytes + $2, updated_at = now() WHERE id = $1",
+            &[project.into(), Value::Int(delta)],
+        ),
+        async {
+            match replaced {
+                Some(old_sha) => collect_blob(sql, owner, old_sha).await,
+                None => Ok(()),
+            }
+        },
     )
-    .await?;
-    if let Some(old) = &old {
-        if old.sha256 != sha256 {
-            collect_blob(sql, owner, &old.sha256).await?;
-        }
-    }
+    .await;
+    blob?;
+    let row = row?.ok_or_else(|| SqlError::Other("upsert returned no row".into()))?;
+    total?;
+    collected?;
     Ok((from_row(&row)?, old.is_none()))
 }
 
@@ -154,7 +174,6 @@ async fn collect_blob(sql: &dyn Sql, owner: &str, sha256: &str) -> Result<(), Sq
     Ok(())
 }
 
-/// Every file of a project with its content (GDPR export).
 /// Every file of every project of `owner`, with its bytes: (project id,
 /// file, bytes), by project, then path.
 pub async fn export_all(

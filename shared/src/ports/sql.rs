@@ -169,21 +169,29 @@ pub trait Sql {
 
 /// Runs `body` inside a transaction on `sql`: committed when it returns
 /// `Ok`, rolled back otherwise.
+///
+/// `BEGIN` is not waited for: it goes out with the body's first statements
+/// (pipelined on the connection, run in order), a round trip saved. It
+/// fails only where the server takes no statement at all (a broken
+/// connection, a shutdown), and then the body's fail with it.
 pub async fn transaction<T, E, F>(sql: &dyn Sql, body: F) -> Result<T, E>
 where
     F: AsyncFnOnce() -> Result<T, E>,
     E: From<SqlError>,
 {
-    sql.batch("BEGIN").await?;
-    match body().await {
-        Ok(v) => {
+    let (begun, outcome) = futures_util::future::join(sql.batch("BEGIN"), body()).await;
+    match (begun, outcome) {
+        (Ok(()), Ok(v)) => {
             sql.batch("COMMIT").await?;
             Ok(v)
         }
-        Err(e) => {
+        (begun, outcome) => {
             // The original error matters more than a failed rollback.
             let _ = sql.batch("ROLLBACK").await;
-            Err(e)
+            Err(match outcome {
+                Err(e) => e,
+                Ok(_) => begun.err().map(E::from).expect("one of the two failed"),
+            })
         }
     }
 }

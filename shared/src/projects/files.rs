@@ -103,35 +103,47 @@ pub async fn write_file_if(
     actor: Actor,
     expect: Expect<'_>,
 ) -> ApiResult<(FileMeta, bool)> {
-    let (max_file, max_project) = limits(ctx, owner).await?;
     let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
-    if size > max_file {
-        return Err(ApiError::too_large(
-            "file_too_large",
-            format!("A file may have at most {max_file} bytes; this one has {size}."),
-        ));
-    }
     let sha = hex(&Sha256::digest(content));
     let sql = ctx.ports.sql.as_ref();
+    // Three round trips: the limits, the project's lock and the file as it
+    // is, read together; the writes and the audit event together; COMMIT.
     transaction(sql, async || {
-        let project = projects::lock(sql, owner, project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
-        let current = files::meta(sql, project_id, path).await?;
+        let (limits, project, current) = futures_util::future::join3(
+            limits(ctx, owner),
+            projects::lock(sql, owner, project_id),
+            files::meta(sql, project_id, path),
+        )
+        .await;
+        let (max_file, max_project) = limits?;
+        if size > max_file {
+            return Err(ApiError::too_large(
+                "file_too_large",
+                format!("A file may have at most {max_file} bytes; this one has {size}."),
+            ));
+        }
+        let project = project?.ok_or_else(|| ApiError::not_found("project"))?;
+        let current = current?;
         expect.check(path, current.as_ref().map(|m| m.sha256.as_str()))?;
-        let old = current.map_or(0, |m| m.size);
+        let old = current.as_ref().map_or(0, |m| m.size);
         let new_total = u64::try_from(project.total_bytes - old).unwrap_or(0) + size;
         if new_total > max_project {
             return Err(ApiError::too_large("project_too_large", format!("A project may hold at most {max_project} bytes in total.")));
         }
-        let (meta, is_new) = files::write(sql, owner, project_id, path, &sha, content).await?;
-        audit::record(
-            sql,
-            ctx,
-            owner,
-            "file.write",
-            Some(project_id),
-            serde_json::json!({ "path": path.as_str(), "sha256": sha, "size": size, "by": actor.as_str() }),
+        let (written, recorded) = futures_util::future::join(
+            files::write_over(sql, owner, project_id, path, &sha, content, current.as_ref()),
+            audit::record(
+                sql,
+                ctx,
+                owner,
+                "file.write",
+                Some(project_id),
+                serde_json::json!({ "path": path.as_str(), "sha256": sha, "size": size, "by": actor.as_str() }),
+            ),
         )
-        .await?;
+        .await;
+        let (meta, is_new) = written?;
+        recorded?;
         Ok((meta, is_new))
     })
     .await

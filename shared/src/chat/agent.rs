@@ -301,34 +301,39 @@ async fn persist(
 ) -> ApiResult<()> {
     let sql = ports.sql.as_ref();
     let content = serde_json::to_value(blocks).unwrap_or(Value::Array(vec![]));
+    // The answer and the run's end go out together (with BEGIN): one round
+    // trip, then COMMIT.
     transaction(sql, async || {
-        db::insert_message(
-            sql,
-            &spec.assistant_message_id,
-            &spec.session_id,
-            &spec.owner_id,
-            Some(&spec.run_id),
-            "assistant",
-            &content,
-            if outcome.status == "error" && !blocks.is_empty() {
-                "incomplete"
-            } else {
-                outcome.status
-            },
-            Some(&spec.model),
-            &outcome.usage,
-            outcome.cost_micros,
+        let (inserted, finished) = futures_util::future::join(
+            db::insert_message(
+                sql,
+                &spec.assistant_message_id,
+                &spec.session_id,
+                &spec.owner_id,
+                Some(&spec.run_id),
+                "assistant",
+                &content,
+                if outcome.status == "error" && !blocks.is_empty() {
+                    "incomplete"
+                } else {
+                    outcome.status
+                },
+                Some(&spec.model),
+                &outcome.usage,
+                outcome.cost_micros,
+            ),
+            db::finish_run(
+                sql,
+                &spec.run_id,
+                outcome.status,
+                Some(&outcome.stop_reason)
+                    .filter(|_| outcome.status != "complete")
+                    .map(String::as_str),
+            ),
         )
-        .await?;
-        db::finish_run(
-            sql,
-            &spec.run_id,
-            outcome.status,
-            Some(&outcome.stop_reason)
-                .filter(|_| outcome.status != "complete")
-                .map(String::as_str),
-        )
-        .await?;
+        .await;
+        inserted?;
+        finished?;
         Ok::<_, ApiError>(())
     })
     .await

@@ -38,12 +38,16 @@ const health = await timed(WRITES, () => fetch(`${BASE}/health`));
 const me = await timed(WRITES, () => fetch(`${BASE}/v1/me`, { headers: { authorization: `Bearer ${token}` } }));
 const fresh = await timed(WRITES, (i) => put(`new/${i}.txt`, content)());
 const over = await timed(WRITES, (i) => put('same.txt', `${content}${i}`)());
+const removed = await timed(WRITES, (i) =>
+  fetch(`${BASE}/v1/projects/${project.id}/files/new/${i}.txt`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } }),
+);
 
 const rows = [
   ['GET /health', health],
   ['GET /v1/me (authenticated, one read)', me],
   ['PUT a new file', fresh],
   ['PUT over a file', over],
+  ['DELETE a file', removed],
 ];
 console.log(`\nfile writes (${WRITES} of each, one after another; Worker to Postgres: ${process.env.POSTGRES_PATH})`);
 console.log(`${'measure'.padEnd(40)} ${'p50'.padStart(8)} ${'p99'.padStart(8)}  p50 / GET /v1/me`);

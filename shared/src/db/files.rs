@@ -138,29 +138,38 @@ pub async fn write_over(
     Ok((from_row(&row)?, old.is_none()))
 }
 
-/// Deletes the file; returns whether it existed.
+/// Deletes the file `current` describes.
 pub async fn delete(
     sql: &dyn Sql,
     owner: &str,
     project: &str,
     path: &ProjectPath,
-) -> Result<bool, SqlError> {
-    let Some(row) = sql
-        .query_opt(
-            "DELETE FROM files WHERE project_id = $1 AND path = $2 RETURNING sha256, size",
+    current: &FileMeta,
+) -> Result<(), SqlError> {
+    // `current` is the file as read under the project's lock: the project's
+    // total and the content's collection need not wait for the delete's
+    // answer, and go out with it (one round trip).
+    let (deleted, total, collected) = futures_util::future::join3(
+        sql.execute(
+            "DELETE FROM files WHERE project_id = $1 AND path = $2",
             &[project.into(), path.as_str().into()],
-        )
-        .await?
-    else {
-        return Ok(false);
-    };
-    sql.execute(
-        "UPDATE projects SET total_bytes = total_bytes - $2, updated_at = now() WHERE id = $1",
-        &[project.into(), Value::Int(row.int("size")?)],
+        ),
+        sql.execute(
+            "UPDATE projects SET total_bytes = total_bytes - $2, updated_at = now() WHERE id = $1",
+            &[project.into(), Value::Int(current.size)],
+        ),
+        collect_blob(sql, owner, &current.sha256),
     )
-    .await?;
-    collect_blob(sql, owner, &row.text("sha256")?).await?;
-    Ok(true)
+    .await;
+    if deleted? != 1 {
+        return Err(SqlError::Other(format!(
+            "{} was not there to delete",
+            path.as_str()
+        )));
+    }
+    total?;
+    collected?;
+    Ok(())
 }
 
 /// Removes a blob that no file of its owner references any more.

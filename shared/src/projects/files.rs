@@ -170,26 +170,32 @@ pub async fn delete_file_if(
     expect: Expect<'_>,
 ) -> ApiResult<()> {
     let sql = ctx.ports.sql.as_ref();
+    // Three round trips, as a write's: the lock and the file; the delete
+    // and its audit event; COMMIT.
     transaction(sql, async || {
-        projects::lock(sql, owner, project_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("project"))?;
-        if let Expect::Is(_) = expect {
-            let current = files::meta(sql, project_id, path).await?;
-            expect.check(path, current.as_ref().map(|m| m.sha256.as_str()))?;
-        }
-        if !files::delete(sql, owner, project_id, path).await? {
-            return Err(ApiError::not_found("file"));
-        }
-        audit::record(
-            sql,
-            ctx,
-            owner,
-            "file.delete",
-            Some(project_id),
-            serde_json::json!({ "path": path.as_str(), "by": actor.as_str() }),
+        let (project, current) = futures_util::future::join(
+            projects::lock(sql, owner, project_id),
+            files::meta(sql, project_id, path),
         )
-        .await?;
+        .await;
+        project?.ok_or_else(|| ApiError::not_found("project"))?;
+        let current = current?;
+        expect.check(path, current.as_ref().map(|m| m.sha256.as_str()))?;
+        let current = current.ok_or_else(|| ApiError::not_found("file"))?;
+        let (deleted, recorded) = futures_util::future::join(
+            files::delete(sql, owner, project_id, path, &current),
+            audit::record(
+                sql,
+                ctx,
+                owner,
+                "file.delete",
+                Some(project_id),
+                serde_json::json!({ "path": path.as_str(), "by": actor.as_str() }),
+            ),
+        )
+        .await;
+        deleted?;
+        recorded?;
         Ok(())
     })
     .await

@@ -78,23 +78,11 @@ pub async fn read(
         .transpose()
 }
 
-/// Writes the file (content stored once per owner and hash); returns its
-/// metadata and whether it was new. Keeps `projects.total_bytes` exact.
-pub async fn write(
-    sql: &dyn Sql,
-    owner: &str,
-    project: &str,
-    path: &ProjectPath,
-    sha256: &str,
-    content: &[u8],
-) -> Result<(FileMeta, bool), SqlError> {
-    let old = meta(sql, project, path).await?;
-    write_over(sql, owner, project, path, sha256, content, old.as_ref()).await
-}
-
-/// [`write`] over `old`, the file as it is now (read under the project's
-/// lock): its statements go out together (pipelined on one connection, run
-/// in this order), one round trip.
+/// Writes the file over `old`, the file as it is now (read under the
+/// project's lock; `None` in a new project): content stored once per owner
+/// and hash, `projects.total_bytes` kept exact. Its statements go out
+/// together (pipelined on one connection, run in this order), one round
+/// trip. Returns the file's metadata and whether it was new.
 pub async fn write_over(
     sql: &dyn Sql,
     owner: &str,

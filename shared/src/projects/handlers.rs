@@ -70,22 +70,35 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let sql = ctx.ports.sql.as_ref();
     let id = ids::new_id(ctx.ports, "prj");
     let max_projects = caller.user.limits().projects;
+    let paths = template
+        .files
+        .iter()
+        .map(|(path, content)| {
+            Ok((
+                ProjectPath::parse(path)?,
+                hex(&Sha256::digest(content.as_bytes())),
+                *content,
+            ))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    // Three round trips whatever the template: the lock and the count
+    // (with BEGIN); the project, its files, the audit event and the read
+    // back; COMMIT.
     let project = transaction(sql, async || {
         // Serialise this user's creations so two at once cannot both pass the count.
-        sql.execute(
-            "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
-            &[caller.id().into()],
-        )
-        .await?;
-        let count = sql
-            .query_opt(
+        let (locked, count) = futures_util::future::join(
+            sql.execute(
+                "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
+                &[caller.id().into()],
+            ),
+            sql.query_opt(
                 "SELECT count(*)::int8 AS n FROM projects WHERE owner_id = $1",
                 &[caller.id().into()],
-            )
-            .await?
-            .map(|r| r.int("n"))
-            .transpose()?
-            .unwrap_or(0);
+            ),
+        )
+        .await;
+        locked?;
+        let count = count?.map(|r| r.int("n")).transpose()?.unwrap_or(0);
         if count >= max_projects {
             return Err(ApiError::new(
                 http::StatusCode::PAYMENT_REQUIRED,
@@ -93,24 +106,29 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                 format!("Your tier allows {max_projects} projects; delete one or upgrade."),
             ));
         }
-        projects::insert(sql, &id, caller.id(), &name, &description, template.id).await?;
-        for (path, content) in template.files {
-            let path = ProjectPath::parse(path)?;
-            let sha = hex(&Sha256::digest(content.as_bytes()));
-            files::write(sql, caller.id(), &id, &path, &sha, content.as_bytes()).await?;
-        }
-        audit::record(
-            sql,
-            ctx,
-            caller.id(),
-            "project.create",
-            Some(&id),
-            serde_json::json!({ "template": template.id }),
+        // A new project has no file yet: each is written over nothing.
+        let (inserted, written, recorded, project) = futures_util::future::join4(
+            projects::insert(sql, &id, caller.id(), &name, &description, template.id),
+            futures_util::future::join_all(paths.iter().map(|(path, sha, content)| {
+                files::write_over(sql, caller.id(), &id, path, sha, content.as_bytes(), None)
+            })),
+            audit::record(
+                sql,
+                ctx,
+                caller.id(),
+                "project.create",
+                Some(&id),
+                serde_json::json!({ "template": template.id }),
+            ),
+            projects::get(sql, caller.id(), &id),
         )
-        .await?;
-        projects::get(sql, caller.id(), &id)
-            .await?
-            .ok_or_else(|| ApiError::internal("project vanished"))
+        .await;
+        inserted?;
+        for file in written {
+            file?;
+        }
+        recorded?;
+        project?.ok_or_else(|| ApiError::internal("project vanished"))
     })
     .await?;
     Ok(created(&project))

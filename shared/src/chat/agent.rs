@@ -248,7 +248,8 @@ async fn start_stream(
 /// ends the run with a status and leaves the session usable.
 pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcome {
     let changed = std::cell::Cell::new(false);
-    let outcome = drive(ports, spec, sink, &changed).await;
+    let unrecorded = std::cell::RefCell::new(None);
+    let outcome = drive(ports, spec, sink, &changed, &unrecorded).await;
     let (outcome, blocks) = match outcome {
         Ok(v) => v,
         Err(e) => (
@@ -261,7 +262,17 @@ pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcom
             Vec::new(),
         ),
     };
-    if let Err(e) = persist(ports, spec, &outcome, &blocks).await {
+    // The last call's usage goes out first, on its own (its row does not
+    // depend on the answer's transaction), with the answer and the run's end.
+    let (recorded, persisted) = futures_util::future::join(
+        record_usage(ports, spec, unrecorded.take()),
+        persist(ports, spec, &outcome, &blocks),
+    )
+    .await;
+    if let Err(e) = recorded {
+        crate::log::error("run_usage_failed", &e.to_string());
+    }
+    if let Err(e) = persisted {
         crate::log::error("run_persist_failed", &e.to_string());
     }
     let _ = sink
@@ -339,11 +350,50 @@ async fn persist(
     .await
 }
 
+/// A model call's usage-ledger row not stored yet (see [`drive`]).
+struct LedgerRow {
+    id: String,
+    provider: String,
+    model: String,
+    usage: Usage,
+    cost_micros: i64,
+    byok: bool,
+}
+
+/// Stores a model call's ledger row, if there is one.
+async fn record_usage(
+    ports: &Ports,
+    spec: &RunSpec,
+    row: Option<LedgerRow>,
+) -> Result<(), crate::ports::sql::SqlError> {
+    let Some(row) = row else {
+        return Ok(());
+    };
+    db::insert_usage(
+        ports.sql.as_ref(),
+        &row.id,
+        &spec.owner_id,
+        &spec.session_id,
+        &spec.run_id,
+        &row.provider,
+        &row.model,
+        &row.usage,
+        row.cost_micros,
+        row.byok,
+    )
+    .await
+}
+
+/// The run's steps. Each model call's usage row is stored before the
+/// run goes on to its tools; the last call's is left in `unrecorded`, for
+/// [`run`] to store beside the run's end (one round trip fewer before
+/// `run_finished`), whichever way the steps ended.
 async fn drive(
     ports: &Ports,
     spec: &RunSpec,
     sink: &dyn RunSink,
     changed: &std::cell::Cell<bool>,
+    unrecorded: &std::cell::RefCell<Option<LedgerRow>>,
 ) -> ApiResult<(RunOutcome, Vec<Block>)> {
     let config = ports.config()?;
     let sql = ports.sql.as_ref();
@@ -607,19 +657,14 @@ async fn drive(
         let call_cost = pricing::cost_micros(provider.model(), &call_usage);
         total.add(&call_usage);
         cost += call_cost;
-        db::insert_usage(
-            sql,
-            &ids::new_id(ports, "use"),
-            &spec.owner_id,
-            &spec.session_id,
-            &spec.run_id,
-            provider.name(),
-            provider.model(),
-            &call_usage,
-            call_cost,
+        *unrecorded.borrow_mut() = Some(LedgerRow {
+            id: ids::new_id(ports, "use"),
+            provider: provider.name().to_owned(),
+            model: provider.model().to_owned(),
+            usage: call_usage,
+            cost_micros: call_cost,
             byok,
-        )
-        .await?;
+        });
         if let Some(e) = failure {
             // Unfinished tool calls are dropped: the model never saw them complete.
             step_blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));
@@ -668,6 +713,8 @@ async fn drive(
             };
             return Ok((finish("complete", &reason, total, cost), all_blocks));
         }
+        // The run goes on: this call's usage is stored before its tools run.
+        record_usage(ports, spec, unrecorded.take()).await?;
         let mut results = Vec::new();
         for (id, name, input) in calls {
             let input = Some(&input).filter(|_| !invalid_inputs.contains(&id));

@@ -282,6 +282,11 @@ async fn mid_stream_error_keeps_the_partial_answer_as_incomplete_and_the_session
     let msgs = messages(&app, &t, &s).await;
     assert_eq!(msgs[1]["status"], "incomplete");
     assert_eq!(msgs[1]["content"][0]["text"], "Partial answer");
+    assert_eq!(
+        app.count("usage_ledger").await,
+        1,
+        "the broken call's usage is billed too"
+    );
     // The session takes the next message.
     http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
     let again = send(&app, &t, &s, "again", "native").await;

@@ -104,6 +104,19 @@ pub async fn write_file_if(
     expect: Expect<'_>,
 ) -> ApiResult<(FileMeta, bool)> {
     let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
+    let too_large = |max: u64| {
+        ApiError::too_large(
+            "file_too_large",
+            format!("A file may have at most {max} bytes; this one has {size}."),
+        )
+    };
+    // Over the server's own limit: refused before any hashing or reading
+    // (the tier's, at most as high, is read with the lock below). Hashed
+    // before the lock is taken, so the lock is not held meanwhile.
+    let server_max = ctx.ports.config()?.max_file_bytes;
+    if size > server_max {
+        return Err(too_large(server_max));
+    }
     let sha = hex(&Sha256::digest(content));
     let sql = ctx.ports.sql.as_ref();
     // Three round trips: the limits, the project's lock and the file as it
@@ -117,10 +130,7 @@ pub async fn write_file_if(
         .await;
         let (max_file, max_project) = limits?;
         if size > max_file {
-            return Err(ApiError::too_large(
-                "file_too_large",
-                format!("A file may have at most {max_file} bytes; this one has {size}."),
-            ));
+            return Err(too_large(max_file));
         }
         let project = project?.ok_or_else(|| ApiError::not_found("project"))?;
         let current = current?;

@@ -263,3 +263,34 @@ async fn every_file_change_is_audited() {
         .collect();
     assert_eq!(actions, ["project.create", "file.write", "file.delete"]);
 }
+
+/// A tier's file limit below the server's is enforced too (read with the
+/// project's lock), and the refused write changes nothing.
+#[tokio::test]
+async fn a_tiers_lower_file_limit_is_enforced() {
+    let app = TestApp::new().await;
+    let (t, _, id) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "p").await;
+    app.ports
+        .sql
+        .execute(
+            "UPDATE users SET limits_override = '{\"max_file_bytes\": 100}'::jsonb WHERE id = $1",
+            &[id.as_str().into()],
+        )
+        .await
+        .expect("limits");
+    let path = format!("/v1/projects/{p}/files/a.txt");
+    let put = |body: Vec<u8>| app.request("PUT", &path, Some(&t), None, body);
+    assert_eq!(put(vec![b'x'; 100]).await.status, 201);
+    let refused = put(vec![b'y'; 101]).await.problem(413, "file_too_large");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("at most 100 bytes")),
+        "{refused}"
+    );
+    let file = app
+        .get(&format!("/v1/projects/{p}/files/a.txt"), Some(&t))
+        .await;
+    assert_eq!(file.body, vec![b'x'; 100]);
+}

@@ -58,6 +58,13 @@ pub async fn limits(ctx: &Ctx<'_>, owner: &str) -> ApiResult<(u64, u64)> {
     ))
 }
 
+fn too_large(max: u64, size: u64) -> ApiError {
+    ApiError::too_large(
+        "file_too_large",
+        format!("A file may have at most {max} bytes; this one has {size}."),
+    )
+}
+
 /// What a change expects the file to be when it lands.
 #[derive(Debug, Clone, Copy)]
 pub enum Expect<'a> {
@@ -104,18 +111,12 @@ pub async fn write_file_if(
     expect: Expect<'_>,
 ) -> ApiResult<(FileMeta, bool)> {
     let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
-    let too_large = |max: u64| {
-        ApiError::too_large(
-            "file_too_large",
-            format!("A file may have at most {max} bytes; this one has {size}."),
-        )
-    };
     // Over the server's own limit: refused before any hashing or reading
     // (the tier's, at most as high, is read with the lock below). Hashed
     // before the lock is taken, so the lock is not held meanwhile.
     let server_max = ctx.ports.config()?.max_file_bytes;
     if size > server_max {
-        return Err(too_large(server_max));
+        return Err(too_large(server_max, size));
     }
     let sha = hex(&Sha256::digest(content));
     let sql = ctx.ports.sql.as_ref();
@@ -130,7 +131,7 @@ pub async fn write_file_if(
         .await;
         let (max_file, max_project) = limits?;
         if size > max_file {
-            return Err(too_large(max_file));
+            return Err(too_large(max_file, size));
         }
         let project = project?.ok_or_else(|| ApiError::not_found("project"))?;
         let current = current?;

@@ -1,8 +1,6 @@
 //! Admin routes: list users with this month's cost, change a user's tier,
 //! role or limits. Every change is audited on both sides.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
 use super::tiers::TIERS;
@@ -12,7 +10,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::request::{json_body, Request};
 use crate::http::response::{ok, Response};
 use crate::pagination;
-use crate::ports::sql::{Sql, Value};
 use crate::routes::Ctx;
 
 #[derive(Deserialize)]
@@ -37,43 +34,17 @@ async fn admin(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Caller> {
     Ok(caller)
 }
 
-/// This month's cost of each user of the page `users::page(after, limit)`
-/// reads that has any (one statement for the page, sent beside that read).
-async fn month_costs(
-    sql: &dyn Sql,
-    after: Option<&str>,
-    limit: usize,
-) -> ApiResult<HashMap<String, i64>> {
-    sql.query(
-        "SELECT owner_id, sum(cost_micros)::int8 AS c FROM usage_ledger
-         WHERE owner_id IN (SELECT id FROM users WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2)
-           AND created_at >= date_trunc('month', now())
-         GROUP BY owner_id",
-        &[after.into(), Value::Int(i64::try_from(limit).unwrap_or(i64::MAX))],
-    )
-    .await?
-    .iter()
-    .map(|r| Ok::<_, ApiError>((r.text("owner_id")?, r.int("c")?)))
-    .collect()
-}
-
 pub async fn list(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     admin(ctx, req).await?;
     let page = pagination::page(req, 50, 200)?;
     let sql = ctx.ports.sql.as_ref();
-    let after = page.after.as_deref();
-    let (rows, costs) = futures_util::future::join(
-        users::page(sql, after, page.limit + 1),
-        month_costs(sql, after, page.limit + 1),
-    )
-    .await;
-    let (rows, next) = pagination::finish(rows?, page.limit, |u| u.id.clone());
-    let costs = costs?;
+    let rows = users::page_with_month_cost(sql, page.after.as_deref(), page.limit + 1).await?;
+    let (rows, next) = pagination::finish(rows, page.limit, |(u, _)| u.id.clone());
     let mut items = Vec::new();
-    for u in rows {
+    for (u, cost) in rows {
         let mut doc = serde_json::to_value(&u).unwrap_or_default();
         doc["limits"] = serde_json::to_value(u.limits()).unwrap_or_default();
-        doc["cost_micros_this_month"] = costs.get(&u.id).copied().unwrap_or(0).into();
+        doc["cost_micros_this_month"] = cost.into();
         items.push(doc);
     }
     Ok(ok(

@@ -38,11 +38,19 @@ impl User {
     }
 }
 
-/// One page of all users (admin), oldest first.
-pub async fn page(sql: &dyn Sql, after: Option<&str>, limit: usize) -> Result<Vec<User>, SqlError> {
+/// One page of all users (admin), oldest first, each with its model cost
+/// since the start of the month (micro-USD), read in the same statement.
+pub async fn page_with_month_cost(
+    sql: &dyn Sql,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(User, i64)>, SqlError> {
     sql.query(
         &format!(
-            "SELECT {COLUMNS} FROM users WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
+            "SELECT {COLUMNS},
+                 (SELECT COALESCE(sum(l.cost_micros), 0)::int8 FROM usage_ledger l
+                  WHERE l.owner_id = users.id AND l.created_at >= date_trunc('month', now())) AS month_cost
+             FROM users WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
         ),
         &[
             after.into(),
@@ -51,7 +59,7 @@ pub async fn page(sql: &dyn Sql, after: Option<&str>, limit: usize) -> Result<Ve
     )
     .await?
     .iter()
-    .map(from_row)
+    .map(|r| Ok((from_row(r)?, r.int("month_cost")?)))
     .collect()
 }
 

@@ -112,11 +112,17 @@ async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::Sched
 /// The ports of one request or one room, without rooms or background work. Nothing here
 /// touches the network: Postgres is connected on the first query.
 pub(crate) fn base_ports(env: &Env) -> Ports {
+    gated_ports(env, None)
+}
+
+/// [`base_ports`] whose database connection runs `gate` first.
+pub(crate) fn gated_ports(env: &Env, gate: Option<sql::Gate>) -> Ports {
+    let database = match env.var(DIRECT_DATABASE_VAR) {
+        Ok(url) if !url.to_string().is_empty() => sql::Target::Direct(url.to_string()),
+        _ => sql::Target::Hyperdrive(env.hyperdrive(HYPERDRIVE_BINDING)),
+    };
     Ports {
-        sql: Rc::new(sql::LazyPg::new(match env.var(DIRECT_DATABASE_VAR) {
-            Ok(url) if !url.to_string().is_empty() => sql::Target::Direct(url.to_string()),
-            _ => sql::Target::Hyperdrive(env.hyperdrive(HYPERDRIVE_BINDING)),
-        })),
+        sql: Rc::new(sql::LazyPg::new(database, gate)),
         kv: Rc::new(kv::WorkersKv::new(env.kv(KV_BINDING))),
         http: Rc::new(fetch::WorkerFetch),
         clock: Rc::new(clock::DateClock),

@@ -835,7 +835,12 @@ impl Room {
         self.driving.set(true);
         let _driving = Driving(self);
         self.cancel.set(run.cancel);
-        let ports = self.ports();
+        // The run came before its start's commit was answered: its
+        // statements wait for that commit (`db::AFTER_RUN_START`).
+        let ports = crate::gated_ports(
+            &self.env,
+            Some((db::AFTER_RUN_START, vec![run.spec.owner_id.as_str().into()])),
+        );
         let log = self.log();
         let sink = RoomSink {
             log: &log,
@@ -865,7 +870,7 @@ impl Room {
         // With the run's reads preloaded the model is called first; the
         // Postgres connection the run ends with opens once the model has
         // begun to answer (opening it sooner slows the call it waits on:
-        // both run on this one thread).
+        // both run on this one thread), and passes the gate then.
         self.answered.set(false);
         let warm = ports.sql.clone();
         let preloaded = run.spec.preload.is_some();

@@ -25,6 +25,9 @@ pub struct LazyPg {
     connection: Connecting,
 }
 
+/// A statement a connection runs before any other (with its parameters).
+pub type Gate = (&'static str, Vec<Value>);
+
 /// Where the connection goes.
 pub enum Target {
     /// The Hyperdrive binding (production: Hyperdrive's pool).
@@ -34,7 +37,10 @@ pub enum Target {
 }
 
 impl LazyPg {
-    pub fn new(target: Target) -> Self {
+    /// A connection to `target`, whose statements go out once `gate`, if
+    /// any, has been answered (a gate that fails is logged and lets them
+    /// through).
+    pub fn new(target: Target, gate: Option<Gate>) -> Self {
         let connecting = async move {
             let endpoint = match target {
                 Target::Hyperdrive(hyperdrive) => {
@@ -51,7 +57,13 @@ impl LazyPg {
                 }
                 Target::Direct(url) => Endpoint::direct(&url)?,
             };
-            connect(&endpoint).await
+            let pg = connect(&endpoint).await?;
+            if let Some((sql, params)) = gate {
+                if let Err(e) = pg.execute(sql, &params).await {
+                    worker::console_warn!("postgres: gate: {e}");
+                }
+            }
+            Ok(pg)
         };
         Self {
             connection: connecting.boxed_local().shared(),

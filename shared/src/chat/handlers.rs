@@ -19,6 +19,7 @@ use crate::http::response::{created, json, ok, Response};
 use crate::ids;
 use crate::pagination;
 use crate::ports::rooms::{Member, RoomError};
+use crate::ports::sql;
 use crate::routes::Ctx;
 
 /// Longest user message, in bytes.
@@ -241,16 +242,21 @@ impl RunIds {
 }
 
 /// The run as the caller's first round trip stored it (see [`send_message`]).
-struct Early {
+struct Early<'a> {
+    /// The transaction of the run's insert and its reads: the run is
+    /// durable once this succeeds.
+    commit: sql::Commit<'a>,
     /// The session's sequence number before the run; `None` when the
     /// session already has a run (or is not the caller's).
-    first_seq: Result<Option<i64>, crate::ports::sql::SqlError>,
+    first_seq: Result<Option<i64>, sql::SqlError>,
     /// The session's messages, read after the run's insert.
-    history: Result<Vec<db::StoredMessage>, crate::ports::sql::SqlError>,
+    history: Result<Vec<db::StoredMessage>, sql::SqlError>,
 }
 
 /// A run that may start: everything [`send_message`] checked.
-struct Admitted {
+struct Admitted<'a> {
+    /// The run's insert is durable once this succeeds.
+    commit: sql::Commit<'a>,
     caller: crate::auth::Caller,
     session: db::Session,
     protocol: Protocol,
@@ -282,6 +288,15 @@ struct Admitted {
 /// own keys pick another, the run's record is corrected beside the room's
 /// start. Without a valid body or a provider to name, the run is stored
 /// after the checks instead (a second round trip).
+///
+/// The insert and the reads after it are one transaction, whose `COMMIT`
+/// goes out in the same round trip and is not waited for before the checks
+/// ([`sql::commit_behind`]): the room starts the run, and the model call,
+/// while the server flushes the commit to disk. The answer (and the run's
+/// stream) waits for the commit; a commit that fails cancels the run in its
+/// room, whose own statements wait for it (`db::AFTER_RUN_START`). Starts
+/// of one owner are serialized by a lock the transaction holds, so the
+/// budget read of each still counts the runs started before it.
 pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let sql = ctx.ports.sql.as_ref();
     let input = message_input(req);
@@ -309,6 +324,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         }
     };
     let Admitted {
+        commit,
         caller,
         session,
         protocol,
@@ -398,8 +414,22 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let (mut res, timing) = match &ctx.ports.rooms {
         Some(rooms) => {
             let stream = wants_stream(req).then_some(protocol);
-            let (started, aside) =
-                futures_util::future::join(rooms.start(&spec, stream), aside).await;
+            let (started, aside, committed) =
+                futures_util::future::join3(rooms.start(&spec, stream), aside, commit.wait()).await;
+            if let Err(e) = committed {
+                // The run was never stored: it must not go on (nothing of
+                // it could be persisted), and nobody was given its stream.
+                if started.is_ok() {
+                    if let Err(cancel) = rooms.cancel(&session.id).await {
+                        crate::log::event(
+                            "error",
+                            "run_cancel_failed",
+                            serde_json::json!({ "run_id": run_id, "error": cancel.to_string() }),
+                        );
+                    }
+                }
+                return Err(ApiError::internal(e));
+            }
             let (first_seq, events) = match started {
                 Ok(started) => started,
                 Err(RoomError::Busy) => {
@@ -430,7 +460,9 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             (res, server_timing(&[admit, room]))
         }
         None => {
-            aside.await?;
+            let (aside, committed) = futures_util::future::join(aside, commit.wait()).await;
+            committed?;
+            aside?;
             let res = if wants_stream(req) {
                 sse_response(
                     protocol,
@@ -452,13 +484,13 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 
 /// The checks of [`send_message`], with the run stored on the way. `inserted`
 /// says whether the run's rows were written, so a refusal can remove them.
-async fn admit(
-    ctx: &Ctx<'_>,
+async fn admit<'a>(
+    ctx: &Ctx<'a>,
     req: &Request,
     input: ApiResult<MessageInput>,
     ids: &RunIds,
     inserted: &std::cell::Cell<bool>,
-) -> ApiResult<Admitted> {
+) -> ApiResult<Admitted<'a>> {
     let sql = ctx.ports.sql.as_ref();
     let config = ctx.ports.config()?;
     // The run's own context: its budget read counts the runs started before
@@ -497,20 +529,29 @@ async fn admit(
             // connection (Postgres runs them in order): with the run in
             // place no other run can finish in this session, so the history
             // read is the run's; the budget read counts the runs started
-            // before this one.
+            // before this one. They are a transaction whose COMMIT is sent
+            // behind them, not waited for: the checks use what was read
+            // while the server makes the run durable (a flush of its log to
+            // disk, milliseconds on many disks); `send_message` waits for it
+            // beside the room's start.
             let store = async {
                 let Some((content, provider, detail)) = early_ref else {
                     return (None, crate::billing::quota::model_usage(ctx, &user_id).await);
                 };
                 let start = ids.start(ctx, session_id, &user_id, provider, content, detail);
-                let (first_seq, history, usage) = futures_util::future::join3(
-                    db::start_run(sql, &start),
-                    db::owned_messages(sql, session_id, &user_id),
-                    crate::billing::quota::model_usage(run_ctx_ref, &user_id),
+                let ((begin, first_seq, history, usage), commit) = sql::commit_behind(
+                    sql,
+                    futures_util::future::join4(
+                        sql.batch("BEGIN"),
+                        db::start_run(sql, &start),
+                        db::owned_messages(sql, session_id, &user_id),
+                        crate::billing::quota::model_usage(run_ctx_ref, &user_id),
+                    ),
                 )
                 .await;
+                let first_seq = begin.and(first_seq);
                 inserted.set(matches!(first_seq, Ok(Some(_))));
-                (Some(Early { first_seq, history }), usage)
+                (Some(Early { first_seq, history, commit }), usage)
             };
             let (own, session, running, (stored, usage)) = futures_util::future::join4(
                 super::agent::own_keys(ctx, &user_id),
@@ -547,9 +588,13 @@ async fn admit(
     if !budget_free {
         crate::billing::quota::judge_model(ctx, &usage?, &limits)?;
     }
-    let stored = match stored {
-        Some(Early { first_seq, history }) => Some((first_seq?, history)),
-        None => None,
+    let (stored, commit) = match stored {
+        Some(Early {
+            first_seq,
+            history,
+            commit,
+        }) => (Some((first_seq?, history)), commit),
+        None => (None, sql::Commit::None),
     };
     if running >= limits.concurrent_runs {
         let mut e = ApiError::too_many(
@@ -602,6 +647,7 @@ async fn admit(
         }
     };
     Ok(Admitted {
+        commit,
         caller,
         session,
         protocol,

@@ -209,12 +209,24 @@ pub struct RunStart<'a> {
 /// sequence number before the run, or `None` when the session already has
 /// an active run or is not the owner's (then nothing is written). Statements sent after it on the
 /// same connection see what it wrote.
+///
+/// Run starts of one owner are serialized: the statement first takes a
+/// lock on the owner that its transaction holds until it ends, and the
+/// run's `started_at` is read after it. So when the start is in a
+/// transaction with reads after it (`chat::handlers::admit`), a concurrent
+/// start of the same owner waits for that transaction's end, and its own
+/// reads see this run, started before it, the way they would if each
+/// start committed on its own.
 pub async fn start_run(sql: &dyn Sql, s: &RunStart<'_>) -> Result<Option<i64>, SqlError> {
     let r = sql
         .query_opt(
-            "WITH run AS (
-                 INSERT INTO runs (id, session_id, owner_id, provider, model, first_seq)
-                 SELECT $1, $2, $3, $4, $5, last_seq FROM sessions WHERE id = $2 AND owner_id = $3 RETURNING first_seq
+            "WITH owner_lock AS (
+                 -- The same lock as AFTER_RUN_START's.
+                 SELECT pg_advisory_xact_lock(hashtextextended('everjust.runs:' || $3, 0))
+             ), run AS (
+                 INSERT INTO runs (id, session_id, owner_id, provider, model, first_seq, started_at)
+                 SELECT $1, $2, $3, $4, $5, last_seq, clock_timestamp() FROM owner_lock, sessions WHERE id = $2 AND owner_id = $3
+                 ON CONFLICT DO NOTHING RETURNING first_seq
              ), message AS (
                  INSERT INTO messages (id, session_id, owner_id, run_id, role, content, status)
                  SELECT $6, $2, $3, $1, 'user', $7::text::jsonb, 'complete' FROM run
@@ -238,12 +250,20 @@ pub async fn start_run(sql: &dyn Sql, s: &RunStart<'_>) -> Result<Option<i64>, S
             ],
         )
         .await;
-    match r {
-        Ok(row) => Ok(row.map(|r| r.int("first_seq")).transpose()?),
-        Err(SqlError::Unique(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
+    r?.map(|r| r.int("first_seq")).transpose()
 }
+
+/// A statement (with its parameter, the run's owner) that a run's room
+/// runs on its connection before any other: it is answered once no start
+/// of a run of the owner is still uncommitted (it waits for the lock
+/// [`start_run`] takes to be released). The request that starts a run
+/// hands it to its room before its transaction's commit is answered
+/// (`chat::handlers::admit`), so the room's first statements could
+/// otherwise miss the run's row, or the message they store could find no
+/// run to refer to.
+pub const AFTER_RUN_START: &str =
+    // The same lock as start_run's.
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('everjust.runs:' || $1, 0))";
 
 /// Removes what [`start_run`] stored, for a start refused after it: the
 /// run, its user message and its audit event (nothing else refers to a run

@@ -195,3 +195,52 @@ where
         }
     }
 }
+
+/// A `COMMIT` already sent, whose answer is still to come (see
+/// [`commit_behind`]).
+pub enum Commit<'a> {
+    /// No transaction was opened: nothing to wait for.
+    None,
+    Pending(futures_util::future::LocalBoxFuture<'a, Result<(), SqlError>>),
+    Done(Result<(), SqlError>),
+}
+
+impl Commit<'_> {
+    /// Waits for the commit's answer: `Ok` once what the transaction wrote
+    /// is durable.
+    pub async fn wait(self) -> Result<(), SqlError> {
+        match self {
+            Commit::None => Ok(()),
+            Commit::Pending(f) => f.await,
+            Commit::Done(r) => r,
+        }
+    }
+}
+
+/// Runs `body`, statements in a transaction (its `BEGIN` first, sent on
+/// its first poll, as a join of them is), and sends a `COMMIT` right behind
+/// them (pipelined on the connection, in the same round trip) without
+/// waiting for its answer: what `body` read can be used while the commit,
+/// and the server's flush of its log to disk, are still under way. The
+/// returned [`Commit`] tells whether it succeeded.
+pub async fn commit_behind<'a, T>(
+    sql: &'a dyn Sql,
+    body: impl std::future::Future<Output = T>,
+) -> (T, Commit<'a>) {
+    use std::task::Poll;
+    let mut body = std::pin::pin!(body);
+    let mut commit = Commit::Pending(sql.batch("COMMIT"));
+    // The commit is polled after `body` on every poll until `body` is done,
+    // so it goes out behind `body`'s statements.
+    let out = std::future::poll_fn(|cx| {
+        let out = body.as_mut().poll(cx);
+        if let Commit::Pending(f) = &mut commit {
+            if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                commit = Commit::Done(r);
+            }
+        }
+        out
+    })
+    .await;
+    (out, commit)
+}

@@ -486,9 +486,16 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         .iter()
         .map(|s| format!("/v1/sessions/{s}/messages"))
         .collect();
-    let sends = paths
+    // Each request on a connection of its own, as in production: their
+    // starts' transactions really run side by side.
+    let mut apps = Vec::new();
+    for _ in 0..RUNS {
+        apps.push(app.on_own_connection().await);
+    }
+    let sends = apps
         .iter()
-        .map(|path| app.json("POST", path, Some(&t), json!({"content": "hello"})));
+        .zip(&paths)
+        .map(|(app, path)| app.json("POST", path, Some(&t), json!({"content": "hello"})));
     let results = futures_util::future::join_all(sends).await;
     let mut completed = 0;
     for r in &results {

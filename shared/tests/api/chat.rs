@@ -772,6 +772,109 @@ async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
     );
 }
 
+/// The run's start is committed behind the reads of its checks, and the run
+/// goes on only once that commit succeeded: a start that cannot be made
+/// durable (here a deferred check that fails at COMMIT) is a 500 that
+/// leaves nothing behind and never calls the model, and the session stays
+/// usable.
+#[tokio::test]
+async fn a_run_whose_start_fails_to_commit_never_calls_the_model() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let path = format!("/v1/sessions/{s}/messages");
+    app.ports
+        .sql
+        .batch(
+            "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$;
+             CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON runs
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit();",
+        )
+        .await
+        .expect("trigger");
+    http.push(200, &[], anthropic(&["never"], &[], "end_turn"));
+    for streamed in [false, true] {
+        let r = if streamed {
+            send(&app, &t, &s, "hi", "native").await
+        } else {
+            app.json("POST", &path, Some(&t), json!({"content": "hi"}))
+                .await
+        };
+        let j = r.problem(500, "internal");
+        assert!(
+            !j.to_string().contains("refused at commit"),
+            "no internals in the answer: {j}"
+        );
+        assert_eq!(app.count("runs").await, 0, "no run");
+        assert_eq!(app.count("messages").await, 0, "no message");
+        assert!(http.requests.borrow().is_empty(), "the model was called");
+    }
+    app.ports
+        .sql
+        .batch("DROP TRIGGER refuse_at_commit ON runs")
+        .await
+        .expect("drop");
+    let r = app
+        .json("POST", &path, Some(&t), json!({"content": "hi"}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    assert_eq!(r.json()["status"], "complete");
+    assert_eq!(messages(&app, &t, &s).await.len(), 2);
+}
+
+/// A room gets its run before the run's start is committed; the room's
+/// connection runs `db::AFTER_RUN_START` before its other statements,
+/// which holds them until that commit, so they see the run (without it the
+/// read below finds nothing).
+#[tokio::test]
+async fn a_rooms_statements_wait_for_its_runs_start_to_commit() {
+    use everjust_core::db::chat as db;
+    let (app, _http, _t, s) = setup(ANTHROPIC).await;
+    let owner = app
+        .ports
+        .sql
+        .query("SELECT id FROM users", &[])
+        .await
+        .expect("user")[0]
+        .text("id")
+        .expect("id");
+    let starting = app.on_own_connection().await;
+    let room = app.on_own_connection().await;
+    let (content, detail) = (json!([{"type": "text", "text": "hi"}]), json!({}));
+    let start = db::RunStart {
+        run_id: "run_1",
+        session_id: &s,
+        owner_id: &owner,
+        provider: "anthropic",
+        model: "claude-sonnet-4-5",
+        message_id: "msg_1",
+        content: &content,
+        audit_id: "aud_1",
+        audit_detail: &detail,
+        ip: None,
+        request_id: "req_1",
+    };
+    let sql = starting.ports.sql.as_ref();
+    sql.batch("BEGIN").await.expect("begin");
+    assert!(db::start_run(sql, &start).await.expect("start").is_some());
+    let room = room.ports.sql.as_ref();
+    let read = async {
+        room.execute(db::AFTER_RUN_START, &[owner.as_str().into()])
+            .await
+            .expect("gate");
+        room.query_opt("SELECT status FROM runs WHERE id = 'run_1'", &[])
+            .await
+    };
+    let mut read = std::pin::pin!(read);
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut read).await;
+    assert!(
+        early.is_err(),
+        "the room read before the start was committed"
+    );
+    sql.batch("COMMIT").await.expect("commit");
+    let row = read.await.expect("read").expect("the run, once committed");
+    assert_eq!(row.text("status").expect("status"), "running");
+}
+
 /// Cancelling a run that its room does not hold ends it in Postgres, so the
 /// session is usable again; a run that only just started (still on its way
 /// to the room) is left to its start.

@@ -28,11 +28,11 @@ const api = (method, path, token, body) => request(BASE, method, path, token, bo
 
 const marker = `[scenario:long:${DELTAS}]`;
 
-const direct = () =>
+const direct = (text = marker) =>
   fetch(`${MODEL}/v1/messages`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-api-key': 'bench-key', 'anthropic-version': '2023-06-01' },
-    body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8192, stream: true, messages: [{ role: 'user', content: [{ type: 'text', text: marker }] }] }),
+    body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8192, stream: true, messages: [{ role: 'user', content: [{ type: 'text', text }] }] }),
   });
 
 // The Node peer: streamText from the fake, relayed as an AI SDK UI message stream.
@@ -44,6 +44,16 @@ const peer = http.createServer(async (req, res) => {
 });
 await new Promise((r) => peer.listen(0, '127.0.0.1', r));
 const PEER = `http://127.0.0.1:${peer.address().port}`;
+// Node's floor: the fake's stream passed through untouched (as the TypeScript Worker's /bare is workerd's).
+const bare = http.createServer(async (req, res) => {
+  const tag = new URL(req.url, 'http://bare').searchParams.get('tag') ?? '';
+  const upstream = await direct(`${marker} ${tag}`);
+  res.writeHead(upstream.status, { 'content-type': 'text/event-stream' });
+  for await (const chunk of upstream.body) res.write(chunk);
+  res.end();
+});
+await new Promise((r) => bare.listen(0, '127.0.0.1', r));
+const BARE = `http://127.0.0.1:${bare.address().port}`;
 
 // A user with room for the benchmark's runs.
 const db = new pg.Client({ connectionString: process.env.DATABASE_URL });
@@ -83,7 +93,7 @@ async function timed(path, start, isText, textOf) {
   return r;
 }
 
-const results = { direct: [], worker: [], runtime: [], peer: [], byok: [], workerd: [] };
+const results = { direct: [], worker: [], runtime: [], peer: [], byok: [], workerd: [], bare: [], nodeBare: [] };
 const byok = { token: own.access_token, project: ownProject };
 // Warm-up of each path.
 await timed('direct', direct, isAnthropicText, anthropicText);
@@ -92,6 +102,8 @@ if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUN
 await timed('Node peer', () => fetch(PEER), isUiText, deltaText);
 await timed('Worker, own key', await viaWorker(marker, 'native', RUNTIME ?? BASE, byok), isNativeText, deltaText);
 if (WORKERD_RELAY) await timed('TypeScript relay under workerd', () => fetch(WORKERD_RELAY), isUiText, deltaText);
+if (WORKERD_RELAY) await timed('pass-through under workerd', () => fetch(`${WORKERD_RELAY}/bare`), isAnthropicText, anthropicText);
+await timed('pass-through in Node', () => fetch(BARE), isAnthropicText, anthropicText);
 const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
 if (stopProfile) {
   // Attaching the profiler through wrangler's inspector proxy resets the connections open at that
@@ -119,12 +131,16 @@ for (let i = 0; i < RUNS; i++) {
   if (WORKERD_RELAY) {
     const wr = tag('workerd');
     results.workerd.push(tagged(await timed('TypeScript relay under workerd', () => fetch(`${WORKERD_RELAY}/?tag=${wr}`), isUiText, deltaText), wr));
+    const wb = tag('bare');
+    results.bare.push(tagged(await timed('pass-through under workerd', () => fetch(`${WORKERD_RELAY}/bare?tag=${wb}`), isAnthropicText, anthropicText), wb));
   }
+  const nb = tag('nodebare');
+  results.nodeBare.push(tagged(await timed('pass-through in Node', () => fetch(`${BARE}/?tag=${nb}`), isAnthropicText, anthropicText), nb));
   const p = tag('peer');
   results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, deltaText), p));
 }
 // When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
-for (const path of ['worker', 'runtime', 'peer', 'byok', 'workerd']) {
+for (const path of ['worker', 'runtime', 'peer', 'byok', 'workerd', 'bare', 'nodeBare']) {
   for (const r of results[path]) {
     const { items } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(r.tag)}`)).json();
     r.called = items.length ? items[0].at - r.startedAt : NaN;
@@ -143,6 +159,8 @@ for (const key of ['ttft', 'total']) {
     if (RUNTIME) row(`${key} added by our Worker, p${p}`, pct(added('runtime', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), 'ours well below');
     row(`${key} added by our Worker via wrangler's proxy, p${p}`, pct(added('worker', key), p), 'ms', 'added by the Node ai relay', pct(added('peer', key), p), RUNTIME ? '' : 'ours well below');
     if (WORKERD_RELAY) row(`${key} added by our Worker, p${p}`, pct(added(RUNTIME ? 'runtime' : 'worker', key), p), 'ms', 'added by the TS ai relay, workerd', pct(added('workerd', key), p), 'same runtime, for scale');
+    // Each runtime's floor: what passing the stream through untouched adds.
+    if (WORKERD_RELAY) row(`${key} added by a pass-through, workerd, p${p}`, pct(added('bare', key), p), 'ms', 'by a pass-through, Node', pct(added('nodeBare', key), p), 'the runtimes\' floors');
   }
 }
 // Where the time to first token goes: before the model is called (ours: authentication, rate limit,
@@ -155,6 +173,7 @@ row('ttft added by our Worker, own key (BYOK), p50', pct(added('byok', 'ttft'), 
 row('ttft: of which admit (auth, limits, run stored), p50', split(ours, (r) => r.timing.admit), 'ms', '', NaN, 'Server-Timing');
 row('ttft: of which room (until its answer), p50', split(ours, (r) => r.timing.room), 'ms', '', NaN, 'Server-Timing; calls the model before');
 if (WORKERD_RELAY) row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'TS ai relay, workerd', split('workerd', (r) => r.called));
+if (WORKERD_RELAY) row('ttft: request -> model called, pass-through, workerd, p50', split('bare', (r) => r.called), 'ms', 'pass-through, Node', split('nodeBare', (r) => r.called));
 row('ttft: request -> model called, own key (BYOK), p50', split('byok', (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft: model called -> first token at client, p50', split(ours, (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called), 'direct ttft is the fake\'s part');
 row('ttft: model called -> first token, own key, p50', split('byok', (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called));
@@ -228,6 +247,7 @@ if (process.env.BENCH_RELAY_ONLY) {
   // Only the relay figures (quick comparisons of one change).
   await db.end();
   peer.close();
+  bare.close();
   fanPeer.kill();
   process.exit(0);
 }
@@ -276,4 +296,5 @@ fs.mkdirSync('target/bench', { recursive: true });
 fs.writeFileSync('target/bench/chat.json', JSON.stringify({ results, fanout: { one: one.delays.length, many: many.delays.length }, replay: { events: replayed, ms: replayMs } }, null, 2));
 await db.end();
 peer.close();
+bare.close();
 fanPeer.kill();

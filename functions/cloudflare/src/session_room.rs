@@ -96,7 +96,7 @@ const START_WAIT_MS: u64 = 3000;
 const START_POLL_MS: u64 = 100;
 
 /// The active run, kept in storage under `meta.k = 'run'`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ActiveRun {
     spec: RunSpec,
     /// How many alarms started driving it (0: not yet; a second is never made).
@@ -153,6 +153,9 @@ pub struct Room {
     answered_waker: RefCell<Option<std::task::Waker>>,
     /// The active run's cancel flag (also in storage).
     cancel: Cell<bool>,
+    /// The run `/start` began whose record is not stored yet (see
+    /// `store_claimed`): the active run until then.
+    claimed: RefCell<Option<ActiveRun>>,
     /// Live SSE readers of the active run.
     readers: RefCell<Vec<Reader>>,
     /// A text block or tool call began and its first delta is still to come.
@@ -401,6 +404,7 @@ impl DurableObject for SessionRoom {
             answered: Cell::new(false),
             answered_waker: RefCell::new(None),
             cancel: Cell::new(false),
+            claimed: RefCell::new(None),
             readers: RefCell::new(Vec::new()),
             fresh_block: Cell::new(false),
             tail: Tail::default(),
@@ -438,24 +442,25 @@ impl DurableObject for SessionRoom {
                     Ok(started) => started,
                     Err(refused) => return Ok(refused),
                 };
-                // The task first runs once this request waits, after its
-                // reader (below) is registered: the reader misses nothing.
-                let room = Rc::clone(&self.room);
-                wasm_bindgen_futures::spawn_local(async move {
-                    if let Err(e) = room.drive_claimed(run).await {
-                        // Still stored as driven: the heartbeat alarm ends it.
-                        worker::console_error!("room drive: {e}");
-                    }
-                });
-                match stream {
+                // The reader first, then the task: it first runs once this
+                // request waits, so the reader misses nothing.
+                let res = match stream {
                     Some(protocol) => {
                         let mut res = self.events(&session, last_seq, protocol)?;
                         res.headers_mut()
                             .set(crate::rooms::LAST_SEQ_HEADER, &last_seq.to_string())?;
-                        Ok(res)
+                        res
                     }
-                    None => json_response(200, &serde_json::json!({ "last_seq": last_seq })),
-                }
+                    None => json_response(200, &serde_json::json!({ "last_seq": last_seq }))?,
+                };
+                let room = Rc::clone(&self.room);
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = room.drive_claimed(run).await {
+                        // Stored as driven: the heartbeat alarm ends it.
+                        worker::console_error!("room drive: {e}");
+                    }
+                });
+                Ok(res)
             }
             (Method::Get, "/events") => {
                 let after = query("after").and_then(|a| a.parse().ok()).unwrap_or(0);
@@ -614,6 +619,9 @@ impl Room {
     }
 
     fn active(&self) -> worker::Result<Option<ActiveRun>> {
+        if let Some(run) = self.claimed.borrow().as_ref() {
+            return Ok(Some(run.clone()));
+        }
         let found = rows::<TextRow>(&self.sql(), "SELECT v FROM meta WHERE k = 'run'", vec![])?;
         match found.first() {
             None => Ok(None),
@@ -634,6 +642,7 @@ impl Room {
     }
 
     fn clear_active(&self) -> worker::Result<()> {
+        self.claimed.take();
         exec(&self.sql(), "DELETE FROM meta WHERE k = 'run'", vec![])
     }
 
@@ -650,14 +659,12 @@ impl Room {
         crate::base_ports(&self.env)
     }
 
-    /// Stores the run as driven by this isolate (its first attempt) and arms
-    /// the heartbeat alarm: the room's sequence number before it and the run
-    /// for [`Room::drive_claimed`], or the refusal to answer. One storage
-    /// commit: the model call waits for it (the output gate). (Making the
-    /// call before writing the record made no difference to the time to
-    /// first token that `scripts/bench-chat` could see, and would leave a
-    /// run without a record, so without a heartbeat, were the isolate to die
-    /// in between.)
+    /// Claims the room for the run (its first attempt, driven by this
+    /// isolate; stored by [`Room::store_claimed`] once it is under way):
+    /// the room's sequence number before it and the run for
+    /// [`Room::drive_claimed`], or the refusal to answer. Should the isolate
+    /// die before the record is stored, the starting request fails and ends
+    /// the run in Postgres.
     async fn start(&self, mut spec: RunSpec) -> worker::Result<Result<(i64, ActiveRun), Response>> {
         let mut waited = 0;
         while let Some(run) = self.active()? {
@@ -685,14 +692,34 @@ impl Room {
             attempts: 1,
             cancel: false,
         };
-        self.save_active(&run)?;
+        *self.claimed.borrow_mut() = Some(run.clone());
         run.spec.preload = preload;
         self.cancel.set(false);
-        self.state.storage().set_alarm(HEARTBEAT_MS).await?;
         Ok(Ok((last_seq, run)))
     }
 
+    /// Stores the run [`Room::start`] claimed, if a run is still claimed (one
+    /// that ended already was cleared), as driven by this isolate, and arms
+    /// the heartbeat alarm. Its driver does this a flush interval into the
+    /// run, not before the model call: a storage write holds everything the
+    /// object sends (the output gate) until it is durable, about a
+    /// millisecond here (scripts/bench-chat), and made before the call it
+    /// held the call; made right after it, it held the first token.
+    async fn store_claimed(&self) -> worker::Result<()> {
+        let Some(run) = self.claimed.take() else {
+            return Ok(());
+        };
+        self.save_active(&run)?;
+        self.state.storage().set_alarm(HEARTBEAT_MS).await
+    }
+
     fn request_cancel(&self) -> worker::Result<Response> {
+        if let Some(run) = self.claimed.borrow_mut().as_mut() {
+            // Stored with the flag by `store_claimed`.
+            run.cancel = true;
+            self.cancel.set(true);
+            return json_response(200, &serde_json::json!({ "active": true }));
+        }
         let active = match self.active()? {
             Some(mut run) => {
                 run.cancel = true;
@@ -853,8 +880,16 @@ impl Room {
         // during a long tool call: a comment every KEEP_ALIVE_MS.
         let ticker = async {
             let mut ticks = 0u64;
+            let mut stored = false;
             loop {
                 crate::clock::sleep(FLUSH_MS as u64).await;
+                if !stored {
+                    stored = true;
+                    // The run's record, with the first flush: see `store_claimed`.
+                    if let Err(e) = self.store_claimed().await {
+                        worker::console_error!("room: storing the run: {e}");
+                    }
+                }
                 if let Err(e) = log.flush() {
                     worker::console_error!("room flush: {e}");
                 }

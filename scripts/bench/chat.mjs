@@ -147,6 +147,7 @@ for (const path of ['worker', 'runtime', 'peer', 'byok', 'workerd', 'bare', 'nod
   }
 }
 if (stopProfile) await stopProfile(process.env.BENCH_PROFILE);
+if (process.env.BENCH_DUMP) for (const [i, r] of results.runtime.entries()) console.error('DUMP', i, (r.ttft - results.direct[i].ttft).toFixed(1), r.called, JSON.stringify(r.timing));
 const added = (path, key) => results[path].map((r, i) => r[key] - results.direct[i][key]);
 
 const rows = [];

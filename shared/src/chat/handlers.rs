@@ -242,10 +242,10 @@ impl RunIds {
 }
 
 /// The run as the caller's first round trip stored it (see [`send_message`]).
-struct Early<'a> {
+struct Early {
     /// The transaction of the run's insert and its reads: the run is
     /// durable once this succeeds.
-    commit: sql::Commit<'a>,
+    commit: sql::Commit,
     /// The session's sequence number before the run; `None` when the
     /// session already has a run (or is not the caller's).
     first_seq: Result<Option<i64>, sql::SqlError>,
@@ -254,9 +254,9 @@ struct Early<'a> {
 }
 
 /// A run that may start: everything [`send_message`] checked.
-struct Admitted<'a> {
+struct Admitted {
     /// The run's insert is durable once this succeeds.
-    commit: sql::Commit<'a>,
+    commit: sql::Commit,
     caller: crate::auth::Caller,
     session: db::Session,
     protocol: Protocol,
@@ -292,9 +292,10 @@ struct Admitted<'a> {
 /// The insert and the reads after it are one transaction, whose `COMMIT`
 /// goes out in the same round trip and is not waited for before the checks
 /// ([`sql::commit_behind`]): the room starts the run, and the model call,
-/// while the server flushes the commit to disk. The answer (and the run's
-/// stream) waits for the commit; a commit that fails cancels the run in its
-/// room, whose own statements wait for it (`db::AFTER_RUN_START`). Starts
+/// while the server flushes the commit to disk. With rooms the answer does
+/// not wait for the commit either: a commit that fails cancels the run in
+/// its room (after the answer), whose own statements wait for it
+/// (`db::AFTER_RUN_START`). A run driven inline starts once it succeeded. Starts
 /// of one owner are serialized by a lock the transaction holds, so the
 /// budget read of each still counts the runs started before it.
 pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
@@ -377,32 +378,36 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         byok,
         preload: Some(preload),
     };
-    // Beside the run's start, not before it: the run's record when the
-    // caller's keys picked another provider, and the project's sandbox
-    // activity (a chat turn keeps it from the idle auto-stop).
-    let aside = async {
-        let fixed = async {
-            if stored_other_provider {
-                let detail = run_audit_detail(run_id, &provider);
-                db::set_run_provider(
-                    sql,
-                    run_id,
-                    &ids.audit,
-                    provider.name(),
-                    provider.model(),
-                    &detail,
-                )
-                .await
-            } else {
-                Ok(())
-            }
-        };
-        let (fixed, ()) = futures_util::future::join(
-            fixed,
-            crate::sandbox::touch(ctx.ports, &session.project_id),
-        )
-        .await;
-        fixed
+    // Beside the run's start, not before it (with rooms, after the answer):
+    // the run's record when the caller's keys picked another provider, and
+    // the project's sandbox activity (a chat turn keeps it from the idle
+    // auto-stop). Its statements go out behind the start's commit.
+    let aside = {
+        let ports = ctx.ports.clone();
+        let fix = stored_other_provider.then(|| {
+            (
+                run_id.clone(),
+                ids.audit.clone(),
+                provider.name().to_owned(),
+                provider.model().to_owned(),
+                run_audit_detail(run_id, &provider),
+            )
+        });
+        let project_id = session.project_id.clone();
+        async move {
+            let fixed = async {
+                match &fix {
+                    Some((run, audit, name, model, detail)) => {
+                        db::set_run_provider(ports.sql.as_ref(), run, audit, name, model, detail)
+                            .await
+                    }
+                    None => Ok(()),
+                }
+            };
+            let (fixed, ()) =
+                futures_util::future::join(fixed, crate::sandbox::touch(&ports, &project_id)).await;
+            fixed
+        }
     };
     let accepted = |after: i64| {
         serde_json::json!({
@@ -414,23 +419,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let (mut res, timing) = match &ctx.ports.rooms {
         Some(rooms) => {
             let stream = wants_stream(req).then_some(protocol);
-            let (started, aside, committed) =
-                futures_util::future::join3(rooms.start(&spec, stream), aside, commit.wait()).await;
-            if let Err(e) = committed {
-                // The run was never stored: it must not go on (nothing of
-                // it could be persisted), and nobody was given its stream.
-                if started.is_ok() {
-                    if let Err(cancel) = rooms.cancel(&session.id).await {
-                        crate::log::event(
-                            "error",
-                            "run_cancel_failed",
-                            serde_json::json!({ "run_id": run_id, "error": cancel.to_string() }),
-                        );
-                    }
-                }
-                return Err(ApiError::internal(e));
-            }
-            let (first_seq, events) = match started {
+            let (first_seq, events) = match rooms.start(&spec, stream).await {
                 Ok(started) => started,
                 Err(RoomError::Busy) => {
                     db::finish_run(sql, run_id, "error", Some("room_busy")).await?;
@@ -444,14 +433,39 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                     return Err(ApiError::internal(e));
                 }
             };
-            // The run is under way: its record's correction failing is only logged.
-            if let Err(e) = aside {
-                crate::log::event(
-                    "warn",
-                    "run_provider_fix_failed",
-                    serde_json::json!({ "run_id": run_id, "error": e.to_string() }),
-                );
-            }
+            // The answer does not wait for the start's commit: a slow flush
+            // to disk would otherwise hold the first token (scripts/bench-
+            // chat saw 40-57 ms, a few times in 60). A commit that fails
+            // cancels the run in its room, whose readers see it end, and
+            // whose own statements wait for the commit
+            // (`db::AFTER_RUN_START`).
+            let (rooms, session_id, run) = (rooms.clone(), session.id.clone(), run_id.clone());
+            ctx.ports
+                .after_response(Box::pin(async move {
+                    let (committed, aside) = futures_util::future::join(commit.wait(), aside).await;
+                    if let Err(e) = committed {
+                        crate::log::event(
+                            "error",
+                            "run_start_commit_failed",
+                            serde_json::json!({ "run_id": run, "error": e.to_string() }),
+                        );
+                        if let Err(e) = rooms.cancel(&session_id).await {
+                            crate::log::event(
+                                "error",
+                                "run_cancel_failed",
+                                serde_json::json!({ "run_id": run, "error": e.to_string() }),
+                            );
+                        }
+                    } else if let Err(e) = aside {
+                        // The run is under way: this is only logged.
+                        crate::log::event(
+                            "warn",
+                            "run_provider_fix_failed",
+                            serde_json::json!({ "run_id": run, "error": e.to_string() }),
+                        );
+                    }
+                }))
+                .await;
             let res = match events {
                 Some(events) => sse_response(protocol, events),
                 None => json(StatusCode::ACCEPTED, &accepted(first_seq)),
@@ -484,13 +498,13 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 
 /// The checks of [`send_message`], with the run stored on the way. `inserted`
 /// says whether the run's rows were written, so a refusal can remove them.
-async fn admit<'a>(
-    ctx: &Ctx<'a>,
+async fn admit(
+    ctx: &Ctx<'_>,
     req: &Request,
     input: ApiResult<MessageInput>,
     ids: &RunIds,
     inserted: &std::cell::Cell<bool>,
-) -> ApiResult<Admitted<'a>> {
+) -> ApiResult<Admitted> {
     let sql = ctx.ports.sql.as_ref();
     let config = ctx.ports.config()?;
     // The run's own context: its budget read counts the runs started before
@@ -540,7 +554,7 @@ async fn admit<'a>(
                 };
                 let start = ids.start(ctx, session_id, &user_id, provider, content, detail);
                 let ((begin, first_seq, history, usage), commit) = sql::commit_behind(
-                    sql,
+                    &ctx.ports.sql,
                     futures_util::future::join4(
                         sql.batch("BEGIN"),
                         db::start_run(sql, &start),

@@ -198,14 +198,14 @@ where
 
 /// A `COMMIT` already sent, whose answer is still to come (see
 /// [`commit_behind`]).
-pub enum Commit<'a> {
+pub enum Commit {
     /// No transaction was opened: nothing to wait for.
     None,
-    Pending(futures_util::future::LocalBoxFuture<'a, Result<(), SqlError>>),
+    Pending(futures_util::future::LocalBoxFuture<'static, Result<(), SqlError>>),
     Done(Result<(), SqlError>),
 }
 
-impl Commit<'_> {
+impl Commit {
     /// Waits for the commit's answer: `Ok` once what the transaction wrote
     /// is durable.
     pub async fn wait(self) -> Result<(), SqlError> {
@@ -222,14 +222,16 @@ impl Commit<'_> {
 /// them (pipelined on the connection, in the same round trip) without
 /// waiting for its answer: what `body` read can be used while the commit,
 /// and the server's flush of its log to disk, are still under way. The
-/// returned [`Commit`] tells whether it succeeded.
-pub async fn commit_behind<'a, T>(
-    sql: &'a dyn Sql,
+/// returned [`Commit`] (which holds the connection) tells whether it
+/// succeeded.
+pub async fn commit_behind<T>(
+    sql: &std::rc::Rc<dyn Sql>,
     body: impl std::future::Future<Output = T>,
-) -> (T, Commit<'a>) {
+) -> (T, Commit) {
     use std::task::Poll;
     let mut body = std::pin::pin!(body);
-    let mut commit = Commit::Pending(sql.batch("COMMIT"));
+    let on = sql.clone();
+    let mut commit = Commit::Pending(Box::pin(async move { on.batch("COMMIT").await }));
     // The commit is polled after `body` on every poll until `body` is done,
     // so it goes out behind `body`'s statements.
     let out = std::future::poll_fn(|cx| {

@@ -6,7 +6,7 @@
 //! Routes (from the Worker's `Rooms` port, `rooms.rs`; every request
 //! carries `?session=<id>`):
 //! - `POST /start?protocol=P` (a `RunSpec`): 409 when a run is active;
-//!   else stores it, starts driving it and answers `{"last_seq": N}`,
+//!   else claims the room for it, starts driving it and answers `{"last_seq": N}`,
 //!   or with `protocol` the run's events as `GET /events?after=N` would
 //!   (N in the `x-everjust-last-seq` header).
 //! - `GET /events?after=N&protocol=P`: SSE, the buffer after N, then the
@@ -35,12 +35,17 @@
 //! it is at most those 50 ms of a run it was driving, which is lost anyway
 //! (the run is marked incomplete).
 //!
-//! The run is driven by a task of the object's own, started by `/start`
-//! once the run is stored (with its heartbeat alarm armed): it outlives the
-//! starting request, and the model is called without waiting for an alarm
-//! to be dispatched (3 ms under `wrangler dev`, which was a quarter of the
-//! time to the first token). The alarm keeps the object alive while the
-//! run goes on: its handler waits for the driving task to end.
+//! The run is driven by a task of the object's own, started by `/start`:
+//! it outlives the starting request, and the model is called without
+//! waiting for an alarm to be dispatched (3 ms under `wrangler dev`, which
+//! was a quarter of the time to the first token). `/start` only claims the
+//! room in memory; the task stores the run and arms its heartbeat alarm
+//! with its first flush, because any storage write holds what the object
+//! sends (the output gate) until it is durable, and the model call and the
+//! first token would wait for it (`Room::store_claimed`). The Postgres
+//! statements of the task wait for the run's start to be committed
+//! (`db::AFTER_RUN_START`). The alarm keeps the object alive while the run
+//! goes on: its handler waits for the driving task to end.
 //!
 //! A run whose isolate died (eviction, crash) is found by the next alarm
 //! (a heartbeat alarm is kept armed while a run is active): a run that was

@@ -138,6 +138,14 @@ pub async fn model_usage(ctx: &Ctx<'_>, owner: &str) -> ApiResult<ModelUsage> {
     })
 }
 
+impl ModelUsage {
+    /// The owner's runs in progress started before this request's run
+    /// (all of them, when the request stored none).
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight
+    }
+}
+
 /// [`check_model`]'s verdict on usage already read.
 pub fn judge_model(ctx: &Ctx<'_>, usage: &ModelUsage, limits: &Limits) -> ApiResult<()> {
     let estimate = i64::from(ctx.ports.config()?.agent_max_tokens);

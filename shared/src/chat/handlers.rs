@@ -527,8 +527,14 @@ async fn admit(
     let (early_ref, run_ctx_ref) = (early.as_ref(), &run_ctx);
     let (caller, (own, session, running, stored, usage)) =
         authenticate_and(ctx, req, |user_id| async move {
+            // The caller's runs in progress: with the run stored early,
+            // the budget read counts them (`in_flight`), after the start's
+            // lock, so two starts of one owner cannot both see none.
             let running = async {
-                Ok::<_, ApiError>(
+                if early_ref.is_some() {
+                    return Ok::<_, ApiError>(None);
+                }
+                Ok(Some(
                     sql.query_opt(
                         "SELECT count(*)::int8 AS n FROM runs WHERE owner_id = $1 AND status = 'running'",
                         &[user_id.as_str().into()],
@@ -537,7 +543,7 @@ async fn admit(
                     .map(|r| r.int("n"))
                     .transpose()?
                     .unwrap_or(0),
-                )
+                ))
             };
             // The run, then the reads that must see it, in this order on the
             // connection (Postgres runs them in order): with the run in
@@ -599,9 +605,11 @@ async fn admit(
         ));
     }
     let budget_free = byok || provider.name() == "demo";
+    let usage = usage?;
     if !budget_free {
-        crate::billing::quota::judge_model(ctx, &usage?, &limits)?;
+        crate::billing::quota::judge_model(ctx, &usage, &limits)?;
     }
+    let running = running.unwrap_or_else(|| usage.in_flight());
     let (stored, commit) = match stored {
         Some(Early {
             first_seq,

@@ -875,6 +875,68 @@ async fn a_rooms_statements_wait_for_its_runs_start_to_commit() {
     assert_eq!(row.text("status").expect("status"), "running");
 }
 
+/// The concurrent-runs limit holds for starts that race: a start waits for
+/// another start of the same owner still in its transaction, and then counts
+/// that run (here the other start is held open by hand; read before the
+/// start's lock, the count saw no run and let both go).
+#[tokio::test]
+async fn racing_starts_of_one_owner_respect_the_concurrent_runs_limit() {
+    use everjust_core::db::chat as db;
+    let (app, _http, t, s1) = setup(ANTHROPIC).await;
+    let owner = app
+        .ports
+        .sql
+        .query("SELECT id FROM users", &[])
+        .await
+        .expect("user")[0]
+        .text("id")
+        .expect("id");
+    app.ports
+        .sql
+        .execute(
+            "UPDATE users SET limits_override = '{\"concurrent_runs\": 1}'",
+            &[],
+        )
+        .await
+        .expect("limits");
+    let p = app
+        .ports
+        .sql
+        .query("SELECT project_id FROM sessions", &[])
+        .await
+        .expect("project")[0]
+        .text("project_id")
+        .expect("project_id");
+    let s2 = app.session(&t, &p).await;
+    let holder = app.on_own_connection().await;
+    let (content, detail) = (json!([{"type": "text", "text": "hi"}]), json!({}));
+    let start = db::RunStart {
+        run_id: "run_held",
+        session_id: &s1,
+        owner_id: &owner,
+        provider: "anthropic",
+        model: "claude-sonnet-4-5",
+        message_id: "msg_held",
+        content: &content,
+        audit_id: "aud_held",
+        audit_detail: &detail,
+        ip: None,
+        request_id: "req_held",
+    };
+    let sql = holder.ports.sql.as_ref();
+    sql.batch("BEGIN").await.expect("begin");
+    assert!(db::start_run(sql, &start).await.expect("start").is_some());
+    let racer = app.on_own_connection().await;
+    let path = format!("/v1/sessions/{s2}/messages");
+    let send = racer.json("POST", &path, Some(&t), json!({"content": "hi"}));
+    let mut send = std::pin::pin!(send);
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut send).await;
+    assert!(early.is_err(), "the start did not wait for the other one");
+    sql.batch("COMMIT").await.expect("commit");
+    send.await.problem(429, "quota_concurrent_runs");
+    assert_eq!(app.count("runs").await, 1, "only the held run");
+}
+
 /// Cancelling a run that its room does not hold ends it in Postgres, so the
 /// session is usable again; a run that only just started (still on its way
 /// to the room) is left to its start.

@@ -821,14 +821,10 @@ async fn a_run_whose_start_fails_to_commit_never_calls_the_model() {
     assert_eq!(messages(&app, &t, &s).await.len(), 2);
 }
 
-/// A room gets its run before the run's start is committed; the room's
-/// connection runs `db::AFTER_RUN_START` before its other statements,
-/// which holds them until that commit, so they see the run (without it the
-/// read below finds nothing).
-#[tokio::test]
-async fn a_rooms_statements_wait_for_its_runs_start_to_commit() {
+/// The signed-up user's id, and a connection of its own on which a run of
+/// theirs (`run_held`) is started in `session`, its transaction left open.
+async fn held_run_start(app: &TestApp, session: &str) -> (TestApp, String) {
     use everjust_core::db::chat as db;
-    let (app, _http, _t, s) = setup(ANTHROPIC).await;
     let owner = app
         .ports
         .sql
@@ -837,31 +833,44 @@ async fn a_rooms_statements_wait_for_its_runs_start_to_commit() {
         .expect("user")[0]
         .text("id")
         .expect("id");
-    let starting = app.on_own_connection().await;
-    let room = app.on_own_connection().await;
+    let holder = app.on_own_connection().await;
     let (content, detail) = (json!([{"type": "text", "text": "hi"}]), json!({}));
     let start = db::RunStart {
-        run_id: "run_1",
-        session_id: &s,
+        run_id: "run_held",
+        session_id: session,
         owner_id: &owner,
         provider: "anthropic",
         model: "claude-sonnet-4-5",
-        message_id: "msg_1",
+        message_id: "msg_held",
         content: &content,
-        audit_id: "aud_1",
+        audit_id: "aud_held",
         audit_detail: &detail,
         ip: None,
-        request_id: "req_1",
+        request_id: "req_held",
     };
-    let sql = starting.ports.sql.as_ref();
+    let sql = holder.ports.sql.as_ref();
     sql.batch("BEGIN").await.expect("begin");
     assert!(db::start_run(sql, &start).await.expect("start").is_some());
+    (holder, owner)
+}
+
+/// A room gets its run before the run's start is committed; the room's
+/// connection runs `db::AFTER_RUN_START` before its other statements,
+/// which holds them until that commit, so they see the run (without it the
+/// read below finds nothing).
+#[tokio::test]
+async fn a_rooms_statements_wait_for_its_runs_start_to_commit() {
+    use everjust_core::db::chat as db;
+    let (app, _http, _t, s) = setup(ANTHROPIC).await;
+    let (starting, owner) = held_run_start(&app, &s).await;
+    let sql = starting.ports.sql.as_ref();
+    let room = app.on_own_connection().await;
     let room = room.ports.sql.as_ref();
     let read = async {
         room.execute(db::AFTER_RUN_START, &[owner.as_str().into()])
             .await
             .expect("gate");
-        room.query_opt("SELECT status FROM runs WHERE id = 'run_1'", &[])
+        room.query_opt("SELECT status FROM runs WHERE id = 'run_held'", &[])
             .await
     };
     let mut read = std::pin::pin!(read);
@@ -881,16 +890,7 @@ async fn a_rooms_statements_wait_for_its_runs_start_to_commit() {
 /// start's lock, the count saw no run and let both go).
 #[tokio::test]
 async fn racing_starts_of_one_owner_respect_the_concurrent_runs_limit() {
-    use everjust_core::db::chat as db;
     let (app, _http, t, s1) = setup(ANTHROPIC).await;
-    let owner = app
-        .ports
-        .sql
-        .query("SELECT id FROM users", &[])
-        .await
-        .expect("user")[0]
-        .text("id")
-        .expect("id");
     app.ports
         .sql
         .execute(
@@ -908,24 +908,8 @@ async fn racing_starts_of_one_owner_respect_the_concurrent_runs_limit() {
         .text("project_id")
         .expect("project_id");
     let s2 = app.session(&t, &p).await;
-    let holder = app.on_own_connection().await;
-    let (content, detail) = (json!([{"type": "text", "text": "hi"}]), json!({}));
-    let start = db::RunStart {
-        run_id: "run_held",
-        session_id: &s1,
-        owner_id: &owner,
-        provider: "anthropic",
-        model: "claude-sonnet-4-5",
-        message_id: "msg_held",
-        content: &content,
-        audit_id: "aud_held",
-        audit_detail: &detail,
-        ip: None,
-        request_id: "req_held",
-    };
+    let (holder, _) = held_run_start(&app, &s1).await;
     let sql = holder.ports.sql.as_ref();
-    sql.batch("BEGIN").await.expect("begin");
-    assert!(db::start_run(sql, &start).await.expect("start").is_some());
     let racer = app.on_own_connection().await;
     let path = format!("/v1/sessions/{s2}/messages");
     let send = racer.json("POST", &path, Some(&t), json!({"content": "hi"}));

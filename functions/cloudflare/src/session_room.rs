@@ -461,7 +461,8 @@ impl DurableObject for SessionRoom {
                 let room = Rc::clone(&self.room);
                 wasm_bindgen_futures::spawn_local(async move {
                     if let Err(e) = room.drive_claimed(run).await {
-                        // Stored as driven: the heartbeat alarm ends it.
+                        // Stored as driven (from its first flush): the
+                        // heartbeat alarm ends it.
                         worker::console_error!("room drive: {e}");
                     }
                 });

@@ -553,7 +553,7 @@ async fn admit(
             // behind them, not waited for: the checks use what was read
             // while the server makes the run durable (a flush of its log to
             // disk, milliseconds on many disks); `send_message` waits for it
-            // beside the room's start.
+            // after the answer with rooms, before the run without.
             let store = async {
                 let Some((content, provider, detail)) = early_ref else {
                     return (None, crate::billing::quota::model_usage(ctx, &user_id).await);

@@ -2,20 +2,33 @@
 //! Streamed response bodies stay streams: each chunk the core yields is
 //! handed to the client as it comes (chat SSE depends on it).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use everjust_core::Body;
 use futures_util::StreamExt;
 use http::HeaderMap;
-use worker::{Headers, HttpRequest, ResponseBuilder};
+use wasm_bindgen_futures::JsFuture;
+use worker::{Headers, ResponseBuilder};
 
-/// The request with its whole body read.
-pub async fn read_request(req: HttpRequest) -> worker::Result<http::Request<Bytes>> {
-    let (parts, mut body) = req.into_parts();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        buf.extend_from_slice(&chunk?);
+/// The request with its whole body read, in one `arrayBuffer()` rather than
+/// through workers-rs's body stream (its code leaves the wasm: 3.7 KB
+/// gzipped; no faster or slower, measured in pairs under `wrangler dev`).
+pub async fn read_request(req: web_sys::Request) -> worker::Result<http::Request<Bytes>> {
+    let mut builder = http::Request::builder()
+        .method(req.method().as_str())
+        .uri(req.url());
+    if let Some(headers) = builder.headers_mut() {
+        *headers = header_map(&Headers(req.headers()));
     }
-    Ok(http::Request::from_parts(parts, buf.freeze()))
+    let body = match req.body() {
+        Some(_) => {
+            let buf = JsFuture::from(req.array_buffer()?).await?;
+            Bytes::from(js_sys::Uint8Array::new(&buf).to_vec())
+        }
+        None => Bytes::new(),
+    };
+    builder
+        .body(body)
+        .map_err(|e| worker::Error::RustError(format!("request: {e}")))
 }
 
 /// A body made by the platform (a room's SSE stream), handed to the client

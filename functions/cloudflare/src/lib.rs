@@ -26,7 +26,7 @@ use std::rc::Rc;
 
 use everjust_core::ports::background::Background;
 use everjust_core::{Meta, Ports};
-use worker::{event, Context, Env, HttpRequest};
+use worker::{event, Context, Env};
 
 pub use rate_limiter::RateLimiter;
 pub use session_room::SessionRoom;
@@ -75,14 +75,14 @@ fn microtasks_by_promise() {
 }
 
 #[event(fetch)]
-async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<worker::Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
+    let req = convert::read_request(req).await?;
     let client_ip = req
         .headers()
         .get("cf-connecting-ip")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let upgrade = rooms::Upgrade::of(&req);
-    let req = convert::read_request(req).await?;
     let mut ports = base_ports(&env);
     let background = Rc::new(background::WaitUntil(ctx));
     ports.background = Some(background.clone());

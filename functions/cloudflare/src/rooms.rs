@@ -11,7 +11,7 @@ use everjust_core::ports::rooms::{Member, RoomError, Rooms};
 use everjust_core::Body;
 use sha2::{Digest, Sha256};
 use wasm_bindgen::JsValue;
-use worker::{Headers, HttpRequest, Method, ObjectNamespace, Request, RequestInit, Stub, Url};
+use worker::{Headers, Method, ObjectNamespace, Request, RequestInit, Stub, Url};
 
 /// The origin of requests to a room; only the path and query matter.
 const ROOM_ORIGIN: &str = "https://session-room.internal";
@@ -32,7 +32,7 @@ pub struct Upgrade {
 
 impl Upgrade {
     /// `Some` when `req` asks for a WebSocket.
-    pub fn of(req: &HttpRequest) -> Option<Upgrade> {
+    pub fn of<B>(req: &http::Request<B>) -> Option<Upgrade> {
         let header = |name: &str| {
             req.headers()
                 .get(name)

@@ -67,6 +67,20 @@ const own = await api('POST', '/v1/auth/signup', null, { email: `bench-own-${Dat
 await db.query(`UPDATE users SET tier = 'enterprise', limits_override = '{"api_requests_minute": 100000}' WHERE id = $1`, [own.user.id]);
 await api('PUT', '/v1/keys/anthropic', own.access_token, { api_key: 'bench-own-key-1234' });
 const ownProject = await api('POST', '/v1/projects', own.access_token, { name: 'bench-own' });
+// A third user who already made HEAVY_CALLS model calls this month on our keys: every run's start
+// weighs the month's use (billing::quota::model_usage), which must not grow with it.
+const HEAVY_CALLS = Number(process.env.BENCH_HEAVY_CALLS ?? 20000);
+const heavySignup = await api('POST', '/v1/auth/signup', null, { email: `bench-heavy-${Date.now()}@example.com`, password: 'bench-password-123' });
+await db.query(`UPDATE users SET tier = 'enterprise', limits_override = '{"api_requests_minute": 100000, "model_calls_day": 100000000, "model_tokens_month": 100000000000}' WHERE id = $1`, [heavySignup.user.id]);
+await db.query(
+  `INSERT INTO usage_ledger (id, owner_id, kind, provider, model, input_tokens, output_tokens, created_at)
+   SELECT 'led_bench_heavy_' || g, $1, 'model', 'anthropic', 'claude-sonnet-4-5', 1000, 200,
+          now() - (g % GREATEST(1, EXTRACT(EPOCH FROM now() - (date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'))::int / 60)) * interval '1 minute'
+     FROM generate_series(1, $2::int) g`,
+  [heavySignup.user.id, HEAVY_CALLS],
+);
+await db.query('ANALYZE usage_ledger');
+const heavy = { token: heavySignup.access_token, project: await api('POST', '/v1/projects', heavySignup.access_token, { name: 'bench-heavy' }) };
 
 // A chat session is made when the user opens a chat, before any message: it is made here before the
 // clock starts, and the message is timed (the peer, too, is timed from the request that asks for text).
@@ -93,7 +107,7 @@ async function timed(path, start, isText, textOf) {
   return r;
 }
 
-const results = { direct: [], worker: [], runtime: [], peer: [], byok: [], workerd: [], bare: [], nodeBare: [] };
+const results = { direct: [], worker: [], runtime: [], peer: [], byok: [], heavy: [], workerd: [], bare: [], nodeBare: [] };
 const byok = { token: own.access_token, project: ownProject };
 // Warm-up of each path.
 await timed('direct', direct, isAnthropicText, anthropicText);
@@ -101,6 +115,7 @@ await timed('Worker', await viaWorker(marker), isNativeText, deltaText);
 if (RUNTIME) await timed('Worker runtime', await viaWorker(marker, 'native', RUNTIME), isNativeText, deltaText);
 await timed('Node peer', () => fetch(PEER), isUiText, deltaText);
 await timed('Worker, own key', await viaWorker(marker, 'native', RUNTIME ?? BASE, byok), isNativeText, deltaText);
+await timed('Worker, heavy user', await viaWorker(marker, 'native', RUNTIME ?? BASE, heavy), isNativeText, deltaText);
 if (WORKERD_RELAY) await timed('TypeScript relay under workerd', () => fetch(WORKERD_RELAY), isUiText, deltaText);
 if (WORKERD_RELAY) await timed('pass-through under workerd', () => fetch(`${WORKERD_RELAY}/bare`), isAnthropicText, anthropicText);
 await timed('pass-through in Node', () => fetch(BARE), isAnthropicText, anthropicText);
@@ -128,6 +143,8 @@ for (let i = 0; i < RUNS; i++) {
   if (RUNTIME) results.runtime.push(tagged(await timed('Worker runtime', await viaWorker(`${marker} ${rt}`, 'native', RUNTIME), isNativeText, deltaText), rt));
   const b = tag('byok');
   results.byok.push(tagged(await timed('Worker, own key', await viaWorker(`${marker} ${b}`, 'native', RUNTIME ?? BASE, byok), isNativeText, deltaText), b));
+  const h = tag('heavy');
+  results.heavy.push(tagged(await timed('Worker, heavy user', await viaWorker(`${marker} ${h}`, 'native', RUNTIME ?? BASE, heavy), isNativeText, deltaText), h));
   if (WORKERD_RELAY) {
     const wr = tag('workerd');
     results.workerd.push(tagged(await timed('TypeScript relay under workerd', () => fetch(`${WORKERD_RELAY}/?tag=${wr}`), isUiText, deltaText), wr));
@@ -140,7 +157,7 @@ for (let i = 0; i < RUNS; i++) {
   results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, deltaText), p));
 }
 // When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
-for (const path of ['worker', 'runtime', 'peer', 'byok', 'workerd', 'bare', 'nodeBare']) {
+for (const path of ['worker', 'runtime', 'peer', 'byok', 'heavy', 'workerd', 'bare', 'nodeBare']) {
   for (const r of results[path]) {
     const { items } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(r.tag)}`)).json();
     r.called = items.length ? items[0].at - r.startedAt : NaN;
@@ -175,6 +192,7 @@ row('ttft: of which admit (auth, limits, run stored), p50', split(ours, (r) => r
 row('ttft: of which room (until its answer), p50', split(ours, (r) => r.timing.room), 'ms', '', NaN, 'Server-Timing; calls the model before');
 if (WORKERD_RELAY) row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'TS ai relay, workerd', split('workerd', (r) => r.called));
 if (WORKERD_RELAY) row('ttft: request -> model called, pass-through, workerd, p50', split('bare', (r) => r.called), 'ms', 'pass-through, Node', split('nodeBare', (r) => r.called));
+row(`ttft: request -> model called, ${HEAVY_CALLS} calls this month, p50`, split('heavy', (r) => r.called), 'ms', 'a new user (ours above)', split(ours, (r) => r.called), 'the budget read must not grow with use');
 row('ttft: request -> model called, own key (BYOK), p50', split('byok', (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft: model called -> first token at client, p50', split(ours, (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called), 'direct ttft is the fake\'s part');
 row('ttft: model called -> first token, own key, p50', split('byok', (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called));

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_sandbox_quota",
         sql: include_str!("../../../migrations/0007_sandbox_quota.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_usage_daily",
+        sql: include_str!("../../../migrations/0008_usage_daily.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

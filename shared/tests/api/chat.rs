@@ -772,6 +772,96 @@ async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
     );
 }
 
+/// The budget a run's start weighs is this UTC month's and day's model use
+/// on our keys (the daily totals the ledger's triggers keep, migration
+/// 0008): not calls on the user's own key, not sandbox time, not last
+/// month; and a ledger row removed stops counting.
+#[tokio::test]
+async fn the_budget_counts_this_months_model_calls_on_our_keys_only() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let sql = app.ports.sql.clone();
+    let path = format!("/v1/sessions/{s}/messages");
+    let owner = sql
+        .query_opt("SELECT id FROM users", &[])
+        .await
+        .expect("user")
+        .expect("one user")
+        .text("id")
+        .expect("id");
+    // (id, kind, byok, tokens, when)
+    for (id, kind, byok, tokens, when) in [
+        ("led_a", "model", false, 10, "now()"),
+        ("led_b", "model", false, 20, "now()"),
+        ("led_own", "model", true, 1_000, "now()"),
+        ("led_box", "sandbox", false, 0, "now()"),
+        (
+            "led_old",
+            "model",
+            false,
+            5_000,
+            "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 day'",
+        ),
+    ] {
+        sql.execute(
+            &format!(
+                "INSERT INTO usage_ledger (id, owner_id, kind, provider, model, input_tokens, byok, created_at)
+                 VALUES ($1, $2, $3, 'anthropic', 'claude-sonnet-4-5', $4, $5, {when})"
+            ),
+            &[id.into(), owner.as_str().into(), kind.into(), tokens.into(), byok.into()],
+        )
+        .await
+        .expect("ledger row");
+    }
+    let set_limits = |limits: Value| {
+        let sql = sql.clone();
+        async move {
+            sql.execute(
+                "UPDATE users SET limits_override = $1::text::jsonb",
+                &[limits.to_string().as_str().into()],
+            )
+            .await
+            .expect("limits");
+        }
+    };
+    // 30 tokens and 2 calls are used: at those limits, refused.
+    set_limits(json!({"model_tokens_month": 30})).await;
+    app.json("POST", &path, Some(&t), json!({"content": "hi"}))
+        .await
+        .problem(402, "quota_model_tokens");
+    set_limits(json!({"model_calls_day": 2})).await;
+    app.json("POST", &path, Some(&t), json!({"content": "hi"}))
+        .await
+        .problem(402, "quota_model_calls");
+    // One more of each: the user's own key, the sandbox and last month
+    // would each have used it up.
+    set_limits(json!({"model_tokens_month": 31, "model_calls_day": 3})).await;
+    http.push(200, &[], anthropic(&["hello"], &[], "end_turn"));
+    let r = app
+        .json("POST", &path, Some(&t), json!({"content": "hi"}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let today = |sql: Rc<dyn everjust_core::ports::sql::Sql>| async move {
+        let row = sql
+            .query_opt(
+                "SELECT model_calls, model_tokens FROM usage_daily WHERE day = (now() AT TIME ZONE 'UTC')::date",
+                &[],
+            )
+            .await
+            .expect("totals")
+            .expect("today's row");
+        (
+            row.int("model_calls").expect("calls"),
+            row.int("model_tokens").expect("tokens"),
+        )
+    };
+    let (calls, tokens) = today(sql.clone()).await;
+    assert_eq!(calls, 3, "two rows and the run's call");
+    sql.execute("DELETE FROM usage_ledger WHERE id = 'led_b'", &[])
+        .await
+        .expect("delete");
+    assert_eq!(today(sql.clone()).await, (calls - 1, tokens - 20));
+}
+
 /// The run's start is committed behind the reads of its checks, and the run
 /// goes on only once that commit succeeded: a start that cannot be made
 /// durable (here a deferred check that fails at COMMIT) is a 500 that

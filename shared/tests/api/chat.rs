@@ -696,6 +696,18 @@ async fn a_run_start_refused_by_the_session_writes_nothing() {
     );
 }
 
+/// Sets the (only) user's limits override.
+async fn set_limits(app: &TestApp, limits: Value) {
+    app.ports
+        .sql
+        .execute(
+            "UPDATE users SET limits_override = $1::text::jsonb",
+            &[limits.to_string().as_str().into()],
+        )
+        .await
+        .expect("limits");
+}
+
 /// The run is stored in the caller's first round trip, before the checks
 /// that need the caller's row: a start that any of them refuses leaves no
 /// run, message or audit event behind, and the session stays usable.
@@ -703,17 +715,6 @@ async fn a_run_start_refused_by_the_session_writes_nothing() {
 async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
     let (app, http, t, s) = setup(ANTHROPIC).await;
     let path = format!("/v1/sessions/{s}/messages");
-    let set_limits = |limits: Value| {
-        let sql = app.ports.sql.clone();
-        async move {
-            sql.execute(
-                "UPDATE users SET limits_override = $1::text::jsonb",
-                &[limits.to_string().as_str().into()],
-            )
-            .await
-            .expect("limits");
-        }
-    };
     let nothing_stored = |why: &'static str| {
         let app = &app;
         async move {
@@ -743,7 +744,7 @@ async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
         (json!({"model_calls_day": 0}), 402, "quota_model_calls"),
         (json!({"concurrent_runs": 0}), 429, "quota_concurrent_runs"),
     ] {
-        set_limits(limits).await;
+        set_limits(&app, limits).await;
         app.json("POST", &path, Some(&t), json!({"content": "hi"}))
             .await
             .problem(status, code);
@@ -751,14 +752,14 @@ async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
     }
     // Over the API rate limit: refused after the caller's lookup too.
     // (The refused requests above count against it too.)
-    set_limits(json!({"api_requests_minute": 1})).await;
+    set_limits(&app, json!({"api_requests_minute": 1})).await;
     assert_eq!(app.get("/v1/me", Some(&t)).await.status, 429);
     app.json("POST", &path, Some(&t), json!({"content": "hi"}))
         .await
         .problem(429, "rate_limited");
     nothing_stored("rate_limited").await;
     // With the limits lifted, the same message starts a run.
-    set_limits(json!({"api_requests_minute": -1})).await;
+    set_limits(&app, json!({"api_requests_minute": -1})).await;
     http.push(200, &[], anthropic(&["hello"], &[], "end_turn"));
     let r = app
         .json("POST", &path, Some(&t), json!({"content": "hi"}))
@@ -812,29 +813,22 @@ async fn the_budget_counts_this_months_model_calls_on_our_keys_only() {
         .await
         .expect("ledger row");
     }
-    let set_limits = |limits: Value| {
-        let sql = sql.clone();
-        async move {
-            sql.execute(
-                "UPDATE users SET limits_override = $1::text::jsonb",
-                &[limits.to_string().as_str().into()],
-            )
-            .await
-            .expect("limits");
-        }
-    };
     // 30 tokens and 2 calls are used: at those limits, refused.
-    set_limits(json!({"model_tokens_month": 30})).await;
+    set_limits(&app, json!({"model_tokens_month": 30})).await;
     app.json("POST", &path, Some(&t), json!({"content": "hi"}))
         .await
         .problem(402, "quota_model_tokens");
-    set_limits(json!({"model_calls_day": 2})).await;
+    set_limits(&app, json!({"model_calls_day": 2})).await;
     app.json("POST", &path, Some(&t), json!({"content": "hi"}))
         .await
         .problem(402, "quota_model_calls");
     // One more of each: the user's own key, the sandbox and last month
     // would each have used it up.
-    set_limits(json!({"model_tokens_month": 31, "model_calls_day": 3})).await;
+    set_limits(
+        &app,
+        json!({"model_tokens_month": 31, "model_calls_day": 3}),
+    )
+    .await;
     http.push(200, &[], anthropic(&["hello"], &[], "end_turn"));
     let r = app
         .json("POST", &path, Some(&t), json!({"content": "hi"}))

@@ -24,6 +24,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("OPENAI_MODEL", false),
     ("AGENT_MAX_STEPS", false),
     ("AGENT_MAX_TOKENS", false),
+    ("AGENT_CONTEXT_TOKENS", false),
     ("AGENT_MAX_SECS", false),
     ("KEYS_ENCRYPTION_KEY", true),
     ("CORS_ORIGINS", false),
@@ -119,6 +120,9 @@ pub struct Config {
     pub agent_max_steps: u32,
     /// Most output tokens of one model call.
     pub agent_max_tokens: u32,
+    /// About the most tokens of a session's earlier messages one run gives
+    /// the model (`chat::agent::context`).
+    pub agent_context_tokens: u32,
     /// Longest wall time of one run, in seconds.
     pub agent_max_secs: u32,
     /// AES-256-GCM keys for provider keys at rest, current first: (key id, key).
@@ -201,6 +205,7 @@ impl std::fmt::Debug for Config {
             .field("openai", &self.openai)
             .field("agent_max_steps", &self.agent_max_steps)
             .field("agent_max_tokens", &self.agent_max_tokens)
+            .field("agent_context_tokens", &self.agent_context_tokens)
             .field("agent_max_secs", &self.agent_max_secs)
             .field("encryption_key_ids", &key_ids)
             .field("cors_origins", &self.cors_origins)
@@ -381,6 +386,9 @@ impl Config {
             agent_max_tokens: u32::try_from(number("AGENT_MAX_TOKENS", 8192)?)
                 .unwrap_or(8192)
                 .clamp(256, 64_000),
+            agent_context_tokens: u32::try_from(number("AGENT_CONTEXT_TOKENS", 120_000)?)
+                .unwrap_or(120_000)
+                .clamp(1_000, 1_000_000),
             agent_max_secs: u32::try_from(number("AGENT_MAX_SECS", 600)?)
                 .unwrap_or(600)
                 .clamp(10, 3600),

@@ -216,6 +216,79 @@ pub fn conversation(stored: &[db::StoredMessage]) -> Vec<Message> {
     out
 }
 
+/// The conversation a run gives the model: the session's newest messages
+/// that fit `budget_tokens`, from a user's message on ([`window_start`]),
+/// with a note in front when older ones are left out. Without a bound a
+/// long session would outgrow the model's context window (the provider
+/// refuses the call, and every later message of the session with it), and
+/// each call would pay for all of it.
+pub fn context(stored: &[db::StoredMessage], budget_tokens: u32) -> Vec<Message> {
+    let start = window_start(stored, context_bytes(budget_tokens));
+    let mut messages = conversation(&stored[start..]);
+    if start > 0 {
+        if let Some(first) = messages.first_mut() {
+            first.content.insert(
+                0,
+                Block::Text {
+                    text: format!(
+                        "[The {start} earliest messages of this session are left out to fit the context window. \
+                         The project's files are current: list and read them with the tools.]"
+                    ),
+                },
+            );
+        }
+    }
+    messages
+}
+
+/// The bytes of stored content `tokens` count for ([`BYTES_PER_TOKEN`]):
+/// what [`db::recent_messages`] reads at most, before [`context`] picks.
+pub fn context_bytes(tokens: u32) -> usize {
+    usize::try_from(tokens)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(BYTES_PER_TOKEN)
+}
+
+/// Stored content bytes counted as one token: fewer than English prose
+/// takes (about 4), as code and JSON do, so the estimate errs on the
+/// small side of the window.
+const BYTES_PER_TOKEN: usize = 3;
+
+/// Where the newest of `stored` that fit `budget` bytes of content begin:
+/// at a user's message (a conversation starts with one), and never after
+/// the last one, however large it is.
+fn window_start(stored: &[db::StoredMessage], budget: usize) -> usize {
+    let mut used = 0usize;
+    let mut start = None;
+    for (i, m) in stored.iter().enumerate().rev() {
+        used = used.saturating_add(json_len(&m.content));
+        if used > budget && start.is_some() {
+            break;
+        }
+        if m.role == "user" {
+            start = Some(i);
+        }
+    }
+    start.unwrap_or(0)
+}
+
+/// The length of `v` as JSON, without building the text.
+fn json_len(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
@@ -431,13 +504,18 @@ async fn drive(
             let read = async {
                 let (user, history) = futures_util::future::try_join(
                     crate::db::users::by_id(sql, &spec.owner_id),
-                    db::all_messages(sql, &spec.session_id),
+                    db::recent_messages(
+                        sql,
+                        &spec.session_id,
+                        None,
+                        context_bytes(config.agent_context_tokens),
+                    ),
                 )
                 .await?;
                 let limits = user
                     .map(|u| u.limits())
                     .unwrap_or_else(|| crate::billing::tiers::defaults("free"));
-                Ok::<_, ApiError>((limits, conversation(&history)))
+                Ok::<_, ApiError>((limits, context(&history, config.agent_context_tokens)))
             };
             futures_util::future::try_join(keys, read).await?
         }
@@ -791,4 +869,48 @@ pub fn blocks_from_events(events: &[Event]) -> Vec<Block> {
     }
     // A tool call without its result is dropped (see `conversation`).
     blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(role: &str, text: &str) -> db::StoredMessage {
+        db::StoredMessage {
+            id: String::new(),
+            run_id: None,
+            role: role.into(),
+            content: serde_json::json!([{ "type": "text", "text": text }]),
+            status: "complete".into(),
+            model: None,
+            usage: Default::default(),
+            cost_micros: 0,
+            created_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_window_starts_at_a_users_message_and_keeps_the_last_one() {
+        let big = "x".repeat(1_000);
+        let history = [
+            stored("user", "a"),
+            stored("assistant", &big),
+            stored("user", "b"),
+            stored("assistant", "c"),
+            stored("user", &big),
+        ];
+        // Everything fits: from the start.
+        assert_eq!(window_start(&history, 10_000), 0);
+        // The last two turns fit, not the first one's big answer: from "b",
+        // never from the assistant's answer before it.
+        assert_eq!(window_start(&history, 1_200), 2);
+        // Not even the last message fits: it is still sent.
+        assert_eq!(window_start(&history, 10), 4);
+        // No user's message at all: from the start.
+        assert_eq!(window_start(&history[1..2], 10), 0);
+        assert_eq!(
+            json_len(&history[0].content),
+            history[0].content.to_string().len()
+        );
+    }
 }

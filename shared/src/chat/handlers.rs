@@ -359,7 +359,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         created_at: String::new(),
     });
     let preload = super::agent::Preload {
-        messages: super::agent::conversation(&history),
+        messages: super::agent::context(&history, ctx.ports.config()?.agent_context_tokens),
         limits,
         budget_checked,
         own_key: provider.api_key().filter(|_| byok).cloned(),
@@ -564,7 +564,12 @@ async fn admit(
                     futures_util::future::join4(
                         sql.batch("BEGIN"),
                         db::start_run(sql, &start),
-                        db::owned_messages(sql, session_id, &user_id),
+                        db::recent_messages(
+                            sql,
+                            session_id,
+                            Some(&user_id),
+                            super::agent::context_bytes(config.agent_context_tokens),
+                        ),
                         crate::billing::quota::model_usage(run_ctx_ref, &user_id),
                     ),
                 )
@@ -654,7 +659,12 @@ async fn admit(
             let start = ids.start(ctx, &session.id, caller.id(), &provider, &content, &detail);
             let (first_seq, history, budget) = futures_util::future::join3(
                 db::start_run(sql, &start),
-                db::all_messages(sql, &session.id),
+                db::recent_messages(
+                    sql,
+                    &session.id,
+                    None,
+                    super::agent::context_bytes(config.agent_context_tokens),
+                ),
                 async {
                     if budget_free {
                         Ok(())

@@ -129,22 +129,38 @@ pub async fn messages_page(
     rows.iter().map(message).collect()
 }
 
-pub async fn all_messages(sql: &dyn Sql, session: &str) -> Result<Vec<StoredMessage>, SqlError> {
-    messages_page(sql, session, None, 10_000).await
-}
-
-/// The messages of a session of `owner`'s, and none of a session that is
-/// not theirs: for a read that goes out before the session's owner is
-/// checked (sending a message).
-pub async fn owned_messages(
+/// The newest messages of a session (of `owner`'s, when given: none of a
+/// session that is not theirs, for a read that goes out before the
+/// session's owner is checked) that a run may give the model: those whose
+/// newer messages' stored content fits `budget_bytes`, and the last user's
+/// message with everything after it, oldest first. `chat::agent::context`
+/// picks the window from these; as stored sizes are at most the content's
+/// text (compressed above 2 KB), they hold all of it. A long session's
+/// older messages are not read on the way to the first token.
+pub async fn recent_messages(
     sql: &dyn Sql,
     session: &str,
-    owner: &str,
+    owner: Option<&str>,
+    budget_bytes: usize,
 ) -> Result<Vec<StoredMessage>, SqlError> {
     let rows = sql
         .query(
-            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND owner_id = $2 ORDER BY id LIMIT 10000"),
-            &[session.into(), owner.into()],
+            &format!(
+                "WITH sized AS (
+                     SELECT id, role,
+                            sum(pg_column_size(content)) OVER (ORDER BY id DESC) - pg_column_size(content) AS newer
+                       FROM messages WHERE session_id = $1 AND ($2::text IS NULL OR owner_id = $2))
+                 SELECT {MESSAGE_COLUMNS} FROM messages
+                  WHERE session_id = $1 AND id IN (
+                        SELECT id FROM sized
+                         WHERE newer <= $3 OR id >= (SELECT max(id) FROM sized WHERE role = 'user'))
+                  ORDER BY id"
+            ),
+            &[
+                session.into(),
+                owner.into(),
+                Value::Int(i64::try_from(budget_bytes).unwrap_or(i64::MAX)),
+            ],
         )
         .await?;
     rows.iter().map(message).collect()

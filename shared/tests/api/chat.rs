@@ -95,6 +95,97 @@ async fn setup(vars: &[(&str, &str)]) -> (TestApp, Rc<ScriptedHttp>, String, Str
     )
 }
 
+/// A long session does not outgrow the model's context window: a run gives
+/// the model the newest messages that fit AGENT_CONTEXT_TOKENS, from a
+/// user's message on, and says that older ones are left out; a session that
+/// fits is sent whole.
+#[tokio::test]
+async fn a_long_sessions_oldest_messages_are_left_out_of_the_models_context() {
+    let vars: Vec<(&str, &str)> = ANTHROPIC
+        .iter()
+        .copied()
+        .chain([("AGENT_CONTEXT_TOKENS", "1000")])
+        .collect();
+    let (app, http, t, s) = setup(&vars).await;
+    let path = format!("/v1/sessions/{s}/messages");
+    // About 900 bytes a turn: the budget (1000 tokens, 3 bytes each) holds
+    // three turns.
+    let text = |i: usize| format!("turn-{i} {}", "x".repeat(880));
+    let sent_texts = |i: usize| {
+        let body = http.requests.borrow()[i].1.clone();
+        let messages = body["messages"].as_array().expect("messages").clone();
+        assert_eq!(
+            messages[0]["role"], "user",
+            "a conversation starts with the user"
+        );
+        messages
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .filter_map(|b| b["text"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    for i in 0..6 {
+        http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
+        let r = app
+            .json("POST", &path, Some(&t), json!({"content": text(i)}))
+            .await;
+        assert_eq!(
+            (r.status, r.json()["status"].as_str()),
+            (202, Some("complete")),
+            "{}",
+            r.json()
+        );
+        let texts = sent_texts(i);
+        let left_out = texts[0].starts_with("[The ");
+        assert!(
+            texts.iter().any(|t| t.starts_with(&format!("turn-{i} "))),
+            "run {i}: the new message is sent"
+        );
+        assert!(
+            i == 0
+                || texts
+                    .iter()
+                    .any(|t| t.starts_with(&format!("turn-{} ", i - 1))),
+            "run {i}: the turn before it fits and is sent: {texts:?}"
+        );
+        if i < 3 {
+            assert!(
+                !left_out,
+                "run {i}: the session fits and is sent whole: {texts:?}"
+            );
+            assert_eq!(
+                texts.iter().filter(|t| t.starts_with("turn-")).count(),
+                i + 1
+            );
+        } else {
+            assert!(
+                left_out,
+                "run {i}: the note on what is left out comes first"
+            );
+            assert!(
+                !texts.iter().any(|t| t.starts_with("turn-0 ")),
+                "run {i}: the oldest turn is left out"
+            );
+            let sent: usize = texts.iter().map(String::len).sum();
+            assert!(sent <= 3_000 + 500, "run {i}: {sent} bytes of text sent");
+        }
+    }
+    // Nothing is lost: every message stays stored; and the older ones are
+    // not even read on the way to the model.
+    assert_eq!(messages(&app, &t, &s).await.len(), 12);
+    let read = everjust_core::db::chat::recent_messages(
+        app.ports.sql.as_ref(),
+        &s,
+        None,
+        everjust_core::chat::agent::context_bytes(1000),
+    )
+    .await
+    .expect("read");
+    assert!(read.len() < 12, "{} of 12 messages read", read.len());
+    assert_eq!(read.last().map(|m| m.role.as_str()), Some("assistant"));
+    assert!(read.iter().any(|m| m.role == "user"));
+}
+
 /// Sends a message with Accept: text/event-stream; returns the response.
 async fn send(app: &TestApp, t: &str, session: &str, text: &str, protocol: &str) -> Res {
     let req = http::Request::post(format!(

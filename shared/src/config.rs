@@ -386,8 +386,8 @@ impl Config {
             agent_max_tokens: u32::try_from(number("AGENT_MAX_TOKENS", 8192)?)
                 .unwrap_or(8192)
                 .clamp(256, 64_000),
-            agent_context_tokens: u32::try_from(number("AGENT_CONTEXT_TOKENS", 120_000)?)
-                .unwrap_or(120_000)
+            agent_context_tokens: u32::try_from(number("AGENT_CONTEXT_TOKENS", 100_000)?)
+                .unwrap_or(100_000)
                 .clamp(1_000, 1_000_000),
             agent_max_secs: u32::try_from(number("AGENT_MAX_SECS", 600)?)
                 .unwrap_or(600)

@@ -120,8 +120,9 @@ pub struct Config {
     pub agent_max_steps: u32,
     /// Most output tokens of one model call.
     pub agent_max_tokens: u32,
-    /// About the most tokens of a session's earlier messages one run gives
-    /// the model (`chat::agent::context`).
+    /// About the most tokens of conversation one model call is given: the
+    /// session's earlier messages that fit (`chat::agent::context`), none
+    /// of them once the run's own rounds outgrow it (`shed_history`).
     pub agent_context_tokens: u32,
     /// Longest wall time of one run, in seconds.
     pub agent_max_secs: u32,

@@ -249,6 +249,33 @@ pub fn context_bytes(tokens: u32) -> usize {
         .saturating_mul(BYTES_PER_TOKEN)
 }
 
+/// Leaves the session's earlier conversation (before `own_from`) out of
+/// `messages` once the whole is larger than `budget` bytes: a run's tool
+/// rounds add to what each call sends, and the earlier conversation is what
+/// can go. The run's first message keeps its text and loses tool results
+/// whose calls were left out, behind a note that says so.
+fn shed_history(messages: &mut Vec<Message>, own_from: &mut usize, budget: usize) {
+    if *own_from == 0 || json_len(&*messages) <= budget {
+        return;
+    }
+    let left_out = messages.drain(..*own_from).count();
+    *own_from = 0;
+    if let Some(first) = messages.first_mut() {
+        first
+            .content
+            .retain(|b| !matches!(b, Block::ToolResult { .. }));
+        first.content.insert(
+            0,
+            Block::Text {
+                text: format!(
+                    "[The session's {left_out} earlier messages are left out to fit the context window. \
+                     The project's files are current: list and read them with the tools.]"
+                ),
+            },
+        );
+    }
+}
+
 /// Stored content bytes counted as one token: fewer than English prose
 /// takes (about 4), as code and JSON do, so the estimate errs on the
 /// small side of the window.
@@ -273,7 +300,7 @@ fn window_start(stored: &[db::StoredMessage], budget: usize) -> usize {
 }
 
 /// The length of `v` as JSON, without building the text.
-fn json_len(v: &serde_json::Value) -> usize {
+fn json_len(v: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -542,7 +569,18 @@ async fn drive(
         usage,
         cost_micros: cost,
     };
+    // Where this run's own messages begin (its user's message): what comes
+    // before is the session's earlier conversation, left out as the run
+    // grows past the context budget (`shed_history`).
+    let mut own_from = messages.len().saturating_sub(1);
     for step in 1..=config.agent_max_steps {
+        if step > 1 {
+            shed_history(
+                &mut messages,
+                &mut own_from,
+                context_bytes(config.agent_context_tokens),
+            );
+        }
         if sink.cancel_requested().await {
             return Ok((finish("cancelled", "cancelled", total, cost), all_blocks));
         }

@@ -186,6 +186,83 @@ async fn a_long_sessions_oldest_messages_are_left_out_of_the_models_context() {
     assert!(read.iter().any(|m| m.role == "user"));
 }
 
+/// A run's own tool rounds count too: once what a call would send outgrows
+/// AGENT_CONTEXT_TOKENS, the session's earlier messages are left out of the
+/// run's next calls (its own stay, behind a note), rather than the provider
+/// refusing the call.
+#[tokio::test]
+async fn a_runs_growth_leaves_the_sessions_earlier_messages_out_of_its_next_calls() {
+    let vars: Vec<(&str, &str)> = ANTHROPIC
+        .iter()
+        .copied()
+        .chain([("AGENT_CONTEXT_TOKENS", "1000")])
+        .collect();
+    let (app, http, t, s) = setup(&vars).await;
+    let path = format!("/v1/sessions/{s}/messages");
+    // An earlier turn that fits the budget on its own.
+    http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
+    let early = format!("earlier {}", "e".repeat(1_200));
+    let r = app
+        .json("POST", &path, Some(&t), json!({"content": early}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    // This run writes a file larger than what is left of the budget, then answers.
+    let page = "p".repeat(2_500);
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &[],
+            &[(
+                "t1",
+                "write_file",
+                json!({"path": "big.html", "content": page}),
+            )],
+            "tool_use",
+        ),
+    );
+    http.push(200, &[], anthropic(&["done"], &[], "end_turn"));
+    let r = app
+        .json(
+            "POST",
+            &path,
+            Some(&t),
+            json!({"content": "now write the page"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (202, Some("complete")),
+        "{}",
+        r.json()
+    );
+    let requests = http.requests.borrow().clone();
+    assert_eq!(requests.len(), 3);
+    let texts = |i: usize| -> Vec<String> {
+        requests[i].1["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .filter_map(|b| b["text"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // The run's first call had the earlier turn (it fit) ...
+    assert!(texts(1).iter().any(|t| t.starts_with("earlier ")));
+    // ... its second leaves it out, keeps the run's own turn and its tool round.
+    let second = &requests[2].1["messages"];
+    let second_texts = texts(2);
+    assert!(!second_texts.iter().any(|t| t.starts_with("earlier ")));
+    assert!(
+        second_texts[0].starts_with("[The session's "),
+        "{second_texts:?}"
+    );
+    assert!(second_texts.iter().any(|t| t == "now write the page"));
+    assert_eq!(second[0]["role"], "user");
+    assert_eq!(second[1]["content"][0]["type"], "tool_use");
+    assert_eq!(second[2]["content"][0]["type"], "tool_result");
+}
+
 /// Sends a message with Accept: text/event-stream; returns the response.
 async fn send(app: &TestApp, t: &str, session: &str, text: &str, protocol: &str) -> Res {
     let req = http::Request::post(format!(

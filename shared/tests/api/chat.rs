@@ -95,46 +95,62 @@ async fn setup(vars: &[(&str, &str)]) -> (TestApp, Rc<ScriptedHttp>, String, Str
     )
 }
 
+/// A session whose runs give the model about 1,000 tokens of conversation.
+async fn setup_small_context() -> (TestApp, Rc<ScriptedHttp>, String, String) {
+    let vars: Vec<(&str, &str)> = ANTHROPIC
+        .iter()
+        .copied()
+        .chain([("AGENT_CONTEXT_TOKENS", "1000")])
+        .collect();
+    setup(&vars).await
+}
+
+/// A message sent without streaming whose run completed.
+fn assert_completed(r: &Res) {
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (202, Some("complete")),
+        "{}",
+        r.json()
+    );
+}
+
+/// The text blocks of a model request's messages, in order.
+fn texts_sent(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// A long session does not outgrow the model's context window: a run gives
 /// the model the newest messages that fit AGENT_CONTEXT_TOKENS, from a
 /// user's message on, and says that older ones are left out; a session that
 /// fits is sent whole.
 #[tokio::test]
 async fn a_long_sessions_oldest_messages_are_left_out_of_the_models_context() {
-    let vars: Vec<(&str, &str)> = ANTHROPIC
-        .iter()
-        .copied()
-        .chain([("AGENT_CONTEXT_TOKENS", "1000")])
-        .collect();
-    let (app, http, t, s) = setup(&vars).await;
+    let (app, http, t, s) = setup_small_context().await;
     let path = format!("/v1/sessions/{s}/messages");
     // About 900 bytes a turn: the budget (1000 tokens, 3 bytes each) holds
     // three turns.
     let text = |i: usize| format!("turn-{i} {}", "x".repeat(880));
     let sent_texts = |i: usize| {
         let body = http.requests.borrow()[i].1.clone();
-        let messages = body["messages"].as_array().expect("messages").clone();
         assert_eq!(
-            messages[0]["role"], "user",
+            body["messages"][0]["role"], "user",
             "a conversation starts with the user"
         );
-        messages
-            .iter()
-            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-            .filter_map(|b| b["text"].as_str().map(str::to_owned))
-            .collect::<Vec<_>>()
+        texts_sent(&body)
     };
     for i in 0..6 {
         http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
         let r = app
             .json("POST", &path, Some(&t), json!({"content": text(i)}))
             .await;
-        assert_eq!(
-            (r.status, r.json()["status"].as_str()),
-            (202, Some("complete")),
-            "{}",
-            r.json()
-        );
+        assert_completed(&r);
         let texts = sent_texts(i);
         let left_out = texts[0].starts_with("[The ");
         assert!(
@@ -192,12 +208,7 @@ async fn a_long_sessions_oldest_messages_are_left_out_of_the_models_context() {
 /// refusing the call.
 #[tokio::test]
 async fn a_runs_growth_leaves_the_sessions_earlier_messages_out_of_its_next_calls() {
-    let vars: Vec<(&str, &str)> = ANTHROPIC
-        .iter()
-        .copied()
-        .chain([("AGENT_CONTEXT_TOKENS", "1000")])
-        .collect();
-    let (app, http, t, s) = setup(&vars).await;
+    let (app, http, t, s) = setup_small_context().await;
     let path = format!("/v1/sessions/{s}/messages");
     // An earlier turn that fits the budget on its own.
     http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
@@ -230,23 +241,10 @@ async fn a_runs_growth_leaves_the_sessions_earlier_messages_out_of_its_next_call
             json!({"content": "now write the page"}),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json()["status"].as_str()),
-        (202, Some("complete")),
-        "{}",
-        r.json()
-    );
+    assert_completed(&r);
     let requests = http.requests.borrow().clone();
     assert_eq!(requests.len(), 3);
-    let texts = |i: usize| -> Vec<String> {
-        requests[i].1["messages"]
-            .as_array()
-            .expect("messages")
-            .iter()
-            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-            .filter_map(|b| b["text"].as_str().map(str::to_owned))
-            .collect()
-    };
+    let texts = |i: usize| texts_sent(&requests[i].1);
     // The run's first call had the earlier turn (it fit) ...
     assert!(texts(1).iter().any(|t| t.starts_with("earlier ")));
     // ... its second leaves it out, keeps the run's own turn and its tool round.

@@ -226,19 +226,26 @@ pub fn context(stored: &[db::StoredMessage], budget_tokens: u32) -> Vec<Message>
     let start = window_start(stored, context_bytes(budget_tokens));
     let mut messages = conversation(&stored[start..]);
     if start > 0 {
-        if let Some(first) = messages.first_mut() {
-            first.content.insert(
-                0,
-                Block::Text {
-                    text: format!(
-                        "[The {start} earliest messages of this session are left out to fit the context window. \
-                         The project's files are current: list and read them with the tools.]"
-                    ),
-                },
-            );
-        }
+        note_left_out(&mut messages, start);
     }
     messages
+}
+
+/// Tells the model, in front of its first message, that the session's
+/// `count` earlier messages are left out (by [`context`] or
+/// [`shed_history`]).
+fn note_left_out(messages: &mut [Message], count: usize) {
+    if let Some(first) = messages.first_mut() {
+        first.content.insert(
+            0,
+            Block::Text {
+                text: format!(
+                    "[The session's {count} earlier messages are left out to fit the context window. \
+                     The project's files are current: list and read them with the tools.]"
+                ),
+            },
+        );
+    }
 }
 
 /// The bytes of stored content `tokens` count for ([`BYTES_PER_TOKEN`]):
@@ -264,16 +271,8 @@ fn shed_history(messages: &mut Vec<Message>, own_from: &mut usize, budget: usize
         first
             .content
             .retain(|b| !matches!(b, Block::ToolResult { .. }));
-        first.content.insert(
-            0,
-            Block::Text {
-                text: format!(
-                    "[The session's {left_out} earlier messages are left out to fit the context window. \
-                     The project's files are current: list and read them with the tools.]"
-                ),
-            },
-        );
     }
+    note_left_out(messages, left_out);
 }
 
 /// Stored content bytes counted as one token: fewer than English prose

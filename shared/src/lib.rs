@@ -41,16 +41,9 @@ pub async fn handle(
     let started_ms = ports.clock.now_ms();
     let method = req.method().clone();
     let request_id = request_id(&req, ports);
-    let origin = req
-        .headers()
-        .get(::http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let allowed = origin
-        .as_deref()
-        .filter(|o| security::origin_allowed(ports, o))
-        .map(str::to_owned);
-    if req.method() == ::http::Method::OPTIONS && origin.is_some() {
+    let allowed = allowed_origin(&req, ports);
+    if req.method() == ::http::Method::OPTIONS && req.headers().contains_key(::http::header::ORIGIN)
+    {
         let mut res = security::preflight(allowed.as_deref(), &request_id);
         security::apply_headers(res.headers_mut());
         let elapsed = ports.clock.now_ms() - started_ms;
@@ -59,14 +52,7 @@ pub async fn handle(
         return res;
     }
     let (mut res, access) = routes::dispatch(ports, req, meta, &request_id).await;
-    if let Some(o) = &allowed {
-        security::cors_headers(res.headers_mut(), o);
-    }
-    let headers = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-request-id", v);
-    }
-    security::apply_headers(headers);
+    finish(&mut res, allowed.as_deref(), &request_id);
     log::access(
         method.as_str(),
         access.route,
@@ -78,8 +64,44 @@ pub async fn handle(
     res
 }
 
+/// The answer to `req` when the platform could not serve it (a Durable
+/// Object it was handed to failed): `error` as problem+json, with the
+/// headers every answer has.
+pub fn failed<B>(
+    ports: &Ports,
+    req: &::http::Request<B>,
+    error: ApiError,
+) -> ::http::Response<Body> {
+    let request_id = request_id(req, ports);
+    let mut res = error.into_response(&request_id);
+    finish(&mut res, allowed_origin(req, ports).as_deref(), &request_id);
+    res
+}
+
+/// The request's `Origin` when it is allowed (CORS).
+fn allowed_origin<B>(req: &::http::Request<B>, ports: &Ports) -> Option<String> {
+    req.headers()
+        .get(::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| security::origin_allowed(ports, o))
+        .map(str::to_owned)
+}
+
+/// What every answer carries: CORS for an allowed origin, the request id,
+/// the security headers.
+fn finish(res: &mut ::http::Response<Body>, allowed: Option<&str>, request_id: &str) {
+    if let Some(o) = allowed {
+        security::cors_headers(res.headers_mut(), o);
+    }
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    security::apply_headers(headers);
+}
+
 /// The caller's `X-Request-Id` when it is a sane token, else a new one.
-fn request_id(req: &::http::Request<bytes::Bytes>, ports: &Ports) -> String {
+fn request_id<B>(req: &::http::Request<B>, ports: &Ports) -> String {
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())

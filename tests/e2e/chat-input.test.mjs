@@ -5,6 +5,8 @@
 // nothing.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import { before, describe, test } from 'node:test';
 
 import WebSocket from 'ws';
@@ -230,4 +232,51 @@ describe('WebSocket tickets', () => {
     if ((await serverMode()) === 'rooms') expectProblem(r, 426, 'upgrade_required');
     else expectProblem(r, 501, 'websocket_unsupported');
   });
+});
+
+/** The tables in the local storage of the Durable Object `name` of `className` under wrangler dev's
+ * state directory: null when there is no such object's storage. */
+function objectTables(state, className, name) {
+  const script = `
+import glob, json, sqlite3, sys
+found = None
+for f in glob.glob(sys.argv[1] + "/*.sqlite"):
+    db = sqlite3.connect("file:" + f + "?mode=ro", uri=True)
+    try:
+        names = [r[0] for r in db.execute("SELECT name FROM __miniflare_do_name")]
+    except sqlite3.OperationalError:
+        continue
+    if sys.argv[2] in names:
+        found = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+print(json.dumps(found))
+`;
+  const dir = path.join(state, 'v3', 'do', `everjust-${className}`);
+  return JSON.parse(execFileSync('python3', ['-c', script, dir, name], { encoding: 'utf8' }));
+}
+
+test("messages to a session that does not exist or is another user's leave no room storage behind", async (t) => {
+  const state = process.env.E2E_WORKER_STATE;
+  if (!state) {
+    t.skip("E2E_WORKER_STATE is not set (wrangler dev's state directory; scripts/test sets it for the Worker)");
+    return;
+  }
+  // Sending a message is answered in the session's room (with a valid token of ours), so a room is
+  // reached before the session is known to be the caller's: a stranger's guesses must cost no storage.
+  const ghost = missingId('ses');
+  for (const accept of ['application/json', 'text/event-stream']) {
+    const r = await request('POST', `/v1/sessions/${ghost}/messages`, {
+      token: bob.token,
+      json: { content: `to nobody ${scenario('text').text}` },
+      headers: { accept },
+    });
+    expectProblem(r, 404, 'not_found');
+  }
+  const own = objectTables(state, 'SessionRoom', alice.session.id);
+  assert.ok(own?.includes('events'), `alice's room keeps its events: ${JSON.stringify(own)}`);
+  const tables = objectTables(state, 'SessionRoom', ghost) ?? [];
+  assert.deepEqual(tables.filter((name) => ['events', 'meta', 'tickets'].includes(name)), [], `the ghost session's room stored ${tables}`);
+  // The session that is alice's, asked by bob: 404, and her room is as it was.
+  expectProblem(await post(`/v1/sessions/${alice.session.id}/messages`, { content: 'bob again' }, { token: bob.token }), 404, 'not_found');
+  const messages = await listMessages(alice.token, alice.session.id);
+  assert.ok(!messages.some((m) => JSON.stringify(m.content).includes('bob again')), 'bob\'s message reached alice\'s session');
 });

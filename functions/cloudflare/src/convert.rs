@@ -9,16 +9,24 @@ use http::HeaderMap;
 use wasm_bindgen_futures::JsFuture;
 use worker::{Headers, ResponseBuilder};
 
-/// The request with its whole body read, in one `arrayBuffer()` rather than
-/// through workers-rs's body stream (its code leaves the wasm: 3.7 KB
-/// gzipped; no faster or slower, measured in pairs under `wrangler dev`).
-pub async fn read_request(req: web_sys::Request) -> worker::Result<http::Request<Bytes>> {
+/// The request's method, URL and headers, without its body.
+pub fn request_head(req: &web_sys::Request) -> worker::Result<http::Request<()>> {
     let mut builder = http::Request::builder()
         .method(req.method().as_str())
         .uri(req.url());
     if let Some(headers) = builder.headers_mut() {
         *headers = header_map(&Headers(req.headers()));
     }
+    builder
+        .body(())
+        .map_err(|e| worker::Error::RustError(format!("request: {e}")))
+}
+
+/// The request with its whole body read, in one `arrayBuffer()` rather than
+/// through workers-rs's body stream (its code leaves the wasm: 3.7 KB
+/// gzipped; no faster or slower, measured in pairs under `wrangler dev`).
+pub async fn read_request(req: web_sys::Request) -> worker::Result<http::Request<Bytes>> {
+    let head = request_head(&req)?;
     let body = match req.body() {
         Some(_) => {
             let buf = JsFuture::from(req.array_buffer()?).await?;
@@ -26,9 +34,7 @@ pub async fn read_request(req: web_sys::Request) -> worker::Result<http::Request
         }
         None => Bytes::new(),
     };
-    builder
-        .body(body)
-        .map_err(|e| worker::Error::RustError(format!("request: {e}")))
+    Ok(head.map(|()| body))
 }
 
 /// A body made by the platform (a room's SSE stream), handed to the client

@@ -76,6 +76,18 @@ fn microtasks_by_promise() {
 
 #[event(fetch)]
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
+    if let Some(session) = rooms::forwarded_session(&req, &env) {
+        // Its headers, for an answer of our own should the room fail.
+        let head = convert::request_head(&req)?;
+        return match rooms::forward(env.durable_object(ROOMS_BINDING), &session, req).await {
+            Ok(res) => Ok(res),
+            Err(e) => convert::write_response(everjust_core::failed(
+                &base_ports(&env),
+                &head,
+                everjust_core::ApiError::internal(format!("session room: {e}")),
+            )),
+        };
+    }
     let req = convert::read_request(req).await?;
     let client_ip = req
         .headers()
@@ -115,14 +127,18 @@ pub(crate) fn base_ports(env: &Env) -> Ports {
     gated_ports(env, None)
 }
 
-/// [`base_ports`] whose database connection runs `gate` first.
-pub(crate) fn gated_ports(env: &Env, gate: Option<sql::Gate>) -> Ports {
-    let database = match env.var(DIRECT_DATABASE_VAR) {
+/// Where Postgres connections go: `DATABASE_DIRECT_URL`, else Hyperdrive.
+pub(crate) fn sql_target(env: &Env) -> sql::Target {
+    match env.var(DIRECT_DATABASE_VAR) {
         Ok(url) if !url.to_string().is_empty() => sql::Target::Direct(url.to_string()),
         _ => sql::Target::Hyperdrive(env.hyperdrive(HYPERDRIVE_BINDING)),
-    };
+    }
+}
+
+/// [`base_ports`] whose database connection runs `gate` first.
+pub(crate) fn gated_ports(env: &Env, gate: Option<sql::Gate>) -> Ports {
     Ports {
-        sql: Rc::new(sql::LazyPg::new(database, gate)),
+        sql: Rc::new(sql::LazyPg::new(sql_target(env), gate)),
         kv: Rc::new(kv::WorkersKv::new(env.kv(KV_BINDING))),
         http: Rc::new(fetch::WorkerFetch),
         clock: Rc::new(clock::DateClock),

@@ -303,3 +303,57 @@ impl Rooms for DurableRooms {
         Ok(out)
     }
 }
+
+/// The session of a request the Worker hands to that session's room as it
+/// is (`forward`), to be answered there: sending a message, by a caller
+/// with a valid access token of ours. The room keeps a Postgres
+/// connection between requests, which a Worker cannot, so the message's
+/// admission opens none, and the run starts in the room without a second
+/// request to it. Other callers (an OIDC token, none, an invalid one) are
+/// answered by the Worker as before: a room is made only for a signed-in
+/// user's request, which the room's handler then checks in full.
+pub fn forwarded_session(req: &web_sys::Request, env: &worker::Env) -> Option<String> {
+    if req.method() != "POST" {
+        return None;
+    }
+    let url = req.url();
+    let path = url.split_once("://")?.1;
+    let path = &path[path.find('/')?..];
+    let path = path.split(['?', '#']).next()?;
+    let id = path
+        .strip_prefix("/v1/sessions/")?
+        .strip_suffix("/messages")?;
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !id_ok {
+        return None;
+    }
+    let authorization = req.headers().get("authorization").ok()??;
+    let (scheme, token) = authorization.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let config = crate::config::load(env);
+    let config = config.as_ref().as_ref().ok()?;
+    use everjust_core::ports::Clock;
+    everjust_core::auth::jwt::verify_access(
+        config,
+        crate::clock::DateClock.now_ms(),
+        token.trim(),
+    )?;
+    Some(id.to_owned())
+}
+
+/// Hands `req` to the session's room, whose answer is the Worker's.
+pub async fn forward(
+    namespace: worker::Result<ObjectNamespace>,
+    session_id: &str,
+    req: web_sys::Request,
+) -> worker::Result<worker::Response> {
+    namespace?
+        .id_from_name(session_id)?
+        .get_stub()?
+        .fetch_with_request(Request::from(req))
+        .await
+}

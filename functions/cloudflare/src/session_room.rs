@@ -13,7 +13,12 @@
 //!   live events until the active run's `run_finished`.
 //! - `POST /cancel`: asks the active run to stop.
 //! - `POST /prepare`: 204; sent when the session is created, so the object
-//!   exists (storage opened, schema made) before the first run.
+//!   exists (storage opened, schema made, a Postgres connection opened)
+//!   before the first run.
+//! - `POST /v1/sessions/{id}/messages`: the API request itself, forwarded
+//!   by the Worker (`rooms::forward`) and answered with the core's handler,
+//!   on a Postgres connection the object keeps between requests
+//!   (`sql::KeptPg`); the run it starts is begun here, as `/start` would.
 //! - `GET /ws?user_id=&name=&after=N` with `Upgrade: websocket` and the
 //!   ticket's hash: the WebSocket of one member (401 for a ticket seen
 //!   before). It gets every buffered event after N (all when N is absent)
@@ -64,8 +69,9 @@ use everjust_core::chat::room::{
 };
 use everjust_core::db::chat as db;
 use everjust_core::llm::Usage;
+use everjust_core::ports::rooms::{Member, RoomError, Rooms};
 use everjust_core::ports::sql::SqlError;
-use everjust_core::Ports;
+use everjust_core::{Body, Ports};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{
@@ -170,6 +176,10 @@ pub struct Room {
     /// The hibernatable WebSockets, read once per join or leave rather than
     /// once per event.
     sockets: RefCell<Option<Vec<WebSocket>>>,
+    /// The Postgres connection kept for the API requests answered here.
+    kept_pg: crate::sql::KeptPg,
+    /// The storage's tables exist.
+    schema_made: Cell<bool>,
 }
 
 /// A live SSE reader: its response body and how it encodes events.
@@ -390,17 +400,15 @@ impl Drop for Driving<'_> {
 
 impl DurableObject for SessionRoom {
     fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        for ddl in [
-            "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS events_created ON events (created_ms)",
-            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS tickets (hash TEXT PRIMARY KEY, created_ms INTEGER NOT NULL)",
-        ] {
-            if let Err(e) = exec(&sql, ddl, vec![]) {
-                worker::console_error!("room schema: {e}");
-            }
-        }
+        // The schema is made on first use (`Room::sql`), not here: a room
+        // asked for a session that is not its caller's (a forwarded message,
+        // see `rooms::forward`) stores nothing.
+        let made = rows::<TextRow>(
+            &state.storage().sql(),
+            "SELECT name AS v FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            vec![],
+        )
+        .is_ok_and(|found| !found.is_empty());
         let room = Room {
             state,
             env,
@@ -414,9 +422,13 @@ impl DurableObject for SessionRoom {
             fresh_block: Cell::new(false),
             tail: Tail::default(),
             sockets: RefCell::new(None),
+            kept_pg: crate::sql::KeptPg::new(),
+            schema_made: Cell::new(made),
         };
-        if let Ok(Some(run)) = room.active() {
-            room.cancel.set(run.cancel);
+        if made {
+            if let Ok(Some(run)) = room.active() {
+                room.cancel.set(run.cancel);
+            }
         }
         Self {
             room: Rc::new(room),
@@ -442,32 +454,21 @@ impl DurableObject for SessionRoom {
                     Some(Ok(p)) => Some(p),
                     Some(Err(_)) => return problem(400, "invalid_protocol", "unknown protocol"),
                 };
-                let session = spec.session_id.clone();
-                let (last_seq, run) = match self.start(spec).await? {
-                    Ok(started) => started,
-                    Err(refused) => return Ok(refused),
-                };
-                // The reader first, then the task: it first runs once this
-                // request waits, so the reader misses nothing.
-                let res = match stream {
-                    Some(protocol) => {
-                        let mut res = self.events(&session, last_seq, protocol)?;
+                Ok(match Room::begin(&self.room, spec, stream).await? {
+                    Ok((last_seq, Some(mut res))) => {
                         res.headers_mut()
                             .set(crate::rooms::LAST_SEQ_HEADER, &last_seq.to_string())?;
                         res
                     }
-                    None => json_response(200, &serde_json::json!({ "last_seq": last_seq }))?,
-                };
-                let room = Rc::clone(&self.room);
-                wasm_bindgen_futures::spawn_local(async move {
-                    if let Err(e) = room.drive_claimed(run).await {
-                        // Stored as driven (from its first flush): the
-                        // heartbeat alarm ends it.
-                        worker::console_error!("room drive: {e}");
+                    Ok((last_seq, None)) => {
+                        json_response(200, &serde_json::json!({ "last_seq": last_seq }))?
                     }
-                });
-                Ok(res)
+                    Err(refused) => refused,
+                })
             }
+            // A request of the API forwarded by the Worker (`rooms::forward`):
+            // sending a message, answered here with the core's own handler.
+            (Method::Post, path) if path.starts_with("/v1/") => Room::api(&self.room, req).await,
             (Method::Get, "/events") => {
                 let after = query("after").and_then(|a| a.parse().ok()).unwrap_or(0);
                 let protocol = match Protocol::parse(query("protocol").as_deref()) {
@@ -477,8 +478,13 @@ impl DurableObject for SessionRoom {
                 self.events(&session, after, protocol)
             }
             (Method::Post, "/cancel") => self.request_cancel(),
-            // Made and its storage opened by now (`new`): nothing else to do.
-            (Method::Post, "/prepare") => Ok(Response::empty()?.with_status(204)),
+            // Made by now (`new`); its tables are made and, its first message
+            // being near, its Postgres connection opened.
+            (Method::Post, "/prepare") => {
+                self.sql();
+                self.kept_pg.warm(|| crate::sql_target(&self.env));
+                Ok(Response::empty()?.with_status(204))
+            }
             (Method::Get, "/ws") => {
                 let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
                 if !upgrade.eq_ignore_ascii_case("websocket") {
@@ -588,8 +594,24 @@ impl Room {
         })
     }
 
+    /// The object's SQL storage, its tables made on first use.
     fn sql(&self) -> SqlStorage {
-        self.state.storage().sql()
+        let sql = self.state.storage().sql();
+        if !self.schema_made.get() {
+            for ddl in [
+                "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL)",
+                "CREATE INDEX IF NOT EXISTS events_created ON events (created_ms)",
+                "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS tickets (hash TEXT PRIMARY KEY, created_ms INTEGER NOT NULL)",
+            ] {
+                if let Err(e) = exec(&sql, ddl, vec![]) {
+                    worker::console_error!("room schema: {e}");
+                    return sql;
+                }
+            }
+            self.schema_made.set(true);
+        }
+        sql
     }
 
     fn log(&self) -> SqlLog<'_> {
@@ -660,6 +682,61 @@ impl Room {
         format!("con_{hex}")
     }
 
+    /// Claims the room for `spec` and starts driving it: the room's
+    /// sequence number before the run and, with `stream`, the run's events
+    /// as `/events` after that number would answer them; or the refusal.
+    async fn begin(
+        room: &Rc<Room>,
+        spec: RunSpec,
+        stream: Option<Protocol>,
+    ) -> worker::Result<Result<(i64, Option<Response>), Response>> {
+        let session = spec.session_id.clone();
+        let (last_seq, run) = match room.start(spec).await? {
+            Ok(started) => started,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        // The reader first, then the task: it first runs once this
+        // request waits, so the reader misses nothing.
+        let events = match stream {
+            Some(protocol) => Some(room.events(&session, last_seq, protocol)?),
+            None => None,
+        };
+        let driver = Rc::clone(room);
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = driver.drive_claimed(run).await {
+                // Stored as driven (from its first flush): the
+                // heartbeat alarm ends it.
+                worker::console_error!("room drive: {e}");
+            }
+        });
+        Ok(Ok((last_seq, events)))
+    }
+
+    /// Answers a request of the API here, with the core's handler: the
+    /// admission of a message runs on this object's kept Postgres
+    /// connection (no connection opened on the way to the first token) and
+    /// the run starts in this room without another request.
+    async fn api(self: &Rc<Self>, req: Request) -> worker::Result<Response> {
+        // The Worker forwards only to the room named by the session in the
+        // path (`rooms::forwarded_session`).
+        let session_id = req.path().split('/').nth(3).unwrap_or_default().to_owned();
+        let req = crate::convert::read_request(Clone::clone(req.inner())).await?;
+        let client_ip = req
+            .headers()
+            .get("cf-connecting-ip")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut ports = self.ports();
+        ports.sql = self.kept_pg.lend(|| crate::sql_target(&self.env));
+        ports.rooms = Some(Rc::new(HereRooms {
+            room: Rc::clone(self),
+            session_id,
+        }));
+        ports.background = Some(Rc::new(Spawned));
+        let res = everjust_core::handle(&ports, req, everjust_core::Meta { client_ip }).await;
+        crate::convert::write_response(res)
+    }
+
     /// The ports of a run: the Worker's, without rooms (the room is here).
     fn ports(&self) -> Ports {
         crate::base_ports(&self.env)
@@ -720,13 +797,19 @@ impl Room {
     }
 
     fn request_cancel(&self) -> worker::Result<Response> {
+        let active = self.cancel_active()?;
+        json_response(200, &serde_json::json!({ "active": active }))
+    }
+
+    /// Asks the active run to stop: whether there is one.
+    fn cancel_active(&self) -> worker::Result<bool> {
         if let Some(run) = self.claimed.borrow_mut().as_mut() {
             // Stored with the flag by `store_claimed`.
             run.cancel = true;
             self.cancel.set(true);
-            return json_response(200, &serde_json::json!({ "active": true }));
+            return Ok(true);
         }
-        let active = match self.active()? {
+        Ok(match self.active()? {
             Some(mut run) => {
                 run.cancel = true;
                 self.save_active(&run)?;
@@ -734,8 +817,7 @@ impl Room {
                 true
             }
             None => false,
-        };
-        json_response(200, &serde_json::json!({ "active": active }))
+        })
     }
 
     /// Replay and registration with no `.await` between: the reader misses
@@ -1143,5 +1225,89 @@ impl Fanout for Room {
         if ev.body.is_terminal() {
             self.end_readers();
         }
+    }
+}
+
+/// The rooms of an API request answered in a room: this one, for the
+/// session it was asked for (the core asks for no other when sending a
+/// message; another session's room is refused, never this one's served).
+struct HereRooms {
+    room: Rc<Room>,
+    session_id: String,
+}
+
+impl HereRooms {
+    fn here(&self, session_id: &str) -> Result<&Rc<Room>, RoomError> {
+        if session_id == self.session_id {
+            Ok(&self.room)
+        } else {
+            Err(RoomError::Failed(format!(
+                "the room of {} was asked for {session_id}",
+                self.session_id
+            )))
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Rooms for HereRooms {
+    async fn start(
+        &self,
+        spec: &RunSpec,
+        stream: Option<Protocol>,
+    ) -> Result<(i64, Option<Body>), RoomError> {
+        let failed = |e: worker::Error| RoomError::Failed(format!("start: {e}"));
+        match Room::begin(self.here(&spec.session_id)?, spec.clone(), stream)
+            .await
+            .map_err(failed)?
+        {
+            Ok((last_seq, events)) => Ok((
+                last_seq,
+                events.as_ref().map(crate::convert::PassThrough::body_of),
+            )),
+            Err(refused) if refused.status_code() == 409 => Err(RoomError::Busy),
+            Err(refused) => Err(RoomError::Failed(format!(
+                "start: refused with {}",
+                refused.status_code()
+            ))),
+        }
+    }
+
+    async fn events(
+        &self,
+        session_id: &str,
+        after: i64,
+        protocol: Protocol,
+    ) -> Result<Body, RoomError> {
+        self.here(session_id)?
+            .events(session_id, after, protocol)
+            .map(|res| crate::convert::PassThrough::body_of(&res))
+            .map_err(|e| RoomError::Failed(format!("events: {e}")))
+    }
+
+    async fn cancel(&self, session_id: &str) -> Result<bool, RoomError> {
+        self.here(session_id)?
+            .cancel_active()
+            .map_err(|e| RoomError::Failed(format!("cancel: {e}")))
+    }
+
+    async fn websocket(
+        &self,
+        _session_id: &str,
+        _member: &Member,
+        _after: Option<i64>,
+    ) -> Result<http::Response<Body>, RoomError> {
+        Err(RoomError::Failed(
+            "websocket: upgrades are not forwarded to rooms".into(),
+        ))
+    }
+}
+
+/// Work after an API answer given here: the object lives on while it runs.
+struct Spawned;
+
+impl everjust_core::ports::background::Background for Spawned {
+    fn spawn(&self, work: futures_util::future::LocalBoxFuture<'static, ()>) {
+        wasm_bindgen_futures::spawn_local(work);
     }
 }

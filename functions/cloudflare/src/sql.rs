@@ -20,6 +20,7 @@ use crate::pg_socket::{PgSocket, StartTls, Transport};
 
 type Connecting = Shared<LocalBoxFuture<'static, Result<Rc<PgSql>, String>>>;
 
+#[derive(Clone)]
 pub struct LazyPg {
     /// Runs once, on first poll; every statement awaits the same outcome.
     connection: Connecting,
@@ -172,5 +173,170 @@ impl Sql for LazyPg {
 
     async fn batch(&self, sql: &str) -> Result<(), SqlError> {
         self.client().await?.batch(sql).await
+    }
+}
+
+/// How long a kept connection may wait idle for the next request before it
+/// is closed (a chat's next message usually comes sooner; a Postgres
+/// backend is not held for a room nobody uses).
+const KEPT_IDLE_MS: u64 = 30_000;
+
+/// One connection a Durable Object keeps between its requests: a Worker's
+/// sockets end with the request that opened them, an object's live on. A
+/// request lends it ([`KeptPg::lend`]), even while it is still being opened
+/// ([`KeptPg::warm`]), or, when it is lent already, opens one of its own,
+/// kept after it if none is. It comes back once the last of the request's
+/// ports is dropped (its after-answer work included), unless a transaction
+/// it began was not seen to end (a request cut off inside one): that
+/// connection is closed, so no later request runs inside it. It is closed
+/// after [`KEPT_IDLE_MS`] unused.
+pub struct KeptPg {
+    slot: Rc<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    idle: std::cell::RefCell<Option<Lent>>,
+    /// Counts returns, so an idle timer closes only the connection it was
+    /// started for.
+    returns: std::cell::Cell<u64>,
+}
+
+impl Slot {
+    /// Keeps `pg` unless one is kept already; closes it after
+    /// [`KEPT_IDLE_MS`] unless it was lent since.
+    fn keep(self: &Rc<Self>, pg: Lent) {
+        if self.idle.borrow().is_some() {
+            return;
+        }
+        *self.idle.borrow_mut() = Some(pg);
+        let returned = self.returns.get() + 1;
+        self.returns.set(returned);
+        let slot = Rc::clone(self);
+        wasm_bindgen_futures::spawn_local(async move {
+            crate::clock::sleep(KEPT_IDLE_MS).await;
+            if slot.returns.get() == returned {
+                slot.idle.take();
+            }
+        });
+    }
+}
+
+impl KeptPg {
+    pub fn new() -> Self {
+        Self {
+            slot: Rc::new(Slot::default()),
+        }
+    }
+
+    /// The kept connection, or a new one to `target` that may be kept after.
+    pub fn lend(&self, target: impl FnOnce() -> Target) -> Rc<dyn Sql> {
+        let kept = self.slot.idle.take().filter(Lent::usable);
+        let pg = kept.unwrap_or_else(|| Lent::Opening(LazyPg::new(target(), None)));
+        Rc::new(Borrowed {
+            pg: Some(pg),
+            slot: Rc::clone(&self.slot),
+            in_transaction: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Starts opening a connection to keep, unless one is kept: the next
+    /// request then waits at most for what is left of its opening.
+    pub fn warm(&self, target: impl FnOnce() -> Target) {
+        if self.slot.idle.borrow().as_ref().is_some_and(Lent::usable) {
+            return;
+        }
+        let opening = LazyPg::new(target(), None);
+        // Polled here so it opens now; one that fails is not lent
+        // (`Lent::usable`).
+        let connecting = opening.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = connecting.client().await;
+        });
+        self.slot.keep(Lent::Opening(opening));
+    }
+}
+
+enum Lent {
+    Ready(Rc<PgSql>),
+    /// Being opened, or opened (its outcome kept by the shared future).
+    Opening(LazyPg),
+}
+
+impl Lent {
+    /// Not known to be broken.
+    fn usable(&self) -> bool {
+        match self {
+            Lent::Ready(pg) => !pg.is_closed(),
+            Lent::Opening(lazy) => match lazy.connection.peek() {
+                None => true,
+                Some(Ok(pg)) => !pg.is_closed(),
+                Some(Err(_)) => false,
+            },
+        }
+    }
+}
+
+struct Borrowed {
+    pg: Option<Lent>,
+    slot: Rc<Slot>,
+    /// A `BEGIN` went out and no `COMMIT` or `ROLLBACK` was answered since
+    /// (every transaction of the core is made of those `batch` statements).
+    in_transaction: std::cell::Cell<bool>,
+}
+
+impl Borrowed {
+    async fn client(&self) -> Result<Rc<PgSql>, SqlError> {
+        match &self.pg {
+            Some(Lent::Ready(pg)) => Ok(Rc::clone(pg)),
+            Some(Lent::Opening(lazy)) => lazy.client().await,
+            None => Err(SqlError::Other("connection returned".into())),
+        }
+    }
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        let pg = match self.pg.take() {
+            Some(Lent::Ready(pg)) => pg,
+            // Connected (else there is nothing to keep).
+            Some(Lent::Opening(lazy)) => match lazy.connection.peek() {
+                Some(Ok(pg)) => Rc::clone(pg),
+                _ => return,
+            },
+            None => return,
+        };
+        if !self.in_transaction.get() && !pg.is_closed() {
+            self.slot.keep(Lent::Ready(pg));
+        }
+    }
+}
+
+#[async_trait(?Send)]
+impl Sql for Borrowed {
+    async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
+        self.client().await?.query(sql, params).await
+    }
+
+    async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
+        self.client().await?.execute(sql, params).await
+    }
+
+    async fn batch(&self, sql: &str) -> Result<(), SqlError> {
+        let statement = sql.trim().trim_end_matches(';');
+        let ends = ["COMMIT", "ROLLBACK"]
+            .iter()
+            .any(|end| statement.eq_ignore_ascii_case(end));
+        if statement.eq_ignore_ascii_case("BEGIN") {
+            self.in_transaction.set(true);
+        }
+        let done = self.client().await?.batch(sql).await;
+        // Answered, even with an error, the transaction is over (Postgres
+        // rolls back one whose COMMIT fails); a connection that broke
+        // instead is not kept anyway.
+        if ends {
+            self.in_transaction.set(false);
+        }
+        done
     }
 }

@@ -21,6 +21,11 @@ impl PgSql {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
+
+    /// The connection is gone (the server closed it, or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
 }
 
 fn map_err(e: tokio_postgres::Error) -> SqlError {

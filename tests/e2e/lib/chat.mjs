@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 
-import { BASE_URL, createProject, expectJson, get, newUser, post } from './client.mjs';
+import { BASE_URL, createProject, expectJson, get, newUser, post, proxyLost } from './client.mjs';
 
 export const MODEL_FAKE_URL = (process.env.MODEL_FAKE_URL || `http://127.0.0.1:${process.env.MODEL_FAKE_PORT || 8791}`).replace(/\/+$/, '');
 export const STALE_SECS = Number(process.env.CHAT_STALE_SECS || 120);
@@ -152,8 +152,14 @@ export async function openSse(method, path, { token, json, headers = {}, timeout
   let res;
   try {
     // A 429 rate_limited is waited out (Retry-After) and retried, like lib/client.mjs does.
-    for (let waited = 0; ; ) {
+    for (let waited = 0, lost = 0; ; ) {
       res = await fetch(BASE_URL + path, { method, headers: h, body: json === undefined ? undefined : JSON.stringify(json), signal: ac.signal });
+      if (res.status === 503) {
+        const text = await res.text();
+        if (proxyLost(res.status, text, ++lost, `${method} ${path}`)) continue;
+        res = new Response(text, { status: 503, headers: res.headers });
+        break;
+      }
       if (res.status !== 429) break;
       const text = await res.text();
       let code = null;

@@ -19,7 +19,23 @@ const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 60_000);
 // real client would, within a total budget per request. Other 429s (login lockout) are answers.
 const RATE_LIMIT_BUDGET_MS = Number(process.env.E2E_RATE_LIMIT_WAIT_S ?? 150) * 1000;
 const rateLimitStats = { hits: 0, waitedMs: 0 };
+// `wrangler dev` answers a request it could not pass to the Worker (its proxy's connection to the
+// runtime failed, a keep-alive race; the Worker never saw it) with this 503 for any method but GET and
+// HEAD, which it sends again itself. Production has no such proxy: the suite sends again too, and
+// says so. The Worker's own 503s are problem+json and are never sent again.
+const PROXY_RESTART = 'Your worker restarted mid-request.';
+const PROXY_RETRIES = 3;
+let proxyRetries = 0;
+/** Whether an answer (status, body text) is wrangler dev's proxy losing the request, and it is sent
+ * again (the `attempt`-th time): then says so. */
+export function proxyLost(status, text, attempt, what) {
+  if (status !== 503 || !text.startsWith(PROXY_RESTART) || attempt > PROXY_RETRIES) return false;
+  proxyRetries++;
+  process.stderr.write(`e2e: ${what} -> 503 from wrangler dev's proxy; sending it again\n`);
+  return true;
+}
 process.on('exit', () => {
+  if (proxyRetries > 0) process.stderr.write(`e2e: sent ${proxyRetries} request(s) again after wrangler dev's proxy lost them\n`);
   if (rateLimitStats.hits > 0) {
     process.stderr.write(
       `e2e: rate limited ${rateLimitStats.hits} times, waited ${Math.round(rateLimitStats.waitedMs / 1000)} s in total` +
@@ -36,8 +52,10 @@ process.on('exit', () => {
  */
 export async function request(method, path, options = {}) {
   let waited = 0;
+  let lost = 0;
   for (;;) {
     const res = await send(method, path, options);
+    if (res.status === 503 && proxyLost(res.status, res.text, ++lost, `${method} ${path}`)) continue;
     if (options.noRetry || res.status !== 429 || !isRateLimited(res)) return res;
     const secs = Number(res.headers['retry-after']);
     const ms = (Number.isFinite(secs) && secs > 0 ? secs : 1) * 1000 + Math.floor(Math.random() * 250);

@@ -275,6 +275,64 @@ fn shed_history(messages: &mut Vec<Message>, own_from: &mut usize, budget: usize
     note_left_out(messages, left_out);
 }
 
+/// Tool inputs and results shorter than this are never cleared
+/// ([`clear_tool_io`]): the note that replaces them would be about as long.
+const CLEAR_MIN_BYTES: usize = 256;
+
+/// Clears the bulk of the run's older tool rounds once its messages are
+/// still larger than `budget` bytes with the session's earlier
+/// conversation gone ([`shed_history`]): oldest first, a tool result's
+/// content and a tool call's long string inputs (a file written whole) are
+/// replaced with a short note saying so, until the whole fits. The run's
+/// first message (the user's request) and its newest (the latest results)
+/// stay whole; what a tool wrote is still in the project, where the model
+/// can read it again. Only what is sent changes: the stored answer keeps
+/// every block as it was.
+fn clear_tool_io(messages: &mut [Message], budget: usize) {
+    let mut size = json_len(&*messages);
+    if size <= budget || messages.len() < 3 {
+        return;
+    }
+    let last = messages.len() - 1;
+    let blocks = messages[1..last]
+        .iter_mut()
+        .flat_map(|m| m.content.iter_mut());
+    for block in blocks {
+        match block {
+            Block::ToolResult { content, .. } if content.len() >= CLEAR_MIN_BYTES => {
+                let note = format!(
+                    "[Cleared to fit the context window: this result was {} bytes. \
+                     Call the tool again if you need it.]",
+                    content.len()
+                );
+                size = size.saturating_sub(json_len(content)) + json_len(&note);
+                *content = note;
+            }
+            Block::ToolUse { input, .. } => {
+                if let Some(fields) = input.as_object_mut() {
+                    for value in fields.values_mut() {
+                        let long = value
+                            .as_str()
+                            .map(str::len)
+                            .filter(|n| *n >= CLEAR_MIN_BYTES);
+                        if let Some(n) = long {
+                            let note = Value::from(format!(
+                                "[{n} bytes, cleared to fit the context window]"
+                            ));
+                            size = size.saturating_sub(json_len(value)) + json_len(&note);
+                            *value = note;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if size <= budget {
+            return;
+        }
+    }
+}
+
 /// Stored content bytes counted as one token: fewer than English prose
 /// takes (about 4), as code and JSON do, so the estimate errs on the
 /// small side of the window.
@@ -299,7 +357,7 @@ fn window_start(stored: &[db::StoredMessage], budget: usize) -> usize {
 }
 
 /// The length of `v` as JSON, without building the text.
-fn json_len(v: &impl serde::Serialize) -> usize {
+fn json_len(v: &(impl serde::Serialize + ?Sized)) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -574,11 +632,9 @@ async fn drive(
     let mut own_from = messages.len().saturating_sub(1);
     for step in 1..=config.agent_max_steps {
         if step > 1 {
-            shed_history(
-                &mut messages,
-                &mut own_from,
-                context_bytes(config.agent_context_tokens),
-            );
+            let budget = context_bytes(config.agent_context_tokens);
+            shed_history(&mut messages, &mut own_from, budget);
+            clear_tool_io(&mut messages[own_from..], budget);
         }
         if sink.cancel_requested().await {
             return Ok((finish("cancelled", "cancelled", total, cost), all_blocks));
@@ -949,5 +1005,61 @@ mod tests {
             json_len(&history[0].content),
             history[0].content.to_string().len()
         );
+    }
+
+    #[test]
+    fn clearing_takes_the_oldest_tool_rounds_first_and_keeps_the_ends_whole() {
+        let big = |c: &str| c.repeat(1_000);
+        let call = |id: &str, content: String| Message {
+            role: Role::Assistant,
+            content: vec![Block::ToolUse {
+                id: id.into(),
+                name: "write_file".into(),
+                input: serde_json::json!({ "path": "a.html", "content": content }),
+            }],
+        };
+        let result = |id: &str, content: String| Message {
+            role: Role::User,
+            content: vec![Block::ToolResult {
+                tool_use_id: id.into(),
+                content,
+                is_error: false,
+            }],
+        };
+        let run = vec![
+            Message {
+                role: Role::User,
+                content: vec![Block::Text { text: big("u") }],
+            },
+            call("1", big("a")),
+            result("1", "ok".into()),
+            call("2", big("b")),
+            result("2", big("c")),
+        ];
+        let input = |m: &[Message], i: usize| match &m[i].content[0] {
+            Block::ToolUse { input, .. } => {
+                input["content"].as_str().unwrap_or_default().to_owned()
+            }
+            _ => String::new(),
+        };
+        // It fits: nothing changes.
+        let mut m = run.clone();
+        clear_tool_io(&mut m, 10_000);
+        assert_eq!(json_len(&m), json_len(&run));
+        // One round's bulk over: only the oldest call is cleared.
+        let mut m = run.clone();
+        clear_tool_io(&mut m, json_len(&run) - 500);
+        assert!(input(&m, 1).contains("cleared to fit the context window"));
+        assert_eq!(input(&m, 3), big("b"));
+        // Far over: every middle round goes; the user's request and the newest results stay.
+        let mut m = run.clone();
+        clear_tool_io(&mut m, 100);
+        assert!(input(&m, 3).contains("cleared"));
+        assert!(matches!(&m[0].content[0], Block::Text { text } if *text == big("u")));
+        assert!(
+            matches!(&m[4].content[0], Block::ToolResult { content, .. } if *content == big("c"))
+        );
+        // A short result is never replaced by a longer note.
+        assert!(matches!(&m[2].content[0], Block::ToolResult { content, .. } if content == "ok"));
     }
 }

@@ -261,6 +261,89 @@ async fn a_runs_growth_leaves_the_sessions_earlier_messages_out_of_its_next_call
     assert_eq!(second[2]["content"][0]["type"], "tool_result");
 }
 
+/// A run whose own tool rounds outgrow AGENT_CONTEXT_TOKENS (a file written,
+/// then read back) is not refused by the provider: its next call has the
+/// older round's bulk cleared with a note, oldest first, and the newest
+/// results whole; the stored answer keeps everything.
+#[tokio::test]
+async fn a_run_that_outgrows_the_context_sends_its_older_tool_rounds_cleared() {
+    let (app, http, t, s) = setup_small_context().await;
+    let page = format!("<p>{}</p>", "q".repeat(2_200));
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &[],
+            &[(
+                "w1",
+                "write_file",
+                json!({"path": "big.html", "content": page}),
+            )],
+            "tool_use",
+        ),
+    );
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &[],
+            &[("r1", "read_file", json!({"path": "big.html"}))],
+            "tool_use",
+        ),
+    );
+    http.push(200, &[], anthropic(&["done"], &[], "end_turn"));
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/sessions/{s}/messages"),
+            Some(&t),
+            json!({"content": "write the page, then check it"}),
+        )
+        .await;
+    assert_completed(&r);
+    let requests = http.requests.borrow().clone();
+    assert_eq!(requests.len(), 3);
+    // The second call still fits: the write goes whole.
+    assert_eq!(
+        requests[1].1["messages"][1]["content"][0]["input"]["content"],
+        page
+    );
+    // The third would not: the write's file content is cleared, the read's
+    // result (the newest) is sent whole.
+    let third = &requests[2].1["messages"];
+    assert_eq!(
+        third[0]["content"][0]["text"],
+        "write the page, then check it"
+    );
+    let written = third[1]["content"][0]["input"]["content"]
+        .as_str()
+        .expect("write_file content");
+    assert!(
+        written.starts_with('[') && written.contains("cleared to fit the context window"),
+        "{written}"
+    );
+    assert_eq!(third[1]["content"][0]["input"]["path"], "big.html");
+    let read_back = third[4]["content"][0]["content"]
+        .as_str()
+        .expect("read_file result");
+    assert!(read_back.contains(&page), "{read_back:.200}");
+    assert!(
+        requests[2].1["messages"].to_string().len() <= 3 * 1000,
+        "the third call is still over the budget"
+    );
+    // The stored answer has the write's content as the model sent it.
+    let stored = app
+        .ports
+        .sql
+        .query(
+            "SELECT content::text AS c FROM messages WHERE role = 'assistant'",
+            &[],
+        )
+        .await
+        .expect("messages");
+    assert!(stored[0].text("c").expect("content").contains(&page));
+}
+
 /// Sends a message with Accept: text/event-stream; returns the response.
 async fn send(app: &TestApp, t: &str, session: &str, text: &str, protocol: &str) -> Res {
     let req = http::Request::post(format!(

@@ -5,13 +5,12 @@
 // nothing.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import path from 'node:path';
 import { before, describe, test } from 'node:test';
 
 import WebSocket from 'ws';
 
 import { BASE_URL, expectJson, expectProblem, get, missingId, post, request } from './lib/client.mjs';
+import { objectRows } from './lib/worker-state.mjs';
 import { chatSetup, checkNativeRun, listMessages, natives, newSession, openSse, scenario, sendMessage, serverMode, textOf } from './lib/chat.mjs';
 import { TEXT_REPLY } from '../fakes/scenarios.mjs';
 
@@ -234,25 +233,9 @@ describe('WebSocket tickets', () => {
   });
 });
 
-/** The tables in the local storage of the Durable Object `name` of `className` under wrangler dev's
- * state directory: null when there is no such object's storage. */
-function objectTables(state, className, name) {
-  const script = `
-import glob, json, sqlite3, sys
-found = None
-for f in glob.glob(sys.argv[1] + "/*.sqlite"):
-    db = sqlite3.connect("file:" + f + "?mode=ro", uri=True)
-    try:
-        names = [r[0] for r in db.execute("SELECT name FROM __miniflare_do_name")]
-    except sqlite3.OperationalError:
-        continue
-    if sys.argv[2] in names:
-        found = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-print(json.dumps(found))
-`;
-  const dir = path.join(state, 'v3', 'do', `everjust-${className}`);
-  return JSON.parse(execFileSync('python3', ['-c', script, dir, name], { encoding: 'utf8' }));
-}
+/** The tables in the local storage of the session room `name`; null when it has none. */
+const roomTables = (state, name) =>
+  objectRows(state, 'SessionRoom', name, "SELECT name FROM sqlite_master WHERE type = 'table'")?.map((r) => r[0]) ?? null;
 
 test("messages to a session that does not exist or is another user's leave no room storage behind", async (t) => {
   const state = process.env.E2E_WORKER_STATE;
@@ -271,9 +254,9 @@ test("messages to a session that does not exist or is another user's leave no ro
     });
     expectProblem(r, 404, 'not_found');
   }
-  const own = objectTables(state, 'SessionRoom', alice.session.id);
+  const own = roomTables(state, alice.session.id);
   assert.ok(own?.includes('events'), `alice's room keeps its events: ${JSON.stringify(own)}`);
-  const tables = objectTables(state, 'SessionRoom', ghost) ?? [];
+  const tables = roomTables(state, ghost) ?? [];
   assert.deepEqual(tables.filter((name) => ['events', 'meta', 'tickets'].includes(name)), [], `the ghost session's room stored ${tables}`);
   // The session that is alice's, asked by bob: 404, and her room is as it was.
   expectProblem(await post(`/v1/sessions/${alice.session.id}/messages`, { content: 'bob again' }, { token: bob.token }), 404, 'not_found');

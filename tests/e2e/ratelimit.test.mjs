@@ -7,13 +7,12 @@
 // ADMIN_EMAILS) and E2E_ADMIN_PASSWORD; without them the test skips.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import path from 'node:path';
 import { test } from 'node:test';
 
 import { MODEL_FAKE_URL } from './lib/chat.mjs';
 import { BASE_URL, expectJson, get, login, newUser, patch, post } from './lib/client.mjs';
 import { openApiDocument } from './lib/openapi.mjs';
+import { objectRows } from './lib/worker-state.mjs';
 
 const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
 // The same default as sandbox.test.mjs: both may create this admin first.
@@ -133,24 +132,12 @@ test('the server ports (KV, SQL, rate limiter, crypto, clock, outbound HTTP) pas
 // The alarm armed in the Durable Object named `name` (ms since the epoch), or null, read from wrangler
 // dev's local state: a SQLite file per object, its name in `__miniflare_do_name`, its alarm (ns) in
 // `_cf_METADATA` key 1. Node 20 has no SQLite module; Python's is on every machine that runs the suite.
-function localAlarm(dir, name) {
-  const script = `
-import glob, json, sqlite3, sys
-found = None
-for f in glob.glob(sys.argv[1] + "/*.sqlite"):
-    db = sqlite3.connect("file:" + f + "?mode=ro", uri=True)
-    try:
-        names = [r[0] for r in db.execute("SELECT name FROM __miniflare_do_name")]
-    except sqlite3.OperationalError:
-        continue
-    if sys.argv[2] in names:
-        row = db.execute("SELECT value FROM _cf_METADATA WHERE key = 1").fetchone()
-        found = {"alarm_ns": None if row is None or row[0] is None else int(row[0])}
-print(json.dumps(found))
-`;
-  const out = JSON.parse(execFileSync('python3', ['-c', script, dir, name], { encoding: 'utf8' }));
-  assert.ok(out, `no Durable Object named ${name} under ${dir}`);
-  return out.alarm_ns === null ? null : out.alarm_ns / 1e6;
+/** The alarm (ms since the epoch, or null) of the rate limiter's object for `key`. */
+function localAlarm(state, key) {
+  const rows = objectRows(state, 'RateLimiter', key, 'SELECT value FROM _cf_METADATA WHERE key = 1');
+  assert.ok(rows, `no RateLimiter object named ${key} under ${state}`);
+  const ns = rows[0]?.[0];
+  return ns === undefined || ns === null ? null : Number(ns) / 1e6;
 }
 
 test("a rate-limit key's clean-up alarm is armed for two windows after its window began, not later", async (t) => {
@@ -167,7 +154,7 @@ test("a rate-limit key's clean-up alarm is armed for two windows after its windo
   // The user's key: its first hit opens a one-minute window (starting on the minute, at most 60 s before
   // the hit) and arms the alarm that deletes the key's storage once the window has been idle for two
   // windows, plus one second. (set_alarm takes a delay: given a date, it once armed it decades ahead.)
-  const alarm = localAlarm(path.join(state, 'v3', 'do', 'everjust-RateLimiter'), `user:${user.user.id}`);
+  const alarm = localAlarm(state, `user:${user.user.id}`);
   assert.ok(alarm !== null, 'the key armed no clean-up alarm');
   const slack = 2000;
   assert.ok(

@@ -1,5 +1,7 @@
-//! GET /v1/usage: the caller's tokens, cost and compute this month, by day,
-//! with the tier's limits. Sums are integer micro-dollars.
+//! GET /v1/usage: the caller's tokens, cost and compute this month, by UTC
+//! day, with the tier's limits. Sums are integer micro-dollars. Read from
+//! the ledger's daily sums (`usage_days`, migration 0009), not its rows: a
+//! heavy user's month holds 100,000 of them (`scripts/bench-usage`).
 
 use crate::auth::authenticate;
 use crate::error::ApiResult;
@@ -14,19 +16,19 @@ pub async fn get(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         .ports
         .sql
         .query(
-            "SELECT to_char(date_trunc('day', created_at), 'YYYY-MM-DD') AS day, kind,
-                    count(*)::int8 AS calls,
-                    COALESCE(sum(input_tokens), 0)::int8 AS input_tokens,
-                    COALESCE(sum(output_tokens), 0)::int8 AS output_tokens,
-                    COALESCE(sum(cache_read_tokens), 0)::int8 AS cache_read_tokens,
-                    COALESCE(sum(cache_write_tokens), 0)::int8 AS cache_write_tokens,
-                    COALESCE(sum(cost_micros), 0)::int8 AS cost_micros,
-                    COALESCE(sum(compute_seconds), 0)::int8 AS compute_seconds,
+            "SELECT to_char(day, 'YYYY-MM-DD') AS day, kind,
+                    sum(calls)::int8 AS calls,
+                    sum(input_tokens)::int8 AS input_tokens,
+                    sum(output_tokens)::int8 AS output_tokens,
+                    sum(cache_read_tokens)::int8 AS cache_read_tokens,
+                    sum(cache_write_tokens)::int8 AS cache_write_tokens,
+                    sum(cost_micros)::int8 AS cost_micros,
+                    sum(compute_seconds)::int8 AS compute_seconds,
                     COALESCE(sum(cost_micros) FILTER (WHERE byok), 0)::int8 AS byok_cost_micros,
                     COALESCE(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) FILTER (WHERE NOT byok), 0)::int8 AS billable_tokens
-             FROM usage_ledger
-             WHERE owner_id = $1 AND created_at >= date_trunc('month', now())
-             GROUP BY 1, 2 ORDER BY 1, 2",
+             FROM usage_days
+             WHERE owner_id = $1 AND day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date
+             GROUP BY 1, 2 HAVING sum(calls) > 0 ORDER BY 1, 2",
             &[Value::from(caller.id())],
         )
         .await?;

@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_usage_daily",
         sql: include_str!("../../../migrations/0008_usage_daily.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_usage_days",
+        sql: include_str!("../../../migrations/0009_usage_days.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

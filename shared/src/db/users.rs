@@ -48,8 +48,9 @@ pub async fn page_with_month_cost(
     sql.query(
         &format!(
             "SELECT {COLUMNS},
-                 (SELECT COALESCE(sum(l.cost_micros), 0)::int8 FROM usage_ledger l
-                  WHERE l.owner_id = users.id AND l.created_at >= date_trunc('month', now())) AS month_cost
+                 (SELECT COALESCE(sum(d.cost_micros), 0)::int8 FROM usage_days d
+                  WHERE d.owner_id = users.id
+                    AND d.day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS month_cost
              FROM users WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
         ),
         &[

@@ -163,6 +163,114 @@ async fn the_admin_list_shows_each_users_cost_this_month() {
     }
 }
 
+/// GET /v1/usage reads the ledger's daily sums (migration 0009), which its
+/// triggers keep: after inserts of every kind and payer, an update and a
+/// delete, the report equals this month's ledger rows summed by UTC day and
+/// kind, and last month's rows stay out.
+#[tokio::test]
+async fn the_usage_report_is_the_ledger_summed_after_every_write() {
+    let app = TestApp::new().await;
+    let (t, _, owner) = app.signup("ada@example.com").await;
+    let sql = app.ports.sql.clone();
+    let report = || async { app.get("/v1/usage", Some(&t)).await.json() };
+    // What the report must say: the ledger's own rows of this UTC month.
+    let ledger = || {
+        let (sql, owner) = (sql.clone(), owner.clone());
+        async move {
+            let rows = sql
+                .query(
+                    "SELECT to_char((created_at AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD') AS day, kind,
+                            count(*)::int8 AS calls, sum(input_tokens)::int8 AS input_tokens,
+                            sum(output_tokens)::int8 AS output_tokens,
+                            sum(cache_read_tokens)::int8 AS cache_read_tokens,
+                            sum(cache_write_tokens)::int8 AS cache_write_tokens,
+                            sum(cost_micros)::int8 AS cost_micros, sum(compute_seconds)::int8 AS compute_seconds
+                       FROM usage_ledger
+                      WHERE owner_id = $1
+                        AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                      GROUP BY 1, 2 ORDER BY 1, 2",
+                    &[owner.as_str().into()],
+                )
+                .await
+                .expect("ledger");
+            rows.iter()
+                .map(|r| {
+                    let n = |c: &str| r.int(c).expect(c);
+                    json!({
+                        "day": r.text("day").expect("day"), "kind": r.text("kind").expect("kind"),
+                        "calls": n("calls"), "input_tokens": n("input_tokens"),
+                        "output_tokens": n("output_tokens"), "cache_read_tokens": n("cache_read_tokens"),
+                        "cache_write_tokens": n("cache_write_tokens"), "cost_micros": n("cost_micros"),
+                        "compute_seconds": n("compute_seconds"),
+                    })
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // (id, kind, byok, input tokens, cost, compute seconds, when)
+    let last_month =
+        "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 hour'";
+    for (id, kind, byok, tokens, cost, secs, when) in [
+        ("led_a", "model", false, 100, 1_000, 0, "now()"),
+        ("led_b", "model", false, 50, 400, 0, "now()"),
+        ("led_own", "model", true, 70, 900, 0, "now()"),
+        ("led_box", "sandbox", false, 0, 30, 600, "now()"),
+        ("led_old", "model", false, 5_000, 9_000, 0, last_month),
+    ] {
+        sql.execute(
+            &format!(
+                "INSERT INTO usage_ledger (id, owner_id, kind, provider, model, input_tokens, output_tokens,
+                                           cost_micros, compute_seconds, byok, created_at)
+                 VALUES ($1, $2, $3, 'anthropic', 'claude-sonnet-4-5', $4, 1, $5, $6, $7, {when})"
+            ),
+            &[id.into(), owner.as_str().into(), kind.into(), tokens.into(), cost.into(), secs.into(), byok.into()],
+        )
+        .await
+        .expect("ledger row");
+    }
+    let check = |when: &'static str| async move {
+        let r = report().await;
+        assert_eq!(r["by_day"], json!(ledger().await), "{when}");
+        r
+    };
+    let r = check("inserted").await;
+    assert_eq!(r["totals"]["model_calls"], 4, "last month's row is out");
+    assert_eq!(r["totals"]["cost_micros"], 2_330);
+    assert_eq!(r["totals"]["byok_cost_micros"], 900);
+    assert_eq!(
+        r["totals"]["billable_tokens"],
+        150 + 2 + 1,
+        "ours: a, b and the sandbox row"
+    );
+    assert_eq!(r["totals"]["compute_minutes"], 10);
+    sql.execute(
+        "UPDATE usage_ledger SET input_tokens = 1, cost_micros = 7 WHERE id = 'led_a'",
+        &[],
+    )
+    .await
+    .expect("update");
+    let r = check("updated").await;
+    assert_eq!(r["totals"]["cost_micros"], 1_337);
+    sql.execute(
+        "DELETE FROM usage_ledger WHERE id IN ('led_b', 'led_box')",
+        &[],
+    )
+    .await
+    .expect("delete");
+    let r = check("deleted").await;
+    assert_eq!(r["totals"]["model_calls"], 2);
+    assert_eq!(r["totals"]["compute_minutes"], 0);
+    assert!(
+        r["by_day"]
+            .as_array()
+            .expect("by_day")
+            .iter()
+            .all(|d| d["kind"] == "model"),
+        "a day and kind with no rows left is not reported: {}",
+        r["by_day"]
+    );
+}
+
 #[tokio::test]
 async fn byo_key_is_validated_encrypted_and_never_returned() {
     let http = Rc::new(ScriptedHttp::default());

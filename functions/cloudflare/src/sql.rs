@@ -5,7 +5,9 @@
 //! the connection goes to that Postgres itself instead (plain TCP with
 //! `sslmode=disable`, else StartTLS): local runs use it, because wrangler's
 //! local Hyperdrive is a Node pipe whose Nagle delays hold the second of two
-//! pipelined answers for a delayed ACK (40 ms).
+//! pipelined answers for a delayed ACK (40 ms). A Durable Object, whose
+//! sockets outlive its requests, keeps one connection between them instead
+//! ([`KeptPg`]: the session room answering messages).
 
 use std::rc::Rc;
 

@@ -15,7 +15,6 @@ use crate::db::audit;
 use crate::error::{ApiError, ApiResult};
 use crate::http::request::{json_body, Request};
 use crate::http::response::{no_content, ok, Response};
-use crate::ports::sql::Value;
 use crate::routes::Ctx;
 
 pub const PROVIDERS: &[&str] = &["anthropic", "openai"];
@@ -242,16 +241,37 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     ))
 }
 
-/// The user's own key for `provider`, opened; re-sealed under the current
-/// encryption key when an older one sealed it.
-pub async fn user_key(ctx: &Ctx<'_>, owner: &str, provider: &str) -> ApiResult<Option<String>> {
+/// The user's own keys, opened, with their providers: one statement for
+/// all of them, on the way to every run's first token. A key an older
+/// encryption key sealed is re-sealed under the current one.
+pub async fn user_keys(ctx: &Ctx<'_>, owner: &str) -> ApiResult<Vec<(&'static str, String)>> {
+    let rows = ctx
+        .ports
+        .sql
+        .query(
+            "SELECT provider, key_id, nonce, ciphertext FROM provider_keys WHERE owner_id = $1",
+            &[owner.into()],
+        )
+        .await?;
+    let mut keys = Vec::new();
+    for row in &rows {
+        let stored = row.text("provider")?;
+        // A provider no longer offered is left out.
+        if let Some(provider) = PROVIDERS.iter().find(|p| **p == stored) {
+            keys.push((*provider, open_row(ctx, owner, provider, row).await?));
+        }
+    }
+    Ok(keys)
+}
+
+/// A stored key's row, opened (and re-sealed when an older key sealed it).
+async fn open_row(
+    ctx: &Ctx<'_>,
+    owner: &str,
+    provider: &str,
+    row: &crate::ports::sql::Row,
+) -> ApiResult<String> {
     let sql = ctx.ports.sql.as_ref();
-    let Some(row) = sql
-        .query_opt("SELECT key_id, nonce, ciphertext FROM provider_keys WHERE owner_id = $1 AND provider = $2", &[owner.into(), Value::from(provider)])
-        .await?
-    else {
-        return Ok(None);
-    };
     let config = ctx.ports.config()?;
     let key_id = row.text("key_id")?;
     let plain = open(
@@ -276,5 +296,5 @@ pub async fn user_key(ctx: &Ctx<'_>, owner: &str, provider: &str) -> ApiResult<O
         )
         .await?;
     }
-    Ok(Some(plain))
+    Ok(plain)
 }

@@ -149,18 +149,7 @@ pub fn resolve_provider(
 
 /// The user's own provider keys, opened.
 pub async fn own_keys(ctx: &Ctx<'_>, owner: &str) -> ApiResult<Vec<(&'static str, String)>> {
-    // One query per provider, sent together (pipelined on one connection).
-    let keys = futures_util::future::try_join_all(
-        crate::billing::keys::PROVIDERS
-            .iter()
-            .map(|p| crate::billing::keys::user_key(ctx, owner, p)),
-    )
-    .await?;
-    Ok(crate::billing::keys::PROVIDERS
-        .iter()
-        .zip(keys)
-        .filter_map(|(p, k)| Some((*p, k?)))
-        .collect())
+    crate::billing::keys::user_keys(ctx, owner).await
 }
 
 /// Rebuilds the conversation the model sees from stored messages: each

@@ -509,10 +509,10 @@ async fn keys_sealed_under_an_old_key_are_reencrypted_on_use() {
         params: Default::default(),
         rate: Default::default(),
     };
-    let key = everjust_core::billing::keys::user_key(&ctx, &id, "openai")
+    let keys = everjust_core::billing::keys::user_keys(&ctx, &id)
         .await
         .expect("open");
-    assert_eq!(key.as_deref(), Some("sk-openai-abcd"));
+    assert_eq!(keys, vec![("openai", "sk-openai-abcd".to_owned())]);
     let kid = old
         .ports
         .sql

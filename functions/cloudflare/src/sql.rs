@@ -198,7 +198,7 @@ pub struct KeptPg {
 
 #[derive(Default)]
 struct Slot {
-    idle: std::cell::RefCell<Option<Lent>>,
+    idle: std::cell::RefCell<Option<LazyPg>>,
     /// Counts returns, so an idle timer closes only the connection it was
     /// started for.
     returns: std::cell::Cell<u64>,
@@ -207,7 +207,7 @@ struct Slot {
 impl Slot {
     /// Keeps `pg` unless one is kept already; closes it after
     /// [`KEPT_IDLE_MS`] unless it was lent since.
-    fn keep(self: &Rc<Self>, pg: Lent) {
+    fn keep(self: &Rc<Self>, pg: LazyPg) {
         if self.idle.borrow().is_some() {
             return;
         }
@@ -233,10 +233,9 @@ impl KeptPg {
 
     /// The kept connection, or a new one to `target` that may be kept after.
     pub fn lend(&self, target: impl FnOnce() -> Target) -> Rc<dyn Sql> {
-        let kept = self.slot.idle.take().filter(Lent::usable);
-        let pg = kept.unwrap_or_else(|| Lent::Opening(LazyPg::new(target(), None)));
+        let kept = self.slot.idle.take().filter(LazyPg::usable);
         Rc::new(Borrowed {
-            pg: Some(pg),
+            pg: kept.unwrap_or_else(|| LazyPg::new(target(), None)),
             slot: Rc::clone(&self.slot),
             in_transaction: std::cell::Cell::new(false),
         })
@@ -245,71 +244,45 @@ impl KeptPg {
     /// Starts opening a connection to keep, unless one is kept: the next
     /// request then waits at most for what is left of its opening.
     pub fn warm(&self, target: impl FnOnce() -> Target) {
-        if self.slot.idle.borrow().as_ref().is_some_and(Lent::usable) {
+        if self.slot.idle.borrow().as_ref().is_some_and(LazyPg::usable) {
             return;
         }
         let opening = LazyPg::new(target(), None);
         // Polled here so it opens now; one that fails is not lent
-        // (`Lent::usable`).
+        // (`LazyPg::usable`).
         let connecting = opening.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let _ = connecting.client().await;
         });
-        self.slot.keep(Lent::Opening(opening));
+        self.slot.keep(opening);
     }
 }
 
-enum Lent {
-    Ready(Rc<PgSql>),
-    /// Being opened, or opened (its outcome kept by the shared future).
-    Opening(LazyPg),
-}
-
-impl Lent {
-    /// Not known to be broken.
+impl LazyPg {
+    /// Not known to be broken: still opening, or open and not closed since.
     fn usable(&self) -> bool {
-        match self {
-            Lent::Ready(pg) => !pg.is_closed(),
-            Lent::Opening(lazy) => match lazy.connection.peek() {
-                None => true,
-                Some(Ok(pg)) => !pg.is_closed(),
-                Some(Err(_)) => false,
-            },
+        match self.connection.peek() {
+            None => true,
+            Some(Ok(pg)) => !pg.is_closed(),
+            Some(Err(_)) => false,
         }
     }
 }
 
+/// A [`KeptPg`] connection lent to one request: it runs the request's
+/// statements and goes back to the slot when dropped.
 struct Borrowed {
-    pg: Option<Lent>,
+    pg: LazyPg,
     slot: Rc<Slot>,
     /// A `BEGIN` went out and no `COMMIT` or `ROLLBACK` was answered since
     /// (every transaction of the core is made of those `batch` statements).
     in_transaction: std::cell::Cell<bool>,
 }
 
-impl Borrowed {
-    async fn client(&self) -> Result<Rc<PgSql>, SqlError> {
-        match &self.pg {
-            Some(Lent::Ready(pg)) => Ok(Rc::clone(pg)),
-            Some(Lent::Opening(lazy)) => lazy.client().await,
-            None => Err(SqlError::Other("connection returned".into())),
-        }
-    }
-}
-
 impl Drop for Borrowed {
     fn drop(&mut self) {
-        let pg = match self.pg.take() {
-            Some(Lent::Ready(pg)) => pg,
-            // Connected (else there is nothing to keep).
-            Some(Lent::Opening(lazy)) => match lazy.connection.peek() {
-                Some(Ok(pg)) => Rc::clone(pg),
-                _ => return,
-            },
-            None => return,
-        };
-        if !self.in_transaction.get() && !pg.is_closed() {
-            self.slot.keep(Lent::Ready(pg));
+        if !self.in_transaction.get() && self.pg.usable() {
+            self.slot.keep(self.pg.clone());
         }
     }
 }
@@ -317,11 +290,11 @@ impl Drop for Borrowed {
 #[async_trait(?Send)]
 impl Sql for Borrowed {
     async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
-        self.client().await?.query(sql, params).await
+        self.pg.query(sql, params).await
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
-        self.client().await?.execute(sql, params).await
+        self.pg.execute(sql, params).await
     }
 
     async fn batch(&self, sql: &str) -> Result<(), SqlError> {
@@ -332,7 +305,7 @@ impl Sql for Borrowed {
         if statement.eq_ignore_ascii_case("BEGIN") {
             self.in_transaction.set(true);
         }
-        let done = self.client().await?.batch(sql).await;
+        let done = self.pg.batch(sql).await;
         // Answered, even with an error, the transaction is over (Postgres
         // rolls back one whose COMMIT fails); a connection that broke
         // instead is not kept anyway.

@@ -37,6 +37,17 @@ pub async fn read_request(req: web_sys::Request) -> worker::Result<http::Request
     Ok(head.map(|()| body))
 }
 
+/// What the core is told about a request beside it: the client's address,
+/// as Cloudflare gives it (`cf-connecting-ip`).
+pub fn meta<B>(req: &http::Request<B>) -> everjust_core::Meta {
+    let client_ip = req
+        .headers()
+        .get("cf-connecting-ip")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    everjust_core::Meta { client_ip }
+}
+
 /// A body made by the platform (a room's SSE stream), handed to the client
 /// without passing its bytes through the core.
 pub struct PassThrough(pub worker::ResponseBody);

@@ -25,7 +25,7 @@ mod sse_pipe;
 use std::rc::Rc;
 
 use everjust_core::ports::background::Background;
-use everjust_core::{Meta, Ports};
+use everjust_core::Ports;
 use worker::{event, Context, Env};
 
 pub use rate_limiter::RateLimiter;
@@ -89,11 +89,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         };
     }
     let req = convert::read_request(req).await?;
-    let client_ip = req
-        .headers()
-        .get("cf-connecting-ip")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let meta = convert::meta(&req);
     let upgrade = rooms::Upgrade::of(&req);
     let mut ports = base_ports(&env);
     let background = Rc::new(background::WaitUntil(ctx));
@@ -102,7 +98,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         env.durable_object(ROOMS_BINDING),
         upgrade,
     )));
-    let res = everjust_core::handle(&ports, req, Meta { client_ip }).await;
+    let res = everjust_core::handle(&ports, req, meta).await;
     // The request's Postgres connection is closed once the answer is on its
     // way (a timer turn later), not before it: closing a socket is I/O the
     // answer would otherwise wait behind.

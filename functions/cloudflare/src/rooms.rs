@@ -318,17 +318,7 @@ pub fn forwarded_session(req: &web_sys::Request, env: &worker::Env) -> Option<St
     }
     let url = req.url();
     let path = url.split_once("://")?.1;
-    let path = &path[path.find('/')?..];
-    let path = path.split(['?', '#']).next()?;
-    let id = path
-        .strip_prefix("/v1/sessions/")?
-        .strip_suffix("/messages")?;
-    let id_ok = !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !id_ok {
-        return None;
-    }
+    let id = messages_session(&path[path.find('/')?..])?;
     let authorization = req.headers().get("authorization").ok()??;
     let (scheme, token) = authorization.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -343,6 +333,19 @@ pub fn forwarded_session(req: &web_sys::Request, env: &worker::Env) -> Option<St
         token.trim(),
     )?;
     Some(id.to_owned())
+}
+
+/// The session of a path (its query may follow) that sends it a message,
+/// `/v1/sessions/{id}/messages`, when the id is one a session could have.
+pub fn messages_session(path: &str) -> Option<&str> {
+    let path = path.split(['?', '#']).next()?;
+    let id = path
+        .strip_prefix("/v1/sessions/")?
+        .strip_suffix("/messages")?;
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    id_ok.then_some(id)
 }
 
 /// Hands `req` to the session's room, whose answer is the Worker's.

@@ -719,13 +719,12 @@ impl Room {
     async fn api(self: &Rc<Self>, req: Request) -> worker::Result<Response> {
         // The Worker forwards only to the room named by the session in the
         // path (`rooms::forwarded_session`).
-        let session_id = req.path().split('/').nth(3).unwrap_or_default().to_owned();
+        let path = req.path();
+        let Some(session_id) = crate::rooms::messages_session(&path).map(str::to_owned) else {
+            return problem(404, "not_found", "No such room route.");
+        };
         let req = crate::convert::read_request(Clone::clone(req.inner())).await?;
-        let client_ip = req
-            .headers()
-            .get("cf-connecting-ip")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let meta = crate::convert::meta(&req);
         let mut ports = self.ports();
         ports.sql = self.kept_pg.lend(|| crate::sql_target(&self.env));
         ports.rooms = Some(Rc::new(HereRooms {
@@ -733,7 +732,7 @@ impl Room {
             session_id,
         }));
         ports.background = Some(Rc::new(Spawned));
-        let res = everjust_core::handle(&ports, req, everjust_core::Meta { client_ip }).await;
+        let res = everjust_core::handle(&ports, req, meta).await;
         crate::convert::write_response(res)
     }
 

@@ -388,12 +388,15 @@ start_worker() {
   wait_http "http://127.0.0.1:$WORKER_PORT/health" 120 "$WORKER_PID"
 }
 
-# start_pgbouncer DB_URL: a local pgbouncer in transaction mode in front of DB_URL's database, which
-# is what Hyperdrive is in production (a pool of warm Postgres connections; without one, every request
-# of the Worker starts and tears down a Postgres backend). Installs it with apt-get as root when
-# missing. Sets POOLED_URL (for DATABASE_DIRECT_URL) and POOL_PID; returns 1 when there is no pool.
+# start_pgbouncer DB_URL [MODE]: a local pgbouncer in front of DB_URL's database, in MODE (default
+# transaction), which is what Hyperdrive is in production (a pool of warm Postgres connections; without
+# one, every request of the Worker starts and tears down a Postgres backend). Hyperdrive also keeps
+# named prepared statements, which the pgbouncer of these machines (1.18) does only in session mode:
+# a bench whose session rooms keep connections (they name their statements) asks for that. Installs it
+# with apt-get as root when missing. Sets POOLED_URL (for DATABASE_DIRECT_URL) and POOL_PID; returns 1
+# when there is no pool.
 start_pgbouncer() {
-  local db_url="$1" bin pg_user pg_host pg_port pg_db pool_port pool_dir
+  local db_url="$1" mode="${2:-transaction}" bin pg_user pg_host pg_port pg_db pool_port pool_dir
   POOLED_URL="" POOL_PID=""
   bin="$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"
   if [[ ! -x "$bin" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -407,6 +410,12 @@ start_pgbouncer() {
   pool_dir="$(mktemp -d "${TMPDIR:-/tmp}/everjust-pgbouncer.XXXXXX")"
   chmod 755 "$pool_dir"
   printf '"%s" ""\n' "$pg_user" >"$pool_dir/users.txt"
+  # In session mode a client holds a server connection as long as it is connected, and a session
+  # room keeps its connection 30 s after its last message: a bench making a session per stream would
+  # run out of them. Clients idle for 5 s are closed (a room opens another when it needs one), and so are
+  # server connections idle for 10 s.
+  local pool_size=16 session_only=""
+  [[ "$mode" != session ]] || pool_size=40 session_only=$'client_idle_timeout = 5\nserver_idle_timeout = 10'
   cat >"$pool_dir/pgbouncer.ini" <<EOF
 [databases]
 $pg_db = host=$pg_host port=$pg_port dbname=$pg_db
@@ -416,9 +425,10 @@ listen_port = $pool_port
 unix_socket_dir =
 auth_type = trust
 auth_file = $pool_dir/users.txt
-pool_mode = transaction
+pool_mode = $mode
 max_client_conn = 2000
-default_pool_size = 16
+default_pool_size = $pool_size
+$session_only
 logfile = $pool_dir/pgbouncer.log
 pidfile = $pool_dir/pgbouncer.pid
 EOF

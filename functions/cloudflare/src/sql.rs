@@ -7,12 +7,14 @@
 //! local Hyperdrive is a Node pipe whose Nagle delays hold the second of two
 //! pipelined answers for a delayed ACK (40 ms). A Durable Object, whose
 //! sockets outlive its requests, keeps one connection between them instead
-//! ([`KeptPg`]: the session room answering messages).
+//! ([`KeptPg`]: the session room answering messages), on which the
+//! statements it runs are named (prepared once per connection).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use async_trait::async_trait;
-use everjust_core::ports::postgres::PgSql;
+use everjust_core::ports::postgres::{PgSql, Shape};
 use everjust_core::ports::sql::{Row, Sql, SqlError, Value};
 use futures_util::future::{LocalBoxFuture, Shared};
 use futures_util::FutureExt;
@@ -44,6 +46,18 @@ impl LazyPg {
     /// any, has been answered (a gate that fails is logged and lets them
     /// through).
     pub fn new(target: Target, gate: Option<Gate>) -> Self {
+        Self::open(target, gate, false)
+    }
+
+    /// A connection to keep: the statements kept connections of this
+    /// isolate ran before are prepared on it before any other goes out, and
+    /// the ones it runs unnamed are prepared once it is returned
+    /// ([`LazyPg::name_unnamed`]).
+    fn kept(target: Target) -> Self {
+        Self::open(target, None, true)
+    }
+
+    fn open(target: Target, gate: Option<Gate>, naming: bool) -> Self {
         let connecting = async move {
             let endpoint = match target {
                 Target::Hyperdrive(hyperdrive) => {
@@ -60,7 +74,11 @@ impl LazyPg {
                 }
                 Target::Direct(url) => Endpoint::direct(&url)?,
             };
-            let pg = connect(&endpoint).await?;
+            let naming = naming && NAMING.get();
+            let pg = connect(&endpoint, naming).await?;
+            if naming {
+                pg.prepare(&KEPT_SHAPES.with_borrow(Clone::clone)).await;
+            }
             if let Some((sql, params)) = gate {
                 if let Err(e) = pg.execute(sql, &params).await {
                     worker::console_warn!("postgres: gate: {e}");
@@ -114,10 +132,10 @@ impl Endpoint {
     }
 }
 
-async fn connect(endpoint: &Endpoint) -> Result<Rc<PgSql>, String> {
+async fn connect(endpoint: &Endpoint, naming: bool) -> Result<Rc<PgSql>, String> {
     let mut attempt = 0;
     loop {
-        match connect_once(endpoint).await {
+        match connect_once(endpoint, naming).await {
             Err(Refused::TooMany(e)) if attempt < CONNECT_RETRIES => {
                 worker::console_warn!("postgres: {e}; connecting again");
                 crate::clock::sleep(50 << attempt).await;
@@ -134,7 +152,7 @@ enum Refused {
     Other(String),
 }
 
-async fn connect_once(endpoint: &Endpoint) -> Result<Rc<PgSql>, Refused> {
+async fn connect_once(endpoint: &Endpoint, naming: bool) -> Result<Rc<PgSql>, Refused> {
     let socket = PgSocket::connect(&endpoint.host, endpoint.port, endpoint.transport)
         .map_err(|e| Refused::Other(format!("socket: {e}")))?;
     let (client, connection) = endpoint
@@ -160,7 +178,11 @@ async fn connect_once(endpoint: &Endpoint) -> Result<Rc<PgSql>, Refused> {
             worker::console_error!("postgres connection: {e}");
         }
     });
-    Ok(Rc::new(PgSql::new(client)))
+    Ok(Rc::new(if naming {
+        PgSql::naming(client)
+    } else {
+        PgSql::new(client)
+    }))
 }
 
 #[async_trait(?Send)]
@@ -182,6 +204,20 @@ impl Sql for LazyPg {
 /// is closed (a chat's next message usually comes sooner; a Postgres
 /// backend is not held for a room nobody uses).
 const KEPT_IDLE_MS: u64 = 30_000;
+
+/// At most this many statements are remembered for kept connections.
+const MAX_KEPT_SHAPES: usize = 64;
+
+thread_local! {
+    /// The statements run on kept connections of this isolate, first seen
+    /// first: a connection opened to be kept prepares them, so even a new
+    /// room's first message runs its statements by name.
+    static KEPT_SHAPES: RefCell<Vec<Shape>> = const { RefCell::new(Vec::new()) };
+    /// Cleared once a connection found that the server lost its named
+    /// statements (a pooler that does not keep them): later connections of
+    /// this isolate name none.
+    static NAMING: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
 
 /// One connection a Durable Object keeps between its requests: a Worker's
 /// sockets end with the request that opened them, an object's live on. A
@@ -205,11 +241,11 @@ struct Slot {
 }
 
 impl Slot {
-    /// Keeps `pg` unless one is kept already; closes it after
-    /// [`KEPT_IDLE_MS`] unless it was lent since.
-    fn keep(self: &Rc<Self>, pg: LazyPg) {
+    /// Keeps `pg` unless one is kept already (whether it did); closes it
+    /// after [`KEPT_IDLE_MS`] unless it was lent since.
+    fn keep(self: &Rc<Self>, pg: LazyPg) -> bool {
         if self.idle.borrow().is_some() {
-            return;
+            return false;
         }
         *self.idle.borrow_mut() = Some(pg);
         let returned = self.returns.get() + 1;
@@ -221,6 +257,7 @@ impl Slot {
                 slot.idle.take();
             }
         });
+        true
     }
 }
 
@@ -235,7 +272,7 @@ impl KeptPg {
     pub fn lend(&self, target: impl FnOnce() -> Target) -> Rc<dyn Sql> {
         let kept = self.slot.idle.take().filter(LazyPg::usable);
         Rc::new(Borrowed {
-            pg: kept.unwrap_or_else(|| LazyPg::new(target(), None)),
+            pg: kept.unwrap_or_else(|| LazyPg::kept(target())),
             slot: Rc::clone(&self.slot),
             in_transaction: std::cell::Cell::new(false),
         })
@@ -247,7 +284,7 @@ impl KeptPg {
         if self.slot.idle.borrow().as_ref().is_some_and(LazyPg::usable) {
             return;
         }
-        let opening = LazyPg::new(target(), None);
+        let opening = LazyPg::kept(target());
         // Polled here so it opens now; one that fails is not lent
         // (`LazyPg::usable`).
         let connecting = opening.clone();
@@ -259,6 +296,35 @@ impl KeptPg {
 }
 
 impl LazyPg {
+    /// Remembers the statements this connection ran unnamed for the next
+    /// kept connection and, if it is `kept` itself, prepares them on it in
+    /// the background.
+    fn name_unnamed(&self, kept: bool) {
+        let Some(Ok(pg)) = self.connection.peek() else {
+            return;
+        };
+        if !pg.names_statements() {
+            // It was made naming unless NAMING was cleared before.
+            NAMING.set(false);
+            return;
+        }
+        let unnamed = pg.take_unnamed();
+        if unnamed.is_empty() {
+            return;
+        }
+        KEPT_SHAPES.with_borrow_mut(|shapes| {
+            for shape in &unnamed {
+                if shapes.len() < MAX_KEPT_SHAPES && !shapes.contains(shape) {
+                    shapes.push(shape.clone());
+                }
+            }
+        });
+        if kept {
+            let pg = Rc::clone(pg);
+            wasm_bindgen_futures::spawn_local(async move { pg.prepare(&unnamed).await });
+        }
+    }
+
     /// Not known to be broken: still opening, or open and not closed since.
     fn usable(&self) -> bool {
         match self.connection.peek() {
@@ -282,7 +348,8 @@ struct Borrowed {
 impl Drop for Borrowed {
     fn drop(&mut self) {
         if !self.in_transaction.get() && self.pg.usable() {
-            self.slot.keep(self.pg.clone());
+            let kept = self.slot.keep(self.pg.clone());
+            self.pg.name_unnamed(kept);
         }
     }
 }

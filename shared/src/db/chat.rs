@@ -146,14 +146,15 @@ pub async fn recent_messages(
     let rows = sql
         .query(
             &format!(
-                "WITH sized AS (
-                     SELECT id, role,
-                            sum(pg_column_size(content)) OVER (ORDER BY id DESC) - pg_column_size(content) AS newer
-                       FROM messages WHERE session_id = $1 AND ($2::text IS NULL OR owner_id = $2))
-                 SELECT {MESSAGE_COLUMNS} FROM messages
-                  WHERE session_id = $1 AND id IN (
-                        SELECT id FROM sized
-                         WHERE newer <= $3 OR id >= (SELECT max(id) FROM sized WHERE role = 'user'))
+                // One scan, windows over it (a CTE read twice and an `IN`
+                // cost Postgres four times the planning, which every run's
+                // start waited on).
+                "SELECT {MESSAGE_COLUMNS} FROM (
+                     SELECT *,
+                            sum(pg_column_size(content)) OVER (ORDER BY id DESC) - pg_column_size(content) AS newer,
+                            max(id) FILTER (WHERE role = 'user') OVER () AS last_user
+                       FROM messages WHERE session_id = $1 AND ($2::text IS NULL OR owner_id = $2)) m
+                  WHERE newer <= $3 OR id >= last_user
                   ORDER BY id"
             ),
             &[

@@ -1,25 +1,183 @@
 //! The SQL executor port over a connected `tokio_postgres::Client`.
 //! Used by the Worker (connection through Hyperdrive on a workerd socket, `pg_socket.rs` there)
 //! and by host tools and tests (plain TCP). Each statement is sent with
-//! typed parameters in one round trip (`query_typed`, no named prepare), which
-//! is what poolers such as Hyperdrive handle best.
+//! typed parameters in one round trip (`query_typed`, an unnamed statement):
+//! a connection that lives for one request has nothing to gain from naming
+//! them. One that is kept for many ([`PgSql::naming`]) runs the statements it
+//! was asked to prepare ([`PgSql::prepare`]) by name, so the server parses
+//! each once per connection, not once per run; Hyperdrive keeps named
+//! statements across its pool.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use super::sql::{Row, Sql, SqlError, Value};
 
 pub struct PgSql {
     client: Client,
+    /// Only on a connection made with [`PgSql::naming`].
+    named: Option<Named>,
+}
+
+/// A statement's text and the types of its parameters (as [`params`] sends
+/// them): what a named statement is prepared for.
+pub type Shape = (String, Vec<Type>);
+
+/// At most this many statements are named on one connection (the core's
+/// statements are a fixed set; a text built with values in it would not be).
+const MAX_NAMED: usize = 128;
+
+/// A statement named for these parameter types.
+type Typed = (Vec<Type>, Statement);
+
+/// The named statements of a connection, and the shapes it ran unnamed.
+#[derive(Default)]
+struct Named {
+    /// By text, then by parameter types.
+    ready: RefCell<HashMap<String, Vec<Typed>>>,
+    count: std::cell::Cell<usize>,
+    /// Run unnamed since the last [`PgSql::take_unnamed`], each once.
+    unnamed: RefCell<Vec<Shape>>,
+    /// Named statements do not work here ([`PgSql::unnamed_instead`]).
+    off: std::cell::Cell<bool>,
+}
+
+impl Named {
+    fn get(&self, sql: &str, types: &[Type]) -> Option<Statement> {
+        if self.off.get() {
+            return None;
+        }
+        let ready = self.ready.borrow();
+        let (_, statement) = ready.get(sql)?.iter().find(|(t, _)| t == types)?;
+        Some(statement.clone())
+    }
+
+    fn note_unnamed(&self, sql: &str, types: Vec<Type>) {
+        let mut unnamed = self.unnamed.borrow_mut();
+        if !self.off.get()
+            && self.count.get() + unnamed.len() < MAX_NAMED
+            && !unnamed.iter().any(|(s, t)| s == sql && *t == types)
+        {
+            unnamed.push((sql.to_owned(), types));
+        }
+    }
 }
 
 impl PgSql {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            named: None,
+        }
+    }
+
+    /// A connection that runs by name the statements prepared on it
+    /// ([`PgSql::prepare`]) and notes the ones it ran unnamed
+    /// ([`PgSql::take_unnamed`]): for a connection kept between requests.
+    pub fn naming(client: Client) -> Self {
+        Self {
+            client,
+            named: Some(Named::default()),
+        }
+    }
+
+    /// Prepares the statements of `shapes` not named here yet, all in one
+    /// round trip; one the server refuses stays unnamed (it fails again,
+    /// with its error, when it is run). Does nothing on a connection made
+    /// with [`PgSql::new`].
+    pub async fn prepare(&self, shapes: &[Shape]) {
+        let Some(named) = self.named.as_ref().filter(|n| !n.off.get()) else {
+            return;
+        };
+        let wanted: Vec<&Shape> = shapes
+            .iter()
+            .filter(|(sql, types)| named.get(sql, types).is_none())
+            .take(MAX_NAMED.saturating_sub(named.count.get()))
+            .collect();
+        let prepared = futures_util::future::join_all(
+            wanted
+                .iter()
+                .map(|(sql, types)| self.client.prepare_typed(sql, types)),
+        )
+        .await;
+        let mut ready = named.ready.borrow_mut();
+        for ((sql, types), statement) in wanted.into_iter().zip(prepared) {
+            let Ok(statement) = statement else { continue };
+            let same_text = ready.entry(sql.clone()).or_default();
+            if !named.off.get()
+                && !same_text.iter().any(|(t, _)| t == types)
+                && named.count.get() < MAX_NAMED
+            {
+                same_text.push((types.clone(), statement));
+                named.count.set(named.count.get() + 1);
+            }
+        }
+    }
+
+    /// Whether this connection runs statements by name: made with
+    /// [`PgSql::naming`], and the server kept what was prepared.
+    pub fn names_statements(&self) -> bool {
+        self.named.as_ref().is_some_and(|n| !n.off.get())
+    }
+
+    /// The statements run here unnamed since the last call, each once.
+    pub fn take_unnamed(&self) -> Vec<Shape> {
+        self.named
+            .as_ref()
+            .map(|n| n.unnamed.take())
+            .unwrap_or_default()
+    }
+
+    /// Whether `e` says that `statement` cannot run by name, in which case
+    /// nothing ran and the caller runs it unnamed instead:
+    /// - a migration changed what it returns (SQLSTATE 0A000 "cached plan
+    ///   must not change result type"): it is prepared again later;
+    /// - the server does not have it (26000): a pooler between us shares
+    ///   server connections and does not keep named statements (pgbouncer
+    ///   before 1.21 in transaction mode), so this connection names none.
+    fn unnamed_instead(&self, sql: &str, statement: &Statement, e: &tokio_postgres::Error) -> bool {
+        use tokio_postgres::error::SqlState;
+        let (Some(named), Some(db)) = (&self.named, e.as_db_error()) else {
+            return false;
+        };
+        if *db.code() == SqlState::INVALID_SQL_STATEMENT_NAME {
+            named.off.set(true);
+            named.ready.borrow_mut().clear();
+            named.unnamed.borrow_mut().clear();
+            return true;
+        }
+        let stale =
+            *db.code() == SqlState::FEATURE_NOT_SUPPORTED && db.message().contains("cached plan");
+        if stale {
+            if let Some(same_text) = named.ready.borrow_mut().get_mut(sql) {
+                let before = same_text.len();
+                same_text.retain(|(types, _)| types != statement.params());
+                named
+                    .count
+                    .set(named.count.get() - (before - same_text.len()));
+            }
+            // To be prepared again, for what it returns now.
+            named.note_unnamed(sql, statement.params().to_vec());
+        }
+        stale
+    }
+
+    /// The named statement for `sql` with these parameters, or none (then
+    /// noted as run unnamed).
+    fn statement(&self, sql: &str, owned: &[(Box<dyn ToSql + Sync>, Type)]) -> Option<Statement> {
+        let named = self.named.as_ref()?;
+        let types: Vec<Type> = owned.iter().map(|(_, t)| t.clone()).collect();
+        let found = named.get(sql, &types);
+        if found.is_none() {
+            named.note_unnamed(sql, types);
+        }
+        found
     }
 
     /// The connection is gone (the server closed it, or it broke).
@@ -139,9 +297,23 @@ fn decode(row: &tokio_postgres::Row, columns: &Rc<[String]>) -> Result<Row, SqlE
 impl Sql for PgSql {
     async fn query(&self, sql: &str, values: &[Value]) -> Result<Vec<Row>, SqlError> {
         let owned = params(values);
-        let refs: Vec<(&(dyn ToSql + Sync), Type)> =
-            owned.iter().map(|(v, t)| (v.as_ref(), t.clone())).collect();
-        let rows = self.client.query_typed(sql, &refs).await.map_err(map_err)?;
+        let unnamed = || {
+            let refs: Vec<(&(dyn ToSql + Sync), Type)> =
+                owned.iter().map(|(v, t)| (v.as_ref(), t.clone())).collect();
+            async move { self.client.query_typed(sql, &refs).await }
+        };
+        let rows = match self.statement(sql, &owned) {
+            Some(statement) => {
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    owned.iter().map(|(v, _)| v.as_ref()).collect();
+                match self.client.query(&statement, &refs).await {
+                    Err(e) if self.unnamed_instead(sql, &statement, &e) => unnamed().await,
+                    done => done,
+                }
+            }
+            None => unnamed().await,
+        }
+        .map_err(map_err)?;
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
@@ -155,15 +327,25 @@ impl Sql for PgSql {
 
     async fn execute(&self, sql: &str, values: &[Value]) -> Result<u64, SqlError> {
         let owned = params(values);
-        let refs: Vec<(&(dyn ToSql + Sync), Type)> =
-            owned.iter().map(|(v, t)| (v.as_ref(), t.clone())).collect();
-        // query_typed returns rows; count them for RETURNING-less statements via execute_typed is not
-        // available, so run through the simple row stream and read the command tag.
-        let stream = self
-            .client
-            .query_typed_raw(sql, refs)
-            .await
-            .map_err(map_err)?;
+        // There is no execute_typed: the rows are read through and the
+        // command tag gives the count.
+        let unnamed = || {
+            let refs = owned
+                .iter()
+                .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()));
+            self.client.query_typed_raw(sql, refs)
+        };
+        let stream = match self.statement(sql, &owned) {
+            Some(statement) => {
+                let refs = owned.iter().map(|(v, _)| v.as_ref() as &(dyn ToSql + Sync));
+                match self.client.query_raw(&statement, refs).await {
+                    Err(e) if self.unnamed_instead(sql, &statement, &e) => unnamed().await,
+                    done => done,
+                }
+            }
+            None => unnamed().await,
+        }
+        .map_err(map_err)?;
         futures_util::pin_mut!(stream);
         use futures_util::StreamExt;
         while let Some(r) = stream.next().await {

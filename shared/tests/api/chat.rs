@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use everjust_core::ports::Clock;
+use everjust_core::ports::{Clock, Sql};
 use serde_json::{json, Value};
 
 use crate::helpers::{Res, ScriptedHttp, TestApp};
@@ -200,6 +200,30 @@ async fn a_long_sessions_oldest_messages_are_left_out_of_the_models_context() {
     assert!(read.len() < 12, "{} of 12 messages read", read.len());
     assert_eq!(read.last().map(|m| m.role.as_str()), Some("assistant"));
     assert!(read.iter().any(|m| m.role == "user"));
+}
+
+/// The history a run reads starts at the last user's message even when
+/// what came after it is bigger than the whole budget (as for a run driven
+/// again mid-way).
+#[tokio::test]
+async fn the_history_read_keeps_the_last_users_message_whatever_follows_it() {
+    let (app, http, t, s) = setup_small_context().await;
+    // Text Postgres cannot compress below the budget (about 3 KB).
+    let noise: String = (0u64..3_000)
+        .map(|i| format!("{:x}", i.wrapping_mul(2_654_435_761) % 1_000_003))
+        .collect();
+    http.push(200, &[], anthropic(&[noise.as_str()], &[], "end_turn"));
+    assert_completed(&app.send_message(&t, &s, "hello").await);
+    let read = everjust_core::db::chat::recent_messages(
+        app.ports.sql.as_ref(),
+        &s,
+        None,
+        everjust_core::chat::agent::context_bytes(1000),
+    )
+    .await
+    .expect("read");
+    let roles: Vec<&str> = read.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant"]);
 }
 
 /// A run's own tool rounds count too: once what a call would send outgrows
@@ -505,6 +529,80 @@ async fn demo_provider_runs_the_whole_pipeline_without_a_key() {
         .any(|e| e["type"] == "tool_call_end" && e["input"]["path"] == "index.html"));
     let msgs = messages(&app, &t, &s).await;
     assert_eq!(msgs[1]["status"], "complete");
+}
+
+/// A connection kept between messages (the Worker's session room) runs the
+/// statements it was asked to prepare by name, with the same answers; a
+/// statement whose result a migration changed since runs again unnamed.
+#[tokio::test]
+async fn a_kept_connection_runs_a_messages_statements_by_name_with_the_same_answers() {
+    let (mut app, _http, t, s) = setup(&[]).await;
+    let pg = app.on_naming_connection().await;
+    assert_completed(&app.send_message(&t, &s, "A todo app").await);
+    let ran = pg.take_unnamed();
+    assert!(ran.len() >= 5, "the message ran {} statements", ran.len());
+    pg.prepare(&ran).await;
+    let named = |pg: Rc<everjust_core::ports::postgres::PgSql>| async move {
+        pg.query_opt(
+            "SELECT count(*)::int8 AS n FROM pg_prepared_statements WHERE NOT from_sql",
+            &[],
+        )
+        .await
+        .expect("count")
+        .expect("row")
+        .int("n")
+        .expect("n")
+    };
+    assert_eq!(
+        named(pg.clone()).await,
+        i64::try_from(ran.len()).expect("count")
+    );
+
+    assert_completed(&app.send_message(&t, &s, "Make it blue").await);
+    let unnamed = pg.take_unnamed();
+    assert!(
+        unnamed.iter().all(|shape| !ran.contains(shape)),
+        "prepared, yet run unnamed: {unnamed:?}"
+    );
+    let msgs = messages(&app, &t, &s).await;
+    let roles: Vec<_> = msgs.iter().map(|m| m["role"].as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            Some("user"),
+            Some("assistant"),
+            Some("user"),
+            Some("assistant")
+        ]
+    );
+    assert!(msgs.iter().all(|m| m["status"] == "complete"), "{msgs:?}");
+    assert_eq!(msgs[2]["content"][0]["text"], "Make it blue");
+
+    // What a statement of the message returns changes under it.
+    pg.batch("ALTER TABLE sessions ALTER COLUMN title TYPE varchar(200)")
+        .await
+        .expect("alter");
+    assert_completed(&app.send_message(&t, &s, "And bigger").await);
+    let again = pg.take_unnamed();
+    assert!(
+        again
+            .iter()
+            .any(|(sql, _)| sql.contains("FROM sessions WHERE id = $1 AND owner_id = $2")),
+        "the session read was not run unnamed again: {again:?}"
+    );
+    assert_eq!(messages(&app, &t, &s).await.len(), 6);
+
+    // A pooler between us that shares server connections loses named
+    // statements: the first that is missing runs unnamed, and the
+    // connection names none from then on.
+    pg.prepare(&again).await;
+    pg.batch("DEALLOCATE ALL").await.expect("deallocate");
+    assert_eq!(messages(&app, &t, &s).await.len(), 6);
+    assert!(!pg.names_statements());
+    assert_completed(&app.send_message(&t, &s, "Now red").await);
+    assert_eq!(messages(&app, &t, &s).await.len(), 8);
+    pg.prepare(&ran).await;
+    assert_eq!(named(pg.clone()).await, 0);
 }
 
 #[tokio::test]

@@ -356,6 +356,15 @@ impl TestApp {
         }
     }
 
+    /// Puts the app on a Postgres connection of its own that names the
+    /// statements it is asked to prepare, as the Worker's session room
+    /// keeps one between messages; returns it.
+    pub async fn on_naming_connection(&mut self) -> Rc<PgSql> {
+        let pg = Rc::new(PgSql::naming(connect(&url_for(&self.db)).await));
+        self.ports.sql = pg.clone();
+        pg
+    }
+
     pub async fn request(
         &self,
         method: &str,

@@ -412,10 +412,10 @@ start_pgbouncer() {
   printf '"%s" ""\n' "$pg_user" >"$pool_dir/users.txt"
   # In session mode a client holds a server connection as long as it is connected, and a session
   # room keeps its connection 30 s after its last message: a bench making a session per stream would
-  # run out of them. Clients idle for 5 s are closed (a room opens another when it needs one), and so are
-  # server connections idle for 10 s.
+  # run out of them. Clients idle for 5 s are closed (a room opens another when it needs one); their
+  # server connections stay in the pool, warm, as Hyperdrive's do.
   local pool_size=16 session_only=""
-  [[ "$mode" != session ]] || pool_size=40 session_only=$'client_idle_timeout = 5\nserver_idle_timeout = 10'
+  [[ "$mode" != session ]] || pool_size=40 session_only="client_idle_timeout = 5"
   cat >"$pool_dir/pgbouncer.ini" <<EOF
 [databases]
 $pg_db = host=$pg_host port=$pg_port dbname=$pg_db

@@ -189,17 +189,22 @@ async fn a_long_sessions_oldest_messages_are_left_out_of_the_models_context() {
     // Nothing is lost: every message stays stored; and the older ones are
     // not even read on the way to the model.
     assert_eq!(messages(&app, &t, &s).await.len(), 12);
-    let read = everjust_core::db::chat::recent_messages(
+    let read = history_read(&app, &s).await;
+    assert!(read.len() < 12, "{} of 12 messages read", read.len());
+    assert_eq!(read.last().map(|m| m.role.as_str()), Some("assistant"));
+    assert!(read.iter().any(|m| m.role == "user"));
+}
+
+/// What a run of a session with a 1,000-token budget reads of its history.
+async fn history_read(app: &TestApp, session: &str) -> Vec<everjust_core::db::chat::StoredMessage> {
+    everjust_core::db::chat::recent_messages(
         app.ports.sql.as_ref(),
-        &s,
+        session,
         None,
         everjust_core::chat::agent::context_bytes(1000),
     )
     .await
-    .expect("read");
-    assert!(read.len() < 12, "{} of 12 messages read", read.len());
-    assert_eq!(read.last().map(|m| m.role.as_str()), Some("assistant"));
-    assert!(read.iter().any(|m| m.role == "user"));
+    .expect("read")
 }
 
 /// The history a run reads starts at the last user's message even when
@@ -214,14 +219,7 @@ async fn the_history_read_keeps_the_last_users_message_whatever_follows_it() {
         .collect();
     http.push(200, &[], anthropic(&[noise.as_str()], &[], "end_turn"));
     assert_completed(&app.send_message(&t, &s, "hello").await);
-    let read = everjust_core::db::chat::recent_messages(
-        app.ports.sql.as_ref(),
-        &s,
-        None,
-        everjust_core::chat::agent::context_bytes(1000),
-    )
-    .await
-    .expect("read");
+    let read = history_read(&app, &s).await;
     let roles: Vec<&str> = read.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["user", "assistant"]);
 }

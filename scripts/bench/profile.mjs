@@ -1,8 +1,9 @@
 // A CPU profile of the Worker under `wrangler dev`, taken through workerd's V8 inspector (the Chrome
 // DevTools protocol): `const stop = await startProfile(port)`, run the load, `await stop(file)`.
 // Writes FILE (a .cpuprofile that Chrome DevTools opens) and prints the functions with the most self
-// time. wasm functions are named only when the wasm kept its name section (scripts/build-worker
-// with WASM_OPT_KEEP_NAMES=1).
+// time. wasm functions show as wasm-function[N]: the release build keeps no name section. With the
+// profiler attached V8 may run the wasm in its baseline tier, so shares of time mean more than totals
+// (60 messages sampled as 27 s busy in one try).
 import fs from 'node:fs';
 import WebSocket from 'ws';
 

@@ -13,9 +13,10 @@ const SIZES = (process.env.BENCH_SIZES ?? '1000,20000,100000').split(',').map(Nu
 const READS = Number(process.env.BENCH_READS ?? 200);
 
 // What billing::quota::model_usage reads (its totals part; its runs-in-flight part is the same in both).
-const DAILY = `SELECT COALESCE(sum(model_calls) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date), 0)::int8 AS calls_today,
-                      COALESCE(sum(model_tokens), 0)::int8 AS tokens_month
-                 FROM usage_daily WHERE owner_id = $1 AND day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date`;
+const DAILY = `SELECT COALESCE(sum(calls) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date), 0)::int8 AS calls_today,
+                      COALESCE(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)::int8 AS tokens_month
+                 FROM usage_days WHERE owner_id = $1 AND kind = 'model' AND NOT byok
+                  AND day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date`;
 // What it read before: the month's ledger rows themselves.
 const LEDGER = `SELECT count(*) FILTER (WHERE created_at >= date_trunc('day', now()))::int8 AS calls_today,
                        COALESCE(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)::int8 AS tokens_month

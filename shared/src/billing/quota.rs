@@ -109,26 +109,28 @@ pub struct ModelUsage {
 
 /// Reads the owner's [`ModelUsage`] (one statement; it needs no limits, so
 /// it can go out before the owner's row is read). Days and months are UTC.
-/// The totals come from `usage_daily` (migration 0008), at most 31 rows,
-/// not from the month's ledger rows: this read is on the way to every
-/// run's first token, and the ledger grows with every model call
-/// (`scripts/bench-usage`).
+/// The totals come from `usage_days` (migration 0009: the ledger summed by
+/// UTC day, kind and payer), at most 31 rows here, not from the month's
+/// ledger rows: this read is on the way to every run's first token, and
+/// the ledger grows with every model call (`scripts/bench-usage`).
+/// `usage_daily` (0008), which it read before, is no longer read.
 pub async fn model_usage(ctx: &Ctx<'_>, owner: &str) -> ApiResult<ModelUsage> {
     let row = ctx
         .ports
         .sql
         .query_opt(
             "SELECT
-                COALESCE(sum(model_calls) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date), 0)::int8 AS calls_today,
-                COALESCE(sum(model_tokens), 0)::int8 AS tokens_month,
+                COALESCE(sum(calls) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date), 0)::int8 AS calls_today,
+                COALESCE(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)::int8 AS tokens_month,
                 EXTRACT(EPOCH FROM (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day' - now() AT TIME ZONE 'UTC'))::int8 AS day_left,
                 EXTRACT(EPOCH FROM (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month' - now() AT TIME ZONE 'UTC'))::int8 AS month_left,
                 (SELECT count(*) FROM runs r
                   WHERE r.owner_id = $1 AND r.status = 'running' AND r.id <> $2
                     AND (NOT EXISTS (SELECT 1 FROM runs m WHERE m.id = $2 AND m.owner_id = $1)
                          OR (r.started_at, r.id) < (SELECT m.started_at, m.id FROM runs m WHERE m.id = $2)))::int8 AS in_flight
-             FROM usage_daily
-             WHERE owner_id = $1 AND day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date",
+             FROM usage_days
+             WHERE owner_id = $1 AND kind = 'model' AND NOT byok
+               AND day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date",
             &[Value::from(owner), Value::from(ctx.request_id)],
         )
         .await?

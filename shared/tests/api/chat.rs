@@ -1134,23 +1134,20 @@ async fn the_budget_counts_this_months_model_calls_on_our_keys_only() {
         .expect("one user")
         .text("id")
         .expect("id");
-    // (id, kind, byok, tokens, when)
-    for (id, kind, byok, tokens, when) in [
-        ("led_a", "model", false, 10, "now()"),
-        ("led_b", "model", false, 20, "now()"),
-        ("led_own", "model", true, 1_000, "now()"),
-        ("led_box", "sandbox", false, 0, "now()"),
-        (
-            "led_old",
-            "model",
-            false,
-            5_000,
-            "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 day'",
-        ),
+    // (id, kind, byok, tokens, of which kind, when): every kind of token counts.
+    let now = "now()";
+    let last_month =
+        "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 day'";
+    for (id, kind, byok, tokens, column, when) in [
+        ("led_a", "model", false, 10, "output_tokens", now),
+        ("led_b", "model", false, 20, "cache_read_tokens", now),
+        ("led_own", "model", true, 1_000, "input_tokens", now),
+        ("led_box", "sandbox", false, 0, "input_tokens", now),
+        ("led_old", "model", false, 5_000, "input_tokens", last_month),
     ] {
         sql.execute(
             &format!(
-                "INSERT INTO usage_ledger (id, owner_id, kind, provider, model, input_tokens, byok, created_at)
+                "INSERT INTO usage_ledger (id, owner_id, kind, provider, model, {column}, byok, created_at)
                  VALUES ($1, $2, $3, 'anthropic', 'claude-sonnet-4-5', $4, $5, {when})"
             ),
             &[id.into(), owner.as_str().into(), kind.into(), tokens.into(), byok.into()],

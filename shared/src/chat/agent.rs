@@ -147,11 +147,6 @@ pub fn resolve_provider(
     }
 }
 
-/// The user's own provider keys, opened.
-pub async fn own_keys(ctx: &Ctx<'_>, owner: &str) -> ApiResult<Vec<(&'static str, String)>> {
-    crate::billing::keys::user_keys(ctx, owner).await
-}
-
 /// Rebuilds the conversation the model sees from stored messages: each
 /// assistant message is split at its tool results into assistant / user
 /// turns; a tool call that never got a result is dropped.
@@ -568,7 +563,7 @@ async fn drive(
         }
         match preloaded_key {
             Some(own) => Ok(own),
-            None => own_keys(&ctx, &spec.owner_id).await,
+            None => crate::billing::keys::user_keys(&ctx, &spec.owner_id).await,
         }
     };
     let (own, (limits, mut messages)) = match &spec.preload {

@@ -579,7 +579,7 @@ async fn admit(
                 (Some(Early { first_seq, history, commit }), usage)
             };
             let (own, session, running, (stored, usage)) = futures_util::future::join4(
-                super::agent::own_keys(ctx, &user_id),
+                crate::billing::keys::user_keys(ctx, &user_id),
                 own_session(ctx, &user_id),
                 running,
                 // Boxed: the handler's future stays small.

@@ -41,7 +41,6 @@ type Typed = (Vec<Type>, Statement);
 struct Named {
     /// By text, then by parameter types.
     ready: RefCell<HashMap<String, Vec<Typed>>>,
-    count: std::cell::Cell<usize>,
     /// Run unnamed since the last [`PgSql::take_unnamed`], each once.
     unnamed: RefCell<Vec<Shape>>,
     /// Named statements do not work here ([`PgSql::unnamed_instead`]).
@@ -58,10 +57,16 @@ impl Named {
         Some(statement.clone())
     }
 
+    /// How many statements are named here.
+    fn count(&self) -> usize {
+        self.ready.borrow().values().map(Vec::len).sum()
+    }
+
     fn note_unnamed(&self, sql: &str, types: Vec<Type>) {
+        let count = self.count();
         let mut unnamed = self.unnamed.borrow_mut();
         if !self.off.get()
-            && self.count.get() + unnamed.len() < MAX_NAMED
+            && count + unnamed.len() < MAX_NAMED
             && !unnamed.iter().any(|(s, t)| s == sql && *t == types)
         {
             unnamed.push((sql.to_owned(), types));
@@ -98,7 +103,7 @@ impl PgSql {
         let wanted: Vec<&Shape> = shapes
             .iter()
             .filter(|(sql, types)| named.get(sql, types).is_none())
-            .take(MAX_NAMED.saturating_sub(named.count.get()))
+            .take(MAX_NAMED.saturating_sub(named.count()))
             .collect();
         let prepared = futures_util::future::join_all(
             wanted
@@ -106,16 +111,15 @@ impl PgSql {
                 .map(|(sql, types)| self.client.prepare_typed(sql, types)),
         )
         .await;
-        let mut ready = named.ready.borrow_mut();
         for ((sql, types), statement) in wanted.into_iter().zip(prepared) {
             let Ok(statement) = statement else { continue };
+            if named.off.get() || named.count() >= MAX_NAMED {
+                break;
+            }
+            let mut ready = named.ready.borrow_mut();
             let same_text = ready.entry(sql.clone()).or_default();
-            if !named.off.get()
-                && !same_text.iter().any(|(t, _)| t == types)
-                && named.count.get() < MAX_NAMED
-            {
+            if !same_text.iter().any(|(t, _)| t == types) {
                 same_text.push((types.clone(), statement));
-                named.count.set(named.count.get() + 1);
             }
         }
     }
@@ -156,11 +160,7 @@ impl PgSql {
             *db.code() == SqlState::FEATURE_NOT_SUPPORTED && db.message().contains("cached plan");
         if stale {
             if let Some(same_text) = named.ready.borrow_mut().get_mut(sql) {
-                let before = same_text.len();
                 same_text.retain(|(types, _)| types != statement.params());
-                named
-                    .count
-                    .set(named.count.get() - (before - same_text.len()));
             }
             // To be prepared again, for what it returns now.
             named.note_unnamed(sql, statement.params().to_vec());

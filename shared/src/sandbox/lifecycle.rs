@@ -145,9 +145,33 @@ impl<'a> Lifecycle<'a> {
             error,
             self.now(),
             &ids::new_id(self.ports, "use"),
+            None,
         )
         .await?;
         Ok(())
+    }
+
+    /// Applies a provider event's state, reported at `at` (provider time),
+    /// unless something newer reached the row meanwhile (see
+    /// [`store::transition`]); false then.
+    pub async fn apply_event(
+        &self,
+        project: &str,
+        state: State,
+        error: Option<&str>,
+        at: i64,
+    ) -> ApiResult<bool> {
+        let moved = store::transition(
+            self.sql(),
+            project,
+            state,
+            error,
+            self.now(),
+            &ids::new_id(self.ports, "use"),
+            Some(at),
+        )
+        .await?;
+        Ok(moved.is_some())
     }
 
     /// Refuses a start when the month's compute minutes are used up.

@@ -169,6 +169,13 @@ pub async fn forget_remote(sql: &dyn Sql, project: &str) -> Result<(), SqlError>
 /// into `usage_ledger` (kind `sandbox`), exactly once even when a webhook
 /// and a request report the same stop. Returns the state it left, or `None`
 /// when the row does not exist.
+///
+/// With `event_at` (a provider event's time), the move is made only if
+/// nothing newer reached the row since the event passed
+/// [`event_is_newer`]: the check and the move are one statement, so a
+/// request that saw the sandbox in a later state between the two (its
+/// move sets `provider_updated_at` to its own time) is not undone by the
+/// older event; `None` then too.
 pub async fn transition(
     sql: &dyn Sql,
     project: &str,
@@ -176,10 +183,13 @@ pub async fn transition(
     error: Option<&str>,
     now: i64,
     usage_id: &str,
+    event_at: Option<i64>,
 ) -> Result<Option<State>, SqlError> {
     let Some(row) = sql
         .query_opt(
-            "WITH old AS (SELECT project_id, state, started_at FROM sandboxes WHERE project_id = $1 FOR UPDATE)
+            "WITH old AS (SELECT project_id, state, started_at FROM sandboxes WHERE project_id = $1
+                             AND ($5::timestamptz IS NULL OR provider_updated_at IS NULL OR provider_updated_at <= $5::timestamptz)
+                           FOR UPDATE)
              UPDATE sandboxes s SET
                  state = $2::text,
                  error = $3::text,
@@ -192,7 +202,13 @@ pub async fn transition(
                  updated_at = $4
              FROM old WHERE s.project_id = old.project_id
              RETURNING old.state AS old_state, old.started_at AT TIME ZONE 'UTC' AS was_started, s.owner_id, s.provider",
-            &[project.into(), state.as_str().into(), error.into(), Value::Timestamp(now)],
+            &[
+                project.into(),
+                state.as_str().into(),
+                error.into(),
+                Value::Timestamp(now),
+                event_at.map_or(Value::Null, Value::Timestamp),
+            ],
         )
         .await?
     else {

@@ -231,8 +231,12 @@ async fn apply(ctx: &Ctx<'_>, body: &Value) -> ApiResult<&'static str> {
                 .and_then(|r| r.error);
         }
         let error = error.filter(|_| state == State::Error);
-        lc.set_state(&row.project_id, state, error.as_deref())
-            .await?;
+        if !lc
+            .apply_event(&row.project_id, state, error.as_deref(), at)
+            .await?
+        {
+            return Ok("stale");
+        }
     }
     Ok("applied")
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use everjust_core::ports::http_client::HttpError;
 use everjust_core::ports::sql::Value as SqlValue;
 use everjust_core::ports::{Clock, HttpClient};
+use everjust_core::sandbox::provider::State;
 use everjust_core::sandbox::{store, webhook};
 use serde_json::{json, Value};
 
@@ -1457,6 +1458,49 @@ async fn a_signed_webhook_updates_the_state_once_and_bad_ones_change_nothing() {
         .expect("req");
     let res = everjust_core::handle(&w.app.ports, req, everjust_core::Meta::default()).await;
     assert_eq!(res.status(), 400);
+}
+
+/// A provider event that passed its staleness check is not applied over a
+/// state a request saw after it (the check and the move are one
+/// statement). Under load, Daytona's `creating` event was applied after the
+/// start's own poll had seen `started`, and the start answered 202
+/// `creating` for a running sandbox.
+#[tokio::test]
+async fn an_older_provider_event_does_not_undo_a_state_seen_after_it() {
+    let w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    let sql = w.app.ports.sql.as_ref();
+    let now = w.app.clock.now_ms();
+    // The event's time is before the start saw the sandbox running.
+    let older = store::transition(
+        sql,
+        &w.project,
+        State::Creating,
+        None,
+        now,
+        "use_older",
+        Some(now - 60_000),
+    )
+    .await
+    .expect("transition");
+    assert!(older.is_none(), "an older event moved the row: {older:?}");
+    assert_eq!(w.row().await.state, State::Started);
+    assert_eq!(w.app.count("usage_ledger").await, 0, "nothing was billed");
+    // A newer event moves it, and closes the running period.
+    let newer = store::transition(
+        sql,
+        &w.project,
+        State::Stopped,
+        None,
+        now,
+        "use_newer",
+        Some(now + 60_000),
+    )
+    .await
+    .expect("transition");
+    assert_eq!(newer, Some(State::Started));
+    assert_eq!(w.row().await.state, State::Stopped);
+    assert_eq!(w.app.count("usage_ledger").await, 1);
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ for (const [i, size] of SIZES.entries()) {
        FROM generate_series(1, $2::int) g`,
     [owner, size],
   );
-  await db.query('ANALYZE usage_ledger; ANALYZE usage_daily; ANALYZE usage_days');
+  await db.query('ANALYZE usage_ledger; ANALYZE usage_days');
   const daily = [], ledger = [], report = [], reportLedger = [];
   for (let r = 0; r < READS; r++) {
     const [a, [da]] = await ms(DAILY, owner);

@@ -113,7 +113,7 @@ pub struct ModelUsage {
 /// UTC day, kind and payer), at most 31 rows here, not from the month's
 /// ledger rows: this read is on the way to every run's first token, and
 /// the ledger grows with every model call (`scripts/bench-usage`).
-/// `usage_daily` (0008), which it read before, is no longer read.
+/// `usage_daily` (0008), which it read before, was dropped in 0010.
 pub async fn model_usage(ctx: &Ctx<'_>, owner: &str) -> ApiResult<ModelUsage> {
     let row = ctx
         .ports

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_usage_days",
         sql: include_str!("../../../migrations/0009_usage_days.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_drop_usage_daily",
+        sql: include_str!("../../../migrations/0010_drop_usage_daily.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

@@ -1120,7 +1120,7 @@ async fn a_run_start_refused_by_the_callers_limits_leaves_nothing_behind() {
 
 /// The budget a run's start weighs is this UTC month's and day's model use
 /// on our keys (the daily totals the ledger's triggers keep, migration
-/// 0008): not calls on the user's own key, not sandbox time, not last
+/// 0009): not calls on the user's own key, not sandbox time, not last
 /// month; and a ledger row removed stops counting.
 #[tokio::test]
 async fn the_budget_counts_this_months_model_calls_on_our_keys_only() {
@@ -1179,7 +1179,10 @@ async fn the_budget_counts_this_months_model_calls_on_our_keys_only() {
     let today = |sql: Rc<dyn everjust_core::ports::sql::Sql>| async move {
         let row = sql
             .query_opt(
-                "SELECT model_calls, model_tokens FROM usage_daily WHERE day = (now() AT TIME ZONE 'UTC')::date",
+                "SELECT sum(calls)::int8 AS model_calls,
+                        sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens)::int8 AS model_tokens
+                   FROM usage_days WHERE day = (now() AT TIME ZONE 'UTC')::date AND kind = 'model' AND NOT byok
+                 HAVING count(*) > 0",
                 &[],
             )
             .await

@@ -138,16 +138,7 @@ impl<'a> Lifecycle<'a> {
         state: State,
         error: Option<&str>,
     ) -> ApiResult<()> {
-        store::transition(
-            self.sql(),
-            project,
-            state,
-            error,
-            self.now(),
-            &ids::new_id(self.ports, "use"),
-            None,
-        )
-        .await?;
+        self.transition(project, state, error, None).await?;
         Ok(())
     }
 
@@ -161,17 +152,27 @@ impl<'a> Lifecycle<'a> {
         error: Option<&str>,
         at: i64,
     ) -> ApiResult<bool> {
-        let moved = store::transition(
+        let moved = self.transition(project, state, error, Some(at)).await?;
+        Ok(moved.is_some())
+    }
+
+    async fn transition(
+        &self,
+        project: &str,
+        state: State,
+        error: Option<&str>,
+        event_at: Option<i64>,
+    ) -> ApiResult<Option<State>> {
+        Ok(store::transition(
             self.sql(),
             project,
             state,
             error,
             self.now(),
             &ids::new_id(self.ports, "use"),
-            Some(at),
+            event_at,
         )
-        .await?;
-        Ok(moved.is_some())
+        .await?)
     }
 
     /// Refuses a start when the month's compute minutes are used up.

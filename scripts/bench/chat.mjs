@@ -275,8 +275,8 @@ let many = { delays: [], complete: 0 };
 try {
   const clients = Number(process.env.BENCH_CLIENTS ?? 100);
   // Several rounds, interleaved, their deliveries pooled: on these machines one round's p99 (the
-  // 10 worst of 1,000 deliveries) swung from 6 to 30 ms between rounds of the same build, ours and
-  // Node's alike. Each round is a new room (session) and a new set of sockets.
+  // 10 worst of 1,000 deliveries) of our room swung from 5 to 31 ms between rounds of the same build
+  // (the Node relay's from 4 to 6). Each round is a new room (session) and a new set of sockets.
   const rounds = Math.max(1, Number(process.env.BENCH_FANOUT_ROUNDS ?? 5));
   const pooled = () => ({ delays: [], complete: 0, p99s: [] });
   const node = pooled();

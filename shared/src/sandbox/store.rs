@@ -175,7 +175,8 @@ pub async fn forget_remote(sql: &dyn Sql, project: &str) -> Result<(), SqlError>
 /// [`event_is_newer`]: the check and the move are one statement, so a
 /// request that saw the sandbox in a later state between the two (its
 /// move sets `provider_updated_at` to its own time) is not undone by the
-/// older event; `None` then too.
+/// older event; `None` then too. An event's move stamps the event's time,
+/// not ours: events processed late stay ordered by when they happened.
 pub async fn transition(
     sql: &dyn Sql,
     project: &str,
@@ -198,7 +199,7 @@ pub async fn transition(
                                          THEN GREATEST(s.last_activity_at, $4) ELSE s.last_activity_at END,
                  preview_url = CASE WHEN $2::text = 'started' THEN s.preview_url ELSE NULL END,
                  preview_expires_at = CASE WHEN $2::text = 'started' THEN s.preview_expires_at ELSE NULL END,
-                 provider_updated_at = GREATEST(s.provider_updated_at, $4),
+                 provider_updated_at = GREATEST(s.provider_updated_at, COALESCE($5::timestamptz, $4)),
                  updated_at = $4
              FROM old WHERE s.project_id = old.project_id
              RETURNING old.state AS old_state, old.started_at AT TIME ZONE 'UTC' AS was_started, s.owner_id, s.provider",

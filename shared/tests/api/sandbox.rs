@@ -1460,6 +1460,47 @@ async fn a_signed_webhook_updates_the_state_once_and_bad_ones_change_nothing() {
     assert_eq!(res.status(), 400);
 }
 
+/// Provider events that arrive late (Svix retries, a queue behind) are
+/// ordered by the provider's own time, not by when we processed them: the
+/// user stopped the sandbox and started it again a second later, both
+/// events reach us ten seconds on, and the sandbox is running. (An event's
+/// move once stamped the row with our clock, so the second event, older
+/// than that stamp, was dropped as stale and the row said `stopped`.)
+#[tokio::test]
+async fn late_events_are_ordered_by_the_providers_time_not_by_our_clock() {
+    let w = world().await;
+    assert_eq!(w.start().await.status, 200);
+    let id = w.fake.only().id;
+    let t0 = w.app.clock.now_ms();
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(t0 + ms)
+            .expect("time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let event = |old: &str, new: &str, ms: i64| {
+        json!({"event": "sandbox.state.updated", "id": id, "organizationId": "org_test",
+            "oldState": old, "newState": new, "updatedAt": at(ms)})
+    };
+    w.app.clock.advance_ms(10_000);
+    let now = w.app.clock.now_secs();
+    let r = w
+        .webhook("msg_late_1", now, &event("started", "stopped", 1_000), None)
+        .await;
+    assert_eq!(r.json()["status"], "applied", "{}", r.json());
+    assert_eq!(w.row().await.state, State::Stopped);
+    let r = w
+        .webhook("msg_late_2", now, &event("stopped", "started", 2_000), None)
+        .await;
+    assert_eq!(r.json()["status"], "applied", "{}", r.json());
+    assert_eq!(w.row().await.state, State::Started);
+    // The first event, delivered again under another id, is still older.
+    let r = w
+        .webhook("msg_late_3", now, &event("started", "stopped", 1_000), None)
+        .await;
+    assert_eq!(r.json()["status"], "stale", "{}", r.json());
+    assert_eq!(w.row().await.state, State::Started);
+}
+
 /// A provider event that passed its staleness check is not applied over a
 /// state a request saw after it (the check and the move are one
 /// statement). Under load, Daytona's `creating` event was applied after the

@@ -86,7 +86,11 @@ const heavy = { token: heavySignup.access_token, project: await api('POST', '/v1
 // clock starts, and the message is timed (the peer, too, is timed from the request that asks for text).
 async function viaWorker(text, protocol = 'native', base = BASE, who = { token, project }) {
   const session = await api('POST', `/v1/projects/${who.project.id}/sessions`, who.token, {});
-  return () => fetch(`${base}/v1/sessions/${session.id}/messages?protocol=${protocol}`, {
+  return Object.assign(inSession(session.id, text, protocol, base, who), { session: session.id });
+}
+// A message in a session that exists: a user's next message, after the room's first run.
+function inSession(sessionId, text, protocol = 'native', base = BASE, who = { token, project }) {
+  return () => fetch(`${base}/v1/sessions/${sessionId}/messages?protocol=${protocol}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${who.token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
     body: JSON.stringify({ content: text }),
@@ -107,7 +111,7 @@ async function timed(path, start, isText, textOf) {
   return r;
 }
 
-const results = { direct: [], worker: [], runtime: [], peer: [], byok: [], heavy: [], workerd: [], bare: [], nodeBare: [] };
+const results = { direct: [], worker: [], runtime: [], next: [], peer: [], byok: [], heavy: [], workerd: [], bare: [], nodeBare: [] };
 const byok = { token: own.access_token, project: ownProject };
 // Warm-up of each path.
 await timed('direct', direct, isAnthropicText, anthropicText);
@@ -140,7 +144,13 @@ for (let i = 0; i < RUNS; i++) {
   const w = tag('worker');
   results.worker.push(tagged(await timed('Worker', await viaWorker(`${marker} ${w}`), isNativeText, deltaText), w));
   const rt = tag('runtime');
-  if (RUNTIME) results.runtime.push(tagged(await timed('Worker runtime', await viaWorker(`${marker} ${rt}`, 'native', RUNTIME), isNativeText, deltaText), rt));
+  if (RUNTIME) {
+    const first = await viaWorker(`${marker} ${rt}`, 'native', RUNTIME);
+    results.runtime.push(tagged(await timed('Worker runtime', first, isNativeText, deltaText), rt));
+    // The user's next message in that session: its room is running, with its Postgres connection.
+    const nx = tag('next');
+    results.next.push(tagged(await timed('Worker, next message', inSession(first.session, `${marker} ${nx}`, 'native', RUNTIME), isNativeText, deltaText), nx));
+  }
   const b = tag('byok');
   results.byok.push(tagged(await timed('Worker, own key', await viaWorker(`${marker} ${b}`, 'native', RUNTIME ?? BASE, byok), isNativeText, deltaText), b));
   const h = tag('heavy');
@@ -157,14 +167,18 @@ for (let i = 0; i < RUNS; i++) {
   results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, deltaText), p));
 }
 // When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
-for (const path of ['worker', 'runtime', 'peer', 'byok', 'heavy', 'workerd', 'bare', 'nodeBare']) {
+for (const path of ['worker', 'runtime', 'next', 'peer', 'byok', 'heavy', 'workerd', 'bare', 'nodeBare']) {
   for (const r of results[path]) {
     const { items } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(r.tag)}`)).json();
     r.called = items.length ? items[0].at - r.startedAt : NaN;
   }
 }
 if (stopProfile) await stopProfile(process.env.BENCH_PROFILE);
-if (process.env.BENCH_DUMP) for (const [i, r] of results.runtime.entries()) console.error('DUMP', i, (r.ttft - results.direct[i].ttft).toFixed(1), r.called, JSON.stringify(r.timing));
+if (process.env.BENCH_DUMP) {
+  for (const path of ['runtime', 'next']) {
+    for (const [i, r] of results[path].entries()) console.error('DUMP', path, i, (r.ttft - results.direct[i].ttft).toFixed(1), r.called, JSON.stringify(r.timing));
+  }
+}
 const added = (path, key) => results[path].map((r, i) => r[key] - results.direct[i][key]);
 
 const rows = [];
@@ -186,6 +200,8 @@ for (const key of ['ttft', 'total']) {
 const split = (path, f) => pct(results[path].map(f), 50);
 const ours = RUNTIME ? 'runtime' : 'worker';
 row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
+if (RUNTIME) row('ttft added by our Worker, next message in a session, p50', pct(added('next', 'ttft'), 50), 'ms', 'added by the Node ai relay', pct(added('peer', 'ttft'), 50));
+if (RUNTIME) row('ttft: request -> model called, next message, p50', split('next', (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft added by our Worker, own key (BYOK), p50', pct(added('byok', 'ttft'), 50), 'ms', 'added by the Node ai relay', pct(added('peer', 'ttft'), 50));
 // Our Worker's own account of the time before the model call (its Server-Timing header).
 row('ttft: of which admit (auth, limits, run stored), p50', split(ours, (r) => r.timing.admit), 'ms', '', NaN, 'Server-Timing');

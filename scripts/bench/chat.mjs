@@ -111,7 +111,7 @@ async function timed(path, start, isText, textOf) {
   return r;
 }
 
-const results = { direct: [], worker: [], runtime: [], next: [], peer: [], byok: [], heavy: [], workerd: [], bare: [], nodeBare: [] };
+const results = { direct: [], worker: [], runtime: [], next: [], peer: [], byok: [], heavy: [], workerd: [], bare: [], roomBare: [], nodeBare: [] };
 const byok = { token: own.access_token, project: ownProject };
 // Warm-up of each path.
 await timed('direct', direct, isAnthropicText, anthropicText);
@@ -122,6 +122,10 @@ await timed('Worker, own key', await viaWorker(marker, 'native', RUNTIME ?? BASE
 await timed('Worker, heavy user', await viaWorker(marker, 'native', RUNTIME ?? BASE, heavy), isNativeText, deltaText);
 if (WORKERD_RELAY) await timed('TypeScript relay under workerd', () => fetch(WORKERD_RELAY), isUiText, deltaText);
 if (WORKERD_RELAY) await timed('pass-through under workerd', () => fetch(`${WORKERD_RELAY}/bare`), isAnthropicText, anthropicText);
+if (WORKERD_RELAY) {
+  await fetch(`${WORKERD_RELAY}/room/prepare?tag=warm`).then((r) => r.arrayBuffer());
+  await timed('pass-through via a Durable Object', () => fetch(`${WORKERD_RELAY}/room?tag=warm`), isAnthropicText, anthropicText);
+}
 await timed('pass-through in Node', () => fetch(BARE), isAnthropicText, anthropicText);
 const stopProfile = process.env.BENCH_PROFILE ? await startProfile(process.env.INSPECTOR_PORT) : null;
 if (stopProfile) {
@@ -160,6 +164,10 @@ for (let i = 0; i < RUNS; i++) {
     results.workerd.push(tagged(await timed('TypeScript relay under workerd', () => fetch(`${WORKERD_RELAY}/?tag=${wr}`), isUiText, deltaText), wr));
     const wb = tag('bare');
     results.bare.push(tagged(await timed('pass-through under workerd', () => fetch(`${WORKERD_RELAY}/bare?tag=${wb}`), isAnthropicText, anthropicText), wb));
+    // Through a Durable Object made beforehand, as a session's room is when the session is made.
+    const ro = tag('room');
+    await fetch(`${WORKERD_RELAY}/room/prepare?tag=${ro}`).then((r) => r.arrayBuffer());
+    results.roomBare.push(tagged(await timed('pass-through via a Durable Object', () => fetch(`${WORKERD_RELAY}/room?tag=${ro}`), isAnthropicText, anthropicText), ro));
   }
   const nb = tag('nodebare');
   results.nodeBare.push(tagged(await timed('pass-through in Node', () => fetch(`${BARE}/?tag=${nb}`), isAnthropicText, anthropicText), nb));
@@ -167,7 +175,7 @@ for (let i = 0; i < RUNS; i++) {
   results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, deltaText), p));
 }
 // When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
-for (const path of ['worker', 'runtime', 'next', 'peer', 'byok', 'heavy', 'workerd', 'bare', 'nodeBare']) {
+for (const path of ['worker', 'runtime', 'next', 'peer', 'byok', 'heavy', 'workerd', 'bare', 'roomBare', 'nodeBare']) {
   for (const r of results[path]) {
     const { items } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(r.tag)}`)).json();
     r.called = items.length ? items[0].at - r.startedAt : NaN;
@@ -193,6 +201,7 @@ for (const key of ['ttft', 'total']) {
     if (WORKERD_RELAY) row(`${key} added by our Worker, p${p}`, pct(added(RUNTIME ? 'runtime' : 'worker', key), p), 'ms', 'added by the TS ai relay, workerd', pct(added('workerd', key), p), 'same runtime, for scale');
     // Each runtime's floor: what passing the stream through untouched adds.
     if (WORKERD_RELAY) row(`${key} added by a pass-through, workerd, p${p}`, pct(added('bare', key), p), 'ms', 'by a pass-through, Node', pct(added('nodeBare', key), p), 'the runtimes\' floors');
+    if (WORKERD_RELAY) row(`${key} added by a pass-through via a DO, p${p}`, pct(added('roomBare', key), p), 'ms', 'by a pass-through, workerd', pct(added('bare', key), p), 'the floor with a room');
   }
 }
 // Where the time to first token goes: before the model is called (ours: authentication, rate limit,
@@ -208,6 +217,7 @@ row('ttft: of which admit (auth, limits, run stored), p50', split(ours, (r) => r
 row('ttft: of which room (until its answer), p50', split(ours, (r) => r.timing.room), 'ms', '', NaN, 'Server-Timing; calls the model before');
 if (WORKERD_RELAY) row('ttft: request -> model called, ours, p50', split(ours, (r) => r.called), 'ms', 'TS ai relay, workerd', split('workerd', (r) => r.called));
 if (WORKERD_RELAY) row('ttft: request -> model called, pass-through, workerd, p50', split('bare', (r) => r.called), 'ms', 'pass-through, Node', split('nodeBare', (r) => r.called));
+if (WORKERD_RELAY) row('ttft: request -> model called, pass-through via a DO, p50', split('roomBare', (r) => r.called), 'ms', 'pass-through, workerd', split('bare', (r) => r.called), 'the floor with a room');
 row(`ttft: request -> model called, ${HEAVY_CALLS} calls this month, p50`, split('heavy', (r) => r.called), 'ms', 'a new user (ours above)', split(ours, (r) => r.called), 'the budget read must not grow with use');
 row('ttft: request -> model called, own key (BYOK), p50', split('byok', (r) => r.called), 'ms', 'Node ai relay', split('peer', (r) => r.called));
 row('ttft: model called -> first token at client, p50', split(ours, (r) => r.ttft - r.called), 'ms', 'Node ai relay', split('peer', (r) => r.ttft - r.called), 'direct ttft is the fake\'s part');

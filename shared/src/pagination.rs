@@ -36,6 +36,9 @@ pub fn page(req: &Request, default: usize, max: usize) -> ApiResult<Page> {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.strip_prefix("c1:").map(str::to_owned))
+                // Keys are ids, names and times: no control character (a
+                // NUL would reach Postgres, which refuses it in text).
+                .filter(|key| !key.chars().any(char::is_control))
                 .ok_or_else(|| {
                     ApiError::bad_request(
                         "invalid_cursor",

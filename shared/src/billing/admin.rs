@@ -71,11 +71,9 @@ pub async fn update(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             ));
         }
     }
-    if body.limits.as_ref().is_some_and(|l| !l.is_object()) {
-        return Err(ApiError::bad_request(
-            "invalid_limits",
-            "limits must be an object of limit overrides.",
-        ));
+    if let Some(limits) = &body.limits {
+        crate::billing::tiers::check_overrides(limits)
+            .map_err(|detail| ApiError::bad_request("invalid_limits", detail))?;
     }
     let id = ctx.params.get("id");
     let sql = ctx.ports.sql.as_ref();

@@ -155,8 +155,9 @@ pub async fn put(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let provider = provider_param(ctx)?;
     let body: PutKey = json_body(req)?;
     let key = body.api_key.trim();
-    if key.len() < 8 || key.len() > 512 || key.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    // Keys are visible ASCII: one goes in a header, which a Worker's fetch
+    // refuses beyond Latin-1 (it would read as the provider being down).
+    if key.len() < 8 || key.len() > 512 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
             "invalid_key",
             "That does not look like an API key.",

@@ -115,8 +115,56 @@ pub fn defaults(tier: &str) -> Limits {
     }
 }
 
+/// Why `overrides` cannot be stored as a user's limit overrides, if it
+/// cannot: it must be an object of known limits, each of the limit's type:
+/// whole numbers from 0 (`api_requests_minute` may be negative: no limit;
+/// `sandbox_idle_minutes` is at most 2^31 - 1, a sandbox stores it in 4
+/// bytes), or for `allowed_models` model name prefixes. What [`effective`]
+/// would drop, or a later write refuse, is refused instead.
+pub fn check_overrides(overrides: &serde_json::Value) -> Result<(), String> {
+    let Some(over) = overrides.as_object() else {
+        return Err("limits must be an object of limit overrides.".into());
+    };
+    let known = serde_json::to_value(defaults("free")).unwrap_or_default();
+    let known = known.as_object().cloned().unwrap_or_default();
+    for (k, v) in over {
+        let Some(slot) = known.get(k) else {
+            let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(format!(
+                "{k} is not a limit; limits are {}.",
+                names.join(", ")
+            ));
+        };
+        let fits = match slot {
+            serde_json::Value::Array(_) => v
+                .as_array()
+                .is_some_and(|a| a.iter().all(|m| m.as_str().is_some_and(|m| !m.is_empty()))),
+            _ => v.as_i64().is_some_and(|n| match k.as_str() {
+                "api_requests_minute" => true,
+                "sandbox_idle_minutes" => (0..=i64::from(i32::MAX)).contains(&n),
+                _ => n >= 0,
+            }),
+        };
+        if !fits {
+            return Err(match k.as_str() {
+                _ if slot.is_array() => format!("{k} must be an array of model name prefixes."),
+                "api_requests_minute" => {
+                    format!("{k} must be a whole number (negative: no limit).")
+                }
+                "sandbox_idle_minutes" => {
+                    format!("{k} must be a whole number from 0 to {}.", i32::MAX)
+                }
+                _ => format!("{k} must be a whole number from 0."),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The tier's limits with the user's overrides applied; unknown keys in the
-/// override are ignored.
+/// override are ignored (overrides are checked when stored,
+/// [`check_overrides`]).
 pub fn effective(tier: &str, overrides: &serde_json::Value) -> Limits {
     let mut doc = serde_json::to_value(defaults(tier)).unwrap_or_default();
     if let (Some(base), Some(over)) = (doc.as_object_mut(), overrides.as_object()) {

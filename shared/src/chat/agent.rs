@@ -837,10 +837,28 @@ async fn drive(
                 all_blocks,
             ));
         }
-        if cancelled {
+        // Stopped while it streamed, or once it ended with calls to make:
+        // no tool runs after a cancel (a `write_file` the user stopped must
+        // not land), and the calls are dropped, as the model never saw them
+        // answered. A stop at the token limit may have cut a call's input:
+        // none runs, and the answer is incomplete.
+        let cancelled = cancelled
+            || (stop == StopReason::ToolUse
+                && step_blocks
+                    .iter()
+                    .any(|b| matches!(b, Block::ToolUse { .. }))
+                && sink.cancel_requested().await);
+        if cancelled || stop == StopReason::MaxTokens {
             step_blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));
             all_blocks.extend(step_blocks);
-            return Ok((finish("cancelled", "cancelled", total, cost), all_blocks));
+            sink.emit(&spec.run_id, EventBody::StepFinished { step })
+                .await?;
+            let (status, reason) = if cancelled {
+                ("cancelled", "cancelled")
+            } else {
+                ("incomplete", "max_tokens")
+            };
+            return Ok((finish(status, reason, total, cost), all_blocks));
         }
         let calls: Vec<(String, String, Value)> = step_blocks
             .iter()
@@ -863,6 +881,7 @@ async fn drive(
             let reason = match stop {
                 StopReason::EndTurn => "end_turn".to_owned(),
                 StopReason::ToolUse => "tool_use".to_owned(),
+                // Handled above.
                 StopReason::MaxTokens => "max_tokens".to_owned(),
                 StopReason::Other(o) => o,
             };

@@ -228,6 +228,20 @@ impl Encoder {
             return out;
         }
         self.ensure_started(ev, &mut out);
+        if matches!(ev.body, EventBody::RunFinished { .. }) {
+            // A run stopped mid-step (cancelled, failed) leaves it open;
+            // AG-UI refuses a run's end while a step or a call is.
+            let open = &self.open;
+            for (id, _) in &open.tools {
+                out.push(json!({"type": "TOOL_CALL_END", "toolCallId": id}));
+            }
+            for b in &open.texts {
+                out.push(json!({"type": "TEXT_MESSAGE_END", "messageId": b}));
+            }
+            if let Some(step) = open.step {
+                out.push(json!({"type": "STEP_FINISHED", "stepName": format!("step-{step}")}));
+            }
+        }
         let (thread, run) = (&self.session_id, &ev.run_id);
         match &ev.body {
             EventBody::RunStarted { .. } => out.push(json!({"type": "RUN_STARTED", "threadId": thread, "runId": run})),
@@ -274,6 +288,22 @@ impl Encoder {
             return out;
         }
         self.ensure_started(ev, &mut out);
+        if matches!(ev.body, EventBody::RunFinished { .. }) {
+            // What a run stopped mid-step left open is closed: its text
+            // blocks, the calls whose input never completed (they did not
+            // run), its step.
+            let open = &self.open;
+            for (id, name) in &open.tools {
+                out.push(json!({"type": "tool-input-error", "toolCallId": id, "toolName": name,
+                    "input": null, "errorText": "The run ended before this call's input was complete; it did not run."}));
+            }
+            for b in &open.texts {
+                out.push(json!({"type": "text-end", "id": b}));
+            }
+            if open.step.is_some() {
+                out.push(json!({"type": "finish-step"}));
+            }
+        }
         match &ev.body {
             EventBody::RunStarted { .. } => {
                 out.push(json!({"type": "start", "messageId": ev.run_id}))

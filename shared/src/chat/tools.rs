@@ -181,7 +181,14 @@ async fn run(
                 .map_err(|e| api_err(e.into()))?
                 .ok_or_else(|| err(format!("{} does not exist.", p.as_str())))?;
             let text = String::from_utf8(content).map_err(|_| err("Cannot edit a binary file."))?;
-            match text.matches(old).count() {
+            // Overlapping occurrences count: `a\na` is twice in `a\na\na`.
+            let step = old.chars().next().map_or(1, char::len_utf8);
+            let (mut occurrences, mut from) = (0usize, 0usize);
+            while let Some(i) = text[from..].find(old) {
+                occurrences += 1;
+                from += i + step;
+            }
+            match occurrences {
                 0 => Err(err(format!("The text to replace was not found in {}; read the file and try again.", p.as_str()))),
                 1 => {
                     let updated = text.replacen(old, new, 1);

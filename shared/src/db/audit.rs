@@ -21,7 +21,7 @@ pub async fn record(
             user_id.into(),
             action.into(),
             target.into(),
-            detail.to_string().into(),
+            crate::http::request::jsonb_text(detail.to_string()).into(),
             ctx.meta.client_ip.clone().into(),
             ctx.request_id.into(),
         ],

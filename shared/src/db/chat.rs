@@ -3,6 +3,7 @@
 use serde_json::Value as Json;
 
 use crate::chat::events::Event;
+use crate::http::request::jsonb_text;
 use crate::ids;
 use crate::llm::Usage;
 use crate::pagination::rfc3339;
@@ -191,7 +192,7 @@ pub async fn insert_message(
             owner.into(),
             run.into(),
             role.into(),
-            content.to_string().into(),
+            jsonb_text(content.to_string()).into(),
             status.into(),
             model.into(),
             Value::Int(usage.input_tokens),
@@ -442,7 +443,7 @@ pub async fn append_events(
         &[
             session.into(),
             run.into(),
-            Json::Array(docs).to_string().into(),
+            jsonb_text(Json::Array(docs).to_string()).into(),
         ],
     )
     .await?;

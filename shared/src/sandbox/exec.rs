@@ -78,6 +78,13 @@ pub fn sandbox_cwd(cwd: Option<&str>) -> ApiResult<String> {
     }
 }
 
+/// The request's own checks (command and working directory), made before
+/// anything runs and before a streamed answer's 200.
+pub fn check(req: &ExecRequest) -> ApiResult<()> {
+    check_command(&req.command)?;
+    sandbox_cwd(req.cwd.as_deref()).map(drop)
+}
+
 fn check_command(command: &str) -> ApiResult<()> {
     if command.trim().is_empty() {
         return Err(ApiError::bad_request(

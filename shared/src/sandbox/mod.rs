@@ -300,6 +300,8 @@ pub async fn exec(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         ));
     }
     let body: ExecRequest = json_body(req)?;
+    // Refused as problem+json, streamed or not.
+    exec::check(&body)?;
     let limits = caller.user.limits();
     if !wants_stream(req) {
         let lc = Lifecycle::new(ctx.ports)?.ok_or_else(|| ApiError::internal("no provider"))?;

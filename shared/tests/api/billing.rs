@@ -106,6 +106,55 @@ async fn only_admins_change_tiers_and_it_is_audited() {
         ),
         (200, Some("pro"), Some(7))
     );
+    // Overrides that could not apply are refused, and change nothing: an
+    // unknown limit, a fraction, a negative count, a number past what a
+    // sandbox stores, a model list that is not of names, a NUL.
+    for bad in [
+        json!({"limits": {"projects": 50, "concurent_runs": 2}}),
+        json!({"limits": {"projects": 50, "concurrent_runs": 2.5}}),
+        json!({"limits": {"projects": -1}}),
+        json!({"limits": {"max_file_bytes": 1e19}}),
+        json!({"limits": {"sandbox_idle_minutes": 3_000_000_000i64}}),
+        json!({"limits": {"allowed_models": ["claude", 1]}}),
+        json!({"limits": {"allowed_models": ["\u{0}"]}}),
+        json!({"limits": []}),
+    ] {
+        let code = if bad.to_string().contains("\\u0000") {
+            "invalid_body"
+        } else {
+            "invalid_limits"
+        };
+        app.json(
+            "PATCH",
+            &format!("/v1/admin/users/{user_id}"),
+            Some(&admin),
+            bad,
+        )
+        .await
+        .problem(400, code);
+    }
+    let me = app.get("/v1/me", Some(&user)).await.json();
+    assert_eq!(
+        (
+            me["limits"]["projects"].as_i64(),
+            me["limits"]["concurrent_runs"].as_i64()
+        ),
+        (Some(7), Some(5)),
+        "the refused overrides changed nothing"
+    );
+    // A negative API rate is the documented "no limit"; large byte limits fit.
+    let r = app
+        .json(
+            "PATCH",
+            &format!("/v1/admin/users/{user_id}"),
+            Some(&admin),
+            json!({"limits": {"projects": 7, "api_requests_minute": -1, "max_project_bytes": 10_000_000_000i64}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["limits"]["max_project_bytes"].as_i64()),
+        (200, Some(10_000_000_000))
+    );
     let audit = app.get("/v1/audit", Some(&admin)).await.json();
     assert_eq!(audit["items"][0]["action"], "admin.user_update");
     let theirs = app.get("/v1/audit", Some(&user)).await.json();

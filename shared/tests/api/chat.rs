@@ -1798,3 +1798,175 @@ async fn a_run_start_says_how_long_its_admission_took() {
     assert_eq!(r.status, 200);
     assert_server_timing(&r, &["admit"]);
 }
+
+#[tokio::test]
+async fn edit_file_counts_overlapping_occurrences_as_ambiguous() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let project = app.get("/v1/projects", Some(&t)).await.json()["items"][0]["id"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    let path = format!("/v1/projects/{project}/files/a.html");
+    let before = "</div>\n</div>\n</div>";
+    app.request("PUT", &path, Some(&t), None, before).await;
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &[],
+            &[(
+                "e1",
+                "edit_file",
+                json!({"path": "a.html", "old": "</div>\n</div>", "new": "</div>"}),
+            )],
+            "tool_use",
+        ),
+    );
+    http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
+    let events = native(&send(&app, &t, &s, "edit", "native").await.body);
+    let result = events
+        .iter()
+        .find(|e| e["type"] == "tool_result")
+        .expect("a tool result");
+    assert_eq!(result["is_error"], true, "{result}");
+    assert!(
+        result["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("2 times")),
+        "{result}"
+    );
+    assert_eq!(app.get(&path, Some(&t)).await.body, before);
+}
+
+/// A stop at the token limit may cut a tool call's input: the call does
+/// not run, the answer is stored as incomplete without it, and the next
+/// message's history holds no call without its result.
+#[tokio::test]
+async fn a_stop_at_the_token_limit_is_incomplete_and_runs_no_call() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &["Writing it"],
+            &[(
+                "w1",
+                "write_file",
+                json!({"path": "cut.html", "content": "<p>"}),
+            )],
+            "max_tokens",
+        ),
+    );
+    let events = native(&send(&app, &t, &s, "write", "native").await.body);
+    let last = events.last().expect("events");
+    assert_eq!(
+        (
+            last["type"].as_str(),
+            last["status"].as_str(),
+            last["stop_reason"].as_str()
+        ),
+        (Some("run_finished"), Some("incomplete"), Some("max_tokens")),
+        "{last}"
+    );
+    assert!(!events.iter().any(|e| e["type"] == "tool_result"));
+    let project = app.get("/v1/projects", Some(&t)).await.json()["items"][0]["id"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    assert_eq!(
+        app.get(&format!("/v1/projects/{project}/files/cut.html"), Some(&t))
+            .await
+            .status,
+        404
+    );
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs[1]["status"], "incomplete");
+    assert_eq!(
+        msgs[1]["content"],
+        json!([{"type": "text", "text": "Writing it"}])
+    );
+    http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
+    send(&app, &t, &s, "again", "native").await;
+    let sent = http.requests.borrow().last().cloned().expect("a call").1;
+    assert!(
+        !sent.to_string().contains("tool_use"),
+        "no dangling call in the history: {sent}"
+    );
+}
+
+/// Postgres keeps no NUL in text: a message holding one is refused before
+/// anything is stored, a cursor holding one is a bad cursor, and a NUL the
+/// model wrote is stored as U+FFFD rather than losing the answer.
+#[tokio::test]
+async fn nul_characters_are_refused_in_input_and_replaced_in_model_output() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let before = app.count("messages").await;
+    app.json(
+        "POST",
+        &format!("/v1/sessions/{s}/messages"),
+        Some(&t),
+        json!({"content": "hi\u{0}there"}),
+    )
+    .await
+    .problem(400, "invalid_body");
+    app.json(
+        "POST",
+        "/v1/projects",
+        Some(&t),
+        json!({"name": "n", "description": "a\u{0}"}),
+    )
+    .await
+    .problem(400, "invalid_body");
+    assert_eq!(app.count("messages").await, before);
+    assert_eq!(app.count("runs").await, 0);
+    // base64url of "c1:\0"
+    app.get("/v1/projects?cursor=YzE6AA", Some(&t))
+        .await
+        .problem(400, "invalid_cursor");
+    http.push(200, &[], anthropic(&["zero \u{0} byte"], &[], "end_turn"));
+    let events = native(&send(&app, &t, &s, "say it", "native").await.body);
+    assert_eq!(
+        events.last().map(|e| e["status"].clone()),
+        Some(json!("complete"))
+    );
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs[1]["status"], "complete");
+    assert_eq!(msgs[1]["content"][0]["text"], "zero \u{fffd} byte");
+}
+
+/// A run stopped inside a tool call (here its connection cut) ends in
+/// AG-UI with the call, the step and then the run closed, in that order,
+/// as `@ag-ui/client` requires; and in the AI SDK stream the call's input
+/// is an error and the step finishes before the end.
+#[tokio::test]
+async fn a_run_stopped_inside_a_call_closes_it_before_its_end() {
+    for (protocol, expected) in [
+        ("ag-ui", ["TOOL_CALL_END", "STEP_FINISHED", "RUN_ERROR"]),
+        ("ai-sdk", ["tool-input-error", "finish-step", "error"]),
+    ] {
+        let (app, http, t, s) = setup(ANTHROPIC).await;
+        let full = anthropic(
+            &[],
+            &[(
+                "w1",
+                "write_file",
+                json!({"path": "a.html", "content": "x".repeat(200)}),
+            )],
+            "tool_use",
+        );
+        let cut = full.find("input_json_delta").expect("a fragment") + 400;
+        http.push(200, &[], full[..cut].to_owned() + "!CUT");
+        let r = send(&app, &t, &s, "write", protocol).await;
+        let types: Vec<String> = sse(&r.body)
+            .into_iter()
+            .filter_map(|(_, d)| serde_json::from_str::<Value>(&d).ok())
+            .filter_map(|v| v["type"].as_str().map(str::to_owned))
+            .collect();
+        let tail: Vec<&str> = types
+            .iter()
+            .map(String::as_str)
+            .filter(|t| expected.contains(t))
+            .collect();
+        assert_eq!(tail, expected, "{protocol}: {types:?}");
+    }
+}

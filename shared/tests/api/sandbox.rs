@@ -829,6 +829,30 @@ async fn exec_runs_in_the_project_and_reports_exit_code_and_output() {
     w.exec(json!({"command": "x".repeat(20_000)}))
         .await
         .problem(400, "invalid_command");
+    // Asked for as a stream, the same refusals are problem+json, not a 200
+    // stream whose first event is an error.
+    for (body, code) in [
+        (json!({"command": "  "}), "invalid_command"),
+        (json!({"command": "ls", "cwd": "../.."}), "invalid_path"),
+    ] {
+        let req = http::Request::post(w.path("/exec"))
+            .header("authorization", format!("Bearer {}", w.token))
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .body(Bytes::from(body.to_string()))
+            .expect("req");
+        let res = everjust_core::handle(&w.app.ports, req, everjust_core::Meta::default()).await;
+        let (parts, body) = res.into_parts();
+        let everjust_core::Body::Full(body) = body else {
+            panic!("{code}: a streamed answer to bad input");
+        };
+        Res {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+        .problem(400, code);
+    }
 }
 
 #[tokio::test]

@@ -27,11 +27,24 @@ pub async fn me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 pub async fn delete_me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let sql = ctx.ports.sql.as_ref();
-    transaction(sql, async || {
+    let sessions = transaction(sql, async || {
+        // Read first: the delete's cascade takes them with it.
+        let sessions = sql
+            .query(
+                "SELECT id FROM sessions WHERE owner_id = $1",
+                &[caller.id().into()],
+            )
+            .await?
+            .iter()
+            .map(|r| r.text("id"))
+            .collect::<Result<Vec<_>, _>>()?;
         sql.execute("DELETE FROM users WHERE id = $1", &[caller.id().into()])
-            .await
+            .await?;
+        Ok::<_, crate::ApiError>(sessions)
     })
     .await?;
+    // What the sessions' rooms hold goes too.
+    crate::chat::purge_rooms(ctx.ports, sessions).await;
     crate::log::event(
         "info",
         "account_erased",

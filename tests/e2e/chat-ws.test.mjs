@@ -8,7 +8,7 @@ import { before, describe, test } from 'node:test';
 
 import WebSocket from 'ws';
 
-import { BASE_URL, expectJson, post } from './lib/client.mjs';
+import { BASE_URL, del, expectJson, post } from './lib/client.mjs';
 import { chatSetup, checkNativeRun, natives, readEvents, scenario, sendMessage, serverMode, textOf, whenText } from './lib/chat.mjs';
 import { slowText } from '../fakes/scenarios.mjs';
 
@@ -72,6 +72,19 @@ async function connect(sessionId, { after, token = ctx.token } = {}) {
 const users = (p) => p.users || p.value || [];
 
 describe('WebSocket room', () => {
+  test('deleting the project purges its rooms: a connected socket is closed with "session deleted"', async (t) => {
+    if (skip(t)) return;
+    const own = await chatSetup('ws-purge');
+    const c = await connect(own.session.id, { token: own.token });
+    const run = await sendMessage(own.token, own.session.id, scenario('slow', 5, '5ms').text);
+    assert.equal(checkNativeRun(run.events).status, 'complete');
+    const closed = new Promise((resolve) => c.ws.once('close', (code, reason) => resolve([code, reason.toString('utf8')])));
+    const r = await del(`/v1/projects/${own.project.id}`, { token: own.token });
+    assert.equal(r.status, 204);
+    const [code, reason] = await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('the socket was not closed')), 10_000))]);
+    assert.deepEqual([code, reason], [1000, 'session deleted']);
+  });
+
   test('two clients see each other come and go', async (t) => {
     if (skip(t)) return;
     const a = await connect(ctx.session.id);

@@ -158,6 +158,28 @@ describe('GitHub sync', { skip }, () => {
     assert.deepEqual(await projectFiles(ctx), local);
   });
 
+  test('a run ends, and its session takes the next message, while its files are still being committed', async () => {
+    const ctx = await setup();
+    expectJson(await putFile(ctx.token, ctx.project.id, 'README.md', '# hi\n'), 201);
+    await connect(ctx);
+    await settle(ctx);
+    const before = (await repo(ctx)).head;
+    const session = await newSession(ctx.token, ctx.project.id);
+    // The commit's first call to the repository answers after 5 s.
+    await fake('POST', '/_fake/fail', { path: `/repos/${ctx.owner}/site`, delay_ms: 5000, times: 1 });
+    const t0 = Date.now();
+    const run = await sendMessage(ctx.token, session.id, `Write the page [scenario:tool-fragments:page.html] ${nonce()}`);
+    const took = Date.now() - t0;
+    assert.equal(run.status, 200);
+    assert.ok(took < 4000, `the run's stream ended without waiting for the commit: ${took} ms`);
+    const next = await sendMessage(ctx.token, session.id, `And now? ${nonce()}`);
+    assert.equal(next.status, 200, 'the next message is not refused as a run in progress');
+    await waitFor('the run commit in the fake', async () => {
+      const now = await repo(ctx);
+      return now.head !== before && 'page.html' in now.files ? now : null;
+    }, { timeoutMs: 30_000 });
+  });
+
   test('an outside push comes back by webhook: answered at once, the files applied after', async () => {
     const ctx = await setup();
     expectJson(await putFile(ctx.token, ctx.project.id, 'a.txt', 'a1'), 201);

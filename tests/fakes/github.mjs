@@ -36,7 +36,8 @@
 //   POST /_fake/deliver {event, payload, id?, signature?: good|bad|none|sha1, alter?: bool}
 //                                                    any delivery, signed (or not) as asked
 //   POST /_fake/fail {path?: substring, method?, status, times?: 1, headers?: {}, body?}  the next matching
-//                                                    calls answer this (GitHub down, rate limits)
+//                                                    calls answer this (GitHub down, rate limits); with
+//                                                    delay_ms and no status they are only that slow
 //   POST /_fake/race {owner, name, branch, files}    before the next ref update of that branch, someone
 //                                                    else pushes these files (a non-fast-forward)
 //   GET  /_fake/repos/{owner}/{name}?ref=branch      {head, files: {path: text}, modes, branches}
@@ -323,7 +324,9 @@ async function route(state, opts, req, url, body) {
       return [200, r];
     }
     if (method === 'POST' && what === 'fail') {
-      state.failures.push({ path: b.path || '', method: b.method || null, status: b.status || 503, times: b.times ?? 1, headers: b.headers || {}, body: b.body || { message: 'Service unavailable (fake)' } });
+      // With delay_ms (and no status) the calls are only slow, then answered as usual.
+      const delay = b.delay_ms || 0;
+      state.failures.push({ path: b.path || '', method: b.method || null, status: delay && !b.status ? null : b.status || 503, delay, times: b.times ?? 1, headers: b.headers || {}, body: b.body || { message: 'Service unavailable (fake)' } });
       return [200, { queued: state.failures.length }];
     }
     if (method === 'POST' && what === 'clear-failures') {
@@ -366,7 +369,8 @@ async function route(state, opts, req, url, body) {
   const failure = state.failures.find((f) => url.pathname.includes(f.path) && (!f.method || f.method === method));
   if (failure) {
     if (--failure.times <= 0) state.failures.splice(state.failures.indexOf(failure), 1);
-    return [failure.status, failure.body, failure.headers];
+    if (failure.delay) await new Promise((res) => setTimeout(res, failure.delay));
+    if (failure.status != null) return [failure.status, failure.body, failure.headers];
   }
   const auth = String(req.headers.authorization || '');
   const token = auth.replace(/^(Bearer|token)\s+/i, '');

@@ -215,6 +215,23 @@ impl Rooms for DurableRooms {
         Ok(crate::convert::PassThrough::body_of(&res))
     }
 
+    async fn purge(&self, session_id: &str) -> Result<(), RoomError> {
+        let res = self
+            .call(
+                session_id,
+                Method::Post,
+                "/purge",
+                &[],
+                Headers::new(),
+                None,
+            )
+            .await?;
+        if res.status_code() != 204 {
+            return Err(refused("purge", res).await);
+        }
+        Ok(())
+    }
+
     async fn cancel(&self, session_id: &str) -> Result<bool, RoomError> {
         let mut res = self
             .call(

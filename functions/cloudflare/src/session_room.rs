@@ -12,6 +12,8 @@
 //! - `GET /events?after=N&protocol=P`: SSE, the buffer after N, then the
 //!   live events until the active run's `run_finished`.
 //! - `POST /cancel`: asks the active run to stop.
+//! - `POST /purge`: 204; the session was deleted: erases the storage (after
+//!   the run this isolate drives, which it stops).
 //! - `POST /prepare`: 204; sent when the session is created, so the object
 //!   exists (storage opened, schema made, a Postgres connection opened)
 //!   before the first run.
@@ -180,6 +182,9 @@ pub struct Room {
     kept_pg: crate::sql::KeptPg,
     /// The storage's tables exist.
     schema_made: Cell<bool>,
+    /// The session is gone (`/purge`): the storage is erased once no run
+    /// of this isolate is being driven.
+    erase: Cell<bool>,
 }
 
 /// A live SSE reader: its response body and how it encodes events.
@@ -424,6 +429,7 @@ impl DurableObject for SessionRoom {
             sockets: RefCell::new(None),
             kept_pg: crate::sql::KeptPg::new(),
             schema_made: Cell::new(made),
+            erase: Cell::new(false),
         };
         if made {
             if let Ok(Some(run)) = room.active() {
@@ -478,6 +484,7 @@ impl DurableObject for SessionRoom {
                 self.events(&session, after, protocol)
             }
             (Method::Post, "/cancel") => self.request_cancel(),
+            (Method::Post, "/purge") => self.purge().await,
             // Made by now (`new`); its tables are made and, its first message
             // being near, its Postgres connection opened.
             (Method::Post, "/prepare") => {
@@ -795,6 +802,35 @@ impl Room {
         self.state.storage().set_alarm(HEARTBEAT_MS).await
     }
 
+    /// The session was deleted (with its project or its user's account):
+    /// its run is stopped, its readers and sockets are ended, and what the
+    /// room stored (events, tickets, the run's record) is erased, now or,
+    /// when this isolate drives the run, once that run has ended.
+    async fn purge(&self) -> worker::Result<Response> {
+        self.erase.set(true);
+        self.cancel_active()?;
+        self.end_readers();
+        for ws in self.state.get_websockets() {
+            let _ = ws.close(Some(1000), Some("session deleted"));
+        }
+        self.sockets.take();
+        if !self.driving.get() {
+            self.erase_now().await?;
+        }
+        Ok(Response::empty()?.with_status(204))
+    }
+
+    async fn erase_now(&self) -> worker::Result<()> {
+        self.claimed.take();
+        self.tail.rows.borrow_mut().clear();
+        self.tail.last_seq.set(None);
+        let storage = self.state.storage();
+        storage.delete_alarm().await?;
+        storage.delete_all().await?;
+        self.schema_made.set(false);
+        Ok(())
+    }
+
     fn request_cancel(&self) -> worker::Result<Response> {
         let active = self.cancel_active()?;
         json_response(200, &serde_json::json!({ "active": active }))
@@ -1045,7 +1081,15 @@ impl Room {
             }
         }
         record_last_seq(&ports, &run.spec.session_id, log.last_seq()).await;
-        self.arm_clean_up().await
+        let armed = if self.erase.get() {
+            self.erase_now().await
+        } else {
+            self.arm_clean_up().await
+        };
+        // Last: the session takes its next message while the run's files
+        // are committed (a commit that fails is owed; the cron retries it).
+        agent::after_run(&ports, &run.spec, &outcome).await;
+        armed
     }
 
     /// A run whose driver died: persist what it said as an incomplete

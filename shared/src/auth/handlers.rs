@@ -69,7 +69,11 @@ pub async fn signup(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     )
     .await;
     let sql = ctx.ports.sql.as_ref();
-    let role = if config.admin_emails.contains(&email.normalized) {
+    // Nobody has proven to own the address of a password sign-up (there is
+    // no mail round trip), so ADMIN_EMAILS makes it an admin only in a
+    // development or test deployment; in production an admin is made by an
+    // OIDC sign-in with a verified email, or by another admin.
+    let role = if config.development && config.admin_emails.contains(&email.normalized) {
         "admin"
     } else {
         "user"

@@ -364,6 +364,25 @@ pub struct RunOutcome {
     pub stop_reason: String,
     pub usage: Usage,
     pub cost_micros: i64,
+    /// The run changed files: the summary of its commit, for [`after_run`].
+    pub changed: Option<String>,
+}
+
+/// What follows a run once its end is out and its session is free for the
+/// next message: the commit of the files it changed, when the project is
+/// connected to GitHub. A sync takes many API calls; a session waiting for
+/// it would refuse the user's next message as a run still in progress.
+pub async fn after_run(ports: &Ports, spec: &RunSpec, outcome: &RunOutcome) {
+    if let Some(summary) = &outcome.changed {
+        crate::github::after_run(
+            ports,
+            &spec.owner_id,
+            &spec.project_id,
+            &spec.run_id,
+            summary,
+        )
+        .await;
+    }
 }
 
 /// Calls the model, retrying while it is busy and before any token arrived.
@@ -399,6 +418,7 @@ pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcom
                 stop_reason: e.code.to_owned(),
                 usage: Usage::default(),
                 cost_micros: 0,
+                changed: None,
             },
             Vec::new(),
         ),
@@ -427,22 +447,18 @@ pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcom
             },
         )
         .await;
-    if changed.get() {
-        // The run changed files: commit them when the project is connected to GitHub.
-        let summary = blocks.iter().rev().find_map(|b| match b {
-            Block::Text { text } => Some(text.as_str()),
-            _ => None,
-        });
-        crate::github::after_run(
-            ports,
-            &spec.owner_id,
-            &spec.project_id,
-            &spec.run_id,
-            summary.unwrap_or(""),
-        )
-        .await;
-    }
-    outcome
+    // The run changed files: they are committed by [`after_run`].
+    let changed = changed.get().then(|| {
+        blocks
+            .iter()
+            .rev()
+            .find_map(|b| match b {
+                Block::Text { text } => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    });
+    RunOutcome { changed, ..outcome }
 }
 
 async fn persist(
@@ -609,6 +625,7 @@ async fn drive(
         stop_reason: reason.to_owned(),
         usage,
         cost_micros: cost,
+        changed: None,
     };
     // Where this run's own messages begin (its user's message): what comes
     // before is the session's earlier conversation, left out as the run
@@ -824,6 +841,8 @@ async fn drive(
             // Unfinished tool calls are dropped: the model never saw them complete.
             step_blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));
             all_blocks.extend(step_blocks);
+            sink.emit(&spec.run_id, EventBody::StepFinished { step })
+                .await?;
             sink.emit(
                 &spec.run_id,
                 EventBody::RunError {

@@ -78,7 +78,8 @@ impl Open {
         match body {
             EventBody::RunStarted { .. } | EventBody::RunFinished { .. } => *self = Open::default(),
             EventBody::StepStarted { step } => self.step = Some(*step),
-            EventBody::StepFinished { .. } => self.step = None,
+            // A step's end closes what it left open (`Encoder::close_open`).
+            EventBody::StepFinished { .. } => *self = Open::default(),
             EventBody::TextStart { block_id } => self.texts.push(block_id.clone()),
             EventBody::TextEnd { block_id } => self.texts.retain(|b| b != block_id),
             EventBody::ToolCallStart { tool_call_id, name } => {
@@ -219,6 +220,42 @@ impl Encoder {
         }
     }
 
+    /// A run stopped mid-step (cancelled, failed, cut at the token limit)
+    /// ends its step, or the run, with text blocks or calls still open:
+    /// they are closed first, as AG-UI and the AI SDK require (a call whose
+    /// input never completed did not run: for the AI SDK its input is an
+    /// error). At a run's end an unfinished step is finished too.
+    fn close_open(&self, body: &EventBody, out: &mut Vec<Value>) {
+        let run_end = matches!(body, EventBody::RunFinished { .. });
+        if !run_end && !matches!(body, EventBody::StepFinished { .. }) {
+            return;
+        }
+        let open = &self.open;
+        let agui = self.protocol == Protocol::AgUi;
+        for (id, name) in &open.tools {
+            out.push(if agui {
+                json!({"type": "TOOL_CALL_END", "toolCallId": id})
+            } else {
+                json!({"type": "tool-input-error", "toolCallId": id, "toolName": name, "input": null,
+                    "errorText": "The run stopped before this call's input was complete; it did not run."})
+            });
+        }
+        for b in &open.texts {
+            out.push(if agui {
+                json!({"type": "TEXT_MESSAGE_END", "messageId": b})
+            } else {
+                json!({"type": "text-end", "id": b})
+            });
+        }
+        match open.step {
+            Some(step) if run_end && agui => {
+                out.push(json!({"type": "STEP_FINISHED", "stepName": format!("step-{step}")}))
+            }
+            Some(_) if run_end => out.push(json!({"type": "finish-step"})),
+            _ => {}
+        }
+    }
+
     fn ag_ui(&mut self, ev: &Event) -> Vec<Value> {
         let mut out = Vec::new();
         if matches!(ev.body, EventBody::Presence { .. }) {
@@ -228,20 +265,7 @@ impl Encoder {
             return out;
         }
         self.ensure_started(ev, &mut out);
-        if matches!(ev.body, EventBody::RunFinished { .. }) {
-            // A run stopped mid-step (cancelled, failed) leaves it open;
-            // AG-UI refuses a run's end while a step or a call is.
-            let open = &self.open;
-            for (id, _) in &open.tools {
-                out.push(json!({"type": "TOOL_CALL_END", "toolCallId": id}));
-            }
-            for b in &open.texts {
-                out.push(json!({"type": "TEXT_MESSAGE_END", "messageId": b}));
-            }
-            if let Some(step) = open.step {
-                out.push(json!({"type": "STEP_FINISHED", "stepName": format!("step-{step}")}));
-            }
-        }
+        self.close_open(&ev.body, &mut out);
         let (thread, run) = (&self.session_id, &ev.run_id);
         match &ev.body {
             EventBody::RunStarted { .. } => out.push(json!({"type": "RUN_STARTED", "threadId": thread, "runId": run})),
@@ -288,22 +312,7 @@ impl Encoder {
             return out;
         }
         self.ensure_started(ev, &mut out);
-        if matches!(ev.body, EventBody::RunFinished { .. }) {
-            // What a run stopped mid-step left open is closed: its text
-            // blocks, the calls whose input never completed (they did not
-            // run), its step.
-            let open = &self.open;
-            for (id, name) in &open.tools {
-                out.push(json!({"type": "tool-input-error", "toolCallId": id, "toolName": name,
-                    "input": null, "errorText": "The run ended before this call's input was complete; it did not run."}));
-            }
-            for b in &open.texts {
-                out.push(json!({"type": "text-end", "id": b}));
-            }
-            if open.step.is_some() {
-                out.push(json!({"type": "finish-step"}));
-            }
-        }
+        self.close_open(&ev.body, &mut out);
         match &ev.body {
             EventBody::RunStarted { .. } => {
                 out.push(json!({"type": "start", "messageId": ev.run_id}))

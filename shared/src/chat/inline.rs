@@ -125,10 +125,14 @@ pub fn stream_run(
     let session = spec.session_id.clone();
     let driver = async move {
         let sink = PgLogSink::new(ports.clone(), &spec, Some(tx));
-        agent::run(&ports, &spec, &sink).await;
+        let outcome = agent::run(&ports, &spec, &sink).await;
         if let Err(e) = sink.flush().await {
             crate::log::error("run_log_flush", &e.to_string());
         }
+        // The reader gets the stream's end now; the body stays open (there
+        // is no work after the answer here) until the commit is made.
+        drop(sink);
+        agent::after_run(&ports, &spec, &outcome).await;
     };
     let driver = futures_util::stream::once(driver).filter_map(|()| async { None::<Bytes> });
     let mut encoder = Encoder::new(protocol, &session);
@@ -150,6 +154,7 @@ pub async fn run_detached(ports: &Ports, spec: &RunSpec) -> agent::RunOutcome {
     let sink = PgLogSink::new(ports.clone(), spec, None);
     let outcome = agent::run(ports, spec, &sink).await;
     let _ = sink.flush().await;
+    agent::after_run(ports, spec, &outcome).await;
     outcome
 }
 

@@ -163,11 +163,16 @@ pub async fn upsert_oidc(ctx: &Ctx<'_>, identity: &Identity) -> ApiResult<User> 
         return Ok(from_row(&r)?);
     }
     let id = ids::new_id(ctx.ports, "usr");
-    let insert =
-        "INSERT INTO users (id, email, email_normalized, oidc_subject) VALUES ($1, $2, $3, $4)
-                  ON CONFLICT (oidc_subject) DO NOTHING";
+    let insert = "INSERT INTO users (id, email, email_normalized, oidc_subject, role)
+                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (oidc_subject) DO NOTHING";
+    // The identity's email is one its issuer verified (`oidc::verify` keeps
+    // no other): on it, ADMIN_EMAILS makes the new user an admin.
     let email = identity.email.clone();
     let normalized = email.as_ref().map(|e| e.to_lowercase());
+    let admin = normalized
+        .as_ref()
+        .is_some_and(|e| ctx.ports.config().is_ok_and(|c| c.admin_emails.contains(e)));
+    let role = if admin { "admin" } else { "user" };
     let first = sql
         .execute(
             insert,
@@ -176,6 +181,7 @@ pub async fn upsert_oidc(ctx: &Ctx<'_>, identity: &Identity) -> ApiResult<User> 
                 email.into(),
                 normalized.into(),
                 subject.clone().into(),
+                role.into(),
             ],
         )
         .await;
@@ -189,6 +195,7 @@ pub async fn upsert_oidc(ctx: &Ctx<'_>, identity: &Identity) -> ApiResult<User> 
                     crate::ports::sql::Value::Null,
                     crate::ports::sql::Value::Null,
                     subject.clone().into(),
+                    "user".into(),
                 ],
             )
             .await?;

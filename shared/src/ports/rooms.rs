@@ -55,6 +55,14 @@ pub trait Rooms {
     /// Best effort: a room that could not be prepared is made by `start`.
     async fn prepare(&self, _session_id: &str) {}
 
+    /// Erases what the session's room holds (its event log, its tickets):
+    /// its session is gone with its project or its user's account. A run
+    /// still going is stopped and erased once it ended. Without rooms the
+    /// events live in Postgres and go with the session's rows.
+    async fn purge(&self, _session_id: &str) -> Result<(), RoomError> {
+        Ok(())
+    }
+
     /// Asks the running run of the session to stop; whether the room holds
     /// a run (one it lost, with its isolate, before storing it, it does not).
     async fn cancel(&self, session_id: &str) -> Result<bool, RoomError>;

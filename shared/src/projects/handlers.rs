@@ -204,7 +204,17 @@ pub async fn delete(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let sql = ctx.ports.sql.as_ref();
     let id = ctx.params.get("id");
-    transaction(sql, async || {
+    let sessions = transaction(sql, async || {
+        // Read first: the delete's cascade takes them with it.
+        let sessions = sql
+            .query(
+                "SELECT id FROM sessions WHERE project_id = $1 AND owner_id = $2",
+                &[id.into(), caller.id().into()],
+            )
+            .await?
+            .iter()
+            .map(|r| r.text("id"))
+            .collect::<Result<Vec<_>, _>>()?;
         if !projects::delete(sql, caller.id(), id).await? {
             return Err(ApiError::not_found("project"));
         }
@@ -217,9 +227,10 @@ pub async fn delete(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             serde_json::json!({}),
         )
         .await?;
-        Ok(())
+        Ok(sessions)
     })
     .await?;
+    crate::chat::purge_rooms(ctx.ports, sessions).await;
     Ok(no_content())
 }
 

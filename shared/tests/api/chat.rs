@@ -1970,3 +1970,57 @@ async fn a_run_stopped_inside_a_call_closes_it_before_its_end() {
         assert_eq!(tail, expected, "{protocol}: {types:?}");
     }
 }
+
+/// A room keeps its session's events in its own storage, which no Postgres
+/// cascade reaches: deleting a project purges the rooms of its sessions,
+/// erasing the account purges the rooms of all of them, and another
+/// user's sessions are left alone.
+#[tokio::test]
+async fn deleting_a_project_or_the_account_purges_the_sessions_rooms() {
+    let (mut app, _http, t, first) = setup(ANTHROPIC).await;
+    let room = Rc::new(crate::helpers::SpecRoom::default());
+    app.ports.rooms = Some(room.clone());
+    let project = app.get("/v1/projects", Some(&t)).await.json()["items"][0]["id"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    let second = app.session(&t, &project).await;
+    let other_project = app.project(&t, "other").await;
+    let third = app.session(&t, &other_project).await;
+    let (bob, _, _) = app.signup("bob@example.com").await;
+    let bobs_project = app.project(&bob, "bobs").await;
+    let bobs = app.session(&bob, &bobs_project).await;
+    room.1.borrow_mut().clear();
+
+    let r = app
+        .request(
+            "DELETE",
+            &format!("/v1/projects/{project}"),
+            Some(&t),
+            None,
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let mut purged = room.1.take();
+    purged.sort();
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort();
+    assert_eq!(purged, expected);
+    // A project that is not there (or not the caller's) purges nothing.
+    app.request(
+        "DELETE",
+        &format!("/v1/projects/{bobs_project}"),
+        Some(&t),
+        None,
+        "",
+    )
+    .await
+    .problem(404, "not_found");
+    assert!(room.1.borrow().is_empty());
+
+    let r = app.request("DELETE", "/v1/me", Some(&t), None, "").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(room.1.take(), vec![third]);
+    assert!(!room.1.borrow().contains(&bobs));
+}

@@ -222,7 +222,11 @@ impl HttpClient for ScriptedHttp {
 /// A room that holds no run (its cancel finds none) and keeps each run spec
 /// it is handed, as JSON: what a Durable Object room receives.
 #[derive(Default)]
-pub struct SpecRoom(pub std::cell::RefCell<Vec<String>>);
+pub struct SpecRoom(
+    pub std::cell::RefCell<Vec<String>>,
+    /// The sessions whose rooms were purged, in order.
+    pub std::cell::RefCell<Vec<String>>,
+);
 
 impl SpecRoom {
     /// The last spec handed over: as it crossed (JSON), and as the room reads it.
@@ -260,6 +264,10 @@ impl everjust_core::ports::rooms::Rooms for SpecRoom {
         _session_id: &str,
     ) -> Result<bool, everjust_core::ports::rooms::RoomError> {
         Ok(false)
+    }
+    async fn purge(&self, session_id: &str) -> Result<(), everjust_core::ports::rooms::RoomError> {
+        self.1.borrow_mut().push(session_id.to_owned());
+        Ok(())
     }
     async fn websocket(
         &self,

@@ -990,3 +990,51 @@ async fn oidc_routes_are_rate_limited_per_ip_like_login() {
         .await
         .problem(429, "rate_limited");
 }
+
+/// ADMIN_EMAILS names admins by an address someone has proven to own: in
+/// production an OIDC sign-in with a verified email is one, a password
+/// sign-up (no mail round trip) is not, and an unverified OIDC email is not.
+#[tokio::test]
+async fn admin_emails_make_admins_only_of_proven_addresses_in_production() {
+    let issuer = Rc::new(FakeIssuer::default());
+    let keys = keys();
+    issuer.publish(rsa_jwk(&keys.rsa, "k1"));
+    let app = TestApp::build(
+        &[
+            ("OIDC_ISSUER", ISSUER),
+            ("OIDC_AUDIENCE", AUDIENCE),
+            ("OIDC_ALGORITHMS", "RS256"),
+            ("EVERJUST_ENV", "production"),
+            (
+                "ADMIN_EMAILS",
+                "ada@example.com,root@example.com,eve@example.com",
+            ),
+        ],
+        issuer.clone(),
+    )
+    .await;
+    let (password_token, _, _) = app.signup("Root@example.com").await;
+    assert_eq!(me(&app, &password_token).await["role"], "user");
+    let unverified = rs256(
+        &keys.rsa,
+        "k1",
+        &claims(
+            &app,
+            json!({"sub": "auth0|eve", "email": "eve@example.com", "email_verified": false}),
+        ),
+    );
+    assert_eq!(me(&app, &unverified).await["role"], "user");
+    let verified = rs256(&keys.rsa, "k1", &claims(&app, json!({})));
+    let ada = me(&app, &verified).await;
+    assert_eq!(
+        (ada["email"].as_str(), ada["role"].as_str()),
+        (Some("ada@example.com"), Some("admin"))
+    );
+    assert_eq!(
+        app.get("/v1/admin/users", Some(&verified)).await.status,
+        200
+    );
+    app.get("/v1/admin/users", Some(&password_token))
+        .await
+        .problem(403, "forbidden");
+}

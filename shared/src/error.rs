@@ -113,7 +113,15 @@ impl ApiError {
 
 impl From<SqlError> for ApiError {
     fn from(e: SqlError) -> Self {
-        ApiError::internal(e)
+        match &e {
+            // The collection of a content row raced a write that reused it
+            // (migrations/0011): refused, nothing changed; a retry passes.
+            SqlError::ForeignKey(c) if c == "files_owner_id_sha256_fkey" => ApiError::conflict(
+                "concurrent_write",
+                "Another write of the same content ran at the same time; nothing was changed, try again.",
+            ),
+            _ => ApiError::internal(e),
+        }
     }
 }
 

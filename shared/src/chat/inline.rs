@@ -129,10 +129,16 @@ pub fn stream_run(
         if let Err(e) = sink.flush().await {
             crate::log::error("run_log_flush", &e.to_string());
         }
-        // The reader gets the stream's end now; the body stays open (there
-        // is no work after the answer here) until the commit is made.
+        // The reader gets the stream's end now; the commit is made after
+        // the answer (or, where there is no work after it, before the body
+        // ends).
         drop(sink);
-        agent::after_run(&ports, &spec, &outcome).await;
+        let after = ports.clone();
+        ports
+            .after_response(Box::pin(async move {
+                agent::after_run(&after, &spec, &outcome).await;
+            }))
+            .await;
     };
     let driver = futures_util::stream::once(driver).filter_map(|()| async { None::<Bytes> });
     let mut encoder = Encoder::new(protocol, &session);
@@ -154,7 +160,13 @@ pub async fn run_detached(ports: &Ports, spec: &RunSpec) -> agent::RunOutcome {
     let sink = PgLogSink::new(ports.clone(), spec, None);
     let outcome = agent::run(ports, spec, &sink).await;
     let _ = sink.flush().await;
-    agent::after_run(ports, spec, &outcome).await;
+    let (after, spec) = (ports.clone(), spec.clone());
+    let done = outcome.clone();
+    ports
+        .after_response(Box::pin(async move {
+            agent::after_run(&after, &spec, &done).await;
+        }))
+        .await;
     outcome
 }
 

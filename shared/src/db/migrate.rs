@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_drop_usage_daily",
         sql: include_str!("../../../migrations/0010_drop_usage_daily.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_files_blob_fk_no_cascade",
+        sql: include_str!("../../../migrations/0011_files_blob_fk_no_cascade.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

@@ -294,3 +294,78 @@ async fn a_tiers_lower_file_limit_is_enforced() {
         .await;
     assert_eq!(file.body, vec![b'x'; 100]);
 }
+
+/// A content row is shared by the owner's files with the same hash and is
+/// collected once none names it. A collection racing a write that reuses
+/// the content (the write's file not yet committed when the collection
+/// looked) must never take the written file with it: it fails instead, and
+/// deletes nothing.
+#[tokio::test]
+async fn collecting_content_never_deletes_a_file_written_meanwhile() {
+    use sha2::{Digest, Sha256};
+    let app = TestApp::new().await;
+    let (t, _, user) = app.signup("ada@example.com").await;
+    let a = app.project(&t, "a").await;
+    let b = app.project(&t, "b").await;
+    let put = app
+        .request(
+            "PUT",
+            &format!("/v1/projects/{a}/files/x.txt"),
+            Some(&t),
+            None,
+            "same",
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    let sha: String = Sha256::digest(b"same")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let writer = app.on_own_connection().await;
+    let collector = app.on_own_connection().await;
+    let (w, c) = (writer.ports.sql.as_ref(), collector.ports.sql.as_ref());
+    // The write reuses the content: its file is in, not committed.
+    w.batch("BEGIN").await.expect("begin");
+    w.execute(
+        "INSERT INTO files (project_id, path, owner_id, sha256, size) VALUES ($1, 'y.txt', $2, $3, 4)",
+        &[b.as_str().into(), user.as_str().into(), sha.as_str().into()],
+    )
+    .await
+    .expect("the written file");
+    // The other project's file goes, and its content is collected: the
+    // collection waits for the write, which commits meanwhile.
+    c.batch("BEGIN").await.expect("begin");
+    c.execute(
+        "DELETE FROM files WHERE project_id = $1 AND path = 'x.txt'",
+        &[a.as_str().into()],
+    )
+    .await
+    .expect("delete");
+    let (collected, committed) = futures_util::future::join(
+        c.execute(
+            "DELETE FROM blobs b WHERE b.owner_id = $1 AND b.sha256 = $2
+             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.owner_id = $1 AND f.sha256 = $2)",
+            &[user.as_str().into(), sha.as_str().into()],
+        ),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            w.batch("COMMIT").await
+        },
+    )
+    .await;
+    committed.expect("the write commits");
+    assert!(collected.is_err(), "the racing collection is refused");
+    c.batch("ROLLBACK").await.expect("rollback");
+    let y = app
+        .get(&format!("/v1/projects/{b}/files/y.txt"), Some(&t))
+        .await;
+    assert_eq!((y.status, &y.body[..]), (200, &b"same"[..]));
+    let x = app
+        .get(&format!("/v1/projects/{a}/files/x.txt"), Some(&t))
+        .await;
+    assert_eq!(
+        (x.status, &x.body[..]),
+        (200, &b"same"[..]),
+        "the failed delete changed nothing"
+    );
+}

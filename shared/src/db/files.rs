@@ -58,6 +58,32 @@ pub async fn meta(
     .transpose()
 }
 
+/// A file of the project that `path` cannot stand beside: one at a folder
+/// of `path` (`a` for `a/b`), or one inside `path` as a folder (`a/b` for
+/// `a`). A project's files are a tree; a Git tree, a sandbox's disk and a
+/// preview hold no name as both.
+pub async fn clash(
+    sql: &dyn Sql,
+    project: &str,
+    path: &ProjectPath,
+) -> Result<Option<String>, SqlError> {
+    let p = path.as_str();
+    let folders: Vec<&str> = p.match_indices('/').map(|(i, _)| &p[..i]).collect();
+    let row = sql
+        .query_opt(
+            "SELECT path FROM files WHERE project_id = $1
+               AND (path IN (SELECT jsonb_array_elements_text($2::text::jsonb)) OR starts_with(path, $3))
+             LIMIT 1",
+            &[
+                project.into(),
+                serde_json::Value::from(folders).to_string().into(),
+                format!("{p}/").into(),
+            ],
+        )
+        .await?;
+    row.map(|r| r.text("path")).transpose()
+}
+
 /// The file's metadata and content, read through its owner.
 pub async fn read(
     sql: &dyn Sql,

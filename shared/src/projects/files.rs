@@ -120,13 +120,14 @@ pub async fn write_file_if(
     }
     let sha = hex(&Sha256::digest(content));
     let sql = ctx.ports.sql.as_ref();
-    // Three round trips: the limits, the project's lock and the file as it
-    // is, read together; the writes and the audit event together; COMMIT.
+    // Three round trips: the limits, the project's lock, the file as it is
+    // and any file its path clashes with, read together; the writes and the audit event together; COMMIT.
     transaction(sql, async || {
-        let (limits, project, current) = futures_util::future::join3(
+        let (limits, project, current, clash) = futures_util::future::join4(
             limits(ctx, owner),
             projects::lock(sql, owner, project_id),
             files::meta(sql, project_id, path),
+            files::clash(sql, project_id, path),
         )
         .await;
         let (max_file, max_project) = limits?;
@@ -135,6 +136,17 @@ pub async fn write_file_if(
         }
         let project = project?.ok_or_else(|| ApiError::not_found("project"))?;
         let current = current?;
+        if let Some(other) = clash? {
+            let p = path.as_str();
+            return Err(ApiError::conflict(
+                "path_conflict",
+                if p.starts_with(&format!("{other}/")) {
+                    format!("{other} is a file, so {p} cannot be inside it.")
+                } else {
+                    format!("{p} is a folder (it holds {other}), so it cannot be a file.")
+                },
+            ));
+        }
         expect.check(path, current.as_ref().map(|m| m.sha256.as_str()))?;
         let old = current.as_ref().map_or(0, |m| m.size);
         let new_total = u64::try_from(project.total_bytes - old).unwrap_or(0) + size;

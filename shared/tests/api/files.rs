@@ -369,3 +369,40 @@ async fn collecting_content_never_deletes_a_file_written_meanwhile() {
         "the failed delete changed nothing"
     );
 }
+
+/// A project's files are a tree: a name is a file or a folder, never both
+/// (a Git tree, a sandbox's disk and the preview could not hold it). A
+/// write that would make one both is 409 and writes nothing.
+#[tokio::test]
+async fn a_path_is_a_file_or_a_folder_never_both() {
+    let app = TestApp::new().await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let p = app.project(&t, "tree").await;
+    let put = |path: &'static str| {
+        let (app, t, p) = (&app, &t, &p);
+        async move {
+            app.request(
+                "PUT",
+                &format!("/v1/projects/{p}/files/{path}"),
+                Some(t),
+                None,
+                "x",
+            )
+            .await
+        }
+    };
+    assert_eq!(put("a").await.status, 201);
+    assert_eq!(put("dir/x/y.txt").await.status, 201);
+    let before = app.count("files").await;
+    put("a/b.txt").await.problem(409, "path_conflict");
+    put("dir/x").await.problem(409, "path_conflict");
+    put("dir").await.problem(409, "path_conflict");
+    put("dir/x/y.txt/z").await.problem(409, "path_conflict");
+    assert_eq!(app.count("files").await, before, "nothing written");
+    // Names that only share a prefix are not a folder of each other.
+    assert_eq!(put("ab/c").await.status, 201);
+    assert_eq!(put("dir/x2").await.status, 201);
+    assert_eq!(put("dir/x/z.txt").await.status, 201);
+    // Writing a file again is not a clash with itself.
+    assert_eq!(put("a").await.status, 200);
+}

@@ -142,9 +142,9 @@ fn shapes(route: Route) -> Shape {
         Route::ListProjects => Shape::answer(200, page_of("Project")).paged(),
         Route::ListFiles => Shape::answer(200, page_of("File")).paged(),
         Route::Templates => Shape::answer(200, Some(schema_ref("Page"))),
-        Route::PutFile => Shape::answer(201, Some(schema_ref("File"))).body(
-            json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
-        ),
+        Route::PutFile => Shape::answer(201, Some(schema_ref("File")))
+            .body(json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}))
+            .also(409, json!({"description": "The path is a folder of another file, or inside a file (path_conflict); or the same content was collected at the same moment (concurrent_write, try again). Nothing was written", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})),
         Route::GetFile => Shape::with(
             200,
             json!({"description": "The file's bytes", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),

@@ -447,6 +447,9 @@ async fn attempts(
         // A file written in the project since it was read above keeps that
         // write: its base stays, so the next sync sees both sides changed.
         let mut exact = true;
+        // Deletions first: a file that became a folder (or the reverse)
+        // leaves before its new name is written (a name is never both).
+        planned.sort_by_key(|(_, r, pp)| r.is_some() && pp.is_some());
         for (p, r, pp) in planned {
             let seen = Expect::Is(local.get(&p).map(|(s, _)| s.as_str()));
             match (r, pp) {

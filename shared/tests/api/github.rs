@@ -2179,3 +2179,34 @@ async fn the_catchup_job_route_needs_the_jobs_secret() {
         .await
         .problem(404, "not_found");
 }
+
+/// An outside push that turns a folder into a file of the same name (and a
+/// file into a folder) comes back whole: the old names leave before the new
+/// ones are written, as a name is never a file and a folder at once.
+#[tokio::test]
+async fn an_outside_push_that_swaps_a_file_and_a_folder_comes_back_whole() {
+    let g = setup().await;
+    g.put("docs/a.md", "a").await;
+    g.put("notes", "n").await;
+    g.connect().await;
+    let c = g.fake.push(
+        "acme",
+        "site",
+        "main",
+        &[
+            ("docs/a.md", None),
+            ("docs", Some("now a file")),
+            ("notes", None),
+            ("notes/one.md", Some("now a folder")),
+        ],
+    );
+    let r = g
+        .deliver("push", "d-swap", &g.push_payload("main", &c, "site"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    assert_eq!(
+        g.files().await,
+        map(&[("docs", "now a file"), ("notes/one.md", "now a folder")])
+    );
+    assert_eq!(g.link().await["last_synced_commit"], json!(c));
+}

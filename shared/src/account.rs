@@ -29,15 +29,7 @@ pub async fn delete_me(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let sql = ctx.ports.sql.as_ref();
     let sessions = transaction(sql, async || {
         // Read first: the delete's cascade takes them with it.
-        let sessions = sql
-            .query(
-                "SELECT id FROM sessions WHERE owner_id = $1",
-                &[caller.id().into()],
-            )
-            .await?
-            .iter()
-            .map(|r| r.text("id"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sessions = crate::db::chat::session_ids(sql, caller.id(), None).await?;
         sql.execute("DELETE FROM users WHERE id = $1", &[caller.id().into()])
             .await?;
         Ok::<_, crate::ApiError>(sessions)

@@ -133,12 +133,7 @@ pub fn stream_run(
         // the answer (or, where there is no work after it, before the body
         // ends).
         drop(sink);
-        let after = ports.clone();
-        ports
-            .after_response(Box::pin(async move {
-                agent::after_run(&after, &spec, &outcome).await;
-            }))
-            .await;
+        after_answer(&ports, spec, outcome).await;
     };
     let driver = futures_util::stream::once(driver).filter_map(|()| async { None::<Bytes> });
     let mut encoder = Encoder::new(protocol, &session);
@@ -160,14 +155,18 @@ pub async fn run_detached(ports: &Ports, spec: &RunSpec) -> agent::RunOutcome {
     let sink = PgLogSink::new(ports.clone(), spec, None);
     let outcome = agent::run(ports, spec, &sink).await;
     let _ = sink.flush().await;
-    let (after, spec) = (ports.clone(), spec.clone());
-    let done = outcome.clone();
+    after_answer(ports, spec.clone(), outcome.clone()).await;
+    outcome
+}
+
+/// [`agent::after_run`] (the commit of the run's files) after the answer.
+async fn after_answer(ports: &Ports, spec: RunSpec, outcome: agent::RunOutcome) {
+    let after = ports.clone();
     ports
         .after_response(Box::pin(async move {
-            agent::after_run(&after, &spec, &done).await;
+            agent::after_run(&after, &spec, &outcome).await;
         }))
         .await;
-    outcome
 }
 
 /// Marks runs of the session whose driver died as incomplete, keeping the

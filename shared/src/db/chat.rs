@@ -555,3 +555,20 @@ pub async fn run_events_upto(
     .map(|r| serde_json::from_str(&r.text("event")?).map_err(|e| SqlError::Decode(e.to_string())))
     .collect()
 }
+
+/// The ids of `owner`'s sessions, of one project or of all: read before a
+/// delete whose cascade takes them (their rooms are purged after it).
+pub async fn session_ids(
+    sql: &dyn Sql,
+    owner: &str,
+    project: Option<&str>,
+) -> Result<Vec<String>, SqlError> {
+    sql.query(
+        "SELECT id FROM sessions WHERE owner_id = $1 AND ($2::text IS NULL OR project_id = $2)",
+        &[owner.into(), project.into()],
+    )
+    .await?
+    .iter()
+    .map(|r| r.text("id"))
+    .collect()
+}

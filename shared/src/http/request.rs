@@ -36,7 +36,7 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> ApiResult<T> {
             "Send the body as application/json.",
         ));
     }
-    if has_nul_escape(req.body()) {
+    if nul_escapes(req.body()).next().is_some() {
         // Postgres stores no NUL in text or jsonb: refused here, for every
         // body, rather than failing deep in a write.
         return Err(ApiError::bad_request(
@@ -55,49 +55,35 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> ApiResult<T> {
     })
 }
 
-/// Whether JSON text holds the escape `\u0000` (a NUL in a string; a raw
-/// NUL byte is not JSON at all): a `\` that is not itself escaped, then
-/// `u0000`.
-pub fn has_nul_escape(json: &[u8]) -> bool {
+/// Where JSON text holds the escape `\u0000` (a NUL in a string; a raw
+/// NUL byte is not JSON at all): the offsets of each `u0000` after a `\`
+/// that is not itself escaped.
+pub fn nul_escapes(json: &[u8]) -> impl Iterator<Item = usize> + '_ {
     let mut backslashes = 0usize;
-    for (i, &b) in json.iter().enumerate() {
+    json.iter().enumerate().filter_map(move |(i, &b)| {
         if b == b'\\' {
             backslashes += 1;
-            continue;
+            return None;
         }
-        if backslashes % 2 == 1 && b == b'u' && json[i..].starts_with(b"u0000") {
-            return true;
-        }
+        let escaped = backslashes % 2 == 1;
         backslashes = 0;
-    }
-    false
+        (escaped && json[i..].starts_with(b"u0000")).then_some(i)
+    })
 }
 
 /// JSON text fit for a `jsonb` column: each escaped NUL (`\u0000`, which
 /// `jsonb` refuses) becomes U+FFFD. Text a model wrote can hold one.
 pub fn jsonb_text(json: String) -> String {
-    if !has_nul_escape(json.as_bytes()) {
+    let at: Vec<usize> = nul_escapes(json.as_bytes()).collect();
+    if at.is_empty() {
         return json;
     }
-    let mut out = String::with_capacity(json.len());
-    let mut backslashes = 0usize;
-    let mut rest = json.as_str();
-    while let Some(c) = rest.chars().next() {
-        if c == '\\' {
-            backslashes += 1;
-        } else {
-            if backslashes % 2 == 1 && rest.starts_with("u0000") {
-                out.push_str("ufffd");
-                rest = &rest[5..];
-                backslashes = 0;
-                continue;
-            }
-            backslashes = 0;
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
+    let mut out = json.into_bytes();
+    for i in at {
+        out[i..i + 5].copy_from_slice(b"ufffd");
     }
-    out
+    // Only ASCII was replaced by ASCII.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The value of `name` in the query string, percent-decoded.

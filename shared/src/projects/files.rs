@@ -121,7 +121,8 @@ pub async fn write_file_if(
     let sha = hex(&Sha256::digest(content));
     let sql = ctx.ports.sql.as_ref();
     // Three round trips: the limits, the project's lock, the file as it is
-    // and any file its path clashes with, read together; the writes and the audit event together; COMMIT.
+    // and any file its path clashes with, read together; the writes and
+    // the audit event together; COMMIT.
     transaction(sql, async || {
         let (limits, project, current, clash) = futures_util::future::join4(
             limits(ctx, owner),

@@ -206,15 +206,7 @@ pub async fn delete(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let id = ctx.params.get("id");
     let sessions = transaction(sql, async || {
         // Read first: the delete's cascade takes them with it.
-        let sessions = sql
-            .query(
-                "SELECT id FROM sessions WHERE project_id = $1 AND owner_id = $2",
-                &[id.into(), caller.id().into()],
-            )
-            .await?
-            .iter()
-            .map(|r| r.text("id"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sessions = crate::db::chat::session_ids(sql, caller.id(), Some(id)).await?;
         if !projects::delete(sql, caller.id(), id).await? {
             return Err(ApiError::not_found("project"));
         }

@@ -24,7 +24,6 @@
 #                   valid tokens with one bad claim (expired, wrong iss/aud); they skip without it
 #   MAX_FILE_BYTES  the server's file limit when not the default 5 MiB
 #   MODEL_FAKE_URL  the model fake the chat tests drive (default http://127.0.0.1:$MODEL_FAKE_PORT)
-#   CHAT_STALE_SECS how long a server without rooms takes to declare a dead run incomplete (default 120)
 #   E2E_CONCURRENCY test files run at once (default 2)
 #   E2E_REPORTER    node test reporter (default spec)
 #   DAYTONA_FAKE_URL the Daytona fake (tests/fakes/daytona.mjs; default http://127.0.0.1:${DAYTONA_FAKE_PORT:-8793}),

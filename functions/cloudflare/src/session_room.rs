@@ -67,7 +67,8 @@ use everjust_core::chat::agent::{self, blocks_from_events, RunSpec};
 use everjust_core::chat::encode::{Encoder, Protocol, KEEP_ALIVE, KEEP_ALIVE_MS};
 use everjust_core::chat::events::{Event, EventBody};
 use everjust_core::chat::room::{
-    event_message, presence_message, ClientMessage, Fanout, Presence, RoomLog, RoomSink,
+    event_message, lost_run_end, presence_message, ClientMessage, Fanout, Presence, RoomLog,
+    RoomSink,
 };
 use everjust_core::db::chat as db;
 use everjust_core::llm::Usage;
@@ -1114,23 +1115,22 @@ impl Room {
             worker::console_error!("room: marking lost run {} incomplete: {e}", spec.run_id);
             return self.state.storage().set_alarm(RETRY_MS).await;
         }
-        let sink = RoomSink {
-            log: &log,
-            fanout: self,
-            cancel: &self.cancel,
+        // Numbered past what its readers may have seen of it unwritten (the
+        // isolate died with them): see `lost_run_end`.
+        let end = Event {
+            seq: lost_run_end(log.last_seq()),
+            run_id: spec.run_id.clone(),
+            body: EventBody::RunFinished {
+                status: "incomplete".into(),
+                stop_reason: "driver_lost".into(),
+                usage: Usage::default(),
+                cost_micros: 0,
+            },
         };
-        use everjust_core::chat::agent::RunSink;
-        let ended = sink
-            .emit(
-                &spec.run_id,
-                EventBody::RunFinished {
-                    status: "incomplete".into(),
-                    stop_reason: "driver_lost".into(),
-                    usage: Usage::default(),
-                    cost_micros: 0,
-                },
-            )
-            .await;
+        let json = event_message(&end);
+        let ended = log
+            .append(&end, &json)
+            .map(|()| self.broadcast(&end, &json));
         if let Err(e) = ended {
             worker::console_error!("room: ending lost run {}: {e}", spec.run_id);
         }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use everjust_core::config::Config;
+use everjust_core::http::body::DrivesWork;
 use everjust_core::{Body, Meta, Ports};
 use futures_util::{SinkExt, StreamExt};
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
@@ -134,6 +135,7 @@ fn strip_port(addr: &str) -> String {
 
 async fn respond(out: ResponseOutparam, response: http::Response<Body>) {
     let (parts, body) = response.into_parts();
+    let drives_work = parts.extensions.get::<DrivesWork>().is_some();
     if let Body::Native(_) = body {
         // Only other platforms' ports create native bodies.
         return respond_plain(out, 500, "a native body reached the Spin adapter").await;
@@ -173,8 +175,13 @@ async fn respond(out: ResponseOutparam, response: http::Response<Body>) {
             // Each chunk is written and flushed as it comes (SSE).
             while let Some(chunk) = chunks.next().await {
                 if let Err(e) = sink.send(chunk.to_vec()).await {
-                    // The client went away; dropping the stream stops the producer.
+                    // The client went away. A run driven by this body goes
+                    // on to its end (the instance lives until the handler
+                    // returns); any other producer stops when dropped.
                     eprintln!("streaming the response body: {e:?}");
+                    if drives_work {
+                        while chunks.next().await.is_some() {}
+                    }
                     break;
                 }
             }

@@ -78,7 +78,17 @@ pub trait RunSink {
     async fn emit(&self, run_id: &str, body: EventBody) -> ApiResult<Event>;
     /// Whether the user asked to stop (checked between steps and every few deltas).
     async fn cancel_requested(&self) -> bool;
+    /// Tool calls that may take up to `secs` seconds are about to run, the
+    /// run emitting nothing meanwhile. A host that finds lost runs by their
+    /// silence (the inline driver's heartbeat) must not take it for lost.
+    async fn quiet_for(&self, _secs: i64) -> ApiResult<()> {
+        Ok(())
+    }
 }
+
+/// Besides a command's own time limit, what starting or waking the
+/// sandbox and uploading the project may take before it runs.
+const COMMAND_SETUP_SECS: i64 = 180;
 
 /// The provider for a run and whether the user's own key pays: the one
 /// asked for (the user's key first, else the server's), else the user's
@@ -385,21 +395,82 @@ pub async fn after_run(ports: &Ports, spec: &RunSpec, outcome: &RunOutcome) {
     }
 }
 
-/// Calls the model, retrying while it is busy and before any token arrived.
+/// A model stream silent this long has stalled: a live one is never this
+/// quiet (Anthropic sends `ping`s while it thinks).
+const MODEL_IDLE_MS: i64 = 120_000;
+/// How often a wait on the model (its next event, a `retry-after`) looks
+/// at the run's cancel flag, the stream's silence and the wall time.
+const WAIT_TICK_MS: u64 = 1_000;
+
+/// Calls the model, retrying while it is busy and before any token
+/// arrived. `Ok(None)`: the run was cancelled during a wait.
 async fn start_stream(
     ports: &Ports,
     provider: &Provider,
     req: &ChatRequest,
-) -> Result<crate::llm::ModelStream, ModelError> {
+    sink: &dyn RunSink,
+) -> Result<Option<crate::llm::ModelStream>, ModelError> {
     let mut attempt = 0u32;
     loop {
         match provider.stream(ports.http.as_ref(), req).await {
             Err(ModelError::Busy { retry_after, .. }) if attempt < 3 => {
                 attempt += 1;
                 let wait = retry_after.unwrap_or(1u64 << attempt).min(30);
-                ports.clock.sleep_ms(wait * 1000).await;
+                for _ in 0..wait * 1000 / WAIT_TICK_MS {
+                    ports.clock.sleep_ms(WAIT_TICK_MS).await;
+                    if sink.cancel_requested().await {
+                        return Ok(None);
+                    }
+                }
             }
-            other => return other,
+            other => return other.map(Some),
+        }
+    }
+}
+
+/// What waiting for the model's next event gave.
+enum Next {
+    Item(Result<ModelEvent, ModelError>),
+    End,
+    Cancelled,
+    /// Silent for [`MODEL_IDLE_MS`].
+    Stalled,
+    /// The run's wall time is over.
+    TimeUp,
+}
+
+/// The stream's next event; while it is silent, every [`WAIT_TICK_MS`] a
+/// cancel, a stall or the end of the run's wall time stops the wait. One
+/// timer serves a whole call (`tick`), not one per event.
+async fn next_event<'a>(
+    ports: &'a Ports,
+    sink: &dyn RunSink,
+    stream: &mut crate::llm::ModelStream,
+    tick: &mut futures_util::future::LocalBoxFuture<'a, ()>,
+    last_event_ms: &mut i64,
+    deadline: i64,
+) -> Next {
+    use futures_util::future::{select, Either};
+    loop {
+        match select(stream.next(), tick.as_mut()).await {
+            Either::Left((Some(item), _)) => {
+                *last_event_ms = ports.clock.now_ms();
+                return Next::Item(item);
+            }
+            Either::Left((None, _)) => return Next::End,
+            Either::Right(((), _)) => {
+                *tick = ports.clock.sleep_ms(WAIT_TICK_MS);
+                let now = ports.clock.now_ms();
+                if sink.cancel_requested().await {
+                    return Next::Cancelled;
+                }
+                if now - *last_event_ms >= MODEL_IDLE_MS {
+                    return Next::Stalled;
+                }
+                if now > deadline {
+                    return Next::TimeUp;
+                }
+            }
         }
     }
 }
@@ -669,8 +740,13 @@ async fn drive(
             tools: tools::specs(),
             max_tokens: config.agent_max_tokens,
         };
-        let mut stream = match start_stream(ports, &provider, &req).await {
-            Ok(s) => s,
+        let mut stream = match start_stream(ports, &provider, &req, sink).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                sink.emit(&spec.run_id, EventBody::StepFinished { step })
+                    .await?;
+                return Ok((finish("cancelled", "cancelled", total, cost), all_blocks));
+            }
             Err(e) => {
                 sink.emit(
                     &spec.run_id,
@@ -700,7 +776,38 @@ async fn drive(
         let mut failure: Option<ModelError> = None;
         let mut seen = 0u32;
         let mut cancelled = false;
-        while let Some(item) = stream.next().await {
+        let mut time_up = false;
+        let mut tick = ports.clock.sleep_ms(WAIT_TICK_MS);
+        let mut last_event_ms = ports.clock.now_ms();
+        loop {
+            let item = match next_event(
+                ports,
+                sink,
+                &mut stream,
+                &mut tick,
+                &mut last_event_ms,
+                deadline,
+            )
+            .await
+            {
+                Next::Item(item) => item,
+                Next::End => break,
+                Next::Cancelled => {
+                    cancelled = true;
+                    break;
+                }
+                Next::Stalled => {
+                    failure = Some(ModelError::Stream(format!(
+                        "the model sent nothing for {} s",
+                        MODEL_IDLE_MS / 1000
+                    )));
+                    break;
+                }
+                Next::TimeUp => {
+                    time_up = true;
+                    break;
+                }
+            };
             seen += 1;
             if seen.is_multiple_of(64) && sink.cancel_requested().await {
                 cancelled = true;
@@ -867,13 +974,15 @@ async fn drive(
                     .iter()
                     .any(|b| matches!(b, Block::ToolUse { .. }))
                 && sink.cancel_requested().await);
-        if cancelled || stop == StopReason::MaxTokens {
+        if cancelled || time_up || stop == StopReason::MaxTokens {
             step_blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));
             all_blocks.extend(step_blocks);
             sink.emit(&spec.run_id, EventBody::StepFinished { step })
                 .await?;
             let (status, reason) = if cancelled {
                 ("cancelled", "cancelled")
+            } else if time_up {
+                ("incomplete", "time_limit")
             } else {
                 ("incomplete", "max_tokens")
             };
@@ -908,6 +1017,11 @@ async fn drive(
         }
         // The run goes on: this call's usage is stored before its tools run.
         record_usage(ports, spec, unrecorded.take()).await?;
+        let commands = calls.iter().filter(|(_, n, _)| n == "run_command").count();
+        if commands > 0 {
+            let each = limits.command_timeout_secs.max(1) + COMMAND_SETUP_SECS;
+            sink.quiet_for(each.saturating_mul(commands as i64)).await?;
+        }
         let mut results = Vec::new();
         for (id, name, input) in calls {
             let input = Some(&input).filter(|_| !invalid_inputs.contains(&id));

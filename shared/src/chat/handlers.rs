@@ -478,12 +478,25 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
             committed?;
             aside?;
             let res = if wants_stream(req) {
-                sse_response(
+                let mut res = sse_response(
                     protocol,
                     Body::Stream(inline::stream_run(ctx.ports.clone(), spec, protocol)),
-                )
+                );
+                // The run lives in this body: it must go on if the client leaves.
+                res.extensions_mut().insert(crate::http::body::DrivesWork);
+                res
+            } else if ctx.ports.background.is_some() {
+                // The run goes on after the answer, in this request's
+                // instance (Spin): the client reads it from `events_url`.
+                let ports = ctx.ports.clone();
+                ctx.ports
+                    .after_response(Box::pin(async move {
+                        inline::run_detached(&ports, &spec).await;
+                    }))
+                    .await;
+                json(StatusCode::ACCEPTED, &accepted(first_seq))
             } else {
-                // Without a room the run lives in this request: answer when it is done.
+                // Nothing runs after the answer here: answer when the run is done.
                 let outcome = inline::run_detached(ctx.ports, &spec).await;
                 let mut doc = accepted(first_seq);
                 doc["status"] = outcome.status.into();

@@ -1,9 +1,10 @@
 //! Runs driven within the request that starts them, with the Postgres event
 //! log as the room: used on Spin (no Durable Objects there) and wherever no
 //! room port is configured. Events are appended in batches, not one round
-//! trip per token; readers replay and tail the log; a run whose request
-//! died is found by its stale heartbeat, marked `incomplete`, and its
-//! partial answer kept.
+//! trip per token; readers replay and tail the log. A run goes on when its
+//! client leaves (the adapter reads its stream to the end); a run whose
+//! request died (the process did) is found by its stale heartbeat, marked
+//! `incomplete`, and its partial answer kept.
 
 use std::cell::{Cell, RefCell};
 
@@ -16,10 +17,12 @@ use futures_util::StreamExt;
 use super::agent::{self, blocks_from_events, RunSink, RunSpec};
 use super::encode::{Encoder, Protocol, KEEP_ALIVE, KEEP_ALIVE_MS};
 use super::events::{Event, EventBody};
+use super::room::lost_run_end;
 use crate::db::chat as db;
 use crate::error::ApiResult;
 use crate::ids;
 use crate::llm::Usage;
+use crate::ports::sql::{transaction, SqlError};
 use crate::ports::Ports;
 
 /// Flush the batch after this many events or this many milliseconds.
@@ -38,6 +41,9 @@ pub struct PgLogSink {
     last_flush: Cell<i64>,
     last_cancel_check: Cell<i64>,
     cancelled: Cell<bool>,
+    /// The heartbeat was set ahead ([`RunSink::quiet_for`]): the next event
+    /// is flushed at once, which brings it back to now.
+    quiet: Cell<bool>,
     live: Option<mpsc::UnboundedSender<Event>>,
 }
 
@@ -53,6 +59,7 @@ impl PgLogSink {
             last_flush: Cell::new(now),
             last_cancel_check: Cell::new(now),
             cancelled: Cell::new(false),
+            quiet: Cell::new(false),
             live,
         }
     }
@@ -93,10 +100,24 @@ impl RunSink for PgLogSink {
         }
         let due = self.batch.borrow().len() >= BATCH_EVENTS
             || self.ports.clock.now_ms() - self.last_flush.get() >= BATCH_MS;
-        if terminal || (boundary && due) || self.batch.borrow().len() >= BATCH_EVENTS * 4 {
+        if terminal
+            || (boundary && due)
+            || self.quiet.replace(false)
+            || self.batch.borrow().len() >= BATCH_EVENTS * 4
+        {
             self.flush().await?;
         }
         Ok(ev)
+    }
+
+    /// Readers get every event so far now, and the heartbeat is set ahead
+    /// by `secs`: a reader finds the run lost only if it is still silent
+    /// [`STALE_SECS`] after that.
+    async fn quiet_for(&self, secs: i64) -> ApiResult<()> {
+        self.flush().await?;
+        db::heartbeat_ahead(self.ports.sql.as_ref(), &self.run_id, secs).await?;
+        self.quiet.set(true);
+        Ok(())
     }
 
     async fn cancel_requested(&self) -> bool {
@@ -113,9 +134,12 @@ impl RunSink for PgLogSink {
     }
 }
 
-/// Runs `spec` while streaming its events in `protocol`. If the reader goes
-/// away the stream is dropped, the run stops with it, and a later reader
-/// finds it stale and marks it incomplete.
+/// Runs `spec` while streaming its events in `protocol`. The response that
+/// carries it is marked [`DrivesWork`](crate::http::body::DrivesWork): when
+/// the reader goes away the adapter reads on to the run's end (Spin), and
+/// the run is stored whole. Where the stream is dropped instead, the run
+/// stops with it, and a later reader finds it stale and marks it
+/// incomplete.
 pub fn stream_run(
     ports: Ports,
     spec: RunSpec,
@@ -170,7 +194,10 @@ async fn after_answer(ports: &Ports, spec: RunSpec, outcome: agent::RunOutcome) 
 }
 
 /// Marks runs of the session whose driver died as incomplete, keeping the
-/// partial answer rebuilt from their events.
+/// partial answer rebuilt from their stored events. Each is claimed in the
+/// transaction that stores its answer and its end, so two readers that
+/// find it stale at once end it once. The end is numbered past whatever a
+/// reader of the dead driver may have seen ([`lost_run_end`]).
 pub async fn recover_stale(ports: &Ports, session_id: &str, owner_id: &str) -> ApiResult<()> {
     let sql = ports.sql.as_ref();
     for run in db::stale_runs(sql, session_id, STALE_SECS).await? {
@@ -180,24 +207,8 @@ pub async fn recover_stale(ports: &Ports, session_id: &str, owner_id: &str) -> A
             .filter(|e| e.run_id == run.id)
             .collect();
         let blocks = blocks_from_events(&events);
-        let last_seq = events.last().map_or(run.first_seq, |e| e.seq);
-        db::insert_message(
-            sql,
-            &ids::new_id(ports, "msg"),
-            session_id,
-            owner_id,
-            Some(&run.id),
-            "assistant",
-            &serde_json::to_value(&blocks).unwrap_or_default(),
-            "incomplete",
-            None,
-            &Usage::default(),
-            0,
-        )
-        .await?;
-        db::finish_run(sql, &run.id, "incomplete", Some("driver_lost")).await?;
         let end = Event {
-            seq: last_seq + 1,
+            seq: lost_run_end(events.last().map_or(run.first_seq, |e| e.seq)),
             run_id: run.id.clone(),
             body: EventBody::RunFinished {
                 status: "incomplete".into(),
@@ -206,7 +217,28 @@ pub async fn recover_stale(ports: &Ports, session_id: &str, owner_id: &str) -> A
                 cost_micros: 0,
             },
         };
-        db::append_events(sql, session_id, &run.id, &[end]).await?;
+        let message_id = ids::new_id(ports, "msg");
+        transaction(sql, async || {
+            if !db::claim_stale_run(sql, &run.id, STALE_SECS).await? {
+                return Ok::<_, SqlError>(());
+            }
+            db::insert_message(
+                sql,
+                &message_id,
+                session_id,
+                owner_id,
+                Some(&run.id),
+                "assistant",
+                &serde_json::to_value(&blocks).unwrap_or_default(),
+                "incomplete",
+                None,
+                &Usage::default(),
+                0,
+            )
+            .await?;
+            db::append_events(sql, session_id, &run.id, std::slice::from_ref(&end)).await
+        })
+        .await?;
     }
     Ok(())
 }

@@ -15,6 +15,20 @@ use super::agent::RunSink;
 use super::events::{Event, EventBody};
 use crate::error::{ApiError, ApiResult};
 
+/// More events than any driver publishes before they are stored (a room
+/// holds at most 63 unwritten, the inline driver 191, see their flush
+/// rules). A reader may have seen events of a run whose driver then died
+/// before storing them.
+pub const UNSTORED_MAX: i64 = 256;
+
+/// The sequence number of the end of a run whose driver died, when its last
+/// stored event is `last_stored`: past every number a reader may have seen,
+/// so a reader resuming from any of them gets the end, and the next run's
+/// events, instead of skipping them. (Numbers are increasing, not dense.)
+pub fn lost_run_end(last_stored: i64) -> i64 {
+    last_stored + UNSTORED_MAX + 1
+}
+
 /// The room's buffer of events: synchronous, strongly consistent storage.
 pub trait RoomLog {
     /// Appends `ev`, whose native JSON ([`event_message`]) is `json`.

@@ -400,6 +400,36 @@ pub async fn active_run(sql: &dyn Sql, session: &str) -> Result<Option<RunRow>, 
     .transpose()
 }
 
+/// Sets the run's heartbeat `secs` ahead of now: its driver is alive but
+/// will be silent (a long tool call); the next flush brings it back to now.
+pub async fn heartbeat_ahead(sql: &dyn Sql, run: &str, secs: i64) -> Result<(), SqlError> {
+    sql.execute(
+        "UPDATE runs SET heartbeat_at = now() + make_interval(secs => $2::float8) WHERE id = $1",
+        &[run.into(), Value::Float(secs as f64)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes the stale run `run` for recovery: ends it as `incomplete` when it
+/// is still running and still stale, in one statement, so of two readers
+/// that found it stale (or a driver that woke up meanwhile) one wins.
+pub async fn claim_stale_run(
+    sql: &dyn Sql,
+    run: &str,
+    older_than_secs: i64,
+) -> Result<bool, SqlError> {
+    let n = sql
+        .execute(
+            "UPDATE runs SET status = 'incomplete', error = 'driver_lost', finished_at = now()
+             WHERE id = $1 AND status = 'running'
+             AND heartbeat_at < now() - make_interval(secs => $2::float8)",
+            &[run.into(), Value::Float(older_than_secs as f64)],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
 /// Runs whose driver stopped sending heartbeats (its request died).
 pub async fn stale_runs(
     sql: &dyn Sql,

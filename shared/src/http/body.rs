@@ -13,6 +13,14 @@ pub enum Body {
     Native(Box<dyn std::any::Any>),
 }
 
+/// A response extension: the streamed body drives work that must go on
+/// when its client leaves (a run driven inside its request). An adapter
+/// whose platform lets a request's work outlive its client reads such a
+/// body to its end, discarding it, once a write fails; any other streamed
+/// body is dropped then, which stops its producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrivesWork;
+
 impl Body {
     pub fn empty() -> Self {
         Body::Full(Bytes::new())

@@ -2024,3 +2024,390 @@ async fn deleting_a_project_or_the_account_purges_the_sessions_rooms() {
     assert_eq!(room.1.take(), vec![third]);
     assert!(!room.1.borrow().contains(&bobs));
 }
+
+/// Ages the session's running run as if its driver had been silent for ten
+/// minutes.
+async fn age_running_run(app: &TestApp) {
+    app.ports
+        .sql
+        .execute(
+            "UPDATE runs SET heartbeat_at = now() - interval '10 minutes' WHERE status = 'running'",
+            &[],
+        )
+        .await
+        .expect("age");
+}
+
+/// A reader sees events as they come, before they are stored. When the
+/// driver dies with such events, the run's end (and the next run) is
+/// numbered past them: a client resuming from the last number it saw gets
+/// the end, instead of nothing.
+#[tokio::test]
+async fn a_lost_runs_end_comes_after_every_number_its_reader_saw() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let deltas: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
+    let deltas: Vec<&str> = deltas.iter().map(String::as_str).collect();
+    // The stream stalls before the block ends: nothing forces a flush.
+    let full = anthropic(&deltas, &[], "end_turn");
+    let cut = full.find("event: content_block_stop").expect("block stop");
+    http.push(200, &[], format!("{}!HANG", &full[..cut]));
+    let req = http::Request::post(format!("/v1/sessions/{s}/messages?protocol=native"))
+        .header("authorization", format!("Bearer {t}"))
+        .header("content-type", "application/json")
+        .header("accept", "text/event-stream")
+        .body(bytes::Bytes::from(json!({"content": "hi"}).to_string()))
+        .expect("req");
+    let res = everjust_core::handle(&app.ports, req, everjust_core::Meta::default()).await;
+    assert!(res
+        .extensions()
+        .get::<everjust_core::http::body::DrivesWork>()
+        .is_some());
+    let everjust_core::Body::Stream(mut st) = res.into_body() else {
+        panic!("stream")
+    };
+    use futures_util::StreamExt;
+    let mut seen: Vec<u8> = Vec::new();
+    while native(&seen).len() < 40 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), st.next())
+            .await
+            .expect("events come")
+            .expect("a chunk");
+        seen.extend_from_slice(&chunk);
+    }
+    let seen = native(&seen);
+    let last_seen = seen
+        .iter()
+        .filter_map(|e| e["seq"].as_i64())
+        .max()
+        .expect("seq");
+    // The driver dies with its request (a process that went down).
+    drop(st);
+    let stored = app
+        .ports
+        .sql
+        .query_opt("SELECT coalesce(max(seq), 0) AS n FROM run_events", &[])
+        .await
+        .expect("max")
+        .expect("row")
+        .int("n")
+        .expect("n");
+    assert!(
+        stored < last_seen,
+        "the reader saw events never stored ({stored} stored, {last_seen} seen)"
+    );
+    age_running_run(&app).await;
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs.last().expect("answer")["status"], "incomplete");
+    let resumed = native(
+        &app.get(
+            &format!("/v1/sessions/{s}/events?after={last_seen}"),
+            Some(&t),
+        )
+        .await
+        .body,
+    );
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(
+        (
+            resumed[0]["type"].as_str(),
+            resumed[0]["stop_reason"].as_str()
+        ),
+        (Some("run_finished"), Some("driver_lost"))
+    );
+    let end = resumed[0]["seq"].as_i64().expect("seq");
+    http.push(200, &[], anthropic(&["again"], &[], "end_turn"));
+    let next = native(&send(&app, &t, &s, "again", "native").await.body);
+    assert_eq!(next[0]["type"], "run_started");
+    assert!(next[0]["seq"].as_i64().expect("seq") > end);
+}
+
+/// Two readers that find the same run lost at once end it once: one
+/// incomplete answer, one end.
+#[tokio::test]
+async fn a_lost_run_found_by_two_readers_at_once_is_ended_once() {
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    let sql = app.ports.sql.as_ref();
+    sql.execute("INSERT INTO runs (id, session_id, owner_id, provider, model) SELECT 'run_dead', id, owner_id, 'anthropic', 'm' FROM sessions", &[])
+        .await
+        .expect("run");
+    sql.execute("INSERT INTO run_events (session_id, seq, run_id, event) SELECT id, 1, 'run_dead', '{\"type\":\"text_start\",\"block_id\":\"b\",\"seq\":1,\"run_id\":\"run_dead\"}'::jsonb FROM sessions", &[])
+        .await
+        .expect("event");
+    age_running_run(&app).await;
+    let (a, b) = (app.on_own_connection().await, app.on_own_connection().await);
+    let path = format!("/v1/sessions/{s}/messages");
+    let (ra, rb) = Box::pin(futures_util::future::join(
+        a.get(&path, Some(&t)),
+        b.get(&path, Some(&t)),
+    ))
+    .await;
+    assert_eq!((ra.status, rb.status), (200, 200));
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let ends = sql
+        .query(
+            "SELECT seq FROM run_events WHERE event->>'type' = 'run_finished'",
+            &[],
+        )
+        .await
+        .expect("ends");
+    assert_eq!(ends.len(), 1);
+}
+
+/// A driver about to run a long tool call says so: while the call may still
+/// run, readers do not take the silent run for lost; once it has ended,
+/// silence counts again.
+#[tokio::test]
+async fn a_run_in_a_long_tool_call_is_not_taken_for_lost() {
+    use everjust_core::chat::agent::RunSink;
+    let (app, _http, t, s) = setup(ANTHROPIC).await;
+    let sql = app.ports.sql.as_ref();
+    sql.execute("INSERT INTO runs (id, session_id, owner_id, provider, model) SELECT 'run_busy', id, owner_id, 'anthropic', 'm' FROM sessions", &[])
+        .await
+        .expect("run");
+    let spec: everjust_core::chat::agent::RunSpec = serde_json::from_value(json!({
+        "run_id": "run_busy", "session_id": s, "project_id": "p", "owner_id": "o",
+        "user_message_id": "m1", "assistant_message_id": "m2", "provider": "anthropic",
+        "model": "m", "byok": false, "first_seq": 0, "started_ms": 0,
+    }))
+    .expect("spec");
+    let sink = everjust_core::chat::inline::PgLogSink::new(app.ports.clone(), &spec, None);
+    sink.emit(
+        "run_busy",
+        everjust_core::chat::events::EventBody::StepStarted { step: 1 },
+    )
+    .await
+    .expect("emit");
+    // A 600 s command is about to run; its driver went quiet 10 minutes ago.
+    sink.quiet_for(900).await.expect("quiet");
+    sql.execute(
+        "UPDATE runs SET heartbeat_at = heartbeat_at - interval '10 minutes'",
+        &[],
+    )
+    .await
+    .expect("age");
+    // What it emitted before was stored when it went quiet.
+    let stored = sql
+        .query("SELECT seq FROM run_events WHERE run_id = 'run_busy'", &[])
+        .await
+        .expect("events");
+    assert_eq!(stored.len(), 1);
+    assert!(
+        messages(&app, &t, &s).await.is_empty(),
+        "not taken for lost"
+    );
+    // The call ended: its result brings the heartbeat back to now, so a
+    // driver that dies after it is found two minutes later, not 15.
+    sink.emit(
+        "run_busy",
+        everjust_core::chat::events::EventBody::ToolResult {
+            tool_call_id: "call_1".into(),
+            output: "ok".into(),
+            is_error: false,
+        },
+    )
+    .await
+    .expect("emit");
+    sql.execute(
+        "UPDATE runs SET heartbeat_at = heartbeat_at - interval '3 minutes'",
+        &[],
+    )
+    .await
+    .expect("age");
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["status"], "incomplete");
+}
+
+/// Records what a run asks of its sink; says "cancel" from its
+/// `cancel_at`-th question on.
+#[derive(Default)]
+struct SpySink {
+    seq: std::cell::Cell<i64>,
+    events: std::cell::RefCell<Vec<String>>,
+    asked: std::cell::Cell<u32>,
+    cancel_at: Option<u32>,
+}
+
+#[async_trait::async_trait(?Send)]
+impl everjust_core::chat::agent::RunSink for SpySink {
+    async fn emit(
+        &self,
+        run_id: &str,
+        body: everjust_core::chat::events::EventBody,
+    ) -> everjust_core::ApiResult<everjust_core::chat::events::Event> {
+        self.seq.set(self.seq.get() + 1);
+        let ev = everjust_core::chat::events::Event {
+            seq: self.seq.get(),
+            run_id: run_id.to_owned(),
+            body,
+        };
+        let v = serde_json::to_value(&ev).expect("event");
+        self.events
+            .borrow_mut()
+            .push(v["type"].as_str().unwrap_or_default().to_owned());
+        Ok(ev)
+    }
+    async fn cancel_requested(&self) -> bool {
+        self.asked.set(self.asked.get() + 1);
+        self.cancel_at.is_some_and(|n| self.asked.get() >= n)
+    }
+    async fn quiet_for(&self, secs: i64) -> everjust_core::ApiResult<()> {
+        self.events.borrow_mut().push(format!("quiet {secs}"));
+        Ok(())
+    }
+}
+
+/// Before its `run_command` calls run, a run tells its sink how long they
+/// may be silent: the caller's command time limit, plus the sandbox's
+/// start-up, for each.
+/// The spec of a run started in `session`, as its room would get it.
+async fn room_spec(
+    app: &mut TestApp,
+    t: &str,
+    session: &str,
+) -> everjust_core::chat::agent::RunSpec {
+    let room = Rc::new(crate::helpers::SpecRoom::default());
+    app.ports.rooms = Some(room.clone());
+    assert_eq!(app.send_message(t, session, "build it").await.status, 202);
+    app.ports.rooms = None;
+    room.last().1
+}
+
+#[tokio::test]
+async fn a_run_announces_how_long_its_commands_may_be_silent() {
+    let (mut app, http, t, s) = setup(ANTHROPIC).await;
+    let spec = room_spec(&mut app, &t, &s).await;
+    let limit = spec
+        .preload
+        .as_ref()
+        .expect("preload")
+        .limits
+        .command_timeout_secs;
+    let tools: &[(&str, &str, Value)] = &[
+        ("c1", "run_command", json!({"command": "npm test"})),
+        ("c2", "run_command", json!({"command": "npm run build"})),
+    ];
+    http.push(200, &[], anthropic(&[], tools, "tool_use"));
+    http.push(200, &[], anthropic(&["done"], &[], "end_turn"));
+    let sink = SpySink::default();
+    everjust_core::chat::agent::run(&app.ports, &spec, &sink).await;
+    let events = sink.events.borrow();
+    let quiet = events
+        .iter()
+        .position(|e| e.starts_with("quiet"))
+        .expect("announced");
+    assert_eq!(events[quiet], format!("quiet {}", 2 * (limit + 180)));
+    assert_eq!(events[quiet - 1], "step_finished", "{events:?}");
+    assert_eq!(events[quiet + 1], "tool_result", "{events:?}");
+    assert_eq!(events.iter().filter(|e| e.starts_with("quiet")).count(), 1);
+}
+
+/// A model stream that goes silent mid-answer: the run does not wait for
+/// ever. It ends as incomplete with the text so far once the model has
+/// said nothing for two minutes; sooner when the user cancels; at the
+/// run's wall time when that comes first.
+#[tokio::test]
+async fn a_silent_model_stream_ends_by_stall_cancel_or_time_limit() {
+    let (mut app, http, t, s) = setup(ANTHROPIC).await;
+    let spec = room_spec(&mut app, &t, &s).await;
+    let full = anthropic(&["half ", "an answer"], &[], "end_turn");
+    let hang = format!(
+        "{}!HANG",
+        &full[..full.find("event: content_block_stop").expect("stop")]
+    );
+    let run = |sink: SpySink, spec: everjust_core::chat::agent::RunSpec| {
+        let app = &app;
+        async move {
+            let started = app.ports.clock.now_ms();
+            let outcome = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                everjust_core::chat::agent::run(&app.ports, &spec, &sink),
+            )
+            .await
+            .expect("the run ends");
+            let waited = app.ports.clock.now_ms() - started;
+            (outcome, waited, sink.events.take())
+        }
+    };
+    // Silent: a stall, after two minutes.
+    http.push(200, &[], hang.clone());
+    let (outcome, waited, events) = run(SpySink::default(), spec.clone()).await;
+    assert_eq!(
+        (outcome.status, outcome.stop_reason.as_str()),
+        ("incomplete", "upstream_failed")
+    );
+    assert!((120_000..125_000).contains(&waited), "{waited} ms");
+    assert!(events.contains(&"run_error".to_owned()), "{events:?}");
+    let stored = app
+        .ports
+        .sql
+        .query_opt(
+            "SELECT status, content::text AS c FROM messages WHERE id = $1",
+            &[spec.assistant_message_id.as_str().into()],
+        )
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.text("status").expect("status"), "incomplete");
+    assert!(stored
+        .text("c")
+        .expect("content")
+        .contains("half an answer"));
+    // Cancelled while silent: at the next look, a second later.
+    app.ports
+        .sql
+        .execute("DELETE FROM messages WHERE role = 'assistant'", &[])
+        .await
+        .expect("clear");
+    http.push(200, &[], hang.clone());
+    let sink = SpySink {
+        cancel_at: Some(3),
+        ..Default::default()
+    };
+    let (outcome, waited, _) = run(sink, spec.clone()).await;
+    assert_eq!(outcome.status, "cancelled");
+    assert!(waited < 10_000, "{waited} ms");
+    // The wall time ends while it is silent.
+    app.ports
+        .sql
+        .execute("DELETE FROM messages WHERE role = 'assistant'", &[])
+        .await
+        .expect("clear");
+    http.push(200, &[], hang);
+    let mut late = spec.clone();
+    late.started_ms = app.ports.clock.now_ms() - 600_000 + 5_000;
+    let (outcome, waited, _) = run(SpySink::default(), late).await;
+    assert_eq!(
+        (outcome.status, outcome.stop_reason.as_str()),
+        ("incomplete", "time_limit")
+    );
+    assert!((5_000..10_000).contains(&waited), "{waited} ms");
+}
+
+/// A `retry-after` wait (the provider busy before the first token) is
+/// cancelled like any other wait: the run ends without calling again.
+#[tokio::test]
+async fn a_cancel_during_a_retry_after_wait_ends_the_run() {
+    let (mut app, http, t, s) = setup(ANTHROPIC).await;
+    let spec = room_spec(&mut app, &t, &s).await;
+    let before = http.requests.borrow().len();
+    http.push(
+        529,
+        &[("retry-after", "30")],
+        "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
+    );
+    http.push(200, &[], anthropic(&["late"], &[], "end_turn"));
+    let sink = SpySink {
+        cancel_at: Some(3),
+        ..Default::default()
+    };
+    let started = app.ports.clock.now_ms();
+    let outcome = everjust_core::chat::agent::run(&app.ports, &spec, &sink).await;
+    assert_eq!(outcome.status, "cancelled");
+    assert!(app.ports.clock.now_ms() - started < 30_000);
+    assert_eq!(http.requests.borrow().len() - before, 1, "not called again");
+    let events = sink.events.take();
+    assert_eq!(events.last().map(String::as_str), Some("run_finished"));
+    assert!(events.contains(&"step_finished".to_owned()), "{events:?}");
+}

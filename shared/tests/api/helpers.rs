@@ -193,7 +193,12 @@ impl HttpClient for ScriptedHttp {
     > {
         use futures_util::StreamExt;
         let res = self.send(req).await?;
-        let (parts, body) = res.into_parts();
+        let (parts, mut body) = res.into_parts();
+        // A body ending in "!HANG" stalls there, the connection kept open.
+        let hang = body.ends_with(b"!HANG");
+        if hang {
+            body.truncate(body.len() - 5);
+        }
         // Odd chunk sizes so events and UTF-8 sequences are split.
         let mut chunks = Vec::new();
         let mut i = 0;
@@ -214,7 +219,13 @@ impl HttpClient for ScriptedHttp {
         Ok(everjust_core::ports::http_client::StreamingResponse {
             status: parts.status,
             headers: parts.headers,
-            body: futures_util::stream::iter(chunks).boxed_local(),
+            body: if hang {
+                futures_util::stream::iter(chunks)
+                    .chain(futures_util::stream::pending())
+                    .boxed_local()
+            } else {
+                futures_util::stream::iter(chunks).boxed_local()
+            },
         })
     }
 }

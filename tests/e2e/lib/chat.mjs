@@ -7,8 +7,6 @@
 //                    http://127.0.0.1:${MODEL_FAKE_PORT:-8791}; the server must have been started with
 //                    ANTHROPIC_BASE_URL pointing there. Tests that read the fake's request log skip
 //                    those checks when it does not answer.
-//   CHAT_STALE_SECS  how long a server without rooms waits before it declares a run whose request
-//                    died incomplete (default 120, the core's inline::STALE_SECS)
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -16,7 +14,6 @@ import { randomBytes } from 'node:crypto';
 import { BASE_URL, createProject, expectJson, get, newUser, post, proxyLost } from './client.mjs';
 
 export const MODEL_FAKE_URL = (process.env.MODEL_FAKE_URL || `http://127.0.0.1:${process.env.MODEL_FAKE_PORT || 8791}`).replace(/\/+$/, '');
-export const STALE_SECS = Number(process.env.CHAT_STALE_SECS || 120);
 const STREAM_TIMEOUT_MS = Number(process.env.E2E_STREAM_TIMEOUT_MS || 60_000);
 const RATE_LIMIT_BUDGET_MS = Number(process.env.E2E_RATE_LIMIT_WAIT_S ?? 150) * 1000;
 

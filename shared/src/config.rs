@@ -33,6 +33,9 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("GITHUB_APP_PRIVATE_KEY", true),
     ("GITHUB_WEBHOOK_SECRET", true),
     ("GITHUB_API_URL", false),
+    ("GITHUB_CLIENT_ID", false),
+    ("GITHUB_CLIENT_SECRET", true),
+    ("GITHUB_OAUTH_URL", false),
     ("GITHUB_COMMIT_AUTHOR_NAME", false),
     ("GITHUB_COMMIT_AUTHOR_EMAIL", false),
     ("DAYTONA_API_URL", false),
@@ -150,8 +153,30 @@ pub struct GithubConfig {
     pub webhook_secret: String,
     /// `https://api.github.com` unless set (tests point it at a fake).
     pub api_url: String,
+    /// The App's OAuth client (`GITHUB_CLIENT_ID`, `GITHUB_CLIENT_SECRET`):
+    /// how a user proves which installations their GitHub account can
+    /// reach. `None`: installations cannot be linked.
+    pub oauth: Option<GithubOauth>,
     pub commit_author_name: String,
     pub commit_author_email: String,
+}
+
+#[derive(Clone)]
+pub struct GithubOauth {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Where `/login/oauth/access_token` is: `https://github.com` unless set.
+    pub url: String,
+}
+
+impl std::fmt::Debug for GithubOauth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubOauth")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &REDACTED)
+            .field("url", &self.url)
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -235,6 +260,7 @@ impl std::fmt::Debug for GithubConfig {
             .field("private_key_pem", &REDACTED)
             .field("webhook_secret", &REDACTED)
             .field("api_url", &self.api_url)
+            .field("oauth", &self.oauth)
             .field("commit_author_name", &self.commit_author_name)
             .field("commit_author_email", &self.commit_author_email)
             .finish_non_exhaustive()
@@ -403,6 +429,20 @@ impl Config {
                     private_key_pem: key.replace("\\n", "\n"),
                     webhook_secret,
                     api_url: get("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()).trim_end_matches('/').to_owned(),
+                    oauth: match (get("GITHUB_CLIENT_ID"), get("GITHUB_CLIENT_SECRET")) {
+                        (Some(client_id), Some(client_secret)) => Some(GithubOauth {
+                            client_id,
+                            client_secret,
+                            url: get("GITHUB_OAUTH_URL").unwrap_or_else(|| "https://github.com".into()).trim_end_matches('/').to_owned(),
+                        }),
+                        (None, None) => None,
+                        _ => {
+                            return Err(ConfigError {
+                                name: "GITHUB_CLIENT_ID",
+                                problem: "GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET must be set together",
+                            })
+                        }
+                    },
                     commit_author_name: get("GITHUB_COMMIT_AUTHOR_NAME").unwrap_or_else(|| "EverJust".into()),
                     commit_author_email: get("GITHUB_COMMIT_AUTHOR_EMAIL").unwrap_or_else(|| "agent@everjust.dev".into()),
                 }),

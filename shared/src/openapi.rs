@@ -182,7 +182,9 @@ fn shapes(route: Route) -> Shape {
         Route::Audit => Shape::answer(200, page_of("AuditEvent")).paged(),
         Route::Health => Shape::answer(200, Some(schema_ref("Health"))),
         Route::Ready => Shape::answer(200, Some(schema_ref("Ready"))),
-        Route::GithubLinkInstallation => Shape::answer(201, Some(schema_ref("GithubInstallation"))),
+        Route::GithubLinkInstallation => Shape::answer(201, Some(schema_ref("GithubInstallation")))
+            .body(json_body("LinkInstallation"))
+            .also(403, json!({"description": "The GitHub account behind the code cannot reach that installation (github_installation_mismatch); nothing linked", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})),
         Route::GithubInstallations => Shape::answer(
             200,
             Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": schema_ref("GithubInstallation")}}})),

@@ -59,13 +59,20 @@ const nonce = () => randomBytes(4).toString('hex');
  * A user with a linked installation on a fresh account (an organisation by default), a project and an
  * empty repository `site` of that installation: { user, token, installation, owner, project }.
  */
+/** The OAuth code GitHub would hand the App's setup URL for a user who reaches `installations`. */
+async function oauthCode(installations) {
+  const r = await fake('POST', '/_fake/oauth-codes', { installations });
+  assert.equal(r.status, 201);
+  return r.json.code;
+}
+
 async function setup({ type = 'Organization', files } = {}) {
   const installation = ++seq;
   const owner = `e2e-${nonce()}`;
   assert.equal((await fake('POST', '/_fake/installations', { id: installation, login: owner, type })).status, 201);
   assert.equal((await fake('POST', '/_fake/repos', { installation, owner, name: 'site', files })).status, 201);
   const user = await newUser('github');
-  const linked = await post('/v1/github/installations', { installation_id: installation, account: owner }, { token: user.access });
+  const linked = await post('/v1/github/installations', { installation_id: installation, code: await oauthCode([installation]) }, { token: user.access });
   api.answers('post', '/v1/github/installations', 201, expectJson(linked, 201));
   api.answers('get', '/v1/github/installations', 200, expectJson(await get('/v1/github/installations', { token: user.access }), 200));
   const project = await createProject(user.access);
@@ -325,10 +332,19 @@ describe('GitHub sync', { skip }, () => {
     const ctx = await setup();
     const theirs = ++seq;
     await fake('POST', '/_fake/installations', { id: theirs, login: `e2e-${nonce()}`, type: 'Organization' });
-    expectProblem(await post('/v1/github/installations', { installation_id: theirs, account: ctx.owner }, { token: ctx.token }), 403, 'github_installation_mismatch');
-    expectProblem(await post('/v1/github/installations', { installation_id: 999_999_999, account: ctx.owner }, { token: ctx.token }), 404, 'not_found');
+    // Naming an installation (and its account) proves nothing: the code's GitHub user must reach it.
+    expectProblem(await post('/v1/github/installations', { installation_id: theirs, code: await oauthCode([ctx.installation]) }, { token: ctx.token }), 403, 'github_installation_mismatch');
+    expectProblem(await post('/v1/github/installations', { installation_id: 999_999_999, code: await oauthCode([]) }, { token: ctx.token }), 403, 'github_installation_mismatch');
+    expectProblem(await post('/v1/github/installations', { installation_id: theirs, account: `e2e-${nonce()}` }, { token: ctx.token }), 400, 'invalid_body');
+    // A code works once, and a made-up one not at all.
+    const code = await oauthCode([theirs]);
+    const other = await newUser('github-other');
+    expectJson(await post('/v1/github/installations', { installation_id: theirs, code }, { token: other.access }), 201);
+    expectProblem(await post('/v1/github/installations', { installation_id: theirs, code }, { token: other.access }), 400, 'invalid_github_code');
+    expectProblem(await post('/v1/github/installations', { installation_id: theirs, code: 'not a code' }, { token: other.access }), 400, 'invalid_github_code');
     const eve = await newUser('github-eve');
-    expectProblem(await post('/v1/github/installations', { installation_id: ctx.installation, account: ctx.owner }, { token: eve.access }), 404, 'not_found');
+    // Held by another user: not found, whatever the code reaches.
+    expectProblem(await post('/v1/github/installations', { installation_id: ctx.installation, code: await oauthCode([ctx.installation]) }, { token: eve.access }), 404, 'not_found');
     const evesProject = await createProject(eve.access);
     expectProblem(await post(`/v1/projects/${evesProject.id}/github`, { installation_id: ctx.installation, repository: `${ctx.owner}/site` }, { token: eve.access }), 404, 'not_found');
     assert.deepEqual(expectJson(await get('/v1/github/installations', { token: eve.access }), 200).items, []);

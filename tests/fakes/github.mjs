@@ -20,6 +20,12 @@
 //   POST  /repos/{o}/{r}/git/refs                    {ref, sha}: 422 when it exists
 //   PUT   /repos/{o}/{r}/contents/{path}             {message, content, branch}: creates a file (the first
 //                                                    commit of an empty repository)
+//   GET   /user/installations?per_page=&page=        user-to-server token -> {total_count, installations}
+//                                                    (the installations that token's user reaches)
+// GitHub's OAuth (github.com in production, GITHUB_OAUTH_URL = this fake in tests):
+//   POST  /login/oauth/access_token                  {client_id, client_secret, code} (JSON or form) ->
+//                                                    {access_token, token_type, scope}; a wrong, used or
+//                                                    10-minute-old code: 200 {error: "bad_verification_code"}
 // Every answer carries x-ratelimit-limit / -remaining / -reset (5000 per installation per hour, or
 // GITHUB_FAKE_RATE_LIMIT); past it, 403 "API rate limit exceeded" until the window resets.
 // Every ref change (ours or the server's) is delivered as a signed `push` webhook to the hook target
@@ -27,6 +33,9 @@
 //
 // Test controls (JSON in, JSON out):
 //   POST /_fake/installations {id, login, type: User|Organization}
+//   POST /_fake/oauth-codes {installations: [id]}    -> {code}: what GitHub hands the App's setup URL
+//                                                    after a user (who reaches those installations) installs
+//                                                    or authorizes the App
 //   POST /_fake/repos {installation, owner, name, default_branch?, files?: {path: text}}  (files: an
 //        initial commit; without: an empty repository)
 //   POST /_fake/hooks {url, secret?}                 where webhooks go (default env GITHUB_FAKE_WEBHOOK_URL)
@@ -51,6 +60,8 @@
 // (default "github-fake-webhook-secret"). Configure the server with the same values:
 //   GITHUB_APP_ID=4242 GITHUB_APP_PRIVATE_KEY="$(cat tests/fakes/github-app-test-key.pem)"
 //   GITHUB_WEBHOOK_SECRET=github-fake-webhook-secret GITHUB_API_URL=http://127.0.0.1:8792
+//   GITHUB_CLIENT_ID=Iv1.fakeclient GITHUB_CLIENT_SECRET=github-fake-oauth-secret
+//   GITHUB_OAUTH_URL=http://127.0.0.1:8792          (GITHUB_FAKE_CLIENT_ID / _SECRET change them)
 // Imported: `await startGithubFake({ port: 0, ... })` -> { url, port, state, close() }.
 
 import { createHash, createHmac, createPrivateKey, createPublicKey, createVerify, randomUUID } from 'node:crypto';
@@ -64,6 +75,8 @@ import { readBody as readBodyUpTo } from './wire.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 export const DEFAULT_KEY_FILE = join(here, 'github-app-test-key.pem');
 export const DEFAULT_APP_ID = '4242';
+export const DEFAULT_CLIENT_ID = 'Iv1.fakeclient';
+export const DEFAULT_CLIENT_SECRET = 'github-fake-oauth-secret';
 export const DEFAULT_SECRET = 'github-fake-webhook-secret';
 // GitHub allows an installation 5000 calls an hour; GITHUB_FAKE_RATE_LIMIT changes it (benchmarks).
 const RATE_LIMIT = Number(process.env.GITHUB_FAKE_RATE_LIMIT || 5000);
@@ -88,6 +101,8 @@ export function newState() {
   return {
     installations: new Map(), // id -> {id, login, type, suspended_at}
     tokens: new Map(), // token -> {installation, expires}
+    codes: new Map(), // OAuth code -> {installations, expires}
+    userTokens: new Map(), // user-to-server token -> {installations, expires}
     repos: new Map(), // "owner/name" lowercased -> repo
     repoSeq: 5000,
     blobs: new Map(), // sha -> Buffer
@@ -275,6 +290,11 @@ async function route(state, opts, req, url, body) {
       state.installations.set(Number(b.id), { id: Number(b.id), login: b.login, type: b.type || 'User', suspended_at: null });
       return [201, { id: Number(b.id) }];
     }
+    if (method === 'POST' && what === 'oauth-codes') {
+      const code = randomUUID().replace(/-/g, '').slice(0, 20);
+      state.codes.set(code, { installations: (b.installations || []).map(Number), expires: Date.now() + 600_000 });
+      return [201, { code }];
+    }
     if (method === 'POST' && what === 'repos') {
       const inst = state.installations.get(Number(b.installation));
       if (!inst) return err(404, 'no such installation');
@@ -375,6 +395,37 @@ async function route(state, opts, req, url, body) {
   const auth = String(req.headers.authorization || '');
   const token = auth.replace(/^(Bearer|token)\s+/i, '');
   if (!req.headers['user-agent']) return err(403, 'Request forbidden by administrative rules. Please make sure your request has a User-Agent header');
+
+  if (segs[0] === 'login' && segs[1] === 'oauth' && segs[2] === 'access_token' && method === 'POST') {
+    const form = String(req.headers['content-type'] || '').startsWith('application/x-www-form-urlencoded');
+    const b = form ? Object.fromEntries(new URLSearchParams(body.toString('utf8'))) : json() || {};
+    if (b.client_id !== opts.clientId || b.client_secret !== opts.clientSecret) {
+      return [200, { error: 'incorrect_client_credentials', error_description: 'The client_id and/or client_secret passed are incorrect.' }];
+    }
+    const grant = state.codes.get(String(b.code || ''));
+    state.codes.delete(String(b.code || ''));
+    if (!grant || grant.expires < Date.now()) {
+      return [200, { error: 'bad_verification_code', error_description: 'The code passed is incorrect or expired.' }];
+    }
+    const t = `ghu_${randomUUID().replace(/-/g, '')}`;
+    state.userTokens.set(t, { installations: grant.installations, expires: Date.now() + 8 * 3600_000 });
+    return [200, { access_token: t, expires_in: 28800, token_type: 'bearer', scope: '' }];
+  }
+  if (segs[0] === 'user' && segs[1] === 'installations' && segs.length === 2 && method === 'GET') {
+    const user = state.userTokens.get(token);
+    if (!user || user.expires < Date.now()) return err(401, 'Bad credentials');
+    const all = user.installations.map((id) => state.installations.get(id)).filter(Boolean);
+    const perPage = Math.min(100, Number(url.searchParams.get('per_page') || 30));
+    const page = Math.max(1, Number(url.searchParams.get('page') || 1));
+    const installations = all.slice((page - 1) * perPage, page * perPage).map((inst) => ({
+      id: inst.id,
+      account: { login: inst.login, id: inst.id * 10, type: inst.type },
+      target_type: inst.type,
+      app_id: Number(opts.appId),
+      suspended_at: inst.suspended_at,
+    }));
+    return [200, { total_count: all.length, installations }];
+  }
 
   if (segs[0] === 'app' && segs[1] === 'installations') {
     const why = verifyJwt(token, opts.publicKey, opts.appId);
@@ -578,6 +629,8 @@ export async function startGithubFake({
   appId = process.env.GITHUB_FAKE_APP_ID || DEFAULT_APP_ID,
   keyFile = process.env.GITHUB_FAKE_APP_KEY_FILE || DEFAULT_KEY_FILE,
   secret = process.env.GITHUB_FAKE_WEBHOOK_SECRET || DEFAULT_SECRET,
+  clientId = process.env.GITHUB_FAKE_CLIENT_ID || DEFAULT_CLIENT_ID,
+  clientSecret = process.env.GITHUB_FAKE_CLIENT_SECRET || DEFAULT_CLIENT_SECRET,
   hookUrl,
 } = {}) {
   const publicKey = createPublicKey(createPrivateKey(readFileSync(keyFile)));
@@ -585,7 +638,7 @@ export async function startGithubFake({
   state.hook.secret = secret;
   state.defaultSecret = secret;
   if (hookUrl) state.hook.url = hookUrl;
-  const opts = { publicKey, appId };
+  const opts = { publicKey, appId, clientId, clientSecret };
   const server = http.createServer(async (req, res) => {
     try {
       const url = new URL(req.url, 'http://127.0.0.1');

@@ -87,6 +87,8 @@ if [[ "${SPIN_HOST_E2E:-}" == 1 ]]; then
   wait_ok "http://127.0.0.1:$daytona_port/health" "$!" || { cat "$log.daytona"; die "the Daytona fake did not start"; }
   vars+=(SPIN_VARIABLE_GITHUB_APP_ID=4242 SPIN_VARIABLE_GITHUB_APP_PRIVATE_KEY="$(awk '{printf "%s\\n", $0}' tests/fakes/github-app-test-key.pem)"
     SPIN_VARIABLE_GITHUB_WEBHOOK_SECRET="$github_secret" SPIN_VARIABLE_GITHUB_API_URL="http://127.0.0.1:$github_port"
+    SPIN_VARIABLE_GITHUB_CLIENT_ID=Iv1.fakeclient SPIN_VARIABLE_GITHUB_CLIENT_SECRET=github-fake-oauth-secret
+    SPIN_VARIABLE_GITHUB_OAUTH_URL="http://127.0.0.1:$github_port"
     SPIN_VARIABLE_DAYTONA_API_URL="http://127.0.0.1:$daytona_port/api" SPIN_VARIABLE_DAYTONA_API_KEY=daytona-fake-key
     SPIN_VARIABLE_DAYTONA_WEBHOOK_SECRET="$daytona_secret" SPIN_VARIABLE_JOBS_SECRET="$jobs_secret" SPIN_VARIABLE_ADMIN_EMAILS="$admin")
   e2e_env+=(GITHUB_FAKE_PORT="$github_port" GITHUB_FAKE_URL="http://127.0.0.1:$github_port"

@@ -114,7 +114,12 @@ impl From<GhError> for ApiError {
 
 enum Auth {
     App(String),
-    Installation { id: i64, token: RefCell<String> },
+    Installation {
+        id: i64,
+        token: RefCell<String>,
+    },
+    /// A user-to-server token: calls as the GitHub user who signed in.
+    User(String),
 }
 
 /// `s` escaped as one URL path segment.
@@ -149,6 +154,18 @@ impl<'a> Api<'a> {
             calls: Cell::new(0),
             blocked_until: Cell::new(0),
         })
+    }
+
+    /// Calls as a GitHub user, with the user-to-server token the App's OAuth
+    /// flow gave ([`super::oauth::user_token`]).
+    pub fn user(ports: &'a Ports, config: &'a GithubConfig, token: String) -> Self {
+        Self {
+            ports,
+            config,
+            auth: Auth::User(token),
+            calls: Cell::new(0),
+            blocked_until: Cell::new(0),
+        }
     }
 
     /// Calls as an installation (its cached or fresh token).
@@ -206,7 +223,7 @@ impl<'a> Api<'a> {
 
     fn request(&self, method: &Method, path: &str, body: &Bytes) -> http::Request<Bytes> {
         let auth = match &self.auth {
-            Auth::App(jwt) => format!("Bearer {jwt}"),
+            Auth::App(jwt) | Auth::User(jwt) => format!("Bearer {jwt}"),
             Auth::Installation { token, .. } => format!("Bearer {}", token.borrow()),
         };
         let mut b = http::Request::builder()

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::{seg, Api, GhError};
+use super::oauth;
 use super::store;
 use super::sync::{locked_sync, Mode, Report, Resolve};
 use crate::auth::authenticate;
@@ -23,12 +24,14 @@ const PUSH_WAIT_MS: u64 = 10_000;
 #[serde(deny_unknown_fields)]
 struct LinkInstallation {
     installation_id: i64,
-    /// The GitHub account (user or organisation) the installation is on.
-    account: String,
+    /// The OAuth code GitHub gave the App's setup (or callback) URL: it
+    /// proves which installations the caller's GitHub account reaches.
+    code: String,
 }
 
 /// `POST /v1/github/installations`: the caller claims an installation of
-/// the App; it must exist, be on the account they name, and not be held by
+/// the App. The installation must be one their GitHub account reaches, as
+/// the OAuth code they bring proves (see `oauth`), and not be held by
 /// another user.
 pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
@@ -40,6 +43,8 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
             "installation_id must be a positive integer.",
         ));
     }
+    oauth::check_code(&body.code)?;
+    let client = oauth::client(cfg)?;
     let sql = ctx.ports.sql.as_ref();
     if let Some(existing) = store::installation_by_id(sql, body.installation_id).await? {
         if existing
@@ -50,20 +55,20 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
             return Err(ApiError::not_found("installation"));
         }
     }
-    let api = Api::app(ctx.ports, cfg)?;
-    let inst = api
-        .get(&format!("/app/installations/{}", body.installation_id))
-        .await
-        .map_err(|e| match e {
-            GhError::Status { status: 404, .. } => ApiError::not_found("installation"),
-            other => other.into_api(),
-        })?;
-    let login = inst["account"]["login"].as_str().unwrap_or("");
-    if login.is_empty() || !login.eq_ignore_ascii_case(body.account.trim()) {
+    let token = oauth::user_token(ctx.ports, client, &body.code).await?;
+    let Some(inst) =
+        oauth::reachable_installation(ctx.ports, cfg, token, body.installation_id).await?
+    else {
         return Err(ApiError::forbidden(
             "github_installation_mismatch",
-            "That installation is not on the GitHub account you named.",
+            "Your GitHub account cannot reach that installation of the App.",
         ));
+    };
+    let login = inst["account"]["login"].as_str().unwrap_or("");
+    if login.is_empty() {
+        return Err(
+            super::api::GhError::Invalid("installation without an account".into()).into_api(),
+        );
     }
     let account_type = inst["account"]["type"].as_str().unwrap_or("User");
     let suspended = !inst["suspended_at"].is_null();

@@ -20,6 +20,7 @@ pub mod app;
 pub mod catchup;
 pub mod commit;
 pub mod handlers;
+pub mod oauth;
 pub mod store;
 pub mod sync;
 pub mod webhook;

@@ -26,6 +26,8 @@ const KEY_PKCS8: &str = include_str!("../../../tests/fakes/github-app-test-key.p
 const APP_ID: &str = "4242";
 const SECRET: &str = "webhook-secret-for-tests";
 const API: &str = "http://github.test";
+const CLIENT_ID: &str = "Iv1.fakeclient";
+const CLIENT_SECRET: &str = "oauth-secret-for-tests";
 /// The test clock's start (helpers::TestApp).
 const START_SECS: i64 = 1_780_000_000;
 
@@ -68,6 +70,10 @@ struct State {
     exhausted_until: Option<i64>,
     /// Before the next ref update, someone else pushes these files.
     race: Option<Vec<(String, Option<Vec<u8>>)>>,
+    /// OAuth codes, then user-to-server tokens: the installations the
+    /// GitHub user they were granted to can reach.
+    codes: HashMap<String, Vec<i64>>,
+    user_tokens: HashMap<String, Vec<i64>>,
 }
 
 fn sha(kind: &str, data: &[u8]) -> String {
@@ -115,6 +121,14 @@ impl FakeGithub {
             .borrow_mut()
             .installations
             .insert(id, (login.into(), kind.into()));
+    }
+
+    /// An OAuth code of a GitHub user who reaches `installations`.
+    fn grant(&self, installations: &[i64]) -> String {
+        let mut s = self.state.borrow_mut();
+        let code = format!("code{:016x}", s.codes.len() + s.user_tokens.len() + 1);
+        s.codes.insert(code.clone(), installations.to_vec());
+        code
     }
 
     fn add_repo(&self, installation: i64, owner: &str, name: &str) -> i64 {
@@ -301,6 +315,40 @@ impl FakeGithub {
             );
         }
         let token = auth.strip_prefix("Bearer ").unwrap_or("");
+        if path == "/login/oauth/access_token" && method == "POST" {
+            if body["client_id"] != CLIENT_ID || body["client_secret"] != CLIENT_SECRET {
+                return reply(200, json!({"error": "incorrect_client_credentials"}));
+            }
+            let code = body["code"].as_str().unwrap_or("");
+            let Some(reach) = s.codes.remove(code) else {
+                return reply(
+                    200,
+                    json!({"error": "bad_verification_code", "error_description": "The code passed is incorrect or expired."}),
+                );
+            };
+            let t = format!("ghu_fake_{code}");
+            s.user_tokens.insert(t.clone(), reach);
+            return reply(
+                200,
+                json!({"access_token": t, "token_type": "bearer", "scope": ""}),
+            );
+        }
+        if path.starts_with("/user/installations?") && method == "GET" {
+            let Some(reach) = s.user_tokens.get(token) else {
+                return msg(401, "Bad credentials");
+            };
+            let list: Vec<Value> = reach
+                .iter()
+                .filter_map(|id| {
+                    let (login, kind) = s.installations.get(id)?;
+                    Some(json!({"id": id, "account": {"login": login, "id": id * 10, "type": kind}, "suspended_at": null}))
+                })
+                .collect();
+            return reply(
+                200,
+                json!({"total_count": list.len(), "installations": list}),
+            );
+        }
         let segs: Vec<String> = path
             .trim_start_matches('/')
             .split('/')
@@ -575,6 +623,9 @@ fn vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         ("GITHUB_APP_PRIVATE_KEY", KEY_PKCS1),
         ("GITHUB_WEBHOOK_SECRET", SECRET),
         ("GITHUB_API_URL", API),
+        ("GITHUB_CLIENT_ID", CLIENT_ID),
+        ("GITHUB_CLIENT_SECRET", CLIENT_SECRET),
+        ("GITHUB_OAUTH_URL", API),
         ("GITHUB_COMMIT_AUTHOR_NAME", "EverJust Bot"),
         ("GITHUB_COMMIT_AUTHOR_EMAIL", "bot@everjust.test"),
     ];
@@ -605,7 +656,7 @@ async fn setup_with(extra: &[(&str, &str)]) -> Gh {
             "POST",
             "/v1/github/installations",
             Some(&token),
-            json!({"installation_id": INST, "account": "acme"}),
+            json!({"installation_id": INST, "code": fake.grant(&[INST])}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.json());
@@ -846,6 +897,7 @@ fn app_key_parses_as_pkcs1_and_pkcs8_and_the_jwt_is_short_lived_rs256() {
         private_key_pem: KEY_PKCS8.into(),
         webhook_secret: SECRET.into(),
         api_url: API.into(),
+        oauth: None,
         commit_author_name: "x".into(),
         commit_author_email: "x@y".into(),
     };
@@ -916,73 +968,107 @@ async fn linking_an_installation_checks_it_with_github() {
         .json();
     assert_eq!(list["items"][0]["account"], "acme");
     assert_eq!(list["items"][0]["account_type"], "Organization");
+    let link = |who: &str, id: i64, code: String| {
+        let who = who.to_owned();
+        let app = &g.app;
+        async move {
+            app.json(
+                "POST",
+                "/v1/github/installations",
+                Some(&who),
+                json!({"installation_id": id, "code": code}),
+            )
+            .await
+        }
+    };
+    let (eve, _, _) = g.app.signup("eve@example.com").await;
 
-    g.fake.add_installation(88, "other-org", "Organization");
-    // Another account's installation: refused, nothing linked.
-    let r = g
-        .app
-        .json(
-            "POST",
-            "/v1/github/installations",
-            Some(&g.token),
-            json!({"installation_id": 88, "account": "acme"}),
-        )
-        .await;
+    // The takeover this guards against: an installation nobody holds yet
+    // (recorded by its webhook), claimed by someone whose GitHub account
+    // cannot reach it. Naming its id and account is not enough.
+    g.fake.add_installation(88, "victim-org", "Organization");
+    let r = link(&eve, 88, g.fake.grant(&[])).await;
     r.problem(403, "github_installation_mismatch");
     // One that does not exist.
-    let r = g
-        .app
-        .json(
-            "POST",
-            "/v1/github/installations",
-            Some(&g.token),
-            json!({"installation_id": 99, "account": "acme"}),
-        )
-        .await;
-    r.problem(404, "not_found");
-    // One another user holds already: not found for this user, still theirs.
-    let (other, _, _) = g.app.signup("eve@example.com").await;
-    let r = g
-        .app
-        .json(
-            "POST",
-            "/v1/github/installations",
-            Some(&other),
-            json!({"installation_id": INST, "account": "acme"}),
-        )
-        .await;
-    r.problem(404, "not_found");
+    link(&eve, 99, g.fake.grant(&[]))
+        .await
+        .problem(403, "github_installation_mismatch");
+    // One another user holds already: not found for eve, even with a code
+    // that reaches it; GitHub is not asked.
+    let calls = g.fake.calls_since(0).len();
+    link(&eve, INST, g.fake.grant(&[INST]))
+        .await
+        .problem(404, "not_found");
+    assert_eq!(g.fake.calls_since(0).len(), calls);
     assert_eq!(g.app.count("github_installations").await, 1);
     let theirs = g
         .app
-        .get("/v1/github/installations", Some(&other))
+        .get("/v1/github/installations", Some(&eve))
         .await
         .json();
     assert_eq!(theirs["items"], json!([]));
     // And eve cannot connect her project through it.
-    let p = g.app.project(&other, "eve").await;
+    let p = g.app.project(&eve, "eve").await;
     let r = g
         .app
         .json(
             "POST",
             &format!("/v1/projects/{p}/github"),
-            Some(&other),
+            Some(&eve),
             json!({"installation_id": INST, "repository": "acme/site"}),
         )
         .await;
     r.problem(404, "not_found");
     assert_eq!(g.app.count("github_links").await, 0);
-    // Bad bodies.
-    let r = g
-        .app
-        .json(
-            "POST",
-            "/v1/github/installations",
-            Some(&g.token),
-            json!({"installation_id": "77"}),
-        )
-        .await;
-    r.problem(400, "invalid_body");
+
+    // A code works once.
+    let code = g.fake.grant(&[88]);
+    assert_eq!(link(&eve, 88, code.clone()).await.status, 201);
+    link(&g.token, 88, code).await.problem(404, "not_found");
+    link(&eve, 88, "0123456789abcdef0123".into())
+        .await
+        .problem(400, "invalid_github_code");
+    // Codes that are not codes never reach GitHub.
+    let calls = g.fake.calls_since(0).len();
+    for bad in ["", "with space", "caf\u{e9}", &"a".repeat(300)] {
+        link(&g.token, 89, bad.to_owned())
+            .await
+            .problem(400, "invalid_github_code");
+    }
+    assert_eq!(g.fake.calls_since(0).len(), calls);
+    // Bad bodies: the old shape (an account name, no code) included.
+    for body in [
+        json!({"installation_id": "77", "code": "x"}),
+        json!({"installation_id": 88}),
+        json!({"installation_id": 88, "account": "victim-org"}),
+    ] {
+        g.app
+            .json("POST", "/v1/github/installations", Some(&g.token), body)
+            .await
+            .problem(400, "invalid_body");
+    }
+    assert_eq!(g.app.count("github_installations").await, 2);
+}
+
+#[tokio::test]
+async fn without_an_oauth_client_installations_cannot_be_linked() {
+    let fake = FakeGithub::new();
+    fake.add_installation(INST, "acme", "Organization");
+    let vars: Vec<_> = vars(&[])
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("GITHUB_CLIENT_"))
+        .collect();
+    let app = TestApp::build(&vars, fake.clone()).await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    app.json(
+        "POST",
+        "/v1/github/installations",
+        Some(&t),
+        json!({"installation_id": INST, "code": fake.grant(&[INST])}),
+    )
+    .await
+    .problem(503, "github_oauth_not_configured");
+    assert_eq!(app.count("github_installations").await, 0);
 }
 
 // ------------------------------------------------------------------ connect and push
@@ -1046,10 +1132,10 @@ async fn a_repository_is_created_in_an_organisation_but_not_on_a_personal_accoun
             "POST",
             "/v1/github/installations",
             Some(&t),
-            json!({"installation_id": 5, "account": "ADA"}),
+            json!({"installation_id": 5, "code": fake.grant(&[5])}),
         )
         .await;
-    assert_eq!(r.status, 201, "account names are case-insensitive");
+    assert_eq!(r.status, 201, "{}", r.json());
     let r = app
         .json(
             "POST",

@@ -1,0 +1,127 @@
+//! GitHub's user-to-server OAuth, used once per installation link. An
+//! installation id proves nothing (anyone can name one); the code GitHub
+//! hands the App's setup URL (with "Request user authorization (OAuth)
+//! during installation") or its callback URL does: it is exchanged for the
+//! user's token, and the installation must be among those that token can
+//! reach (`GET /user/installations`). The token is used for that one read
+//! and never stored.
+
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::api::{Api, GhError};
+use crate::config::{GithubConfig, GithubOauth};
+use crate::error::{ApiError, ApiResult};
+use crate::ports::Ports;
+
+/// Installations read per page, and pages at most (a user reaching more
+/// than 1,000 installations is not one we serve).
+const PER_PAGE: usize = 100;
+const MAX_PAGES: usize = 10;
+
+fn bad_code() -> ApiError {
+    ApiError::bad_request(
+        "invalid_github_code",
+        "GitHub did not accept that authorization code (wrong, used, or older than 10 minutes). Authorize the GitHub App again and use the new code.",
+    )
+}
+
+/// The OAuth client, or why installations cannot be linked here.
+pub fn client(config: &GithubConfig) -> ApiResult<&GithubOauth> {
+    config.oauth.as_ref().ok_or_else(|| {
+        ApiError::unavailable(
+            "github_oauth_not_configured",
+            "Linking GitHub installations needs the GitHub App's OAuth client on this server (GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET).",
+        )
+    })
+}
+
+/// Checks the shape of a code before GitHub sees it (GitHub's are 20 hex
+/// characters; anything long or not plain ASCII is not one).
+pub fn check_code(code: &str) -> ApiResult<()> {
+    if code.is_empty() || code.len() > 256 || !code.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad_code());
+    }
+    Ok(())
+}
+
+/// Exchanges `code` for the user's token (`POST /login/oauth/access_token`).
+pub async fn user_token(ports: &Ports, oauth: &GithubOauth, code: &str) -> ApiResult<String> {
+    let body = json!({
+        "client_id": oauth.client_id,
+        "client_secret": oauth.client_secret,
+        "code": code,
+    });
+    let req = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}/login/oauth/access_token", oauth.url))
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .header("user-agent", "everjust")
+        .body(bytes::Bytes::from(body.to_string()))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let res = ports
+        .http
+        .send(req)
+        .await
+        .map_err(|e| GhError::Unavailable(e.0).into_api())?;
+    let status = res.status();
+    if status.is_server_error() {
+        return Err(GhError::Unavailable(format!("oauth token exchange: {status}")).into_api());
+    }
+    let answer: Value = serde_json::from_slice(res.body()).unwrap_or(Value::Null);
+    if let Some(token) = answer["access_token"].as_str().filter(|t| !t.is_empty()) {
+        return Ok(token.to_owned());
+    }
+    // GitHub answers 200 with an `error` field for a refused exchange.
+    match answer["error"].as_str() {
+        Some("bad_verification_code") => Err(bad_code()),
+        other => {
+            crate::log::event(
+                "error",
+                "github_oauth_refused",
+                json!({ "status": status.as_u16(), "error": other }),
+            );
+            Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "github_oauth_refused",
+                "GitHub refused this server's OAuth client (check GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET).",
+            ))
+        }
+    }
+}
+
+/// The installation `id` as the user behind `token` can reach it (an
+/// installation object of `GET /user/installations`), or `None`.
+pub async fn reachable_installation(
+    ports: &Ports,
+    config: &GithubConfig,
+    token: String,
+    id: i64,
+) -> ApiResult<Option<Value>> {
+    let api = Api::user(ports, config, token);
+    for page in 1..=MAX_PAGES {
+        let answer = api
+            .get(&format!(
+                "/user/installations?per_page={PER_PAGE}&page={page}"
+            ))
+            .await
+            .map_err(|e| match e {
+                // The token was refused (revoked at once): as a bad code.
+                GhError::Status { status: 401, .. } => bad_code(),
+                other => other.into_api(),
+            })?;
+        let Some(list) = answer["installations"].as_array() else {
+            return Err(
+                GhError::Invalid("GET /user/installations: no installations".into()).into_api(),
+            );
+        };
+        if let Some(found) = list.iter().find(|i| i["id"].as_i64() == Some(id)) {
+            return Ok(Some(found.clone()));
+        }
+        if list.len() < PER_PAGE {
+            break;
+        }
+    }
+    Ok(None)
+}

@@ -402,30 +402,76 @@ const MODEL_IDLE_MS: i64 = 120_000;
 /// at the run's cancel flag, the stream's silence and the wall time.
 const WAIT_TICK_MS: u64 = 1_000;
 
-/// Calls the model, retrying while it is busy and before any token
-/// arrived. `Ok(None)`: the run was cancelled during a wait.
-async fn start_stream(
-    ports: &Ports,
+/// How a model call began.
+enum Start {
+    Streaming(crate::llm::ModelStream),
+    /// Stopped before any content: cancelled, stalled or out of time.
+    Stopped(Next),
+}
+
+/// Calls the model, retrying (at most 3 times, after `retry-after` or a
+/// growing pause) while it is busy before any content arrived: a 429/529
+/// answer, or an overload the stream reports before its first block
+/// (Anthropic's `overloaded_error` event right after `message_start`).
+/// What came before the first block is replayed in front of the stream,
+/// so the first token is not held back. Waits look at cancel, silence and
+/// the wall time like [`next_event`].
+async fn start_stream<'a>(
+    ports: &'a Ports,
     provider: &Provider,
     req: &ChatRequest,
     sink: &dyn RunSink,
-) -> Result<Option<crate::llm::ModelStream>, ModelError> {
+    tick: &mut futures_util::future::LocalBoxFuture<'a, ()>,
+    last_event_ms: &mut i64,
+    deadline: i64,
+) -> Result<Start, ModelError> {
     let mut attempt = 0u32;
     loop {
-        match provider.stream(ports.http.as_ref(), req).await {
-            Err(ModelError::Busy { retry_after, .. }) if attempt < 3 => {
-                attempt += 1;
-                let wait = retry_after.unwrap_or(1u64 << attempt).min(30);
-                for _ in 0..wait * 1000 / WAIT_TICK_MS {
-                    ports.clock.sleep_ms(WAIT_TICK_MS).await;
-                    if sink.cancel_requested().await {
-                        return Ok(None);
+        let retry_after = match provider.stream(ports.http.as_ref(), req).await {
+            Ok(mut stream) => {
+                *last_event_ms = ports.clock.now_ms();
+                let mut head = Vec::new();
+                loop {
+                    match next_event(ports, sink, &mut stream, tick, last_event_ms, deadline).await
+                    {
+                        Next::Item(Err(ModelError::Busy { retry_after, .. })) if attempt < 3 => {
+                            break retry_after;
+                        }
+                        Next::Item(Ok(ev @ ModelEvent::Usage(_))) => head.push(Ok(ev)),
+                        Next::Item(item) => {
+                            head.push(item);
+                            return Ok(Start::Streaming(
+                                futures_util::stream::iter(head).chain(stream).boxed_local(),
+                            ));
+                        }
+                        Next::End => {
+                            return Ok(Start::Streaming(
+                                futures_util::stream::iter(head).boxed_local(),
+                            ))
+                        }
+                        stopped => return Ok(Start::Stopped(stopped)),
                     }
                 }
             }
-            other => return other.map(Some),
+            Err(ModelError::Busy { retry_after, .. }) if attempt < 3 => retry_after,
+            Err(e) => return Err(e),
+        };
+        attempt += 1;
+        let wait = retry_after.unwrap_or(1u64 << attempt).min(30);
+        for _ in 0..wait * 1000 / WAIT_TICK_MS {
+            ports.clock.sleep_ms(WAIT_TICK_MS).await;
+            if sink.cancel_requested().await {
+                return Ok(Start::Stopped(Next::Cancelled));
+            }
         }
     }
+}
+
+fn stalled() -> ModelError {
+    ModelError::Stream(format!(
+        "the model sent nothing for {} s",
+        MODEL_IDLE_MS / 1000
+    ))
 }
 
 /// What waiting for the model's next event gave.
@@ -475,25 +521,32 @@ async fn next_event<'a>(
     }
 }
 
+/// What a run has produced so far: its finished steps' blocks, and the
+/// usage and cost of its model calls.
+#[derive(Default)]
+struct Progress {
+    blocks: Vec<Block>,
+    usage: Usage,
+    cost: i64,
+}
+
 /// Drives one run to its end and persists it. Never fails: every failure
 /// ends the run with a status and leaves the session usable.
 pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcome {
     let changed = std::cell::Cell::new(false);
     let unrecorded = std::cell::RefCell::new(None);
-    let outcome = drive(ports, spec, sink, &changed, &unrecorded).await;
-    let (outcome, blocks) = match outcome {
-        Ok(v) => v,
-        Err(e) => (
-            RunOutcome {
-                status: "error",
-                stop_reason: e.code.to_owned(),
-                usage: Usage::default(),
-                cost_micros: 0,
-                changed: None,
-            },
-            Vec::new(),
-        ),
-    };
+    let mut progress = Progress::default();
+    let outcome = drive(ports, spec, sink, &changed, &unrecorded, &mut progress).await;
+    // A run that failed midway (a storage or database error) keeps what
+    // its finished steps said and what their calls cost.
+    let outcome = outcome.unwrap_or_else(|e| RunOutcome {
+        status: "error",
+        stop_reason: e.code.to_owned(),
+        usage: progress.usage,
+        cost_micros: progress.cost,
+        changed: None,
+    });
+    let blocks = progress.blocks;
     // The last call's usage goes out first, on its own (its row does not
     // depend on the answer's transaction), with the answer and the run's end.
     let (recorded, persisted) = futures_util::future::join(
@@ -622,7 +675,8 @@ async fn drive(
     sink: &dyn RunSink,
     changed: &std::cell::Cell<bool>,
     unrecorded: &std::cell::RefCell<Option<LedgerRow>>,
-) -> ApiResult<(RunOutcome, Vec<Block>)> {
+    progress: &mut Progress,
+) -> ApiResult<RunOutcome> {
     let config = ports.config()?;
     let sql = ports.sql.as_ref();
     let ctx = Ctx {
@@ -687,9 +741,11 @@ async fn drive(
     )
     .await?;
     let deadline = spec.started_ms + i64::from(config.agent_max_secs) * 1000;
-    let mut all_blocks: Vec<Block> = Vec::new();
-    let mut total = Usage::default();
-    let mut cost = 0i64;
+    let Progress {
+        blocks: all_blocks,
+        usage: total,
+        cost,
+    } = progress;
     let mut block_n = 0u32;
     let finish = |status: &'static str, reason: &str, usage: Usage, cost: i64| RunOutcome {
         status,
@@ -709,10 +765,10 @@ async fn drive(
             clear_tool_io(&mut messages[own_from..], budget);
         }
         if sink.cancel_requested().await {
-            return Ok((finish("cancelled", "cancelled", total, cost), all_blocks));
+            return Ok(finish("cancelled", "cancelled", *total, *cost));
         }
         if ports.clock.now_ms() > deadline {
-            return Ok((finish("incomplete", "time_limit", total, cost), all_blocks));
+            return Ok(finish("incomplete", "time_limit", *total, *cost));
         }
         // The budget is checked before each model call and settled after it
         // (the first one's check was the starting request's, when preloaded).
@@ -728,7 +784,7 @@ async fn drive(
                     },
                 )
                 .await?;
-                return Ok((finish("incomplete", e.code, total, cost), all_blocks));
+                return Ok(finish("incomplete", e.code, *total, *cost));
             }
         }
         sink.emit(&spec.run_id, EventBody::StepStarted { step })
@@ -740,12 +796,38 @@ async fn drive(
             tools: tools::specs(),
             max_tokens: config.agent_max_tokens,
         };
-        let mut stream = match start_stream(ports, &provider, &req, sink).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                sink.emit(&spec.run_id, EventBody::StepFinished { step })
-                    .await?;
-                return Ok((finish("cancelled", "cancelled", total, cost), all_blocks));
+        let mut step_blocks: Vec<Block> = Vec::new();
+        let mut text: Option<(String, String)> = None; // (block id, text so far)
+        let mut tool_json: Vec<(String, String, String)> = Vec::new(); // (id, name, json)
+        let mut invalid_inputs: Vec<String> = Vec::new();
+        let mut call_usage = Usage::default();
+        let mut stop = StopReason::EndTurn;
+        let mut failure: Option<ModelError> = None;
+        let mut seen = 0u32;
+        let mut cancelled = false;
+        let mut time_up = false;
+        let mut tick = ports.clock.sleep_ms(WAIT_TICK_MS);
+        let mut last_event_ms = ports.clock.now_ms();
+        let started = start_stream(
+            ports,
+            &provider,
+            &req,
+            sink,
+            &mut tick,
+            &mut last_event_ms,
+            deadline,
+        )
+        .await;
+        let mut stream = match started {
+            Ok(Start::Streaming(s)) => s,
+            Ok(Start::Stopped(stopped)) => {
+                // Nothing streamed: the checks after the stream end it.
+                match stopped {
+                    Next::Cancelled => cancelled = true,
+                    Next::TimeUp => time_up = true,
+                    _ => failure = Some(stalled()),
+                }
+                futures_util::stream::empty().boxed_local()
             }
             Err(e) => {
                 sink.emit(
@@ -761,24 +843,9 @@ async fn drive(
                 } else {
                     "incomplete"
                 };
-                return Ok((
-                    finish(status, "upstream_unavailable", total, cost),
-                    all_blocks,
-                ));
+                return Ok(finish(status, "upstream_unavailable", *total, *cost));
             }
         };
-        let mut step_blocks: Vec<Block> = Vec::new();
-        let mut text: Option<(String, String)> = None; // (block id, text so far)
-        let mut tool_json: Vec<(String, String, String)> = Vec::new(); // (id, name, json)
-        let mut invalid_inputs: Vec<String> = Vec::new();
-        let mut call_usage = Usage::default();
-        let mut stop = StopReason::EndTurn;
-        let mut failure: Option<ModelError> = None;
-        let mut seen = 0u32;
-        let mut cancelled = false;
-        let mut time_up = false;
-        let mut tick = ports.clock.sleep_ms(WAIT_TICK_MS);
-        let mut last_event_ms = ports.clock.now_ms();
         loop {
             let item = match next_event(
                 ports,
@@ -797,10 +864,7 @@ async fn drive(
                     break;
                 }
                 Next::Stalled => {
-                    failure = Some(ModelError::Stream(format!(
-                        "the model sent nothing for {} s",
-                        MODEL_IDLE_MS / 1000
-                    )));
+                    failure = Some(stalled());
                     break;
                 }
                 Next::TimeUp => {
@@ -935,7 +999,7 @@ async fn drive(
         }
         let call_cost = pricing::cost_micros(provider.model(), &call_usage);
         total.add(&call_usage);
-        cost += call_cost;
+        *cost += call_cost;
         *unrecorded.borrow_mut() = Some(LedgerRow {
             id: ids::new_id(ports, "use"),
             provider: provider.name().to_owned(),
@@ -958,10 +1022,7 @@ async fn drive(
                 },
             )
             .await?;
-            return Ok((
-                finish("incomplete", "upstream_failed", total, cost),
-                all_blocks,
-            ));
+            return Ok(finish("incomplete", "upstream_failed", *total, *cost));
         }
         // Stopped while it streamed, or once it ended with calls to make:
         // no tool runs after a cancel (a `write_file` the user stopped must
@@ -986,7 +1047,7 @@ async fn drive(
             } else {
                 ("incomplete", "max_tokens")
             };
-            return Ok((finish(status, reason, total, cost), all_blocks));
+            return Ok(finish(status, reason, *total, *cost));
         }
         let calls: Vec<(String, String, Value)> = step_blocks
             .iter()
@@ -1013,7 +1074,7 @@ async fn drive(
                 StopReason::MaxTokens => "max_tokens".to_owned(),
                 StopReason::Other(o) => o,
             };
-            return Ok((finish("complete", &reason, total, cost), all_blocks));
+            return Ok(finish("complete", &reason, *total, *cost));
         }
         // The run goes on: this call's usage is stored before its tools run.
         record_usage(ports, spec, unrecorded.take()).await?;
@@ -1050,7 +1111,7 @@ async fn drive(
             content: results,
         });
     }
-    Ok((finish("incomplete", "max_steps", total, cost), all_blocks))
+    Ok(finish("incomplete", "max_steps", *total, *cost))
 }
 
 /// Rebuilds the blocks of a run from its events (for a run whose driver died).

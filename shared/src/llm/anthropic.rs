@@ -224,7 +224,20 @@ impl Decoder {
                 let e = &data["error"];
                 let kind = e.get("type").and_then(Value::as_str).unwrap_or("error");
                 let msg = e.get("message").and_then(Value::as_str).unwrap_or("");
-                vec![Err(ModelError::Stream(format!("{kind}: {msg}")))]
+                // The API overloaded or rate-limited after the answer began
+                // (an `error` event instead of a 529 / 429 status): busy,
+                // which the agent retries while nothing was streamed yet.
+                match kind {
+                    "overloaded_error" => vec![Err(ModelError::Busy {
+                        status: 529,
+                        retry_after: None,
+                    })],
+                    "rate_limit_error" => vec![Err(ModelError::Busy {
+                        status: 429,
+                        retry_after: None,
+                    })],
+                    _ => vec![Err(ModelError::Stream(format!("{kind}: {msg}")))],
+                }
             }
             _ => vec![],
         }
@@ -281,12 +294,26 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
     #[test]
     fn error_event_mid_stream_fails_the_stream() {
-        let s = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
-event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
-        let got = run(s);
+        let start = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+        let error = |kind: &str| {
+            format!("{start}event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":\"x\"}}}}\n\n")
+        };
+        let got = run(&error("api_error"));
         assert!(
-            matches!(got.iter().find(|r| r.is_err()), Some(Err(ModelError::Stream(m))) if m.contains("overloaded_error"))
+            matches!(got.iter().find(|r| r.is_err()), Some(Err(ModelError::Stream(m))) if m.contains("api_error"))
         );
+        // An overload or a rate limit is the provider being busy.
+        for (kind, status) in [("overloaded_error", 529), ("rate_limit_error", 429)] {
+            let got = run(&error(kind));
+            assert_eq!(
+                got.iter().find(|r| r.is_err()),
+                Some(&Err(ModelError::Busy {
+                    status,
+                    retry_after: None
+                })),
+                "{kind}"
+            );
+        }
     }
 
     #[test]

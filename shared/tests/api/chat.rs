@@ -2227,6 +2227,8 @@ struct SpySink {
     events: std::cell::RefCell<Vec<String>>,
     asked: std::cell::Cell<u32>,
     cancel_at: Option<u32>,
+    /// The emit of the n-th event of this type fails (storage down).
+    fail_on: Option<(&'static str, usize)>,
 }
 
 #[async_trait::async_trait(?Send)]
@@ -2243,9 +2245,19 @@ impl everjust_core::chat::agent::RunSink for SpySink {
             body,
         };
         let v = serde_json::to_value(&ev).expect("event");
-        self.events
-            .borrow_mut()
-            .push(v["type"].as_str().unwrap_or_default().to_owned());
+        let kind = v["type"].as_str().unwrap_or_default().to_owned();
+        if let Some((failing, n)) = self.fail_on {
+            let before = self
+                .events
+                .borrow()
+                .iter()
+                .filter(|e| **e == failing)
+                .count();
+            if kind == failing && before + 1 == n {
+                return Err(everjust_core::ApiError::internal("storage down"));
+            }
+        }
+        self.events.borrow_mut().push(kind);
         Ok(ev)
     }
     async fn cancel_requested(&self) -> bool {
@@ -2410,4 +2422,117 @@ async fn a_cancel_during_a_retry_after_wait_ends_the_run() {
     let events = sink.events.take();
     assert_eq!(events.last().map(String::as_str), Some("run_finished"));
     assert!(events.contains(&"step_finished".to_owned()), "{events:?}");
+}
+
+/// Anthropic can report an overload in the stream itself, right after
+/// `message_start`. Before any content that is retried like a 529 answer,
+/// and the user sees one clean answer; after content it ends the run as
+/// incomplete, the text kept.
+#[tokio::test]
+async fn an_overload_in_the_stream_before_any_content_is_retried() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let overloaded = format!(
+        "{}{}",
+        ev(
+            "message_start",
+            json!({"type":"message_start","message":{"id":"msg_o","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"usage":{"input_tokens":100,"output_tokens":1}}}),
+        ),
+        ev(
+            "error",
+            json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}),
+        )
+    );
+    http.push(200, &[], overloaded.clone());
+    http.push(200, &[], anthropic(&["all ", "good"], &[], "end_turn"));
+    let before = http.requests.borrow().len();
+    let started = app.ports.clock.now_ms();
+    let events = native(&send(&app, &t, &s, "hi", "native").await.body);
+    assert_eq!(http.requests.borrow().len() - before, 2, "called again");
+    assert!(app.ports.clock.now_ms() - started >= 2_000, "after a pause");
+    assert_eq!(text_of(&events), "all good");
+    assert!(
+        !events.iter().any(|e| e["type"] == "run_error"),
+        "{events:?}"
+    );
+    let end = events.last().expect("end");
+    assert_eq!(
+        (end["type"].as_str(), end["status"].as_str()),
+        (Some("run_finished"), Some("complete"))
+    );
+    // Overloaded every time: after three retries the run ends in error.
+    for _ in 0..4 {
+        http.push(200, &[], overloaded.clone());
+    }
+    let events = native(&send(&app, &t, &s, "again", "native").await.body);
+    let end = events.last().expect("end");
+    assert_eq!(end["status"], "incomplete", "{events:?}");
+    assert!(events.iter().any(|e| e["type"] == "run_error"));
+    // After some text: no retry, the text is kept.
+    let full = anthropic(&["half "], &[], "end_turn");
+    let cut = full.find("event: content_block_stop").expect("stop");
+    http.push(
+        200,
+        &[],
+        format!(
+            "{}{}",
+            &full[..cut],
+            ev(
+                "error",
+                json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}),
+            )
+        ),
+    );
+    let before = http.requests.borrow().len();
+    let events = native(&send(&app, &t, &s, "third", "native").await.body);
+    assert_eq!(http.requests.borrow().len() - before, 1);
+    assert_eq!(text_of(&events), "half ");
+    assert_eq!(events.last().expect("end")["status"], "incomplete");
+}
+
+/// A run that fails midway on our side (its events cannot be stored) keeps
+/// what its finished steps said and what their model calls cost.
+#[tokio::test]
+async fn a_run_that_fails_midway_keeps_its_finished_steps_and_their_usage() {
+    let (mut app, http, t, s) = setup(ANTHROPIC).await;
+    let spec = room_spec(&mut app, &t, &s).await;
+    http.push(
+        200,
+        &[],
+        anthropic(
+            &["Writing it."],
+            &[("c1", "write_file", json!({"path": "a.txt", "content": "A"}))],
+            "tool_use",
+        ),
+    );
+    http.push(200, &[], anthropic(&["Now the rest"], &[], "end_turn"));
+    // The second step's start cannot be stored.
+    let sink = SpySink {
+        fail_on: Some(("step_started", 2)),
+        ..Default::default()
+    };
+    let outcome = everjust_core::chat::agent::run(&app.ports, &spec, &sink).await;
+    assert_eq!(outcome.status, "error");
+    assert_eq!(outcome.usage.input_tokens, 100, "the first call's usage");
+    let row = app
+        .ports
+        .sql
+        .query_opt(
+            "SELECT status, content::text AS content, input_tokens FROM messages WHERE id = $1",
+            &[spec.assistant_message_id.as_str().into()],
+        )
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(row.text("status").expect("status"), "incomplete");
+    assert_eq!(row.int("input_tokens").expect("tokens"), 100);
+    let content: Value =
+        serde_json::from_str(&row.text("content").expect("content")).expect("json");
+    let kinds: Vec<&str> = content
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .filter_map(|b| b["type"].as_str())
+        .collect();
+    assert_eq!(kinds, ["text", "tool_use", "tool_result"], "{content}");
+    assert_eq!(content[0]["text"], "Writing it.");
 }

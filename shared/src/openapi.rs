@@ -184,7 +184,7 @@ fn shapes(route: Route) -> Shape {
         Route::Ready => Shape::answer(200, Some(schema_ref("Ready"))),
         Route::GithubLinkInstallation => Shape::answer(201, Some(schema_ref("GithubInstallation")))
             .body(json_body("LinkInstallation"))
-            .also(403, json!({"description": "The GitHub account behind the code cannot reach that installation (github_installation_mismatch); nothing linked", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})),
+            .also(403, json!({"description": "The installation is not on the GitHub account behind the code or on an organisation it administers (github_installation_mismatch); nothing linked", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})),
         Route::GithubInstallations => Shape::answer(
             200,
             Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": schema_ref("GithubInstallation")}}})),

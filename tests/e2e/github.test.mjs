@@ -59,9 +59,12 @@ const nonce = () => randomBytes(4).toString('hex');
  * A user with a linked installation on a fresh account (an organisation by default), a project and an
  * empty repository `site` of that installation: { user, token, installation, owner, project }.
  */
-/** The OAuth code GitHub would hand the App's setup URL for a user who reaches `installations`. */
-async function oauthCode(installations) {
-  const r = await fake('POST', '/_fake/oauth-codes', { installations });
+/**
+ * The OAuth code GitHub would send the App's callback URL for a user who reaches `installations` and
+ * controls `controls` (by default the same).
+ */
+async function oauthCode(installations, controls = installations) {
+  const r = await fake('POST', '/_fake/oauth-codes', { installations, controls });
   assert.equal(r.status, 201);
   return r.json.code;
 }
@@ -335,6 +338,8 @@ describe('GitHub sync', { skip }, () => {
     // Naming an installation (and its account) proves nothing: the code's GitHub user must reach it.
     expectProblem(await post('/v1/github/installations', { installation_id: theirs, code: await oauthCode([ctx.installation]) }, { token: ctx.token }), 403, 'github_installation_mismatch');
     expectProblem(await post('/v1/github/installations', { installation_id: 999_999_999, code: await oauthCode([]) }, { token: ctx.token }), 403, 'github_installation_mismatch');
+    // Reaching it (a collaborator on one repository, a plain member) is not controlling it.
+    expectProblem(await post('/v1/github/installations', { installation_id: theirs, code: await oauthCode([theirs], []) }, { token: ctx.token }), 403, 'github_installation_mismatch');
     expectProblem(await post('/v1/github/installations', { installation_id: theirs, account: `e2e-${nonce()}` }, { token: ctx.token }), 400, 'invalid_body');
     // A code works once, and a made-up one not at all.
     const code = await oauthCode([theirs]);

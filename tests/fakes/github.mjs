@@ -22,6 +22,8 @@
 //                                                    commit of an empty repository)
 //   GET   /user/installations?per_page=&page=        user-to-server token -> {total_count, installations}
 //                                                    (the installations that token's user reaches)
+//   GET   /user                                      user-to-server token -> {id, login}
+//   GET   /user/memberships/orgs/{org}               user-to-server token -> {state, role}; 404 when not a member
 // GitHub's OAuth (github.com in production, GITHUB_OAUTH_URL = this fake in tests):
 //   POST  /login/oauth/access_token                  {client_id, client_secret, code} (JSON or form) ->
 //                                                    {access_token, token_type, scope}; a wrong, used or
@@ -33,9 +35,12 @@
 //
 // Test controls (JSON in, JSON out):
 //   POST /_fake/installations {id, login, type: User|Organization}
-//   POST /_fake/oauth-codes {installations: [id]}    -> {code}: what GitHub hands the App's setup URL
-//                                                    after a user (who reaches those installations) installs
-//                                                    or authorizes the App
+//   POST /_fake/oauth-codes {installations: [id], controls?: [id]}  -> {code}: what GitHub sends the
+//                                                    App's callback URL after a user installs or authorizes
+//                                                    the App. The user reaches `installations` and controls
+//                                                    `controls` (default: the same): a User installation's
+//                                                    account is theirs, an Organization's they administer;
+//                                                    the others' organisations they are a plain member of
 //   POST /_fake/repos {installation, owner, name, default_branch?, files?: {path: text}}  (files: an
 //        initial commit; without: an empty repository)
 //   POST /_fake/hooks {url, secret?}                 where webhooks go (default env GITHUB_FAKE_WEBHOOK_URL)
@@ -292,7 +297,8 @@ async function route(state, opts, req, url, body) {
     }
     if (method === 'POST' && what === 'oauth-codes') {
       const code = randomUUID().replace(/-/g, '').slice(0, 20);
-      state.codes.set(code, { installations: (b.installations || []).map(Number), expires: Date.now() + 600_000 });
+      const installations = (b.installations || []).map(Number);
+      state.codes.set(code, { installations, controls: (b.controls || installations).map(Number), expires: Date.now() + 600_000 });
       return [201, { code }];
     }
     if (method === 'POST' && what === 'repos') {
@@ -408,8 +414,22 @@ async function route(state, opts, req, url, body) {
       return [200, { error: 'bad_verification_code', error_description: 'The code passed is incorrect or expired.' }];
     }
     const t = `ghu_${randomUUID().replace(/-/g, '')}`;
-    state.userTokens.set(t, { installations: grant.installations, expires: Date.now() + 8 * 3600_000 });
+    state.userTokens.set(t, { installations: grant.installations, controls: grant.controls, expires: Date.now() + 8 * 3600_000 });
     return [200, { access_token: t, expires_in: 28800, token_type: 'bearer', scope: '' }];
+  }
+  if (segs[0] === 'user' && method === 'GET' && (segs.length === 1 || segs[1] === 'memberships')) {
+    const user = state.userTokens.get(token);
+    if (!user || user.expires < Date.now()) return err(401, 'Bad credentials');
+    const accounts = (ids, type) => ids.map((id) => state.installations.get(id)).filter((i) => i && i.type === type);
+    if (segs.length === 1) {
+      const own = accounts(user.controls, 'User')[0];
+      return [200, own ? { id: own.id * 10, login: own.login, type: 'User' } : { id: 424242, login: 'someone-else', type: 'User' }];
+    }
+    const org = String(segs[3] || '').toLowerCase();
+    const has = (ids) => accounts(ids, 'Organization').some((i) => i.login.toLowerCase() === org);
+    if (has(user.controls)) return [200, { state: 'active', role: 'admin', organization: { login: segs[3] } }];
+    if (has(user.installations)) return [200, { state: 'active', role: 'member', organization: { login: segs[3] } }];
+    return err(404, 'Not Found');
   }
   if (segs[0] === 'user' && segs[1] === 'installations' && segs.length === 2 && method === 'GET') {
     const user = state.userTokens.get(token);

@@ -78,9 +78,10 @@ pub trait RunSink {
     async fn emit(&self, run_id: &str, body: EventBody) -> ApiResult<Event>;
     /// Whether the user asked to stop (checked between steps and every few deltas).
     async fn cancel_requested(&self) -> bool;
-    /// Tool calls that may take up to `secs` seconds are about to run, the
+    /// A tool call that may take up to `secs` seconds is about to run, the
     /// run emitting nothing meanwhile. A host that finds lost runs by their
-    /// silence (the inline driver's heartbeat) must not take it for lost.
+    /// silence (the inline driver's heartbeat) must not take it for lost
+    /// until then; the call's result ends the announcement.
     async fn quiet_for(&self, _secs: i64) -> ApiResult<()> {
         Ok(())
     }
@@ -427,7 +428,13 @@ async fn start_stream<'a>(
 ) -> Result<Start, ModelError> {
     let mut attempt = 0u32;
     loop {
-        let retry_after = match provider.stream(ports.http.as_ref(), req).await {
+        *last_event_ms = ports.clock.now_ms();
+        let call = provider.stream(ports.http.as_ref(), req);
+        let answer = match wait(ports, sink, call, tick, last_event_ms, deadline).await {
+            Ok(answer) => answer,
+            Err(stopped) => return Ok(Start::Stopped(stopped)),
+        };
+        let retry_after = match answer {
             Ok(mut stream) => {
                 *last_event_ms = ports.clock.now_ms();
                 let mut head = Vec::new();
@@ -438,6 +445,7 @@ async fn start_stream<'a>(
                             break retry_after;
                         }
                         Next::Item(Ok(ev @ ModelEvent::Usage(_))) => head.push(Ok(ev)),
+                        Next::Item(Ok(ModelEvent::Alive)) => {}
                         Next::Item(item) => {
                             head.push(item);
                             return Ok(Start::Streaming(
@@ -457,11 +465,14 @@ async fn start_stream<'a>(
             Err(e) => return Err(e),
         };
         attempt += 1;
-        let wait = retry_after.unwrap_or(1u64 << attempt).min(30);
-        for _ in 0..wait * 1000 / WAIT_TICK_MS {
+        let pause = retry_after.unwrap_or(1u64 << attempt).min(30);
+        for _ in 0..pause * 1000 / WAIT_TICK_MS {
             ports.clock.sleep_ms(WAIT_TICK_MS).await;
             if sink.cancel_requested().await {
                 return Ok(Start::Stopped(Next::Cancelled));
+            }
+            if ports.clock.now_ms() > deadline {
+                return Ok(Start::Stopped(Next::TimeUp));
             }
         }
     }
@@ -485,9 +496,42 @@ enum Next {
     TimeUp,
 }
 
-/// The stream's next event; while it is silent, every [`WAIT_TICK_MS`] a
-/// cancel, a stall or the end of the run's wall time stops the wait. One
-/// timer serves a whole call (`tick`), not one per event.
+/// Waits for `fut` (the answer's headers, the stream's next event); while
+/// nothing comes, every [`WAIT_TICK_MS`] a cancel, a stall (nothing since
+/// `last_event_ms` for [`MODEL_IDLE_MS`]) or the end of the run's wall time
+/// stops the wait. One timer serves a whole call (`tick`), not one per
+/// event.
+async fn wait<'a, T>(
+    ports: &'a Ports,
+    sink: &dyn RunSink,
+    fut: impl std::future::Future<Output = T>,
+    tick: &mut futures_util::future::LocalBoxFuture<'a, ()>,
+    last_event_ms: &i64,
+    deadline: i64,
+) -> Result<T, Next> {
+    use futures_util::future::{select, Either};
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match select(fut.as_mut(), tick.as_mut()).await {
+            Either::Left((v, _)) => return Ok(v),
+            Either::Right(((), _)) => {
+                *tick = ports.clock.sleep_ms(WAIT_TICK_MS);
+                let now = ports.clock.now_ms();
+                if sink.cancel_requested().await {
+                    return Err(Next::Cancelled);
+                }
+                if now - *last_event_ms >= MODEL_IDLE_MS {
+                    return Err(Next::Stalled);
+                }
+                if now > deadline {
+                    return Err(Next::TimeUp);
+                }
+            }
+        }
+    }
+}
+
+/// The stream's next event, or why the wait for it stopped (see [`wait`]).
 async fn next_event<'a>(
     ports: &'a Ports,
     sink: &dyn RunSink,
@@ -496,28 +540,13 @@ async fn next_event<'a>(
     last_event_ms: &mut i64,
     deadline: i64,
 ) -> Next {
-    use futures_util::future::{select, Either};
-    loop {
-        match select(stream.next(), tick.as_mut()).await {
-            Either::Left((Some(item), _)) => {
-                *last_event_ms = ports.clock.now_ms();
-                return Next::Item(item);
-            }
-            Either::Left((None, _)) => return Next::End,
-            Either::Right(((), _)) => {
-                *tick = ports.clock.sleep_ms(WAIT_TICK_MS);
-                let now = ports.clock.now_ms();
-                if sink.cancel_requested().await {
-                    return Next::Cancelled;
-                }
-                if now - *last_event_ms >= MODEL_IDLE_MS {
-                    return Next::Stalled;
-                }
-                if now > deadline {
-                    return Next::TimeUp;
-                }
-            }
+    match wait(ports, sink, stream.next(), tick, last_event_ms, deadline).await {
+        Ok(Some(item)) => {
+            *last_event_ms = ports.clock.now_ms();
+            Next::Item(item)
         }
+        Ok(None) => Next::End,
+        Err(stopped) => stopped,
     }
 }
 
@@ -597,22 +626,24 @@ async fn persist(
     // trip, then COMMIT.
     transaction(sql, async || {
         let (inserted, finished) = futures_util::future::join(
-            db::insert_message(
+            db::insert_answer(
                 sql,
-                &spec.assistant_message_id,
-                &spec.session_id,
-                &spec.owner_id,
-                Some(&spec.run_id),
-                "assistant",
-                &content,
-                if outcome.status == "error" && !blocks.is_empty() {
-                    "incomplete"
-                } else {
-                    outcome.status
+                &db::NewMessage {
+                    id: &spec.assistant_message_id,
+                    session: &spec.session_id,
+                    owner: &spec.owner_id,
+                    run: Some(&spec.run_id),
+                    role: "assistant",
+                    content: &content,
+                    status: if outcome.status == "error" && !blocks.is_empty() {
+                        "incomplete"
+                    } else {
+                        outcome.status
+                    },
+                    model: Some(&spec.model),
+                    usage: &outcome.usage,
+                    cost: outcome.cost_micros,
                 },
-                Some(&spec.model),
-                &outcome.usage,
-                outcome.cost_micros,
             ),
             db::finish_run(
                 sql,
@@ -982,6 +1013,7 @@ async fn drive(
                     signature,
                 }),
                 Ok(ModelEvent::Usage(u)) => call_usage = u,
+                Ok(ModelEvent::Alive) => {}
                 Ok(ModelEvent::Stop(r)) => stop = r,
                 Err(e) => {
                     failure = Some(e);
@@ -1078,14 +1110,15 @@ async fn drive(
         }
         // The run goes on: this call's usage is stored before its tools run.
         record_usage(ports, spec, unrecorded.take()).await?;
-        let commands = calls.iter().filter(|(_, n, _)| n == "run_command").count();
-        if commands > 0 {
-            let each = limits.command_timeout_secs.max(1) + COMMAND_SETUP_SECS;
-            sink.quiet_for(each.saturating_mul(commands as i64)).await?;
-        }
         let mut results = Vec::new();
         for (id, name, input) in calls {
             let input = Some(&input).filter(|_| !invalid_inputs.contains(&id));
+            if name == "run_command" && input.is_some() {
+                // Each command announces its own silence: the result of
+                // the call before brought the heartbeat back to now.
+                sink.quiet_for(limits.command_timeout_secs.max(1) + COMMAND_SETUP_SECS)
+                    .await?;
+            }
             let out = tools::execute(&ctx, &spec.owner_id, &spec.project_id, &name, input).await;
             if out.changed_files {
                 changed.set(true);

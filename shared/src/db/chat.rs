@@ -182,24 +182,68 @@ pub async fn insert_message(
     usage: &Usage,
     cost: i64,
 ) -> Result<(), SqlError> {
+    let m = NewMessage {
+        id,
+        session,
+        owner,
+        run,
+        role,
+        content,
+        status,
+        model,
+        usage,
+        cost,
+    };
+    insert(sql, &m, "").await
+}
+
+/// [`insert_message`] of a run's answer by its driver: only while the run
+/// is still running. A run already ended (found lost by a reader, who
+/// stored its partial answer) gets no second answer from a driver that
+/// was only slow.
+pub async fn insert_answer(sql: &dyn Sql, m: &NewMessage<'_>) -> Result<(), SqlError> {
+    insert(
+        sql,
+        m,
+        " WHERE EXISTS (SELECT 1 FROM runs WHERE id = $4 AND status = 'running')",
+    )
+    .await
+}
+
+pub struct NewMessage<'a> {
+    pub id: &'a str,
+    pub session: &'a str,
+    pub owner: &'a str,
+    pub run: Option<&'a str>,
+    pub role: &'a str,
+    pub content: &'a Json,
+    pub status: &'a str,
+    pub model: Option<&'a str>,
+    pub usage: &'a Usage,
+    pub cost: i64,
+}
+
+async fn insert(sql: &dyn Sql, m: &NewMessage<'_>, guard: &str) -> Result<(), SqlError> {
     sql.execute(
-        "INSERT INTO messages (id, session_id, owner_id, run_id, role, content, status, model,
-             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)
-         VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11, $12, $13)",
+        &format!(
+            "INSERT INTO messages (id, session_id, owner_id, run_id, role, content, status, model,
+                 input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)
+             SELECT $1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11, $12, $13{guard}"
+        ),
         &[
-            id.into(),
-            session.into(),
-            owner.into(),
-            run.into(),
-            role.into(),
-            jsonb_text(content.to_string()).into(),
-            status.into(),
-            model.into(),
-            Value::Int(usage.input_tokens),
-            Value::Int(usage.output_tokens),
-            Value::Int(usage.cache_read_tokens),
-            Value::Int(usage.cache_write_tokens),
-            Value::Int(cost),
+            m.id.into(),
+            m.session.into(),
+            m.owner.into(),
+            m.run.into(),
+            m.role.into(),
+            jsonb_text(m.content.to_string()).into(),
+            m.status.into(),
+            m.model.into(),
+            Value::Int(m.usage.input_tokens),
+            Value::Int(m.usage.output_tokens),
+            Value::Int(m.usage.cache_read_tokens),
+            Value::Int(m.usage.cache_write_tokens),
+            Value::Int(m.cost),
         ],
     )
     .await?;
@@ -368,7 +412,9 @@ pub async fn end_lost_run(sql: &dyn Sql, run: &str, min_age_secs: i64) -> Result
 pub async fn cancel_requested(sql: &dyn Sql, run: &str) -> Result<bool, SqlError> {
     Ok(sql
         .query_opt(
-            "SELECT cancel_requested FROM runs WHERE id = $1",
+            // A run no longer running (ended by a reader that found it
+            // lost) is stopped like a cancelled one.
+            "SELECT cancel_requested OR status <> 'running' AS cancel_requested FROM runs WHERE id = $1",
             &[run.into()],
         )
         .await?

@@ -24,15 +24,15 @@ const PUSH_WAIT_MS: u64 = 10_000;
 #[serde(deny_unknown_fields)]
 struct LinkInstallation {
     installation_id: i64,
-    /// The OAuth code GitHub gave the App's setup (or callback) URL: it
-    /// proves which installations the caller's GitHub account reaches.
+    /// The OAuth code GitHub gave the App's callback URL: it proves which
+    /// GitHub account the caller is.
     code: String,
 }
 
 /// `POST /v1/github/installations`: the caller claims an installation of
-/// the App. The installation must be one their GitHub account reaches, as
-/// the OAuth code they bring proves (see `oauth`), and not be held by
-/// another user.
+/// the App. The OAuth code they bring must prove that their GitHub account
+/// controls the installation's account (see `oauth`), and it must not be
+/// held by another user.
 pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let body: LinkInstallation = json_body(req)?;
@@ -57,11 +57,11 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
     }
     let token = oauth::user_token(ctx.ports, client, &body.code).await?;
     let Some(inst) =
-        oauth::reachable_installation(ctx.ports, cfg, token, body.installation_id).await?
+        oauth::controlled_installation(ctx.ports, cfg, token, body.installation_id).await?
     else {
         return Err(ApiError::forbidden(
             "github_installation_mismatch",
-            "Your GitHub account cannot reach that installation of the App.",
+            "That installation of the App is not on your GitHub account or on an organisation you administer.",
         ));
     };
     let login = inst["account"]["login"].as_str().unwrap_or("");

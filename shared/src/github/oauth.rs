@@ -1,15 +1,19 @@
 //! GitHub's user-to-server OAuth, used once per installation link. An
 //! installation id proves nothing (anyone can name one); the code GitHub
-//! hands the App's setup URL (with "Request user authorization (OAuth)
-//! during installation") or its callback URL does: it is exchanged for the
-//! user's token, and the installation must be among those that token can
-//! reach (`GET /user/installations`). The token is used for that one read
-//! and never stored.
+//! hands the App's callback URL after an install (with "Request user
+//! authorization (OAuth) during installation") or an authorization does:
+//! it is exchanged for the user's token, the installation must be among
+//! those that token reaches (`GET /user/installations`), and the user must
+//! control its account: be that account (`GET /user`) or an admin of that
+//! organisation (`GET /user/memberships/orgs/{org}`). Reaching it is not
+//! enough: an outside collaborator on one repository reaches the whole
+//! installation, whose token then reads every repository in it. The token
+//! is used for these reads and never stored.
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::api::{Api, GhError};
+use super::api::{seg, Api, GhError};
 use crate::config::{GithubConfig, GithubOauth};
 use crate::error::{ApiError, ApiResult};
 use crate::ports::Ports;
@@ -66,10 +70,20 @@ pub async fn user_token(ports: &Ports, oauth: &GithubOauth, code: &str) -> ApiRe
         .await
         .map_err(|e| GhError::Unavailable(e.0).into_api())?;
     let status = res.status();
-    if status.is_server_error() {
-        return Err(GhError::Unavailable(format!("oauth token exchange: {status}")).into_api());
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::FORBIDDEN {
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(60);
+        return Err(GhError::RateLimited { retry_after }.into_api());
     }
-    let answer: Value = serde_json::from_slice(res.body()).unwrap_or(Value::Null);
+    let answer: Option<Value> = serde_json::from_slice(res.body()).ok();
+    let Some(answer) = answer.filter(|_| !status.is_server_error()) else {
+        // GitHub down or answering with a page, not JSON: try again later.
+        return Err(GhError::Unavailable(format!("oauth token exchange: {status}")).into_api());
+    };
     if let Some(token) = answer["access_token"].as_str().filter(|t| !t.is_empty()) {
         return Ok(token.to_owned());
     }
@@ -91,37 +105,63 @@ pub async fn user_token(ports: &Ports, oauth: &GithubOauth, code: &str) -> ApiRe
     }
 }
 
-/// The installation `id` as the user behind `token` can reach it (an
-/// installation object of `GET /user/installations`), or `None`.
-pub async fn reachable_installation(
+/// The installation `id` if the user behind `token` reaches it and
+/// controls its account (see the module docs), or `None`.
+pub async fn controlled_installation(
     ports: &Ports,
     config: &GithubConfig,
     token: String,
     id: i64,
 ) -> ApiResult<Option<Value>> {
     let api = Api::user(ports, config, token);
+    let refused = |e: GhError| match e {
+        // The token was refused (revoked at once): as a bad code.
+        GhError::Status { status: 401, .. } => bad_code(),
+        GhError::Status { status, .. } if status != 404 => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "github_error",
+            format!("GitHub refused to tell which installations your account reaches ({status})."),
+        ),
+        other => other.into_api(),
+    };
+    let mut found = None;
     for page in 1..=MAX_PAGES {
         let answer = api
             .get(&format!(
                 "/user/installations?per_page={PER_PAGE}&page={page}"
             ))
             .await
-            .map_err(|e| match e {
-                // The token was refused (revoked at once): as a bad code.
-                GhError::Status { status: 401, .. } => bad_code(),
-                other => other.into_api(),
-            })?;
+            .map_err(refused)?;
         let Some(list) = answer["installations"].as_array() else {
             return Err(
                 GhError::Invalid("GET /user/installations: no installations".into()).into_api(),
             );
         };
-        if let Some(found) = list.iter().find(|i| i["id"].as_i64() == Some(id)) {
-            return Ok(Some(found.clone()));
-        }
-        if list.len() < PER_PAGE {
+        found = list.iter().find(|i| i["id"].as_i64() == Some(id)).cloned();
+        if found.is_some() || list.len() < PER_PAGE {
             break;
         }
     }
-    Ok(None)
+    let Some(inst) = found else {
+        return Ok(None);
+    };
+    let account = &inst["account"];
+    let login = account["login"].as_str().unwrap_or_default();
+    let controls = if account["type"] == "Organization" {
+        match api.get(&format!("/user/memberships/orgs/{}", seg(login))).await {
+            Ok(m) => m["state"] == "active" && m["role"] == "admin",
+            Err(GhError::Status { status: 404, .. }) => false,
+            Err(GhError::Status { status: 403, .. }) => {
+                return Err(ApiError::forbidden(
+                    "github_installation_mismatch",
+                    "Could not confirm that you administer that organisation: the GitHub App needs the Organization permission Members (read).",
+                ))
+            }
+            Err(e) => return Err(refused(e)),
+        }
+    } else {
+        let me = api.get("/user").await.map_err(refused)?;
+        me["id"].as_i64().is_some() && me["id"] == account["id"]
+    };
+    Ok(controls.then_some(inst))
 }

@@ -120,6 +120,9 @@ pub enum ModelEvent {
     /// Usage so far (providers report input at the start and output at the end).
     Usage(Usage),
     Stop(StopReason),
+    /// Events arrived that carry nothing for the run (a `ping`, thinking
+    /// still in progress): the model is alive, its silence is not a stall.
+    Alive,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -325,8 +328,13 @@ pub(crate) fn decode_sse<S: 'static>(
                 }
                 match body.next().await {
                     Some(Ok(chunk)) => {
+                        let mut events = 0;
                         for ev in parser.push(&chunk) {
+                            events += 1;
                             queue.extend(decode(&mut state, ev));
+                        }
+                        if events > 0 && queue.is_empty() {
+                            queue.push_back(Ok(ModelEvent::Alive));
                         }
                         merge_deltas(&mut queue);
                     }

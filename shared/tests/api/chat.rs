@@ -2270,9 +2270,9 @@ impl everjust_core::chat::agent::RunSink for SpySink {
     }
 }
 
-/// Before its `run_command` calls run, a run tells its sink how long they
+/// Before each `run_command` call runs, a run tells its sink how long it
 /// may be silent: the caller's command time limit, plus the sandbox's
-/// start-up, for each.
+/// start-up (the result of the call before ended the last announcement).
 /// The spec of a run started in `session`, as its room would get it.
 async fn room_spec(
     app: &mut TestApp,
@@ -2297,6 +2297,7 @@ async fn a_run_announces_how_long_its_commands_may_be_silent() {
         .limits
         .command_timeout_secs;
     let tools: &[(&str, &str, Value)] = &[
+        ("c0", "write_file", json!({"path": "a.txt", "content": "A"})),
         ("c1", "run_command", json!({"command": "npm test"})),
         ("c2", "run_command", json!({"command": "npm run build"})),
     ];
@@ -2305,14 +2306,17 @@ async fn a_run_announces_how_long_its_commands_may_be_silent() {
     let sink = SpySink::default();
     everjust_core::chat::agent::run(&app.ports, &spec, &sink).await;
     let events = sink.events.borrow();
-    let quiet = events
+    let from = events
         .iter()
-        .position(|e| e.starts_with("quiet"))
-        .expect("announced");
-    assert_eq!(events[quiet], format!("quiet {}", 2 * (limit + 180)));
-    assert_eq!(events[quiet - 1], "step_finished", "{events:?}");
-    assert_eq!(events[quiet + 1], "tool_result", "{events:?}");
-    assert_eq!(events.iter().filter(|e| e.starts_with("quiet")).count(), 1);
+        .position(|e| e == "step_finished")
+        .expect("a step");
+    let quiet = format!("quiet {}", limit + 180);
+    assert_eq!(
+        events[from + 1..from + 6],
+        ["tool_result", &quiet, "tool_result", &quiet, "tool_result"],
+        "{events:?}"
+    );
+    assert_eq!(events.iter().filter(|e| e.starts_with("quiet")).count(), 2);
 }
 
 /// A model stream that goes silent mid-answer: the run does not wait for
@@ -2535,4 +2539,50 @@ async fn a_run_that_fails_midway_keeps_its_finished_steps_and_their_usage() {
         .collect();
     assert_eq!(kinds, ["text", "tool_use", "tool_result"], "{content}");
     assert_eq!(content[0]["text"], "Writing it.");
+}
+
+/// A driver that was only slow, whose run a reader already ended as lost
+/// (storing its partial answer), stops at its next look and stores no
+/// second answer.
+#[tokio::test]
+async fn a_run_ended_as_lost_stops_its_slow_driver_without_a_second_answer() {
+    use everjust_core::chat::agent::RunSink;
+    let (mut app, http, t, s) = setup(ANTHROPIC).await;
+    let spec = room_spec(&mut app, &t, &s).await;
+    let sink = everjust_core::chat::inline::PgLogSink::new(app.ports.clone(), &spec, None);
+    assert!(!sink.cancel_requested().await);
+    app.ports
+        .sql
+        .execute(
+            "UPDATE runs SET status = 'incomplete', error = 'driver_lost' WHERE id = $1",
+            &[spec.run_id.as_str().into()],
+        )
+        .await
+        .expect("ended by a reader");
+    let sink = everjust_core::chat::inline::PgLogSink::new(app.ports.clone(), &spec, None);
+    app.clock.advance_ms(1_000);
+    assert!(sink.cancel_requested().await, "stops like a cancelled run");
+    http.push(200, &[], anthropic(&["late"], &[], "end_turn"));
+    everjust_core::chat::agent::run(&app.ports, &spec, &SpySink::default()).await;
+    let answers = app
+        .ports
+        .sql
+        .query(
+            "SELECT id FROM messages WHERE run_id = $1 AND role = 'assistant'",
+            &[spec.run_id.as_str().into()],
+        )
+        .await
+        .expect("read");
+    assert!(answers.is_empty(), "no answer from the slow driver");
+    let status = app
+        .ports
+        .sql
+        .query_opt(
+            "SELECT status FROM runs WHERE id = $1",
+            &[spec.run_id.as_str().into()],
+        )
+        .await
+        .expect("read")
+        .expect("run");
+    assert_eq!(status.text("status").expect("status"), "incomplete");
 }

@@ -70,10 +70,17 @@ struct State {
     exhausted_until: Option<i64>,
     /// Before the next ref update, someone else pushes these files.
     race: Option<Vec<(String, Option<Vec<u8>>)>>,
-    /// OAuth codes, then user-to-server tokens: the installations the
-    /// GitHub user they were granted to can reach.
-    codes: HashMap<String, Vec<i64>>,
-    user_tokens: HashMap<String, Vec<i64>>,
+    /// OAuth codes, then user-to-server tokens, of GitHub users.
+    codes: HashMap<String, Grant>,
+    user_tokens: HashMap<String, Grant>,
+}
+
+/// A GitHub user: the installations they reach, and those whose account
+/// they control (their own account, or an organisation they administer).
+#[derive(Clone)]
+struct Grant {
+    reach: Vec<i64>,
+    controls: Vec<i64>,
 }
 
 fn sha(kind: &str, data: &[u8]) -> String {
@@ -123,11 +130,21 @@ impl FakeGithub {
             .insert(id, (login.into(), kind.into()));
     }
 
-    /// An OAuth code of a GitHub user who reaches `installations`.
+    /// An OAuth code of a GitHub user who controls `installations`.
     fn grant(&self, installations: &[i64]) -> String {
+        self.grant_as(installations, installations)
+    }
+
+    /// An OAuth code of a GitHub user who reaches `reach` (as a
+    /// collaborator, a member) and controls `controls`.
+    fn grant_as(&self, reach: &[i64], controls: &[i64]) -> String {
         let mut s = self.state.borrow_mut();
         let code = format!("code{:016x}", s.codes.len() + s.user_tokens.len() + 1);
-        s.codes.insert(code.clone(), installations.to_vec());
+        let grant = Grant {
+            reach: reach.to_vec(),
+            controls: controls.to_vec(),
+        };
+        s.codes.insert(code.clone(), grant);
         code
     }
 
@@ -273,6 +290,48 @@ impl FakeGithub {
         Self::outside_commit(&mut s, i, branch, &files, mode)
     }
 
+    /// `GET /user` and `GET /user/memberships/orgs/{org}` as `grant`'s user:
+    /// the account of a User installation they control is theirs; they
+    /// administer the organisations of those they control and are a member
+    /// of those they only reach.
+    fn user_call(s: &State, path: &str, grant: &Grant) -> Reply {
+        let accounts = |ids: &[i64], kind: &str| {
+            ids.iter()
+                .filter_map(|id| {
+                    s.installations
+                        .get(id)
+                        .map(|(l, k)| (*id, l.clone(), k.clone()))
+                })
+                .filter(|(_, _, k)| k == kind)
+                .collect::<Vec<_>>()
+        };
+        if path == "/user" {
+            return match accounts(&grant.controls, "User").first() {
+                Some((id, login, _)) => reply(200, json!({"id": id * 10, "login": login})),
+                None => reply(200, json!({"id": 424_242, "login": "someone-else"})),
+            };
+        }
+        let org = path.rsplit('/').next().unwrap_or("");
+        let has = |ids: &[i64]| {
+            accounts(ids, "Organization")
+                .iter()
+                .any(|(_, l, _)| l.eq_ignore_ascii_case(org))
+        };
+        if has(&grant.controls) {
+            reply(
+                200,
+                json!({"state": "active", "role": "admin", "organization": {"login": org}}),
+            )
+        } else if has(&grant.reach) {
+            reply(
+                200,
+                json!({"state": "active", "role": "member", "organization": {"login": org}}),
+            )
+        } else {
+            msg(404, "Not Found")
+        }
+    }
+
     fn check_jwt(&self, token: &str) -> bool {
         let Ok(t) = UntrustedToken::new(token) else {
             return false;
@@ -333,8 +392,14 @@ impl FakeGithub {
                 json!({"access_token": t, "token_type": "bearer", "scope": ""}),
             );
         }
+        if path == "/user" || path.starts_with("/user/memberships/") {
+            let Some(grant) = s.user_tokens.get(token).cloned() else {
+                return msg(401, "Bad credentials");
+            };
+            return Self::user_call(&s, path, &grant);
+        }
         if path.starts_with("/user/installations?") && method == "GET" {
-            let Some(reach) = s.user_tokens.get(token) else {
+            let Some(reach) = s.user_tokens.get(token).map(|g| g.reach.clone()) else {
                 return msg(401, "Bad credentials");
             };
             let list: Vec<Value> = reach
@@ -989,6 +1054,17 @@ async fn linking_an_installation_checks_it_with_github() {
     g.fake.add_installation(88, "victim-org", "Organization");
     let r = link(&eve, 88, g.fake.grant(&[])).await;
     r.problem(403, "github_installation_mismatch");
+    // Reaching it is not controlling it: eve, a collaborator on one of its
+    // repositories (or a plain member of the organisation), is refused; so
+    // is a collaborator on a personal account's repository.
+    link(&eve, 88, g.fake.grant_as(&[88], &[]))
+        .await
+        .problem(403, "github_installation_mismatch");
+    g.fake.add_installation(66, "victim", "User");
+    link(&eve, 66, g.fake.grant_as(&[66], &[]))
+        .await
+        .problem(403, "github_installation_mismatch");
+    assert_eq!(g.app.count("github_installations").await, 1);
     // One that does not exist.
     link(&eve, 99, g.fake.grant(&[]))
         .await

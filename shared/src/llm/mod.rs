@@ -466,6 +466,40 @@ mod tests {
     }
 
     #[test]
+    fn events_that_carry_nothing_say_the_model_is_alive_and_half_events_do_not() {
+        let reads = std::rc::Rc::new(std::cell::RefCell::new(
+            std::collections::VecDeque::<Bytes>::new(),
+        ));
+        let pending = reads.clone();
+        let body = futures_util::stream::poll_fn(move |_| match pending.borrow_mut().pop_front() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(b))),
+            None => std::task::Poll::Pending,
+        });
+        let send = |s: &str| reads.borrow_mut().push_back(Bytes::from(s.to_owned()));
+        let mut stream = decode_sse(
+            body.boxed_local(),
+            anthropic::Decoder::default(),
+            anthropic::Decoder::decode,
+        );
+        // Half an event: nothing yet.
+        send("event: ping\ndata: {\"type\":");
+        assert!(stream.next().now_or_never().is_none());
+        // Its end: a ping, which carries nothing for the run.
+        send("\"ping\"}\n\n");
+        assert_eq!(
+            stream.next().now_or_never().flatten(),
+            Some(Ok(ModelEvent::Alive))
+        );
+        // An event with content: that content, no Alive besides.
+        send("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+        assert_eq!(
+            stream.next().now_or_never().flatten(),
+            Some(Ok(ModelEvent::TextStart))
+        );
+        assert!(stream.next().now_or_never().is_none());
+    }
+
+    #[test]
     fn a_key_never_shows_in_debug_and_crosses_as_a_plain_string() {
         let p = Provider::Anthropic {
             base_url: "https://api.anthropic.com".into(),

@@ -344,7 +344,13 @@ describe('GitHub sync', { skip }, () => {
     // A code works once, and a made-up one not at all.
     const code = await oauthCode([theirs]);
     const other = await newUser('github-other');
+    const since = (await fake('GET', '/_fake/calls?since=0')).json.total;
     expectJson(await post('/v1/github/installations', { installation_id: theirs, code }, { token: other.access }), 201);
+    // The user's GitHub token was revoked once used (after the answer).
+    await waitFor('the user token revoked', async () => {
+      const { calls } = (await fake('GET', `/_fake/calls?since=${since}`)).json;
+      return calls.some((c) => c.method === 'DELETE' && c.path.startsWith('/applications/')) || null;
+    });
     expectProblem(await post('/v1/github/installations', { installation_id: theirs, code }, { token: other.access }), 400, 'invalid_github_code');
     expectProblem(await post('/v1/github/installations', { installation_id: theirs, code: 'not a code' }, { token: other.access }), 400, 'invalid_github_code');
     const eve = await newUser('github-eve');

@@ -23,6 +23,8 @@
 //   GET   /user/installations?per_page=&page=        user-to-server token -> {total_count, installations}
 //                                                    (the installations that token's user reaches)
 //   GET   /user                                      user-to-server token -> {id, login}
+//   DELETE /applications/{client_id}/token           Basic client_id:client_secret, {access_token} -> 204
+//                                                    (the user-to-server token revoked), 404 if unknown
 //   GET   /user/memberships/orgs/{org}               user-to-server token -> {state, role}; 404 when not a member
 // GitHub's OAuth (github.com in production, GITHUB_OAUTH_URL = this fake in tests):
 //   POST  /login/oauth/access_token                  {client_id, client_secret, code} (JSON or form) ->
@@ -417,6 +419,14 @@ async function route(state, opts, req, url, body) {
     state.userTokens.set(t, { installations: grant.installations, controls: grant.controls, expires: Date.now() + 8 * 3600_000 });
     return [200, { access_token: t, expires_in: 28800, token_type: 'bearer', scope: '' }];
   }
+  if (segs[0] === 'applications' && segs[2] === 'token' && method === 'DELETE') {
+    const basic = `Basic ${Buffer.from(`${opts.clientId}:${opts.clientSecret}`).toString('base64')}`;
+    if (segs[1] !== opts.clientId || auth !== basic) return err(401, 'Bad credentials');
+    const t = String((json() || {}).access_token || '');
+    if (!state.userTokens.delete(t)) return err(404, 'Not Found');
+    state.revoked = (state.revoked || 0) + 1;
+    return [204, null];
+  }
   if (segs[0] === 'user' && method === 'GET' && (segs.length === 1 || segs[1] === 'memberships')) {
     const user = state.userTokens.get(token);
     if (!user || user.expires < Date.now()) return err(401, 'Bad credentials');
@@ -664,7 +674,7 @@ export async function startGithubFake({
       const url = new URL(req.url, 'http://127.0.0.1');
       const body = await readBody(req);
       const [status, doc, headers = {}] = await route(state, opts, req, url, body);
-      const out = Buffer.from(JSON.stringify(doc));
+      const out = status === 204 ? Buffer.alloc(0) : Buffer.from(JSON.stringify(doc));
       res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(out.length), 'x-github-request-id': randomUUID(), ...headers });
       res.end(out);
     } catch (e) {

@@ -56,9 +56,18 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
         }
     }
     let token = oauth::user_token(ctx.ports, client, &body.code).await?;
-    let Some(inst) =
-        oauth::controlled_installation(ctx.ports, cfg, token, body.installation_id).await?
-    else {
+    let inst =
+        oauth::controlled_installation(ctx.ports, cfg, token.clone(), body.installation_id).await;
+    // Its work done, the user's token is revoked (after the answer).
+    let (ports, cfg_owned) = (ctx.ports.clone(), cfg.clone());
+    ctx.ports
+        .after_response(Box::pin(async move {
+            if let Some(client) = cfg_owned.oauth.as_ref() {
+                oauth::revoke(&ports, &cfg_owned, client, &token).await;
+            }
+        }))
+        .await;
+    let Some(inst) = inst? else {
         return Err(ApiError::forbidden(
             "github_installation_mismatch",
             "That installation of the App is not on your GitHub account or on an organisation you administer.",

@@ -8,7 +8,7 @@
 //! organisation (`GET /user/memberships/orgs/{org}`). Reaching it is not
 //! enough: an outside collaborator on one repository reaches the whole
 //! installation, whose token then reads every repository in it. The token
-//! is used for these reads and never stored.
+//! is used for these reads, never stored, and revoked after the answer.
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -164,4 +164,39 @@ pub async fn controlled_installation(
         me["id"].as_i64().is_some() && me["id"] == account["id"]
     };
     Ok(controls.then_some(inst))
+}
+
+/// Revokes the user's token (`DELETE /applications/{client_id}/token`,
+/// the App's client credentials as Basic auth). Best effort: a token left
+/// would expire within 8 hours; a failure is logged, without the token.
+pub async fn revoke(ports: &Ports, config: &GithubConfig, oauth: &GithubOauth, token: &str) {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", oauth.client_id, oauth.client_secret));
+    let req = http::Request::builder()
+        .method(Method::DELETE)
+        .uri(format!(
+            "{}/applications/{}/token",
+            config.api_url,
+            seg(&oauth.client_id)
+        ))
+        .header("accept", "application/vnd.github+json")
+        .header("x-github-api-version", "2022-11-28")
+        .header("content-type", "application/json")
+        .header("user-agent", "everjust")
+        .header("authorization", format!("Basic {basic}"))
+        .body(bytes::Bytes::from(
+            json!({ "access_token": token }).to_string(),
+        ));
+    let status = match req {
+        Ok(req) => ports.http.send(req).await.map(|r| r.status().as_u16()),
+        Err(e) => Err(crate::ports::http_client::HttpError(e.to_string())),
+    };
+    if !matches!(status, Ok(204 | 404)) {
+        crate::log::event(
+            "warn",
+            "github_token_revoke_failed",
+            json!({ "status": status.as_ref().ok(), "error": status.as_ref().err().map(|e| e.0.clone()) }),
+        );
+    }
 }

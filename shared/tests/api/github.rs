@@ -130,6 +130,11 @@ impl FakeGithub {
             .insert(id, (login.into(), kind.into()));
     }
 
+    /// User-to-server tokens not revoked.
+    fn live_user_tokens(&self) -> usize {
+        self.state.borrow().user_tokens.len()
+    }
+
     /// An OAuth code of a GitHub user who controls `installations`.
     fn grant(&self, installations: &[i64]) -> String {
         self.grant_as(installations, installations)
@@ -391,6 +396,19 @@ impl FakeGithub {
                 200,
                 json!({"access_token": t, "token_type": "bearer", "scope": ""}),
             );
+        }
+        if method == "DELETE" && path == format!("/applications/{CLIENT_ID}/token") {
+            use base64::Engine;
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+            if auth != format!("Basic {basic}") {
+                return msg(401, "Bad credentials");
+            }
+            let t = body["access_token"].as_str().unwrap_or("");
+            return match s.user_tokens.remove(t) {
+                Some(_) => (204, Vec::new(), Value::Null),
+                None => msg(404, "Not Found"),
+            };
         }
         if path == "/user" || path.starts_with("/user/memberships/") {
             let Some(grant) = s.user_tokens.get(token).cloned() else {
@@ -1097,9 +1115,10 @@ async fn linking_an_installation_checks_it_with_github() {
     r.problem(404, "not_found");
     assert_eq!(g.app.count("github_links").await, 0);
 
-    // A code works once.
+    // A code works once; every user token it gave was revoked after use.
     let code = g.fake.grant(&[88]);
     assert_eq!(link(&eve, 88, code.clone()).await.status, 201);
+    assert_eq!(g.fake.live_user_tokens(), 0);
     link(&g.token, 88, code).await.problem(404, "not_found");
     link(&eve, 88, "0123456789abcdef0123".into())
         .await

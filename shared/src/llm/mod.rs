@@ -429,23 +429,29 @@ mod tests {
         )
     }
 
-    #[test]
-    fn deltas_of_one_read_leave_together_and_none_waits_for_the_next_read() {
-        // The network: a read is pending until the test hands over bytes.
-        let reads = std::rc::Rc::new(std::cell::RefCell::new(
-            std::collections::VecDeque::<Bytes>::new(),
-        ));
+    type Reads = std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<Bytes>>>;
+
+    /// An Anthropic stream over a network whose reads are pending until
+    /// the test hands over bytes (pushed on the returned queue).
+    fn anthropic_over_test_network() -> (Reads, ModelStream) {
+        let reads = Reads::default();
         let pending = reads.clone();
         let body = futures_util::stream::poll_fn(move |_| match pending.borrow_mut().pop_front() {
             Some(b) => std::task::Poll::Ready(Some(Ok(b))),
             None => std::task::Poll::Pending,
         });
-        let send = |s: String| reads.borrow_mut().push_back(Bytes::from(s));
-        let mut stream = decode_sse(
+        let stream = decode_sse(
             body.boxed_local(),
             anthropic::Decoder::default(),
             anthropic::Decoder::decode,
         );
+        (reads, stream)
+    }
+
+    #[test]
+    fn deltas_of_one_read_leave_together_and_none_waits_for_the_next_read() {
+        let (reads, mut stream) = anthropic_over_test_network();
+        let send = |s: String| reads.borrow_mut().push_back(Bytes::from(s));
         let start = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
         let first = format!(
             "{start}{}{}{}",
@@ -467,20 +473,8 @@ mod tests {
 
     #[test]
     fn events_that_carry_nothing_say_the_model_is_alive_and_half_events_do_not() {
-        let reads = std::rc::Rc::new(std::cell::RefCell::new(
-            std::collections::VecDeque::<Bytes>::new(),
-        ));
-        let pending = reads.clone();
-        let body = futures_util::stream::poll_fn(move |_| match pending.borrow_mut().pop_front() {
-            Some(b) => std::task::Poll::Ready(Some(Ok(b))),
-            None => std::task::Poll::Pending,
-        });
+        let (reads, mut stream) = anthropic_over_test_network();
         let send = |s: &str| reads.borrow_mut().push_back(Bytes::from(s.to_owned()));
-        let mut stream = decode_sse(
-            body.boxed_local(),
-            anthropic::Decoder::default(),
-            anthropic::Decoder::decode,
-        );
         // Half an event: nothing yet.
         send("event: ping\ndata: {\"type\":");
         assert!(stream.next().now_or_never().is_none());

@@ -205,7 +205,9 @@ pub async fn insert_answer(sql: &dyn Sql, m: &NewMessage<'_>) -> Result<(), SqlE
     insert(
         sql,
         m,
-        " WHERE EXISTS (SELECT 1 FROM runs WHERE id = $4 AND status = 'running')",
+        // FOR UPDATE: a reader ending the run at this moment is waited
+        // for, and the row read again after its commit.
+        " WHERE EXISTS (SELECT 1 FROM runs WHERE id = $4 AND status = 'running' FOR UPDATE)",
     )
     .await
 }
@@ -413,8 +415,11 @@ pub async fn cancel_requested(sql: &dyn Sql, run: &str) -> Result<bool, SqlError
     Ok(sql
         .query_opt(
             // A run no longer running (ended by a reader that found it
-            // lost) is stopped like a cancelled one.
-            "SELECT cancel_requested OR status <> 'running' AS cancel_requested FROM runs WHERE id = $1",
+            // lost) is stopped like a cancelled one. The driver that asks
+            // is alive: the heartbeat moves (never back from an announced
+            // silence), so a long wait on the model is not taken for lost.
+            "UPDATE runs SET heartbeat_at = GREATEST(heartbeat_at, now()) WHERE id = $1
+             RETURNING cancel_requested OR status <> 'running' AS cancel_requested",
             &[run.into()],
         )
         .await?

@@ -161,7 +161,9 @@ pub async fn controlled_installation(
         }
     } else {
         let me = api.get("/user").await.map_err(refused)?;
-        me["id"].as_i64().is_some() && me["id"] == account["id"]
+        // Only a User account can be the caller's own (an Enterprise
+        // account's id is of another numbering).
+        account["type"] == "User" && me["id"].as_i64().is_some() && me["id"] == account["id"]
     };
     Ok(controls.then_some(inst))
 }

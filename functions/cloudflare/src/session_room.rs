@@ -1117,16 +1117,7 @@ impl Room {
         }
         // Numbered past what its readers may have seen of it unwritten (the
         // isolate died with them): see `lost_run_end`.
-        let end = Event {
-            seq: lost_run_end(log.last_seq()),
-            run_id: spec.run_id.clone(),
-            body: EventBody::RunFinished {
-                status: "incomplete".into(),
-                stop_reason: "driver_lost".into(),
-                usage: Usage::default(),
-                cost_micros: 0,
-            },
-        };
+        let end = lost_run_end(&spec.run_id, log.last_seq());
         let json = event_message(&end);
         let ended = log
             .append(&end, &json)

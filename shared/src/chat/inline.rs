@@ -207,16 +207,7 @@ pub async fn recover_stale(ports: &Ports, session_id: &str, owner_id: &str) -> A
             .filter(|e| e.run_id == run.id)
             .collect();
         let blocks = blocks_from_events(&events);
-        let end = Event {
-            seq: lost_run_end(events.last().map_or(run.first_seq, |e| e.seq)),
-            run_id: run.id.clone(),
-            body: EventBody::RunFinished {
-                status: "incomplete".into(),
-                stop_reason: "driver_lost".into(),
-                usage: Usage::default(),
-                cost_micros: 0,
-            },
-        };
+        let end = lost_run_end(&run.id, events.last().map_or(run.first_seq, |e| e.seq));
         let message_id = ids::new_id(ports, "msg");
         transaction(sql, async || {
             if !db::claim_stale_run(sql, &run.id, STALE_SECS).await? {

@@ -21,12 +21,22 @@ use crate::error::{ApiError, ApiResult};
 /// before storing them.
 pub const UNSTORED_MAX: i64 = 256;
 
-/// The sequence number of the end of a run whose driver died, when its last
-/// stored event is `last_stored`: past every number a reader may have seen,
+/// The end (`run_finished`, incomplete, `driver_lost`) of the run `run_id`
+/// whose driver died, when the session's last stored event is
+/// `last_stored`. It is numbered past every number a reader may have seen,
 /// so a reader resuming from any of them gets the end, and the next run's
 /// events, instead of skipping them. (Numbers are increasing, not dense.)
-pub fn lost_run_end(last_stored: i64) -> i64 {
-    last_stored + UNSTORED_MAX + 1
+pub fn lost_run_end(run_id: &str, last_stored: i64) -> Event {
+    Event {
+        seq: last_stored + UNSTORED_MAX + 1,
+        run_id: run_id.to_owned(),
+        body: EventBody::RunFinished {
+            status: "incomplete".into(),
+            stop_reason: "driver_lost".into(),
+            usage: crate::llm::Usage::default(),
+            cost_micros: 0,
+        },
+    }
 }
 
 /// The room's buffer of events: synchronous, strongly consistent storage.

@@ -586,9 +586,20 @@ pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcom
     if let Err(e) = recorded {
         crate::log::error("run_usage_failed", &e.to_string());
     }
-    if let Err(e) = persisted {
-        crate::log::error("run_persist_failed", &e.to_string());
-    }
+    // A run someone else ended first (a reader that took it for lost)
+    // ends as it was stored: its readers were told that end.
+    let outcome = match persisted {
+        Ok(None) => outcome,
+        Ok(Some((status, error))) => RunOutcome {
+            status: stored_status(&status),
+            stop_reason: error.unwrap_or_default(),
+            ..outcome
+        },
+        Err(e) => {
+            crate::log::error("run_persist_failed", &e.to_string());
+            outcome
+        }
+    };
     let _ = sink
         .emit(
             &spec.run_id,
@@ -614,12 +625,24 @@ pub async fn run(ports: &Ports, spec: &RunSpec, sink: &dyn RunSink) -> RunOutcom
     RunOutcome { changed, ..outcome }
 }
 
+/// A stored run status as the one [`RunOutcome`] names.
+fn stored_status(status: &str) -> &'static str {
+    match status {
+        "complete" => "complete",
+        "incomplete" => "incomplete",
+        "cancelled" => "cancelled",
+        _ => "error",
+    }
+}
+
+/// Stores the run's answer and its end; `Some` end (status, error) when
+/// the run had already been ended by someone else, who stored its answer.
 async fn persist(
     ports: &Ports,
     spec: &RunSpec,
     outcome: &RunOutcome,
     blocks: &[Block],
-) -> ApiResult<()> {
+) -> ApiResult<Option<(String, Option<String>)>> {
     let sql = ports.sql.as_ref();
     let content = serde_json::to_value(blocks).unwrap_or(Value::Array(vec![]));
     // The answer and the run's end go out together (with BEGIN): one round
@@ -655,9 +678,11 @@ async fn persist(
             ),
         )
         .await;
-        inserted?;
         finished?;
-        Ok::<_, ApiError>(())
+        if inserted? {
+            return Ok::<_, ApiError>(None);
+        }
+        Ok(db::run_end(sql, &spec.run_id).await?)
     })
     .await
 }
@@ -877,52 +902,42 @@ async fn drive(
                 return Ok(finish(status, "upstream_unavailable", *total, *cost));
             }
         };
-        loop {
-            let item = match next_event(
-                ports,
-                sink,
-                &mut stream,
-                &mut tick,
-                &mut last_event_ms,
-                deadline,
-            )
-            .await
-            {
-                Next::Item(item) => item,
-                Next::End => break,
-                Next::Cancelled => {
+        // A failed emit (the run's storage failing) ends the stream here;
+        // what the call said and cost is still counted below.
+        let relayed = async {
+            loop {
+                let item = match next_event(
+                    ports,
+                    sink,
+                    &mut stream,
+                    &mut tick,
+                    &mut last_event_ms,
+                    deadline,
+                )
+                .await
+                {
+                    Next::Item(item) => item,
+                    Next::End => break,
+                    Next::Cancelled => {
+                        cancelled = true;
+                        break;
+                    }
+                    Next::Stalled => {
+                        failure = Some(stalled());
+                        break;
+                    }
+                    Next::TimeUp => {
+                        time_up = true;
+                        break;
+                    }
+                };
+                seen += 1;
+                if seen.is_multiple_of(64) && sink.cancel_requested().await {
                     cancelled = true;
                     break;
                 }
-                Next::Stalled => {
-                    failure = Some(stalled());
-                    break;
-                }
-                Next::TimeUp => {
-                    time_up = true;
-                    break;
-                }
-            };
-            seen += 1;
-            if seen.is_multiple_of(64) && sink.cancel_requested().await {
-                cancelled = true;
-                break;
-            }
-            match item {
-                Ok(ModelEvent::TextStart) => {
-                    block_n += 1;
-                    let id = format!("{}-{block_n}", spec.assistant_message_id);
-                    sink.emit(
-                        &spec.run_id,
-                        EventBody::TextStart {
-                            block_id: id.clone(),
-                        },
-                    )
-                    .await?;
-                    text = Some((id, String::new()));
-                }
-                Ok(ModelEvent::TextDelta(d)) => {
-                    if text.is_none() {
+                match item {
+                    Ok(ModelEvent::TextStart) => {
                         block_n += 1;
                         let id = format!("{}-{block_n}", spec.assistant_message_id);
                         sink.emit(
@@ -934,101 +949,115 @@ async fn drive(
                         .await?;
                         text = Some((id, String::new()));
                     }
-                    if let Some((id, t)) = text.as_mut() {
-                        t.push_str(&d);
-                        sink.emit(
-                            &spec.run_id,
-                            EventBody::TextDelta {
-                                block_id: id.clone(),
-                                delta: d,
-                            },
-                        )
-                        .await?;
-                    }
-                }
-                Ok(ModelEvent::TextEnd) => {
-                    if let Some((id, t)) = text.take() {
-                        sink.emit(&spec.run_id, EventBody::TextEnd { block_id: id })
+                    Ok(ModelEvent::TextDelta(d)) => {
+                        if text.is_none() {
+                            block_n += 1;
+                            let id = format!("{}-{block_n}", spec.assistant_message_id);
+                            sink.emit(
+                                &spec.run_id,
+                                EventBody::TextStart {
+                                    block_id: id.clone(),
+                                },
+                            )
                             .await?;
-                        step_blocks.push(Block::Text { text: t });
+                            text = Some((id, String::new()));
+                        }
+                        if let Some((id, t)) = text.as_mut() {
+                            t.push_str(&d);
+                            sink.emit(
+                                &spec.run_id,
+                                EventBody::TextDelta {
+                                    block_id: id.clone(),
+                                    delta: d,
+                                },
+                            )
+                            .await?;
+                        }
                     }
-                }
-                Ok(ModelEvent::ToolStart { id, name }) => {
-                    sink.emit(
-                        &spec.run_id,
-                        EventBody::ToolCallStart {
-                            tool_call_id: id.clone(),
-                            name: name.clone(),
-                        },
-                    )
-                    .await?;
-                    tool_json.push((id, name, String::new()));
-                }
-                Ok(ModelEvent::ToolDelta { id, partial_json }) => {
-                    if let Some(t) = tool_json.iter_mut().find(|t| t.0 == id) {
-                        t.2.push_str(&partial_json);
+                    Ok(ModelEvent::TextEnd) => {
+                        if let Some((id, t)) = text.take() {
+                            sink.emit(&spec.run_id, EventBody::TextEnd { block_id: id })
+                                .await?;
+                            step_blocks.push(Block::Text { text: t });
+                        }
                     }
-                    sink.emit(
-                        &spec.run_id,
-                        EventBody::ToolCallDelta {
-                            tool_call_id: id,
-                            delta: partial_json,
-                        },
-                    )
-                    .await?;
-                }
-                Ok(ModelEvent::ToolEnd { id }) => {
-                    if let Some((_, name, json)) = tool_json.iter().find(|t| t.0 == id) {
-                        let input = if json.trim().is_empty() {
-                            Some(Value::Object(Default::default()))
-                        } else {
-                            serde_json::from_str::<Value>(json).ok()
-                        };
+                    Ok(ModelEvent::ToolStart { id, name }) => {
                         sink.emit(
                             &spec.run_id,
-                            EventBody::ToolCallEnd {
+                            EventBody::ToolCallStart {
                                 tool_call_id: id.clone(),
                                 name: name.clone(),
-                                input: input.clone().unwrap_or(Value::Null),
                             },
                         )
                         .await?;
-                        if input.is_none() {
-                            invalid_inputs.push(id.clone());
+                        tool_json.push((id, name, String::new()));
+                    }
+                    Ok(ModelEvent::ToolDelta { id, partial_json }) => {
+                        if let Some(t) = tool_json.iter_mut().find(|t| t.0 == id) {
+                            t.2.push_str(&partial_json);
                         }
-                        // The model must get an object back in its history, even
-                        // for input that was not JSON (the tool result says so).
-                        step_blocks.push(Block::ToolUse {
-                            id: id.clone(),
-                            name: name.clone(),
-                            input: input.unwrap_or_else(|| Value::Object(Default::default())),
-                        });
+                        sink.emit(
+                            &spec.run_id,
+                            EventBody::ToolCallDelta {
+                                tool_call_id: id,
+                                delta: partial_json,
+                            },
+                        )
+                        .await?;
+                    }
+                    Ok(ModelEvent::ToolEnd { id }) => {
+                        if let Some((_, name, json)) = tool_json.iter().find(|t| t.0 == id) {
+                            let input = if json.trim().is_empty() {
+                                Some(Value::Object(Default::default()))
+                            } else {
+                                serde_json::from_str::<Value>(json).ok()
+                            };
+                            sink.emit(
+                                &spec.run_id,
+                                EventBody::ToolCallEnd {
+                                    tool_call_id: id.clone(),
+                                    name: name.clone(),
+                                    input: input.clone().unwrap_or(Value::Null),
+                                },
+                            )
+                            .await?;
+                            if input.is_none() {
+                                invalid_inputs.push(id.clone());
+                            }
+                            // The model must get an object back in its history, even
+                            // for input that was not JSON (the tool result says so).
+                            step_blocks.push(Block::ToolUse {
+                                id: id.clone(),
+                                name: name.clone(),
+                                input: input.unwrap_or_else(|| Value::Object(Default::default())),
+                            });
+                        }
+                    }
+                    Ok(ModelEvent::Thinking {
+                        thinking,
+                        signature,
+                    }) => step_blocks.push(Block::Thinking {
+                        thinking,
+                        signature,
+                    }),
+                    Ok(ModelEvent::Usage(u)) => call_usage = u,
+                    Ok(ModelEvent::Alive) => {}
+                    Ok(ModelEvent::Stop(r)) => stop = r,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
                     }
                 }
-                Ok(ModelEvent::Thinking {
-                    thinking,
-                    signature,
-                }) => step_blocks.push(Block::Thinking {
-                    thinking,
-                    signature,
-                }),
-                Ok(ModelEvent::Usage(u)) => call_usage = u,
-                Ok(ModelEvent::Alive) => {}
-                Ok(ModelEvent::Stop(r)) => stop = r,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
             }
+            Ok::<(), ApiError>(())
         }
+        .await;
         // Keep whatever text arrived, even when the stream broke mid-block.
-        if let Some((id, t)) = text.take() {
-            sink.emit(&spec.run_id, EventBody::TextEnd { block_id: id })
-                .await?;
-            if !t.is_empty() {
-                step_blocks.push(Block::Text { text: t });
-            }
+        let open_text = text.take();
+        if let Some((_, t)) = open_text.as_ref().filter(|(_, t)| !t.is_empty()) {
+            step_blocks.push(Block::Text { text: t.clone() });
         }
+        // What the call cost counts however its stream ended.
         let call_cost = pricing::cost_micros(provider.model(), &call_usage);
         total.add(&call_usage);
         *cost += call_cost;
@@ -1040,6 +1069,20 @@ async fn drive(
             cost_micros: call_cost,
             byok,
         });
+        let told = match (relayed, open_text) {
+            (Ok(()), Some((id, _))) => sink
+                .emit(&spec.run_id, EventBody::TextEnd { block_id: id })
+                .await
+                .map(drop),
+            (relayed, _) => relayed,
+        };
+        if let Err(e) = told {
+            // The run's storage failed mid-stream: the answer keeps this
+            // step's text (its unfinished tool calls never ran).
+            step_blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));
+            all_blocks.extend(step_blocks);
+            return Err(e);
+        }
         if let Some(e) = failure {
             // Unfinished tool calls are dropped: the model never saw them complete.
             step_blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));

@@ -194,22 +194,34 @@ pub async fn insert_message(
         usage,
         cost,
     };
-    insert(sql, &m, "").await
+    insert(sql, &m, "").await.map(drop)
 }
 
 /// [`insert_message`] of a run's answer by its driver: only while the run
 /// is still running. A run already ended (found lost by a reader, who
 /// stored its partial answer) gets no second answer from a driver that
-/// was only slow.
-pub async fn insert_answer(sql: &dyn Sql, m: &NewMessage<'_>) -> Result<(), SqlError> {
-    insert(
+/// was only slow. Whether it was stored.
+pub async fn insert_answer(sql: &dyn Sql, m: &NewMessage<'_>) -> Result<bool, SqlError> {
+    Ok(insert(
         sql,
         m,
         // FOR UPDATE: a reader ending the run at this moment is waited
         // for, and the row read again after its commit.
         " WHERE EXISTS (SELECT 1 FROM runs WHERE id = $4 AND status = 'running' FOR UPDATE)",
     )
-    .await
+    .await?
+        == 1)
+}
+
+/// How a run ended, as stored: its status and its error.
+pub async fn run_end(
+    sql: &dyn Sql,
+    id: &str,
+) -> Result<Option<(String, Option<String>)>, SqlError> {
+    sql.query_opt("SELECT status, error FROM runs WHERE id = $1", &[id.into()])
+        .await?
+        .map(|r| Ok((r.text("status")?, r.opt_text("error")?)))
+        .transpose()
 }
 
 pub struct NewMessage<'a> {
@@ -225,7 +237,7 @@ pub struct NewMessage<'a> {
     pub cost: i64,
 }
 
-async fn insert(sql: &dyn Sql, m: &NewMessage<'_>, guard: &str) -> Result<(), SqlError> {
+async fn insert(sql: &dyn Sql, m: &NewMessage<'_>, guard: &str) -> Result<u64, SqlError> {
     sql.execute(
         &format!(
             "INSERT INTO messages (id, session_id, owner_id, run_id, role, content, status, model,
@@ -248,8 +260,7 @@ async fn insert(sql: &dyn Sql, m: &NewMessage<'_>, guard: &str) -> Result<(), Sq
             Value::Int(m.cost),
         ],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// What [`start_run`] writes: the run, the user's message that starts it

@@ -2229,6 +2229,8 @@ struct SpySink {
     cancel_at: Option<u32>,
     /// The emit of the n-th event of this type fails (storage down).
     fail_on: Option<(&'static str, usize)>,
+    /// The `run_finished` events emitted, whole.
+    ends: std::cell::RefCell<Vec<serde_json::Value>>,
 }
 
 #[async_trait::async_trait(?Send)]
@@ -2256,6 +2258,9 @@ impl everjust_core::chat::agent::RunSink for SpySink {
             if kind == failing && before + 1 == n {
                 return Err(everjust_core::ApiError::internal("storage down"));
             }
+        }
+        if kind == "run_finished" {
+            self.ends.borrow_mut().push(v);
         }
         self.events.borrow_mut().push(kind);
         Ok(ev)
@@ -2319,6 +2324,23 @@ async fn a_run_announces_how_long_its_commands_may_be_silent() {
     assert_eq!(events.iter().filter(|e| e.starts_with("quiet")).count(), 2);
 }
 
+/// The same run again: its answer removed, running once more.
+async fn clear(app: &TestApp, run_id: &str) {
+    app.ports
+        .sql
+        .execute("DELETE FROM messages WHERE role = 'assistant'", &[])
+        .await
+        .expect("clear");
+    app.ports
+        .sql
+        .execute(
+            "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE id = $1",
+            &[run_id.into()],
+        )
+        .await
+        .expect("running again");
+}
+
 /// A model stream that goes silent mid-answer: the run does not wait for
 /// ever. It ends as incomplete with the text so far once the model has
 /// said nothing for two minutes; sooner when the user cancels; at the
@@ -2371,11 +2393,7 @@ async fn a_silent_model_stream_ends_by_stall_cancel_or_time_limit() {
         .expect("content")
         .contains("half an answer"));
     // Cancelled while silent: at the next look, a second later.
-    app.ports
-        .sql
-        .execute("DELETE FROM messages WHERE role = 'assistant'", &[])
-        .await
-        .expect("clear");
+    clear(&app, &spec.run_id).await;
     http.push(200, &[], hang.clone());
     let sink = SpySink {
         cancel_at: Some(3),
@@ -2385,11 +2403,7 @@ async fn a_silent_model_stream_ends_by_stall_cancel_or_time_limit() {
     assert_eq!(outcome.status, "cancelled");
     assert!(waited < 10_000, "{waited} ms");
     // The wall time ends while it is silent.
-    app.ports
-        .sql
-        .execute("DELETE FROM messages WHERE role = 'assistant'", &[])
-        .await
-        .expect("clear");
+    clear(&app, &spec.run_id).await;
     http.push(200, &[], hang);
     let mut late = spec.clone();
     late.started_ms = app.ports.clock.now_ms() - 600_000 + 5_000;
@@ -2541,6 +2555,59 @@ async fn a_run_that_fails_midway_keeps_its_finished_steps_and_their_usage() {
     assert_eq!(content[0]["text"], "Writing it.");
 }
 
+/// The run's storage failing in the middle of a model stream still counts
+/// what that call cost (its ledger row, the run's usage) and keeps the
+/// text it had sent.
+#[tokio::test]
+async fn a_storage_failure_mid_stream_still_bills_that_call_and_keeps_its_text() {
+    let (mut app, http, t, s) = setup(ANTHROPIC).await;
+    let spec = room_spec(&mut app, &t, &s).await;
+    http.push(
+        200,
+        &[],
+        anthropic(&["Hello", " there", " and more"], &[], "end_turn"),
+    );
+    let sink = SpySink {
+        fail_on: Some(("text_delta", 3)),
+        ..Default::default()
+    };
+    let outcome = everjust_core::chat::agent::run(&app.ports, &spec, &sink).await;
+    assert_eq!(outcome.status, "error");
+    assert_eq!(outcome.usage.input_tokens, 100, "the call's usage");
+    let billed = app
+        .ports
+        .sql
+        .query(
+            "SELECT input_tokens FROM usage_ledger WHERE run_id = $1",
+            &[spec.run_id.as_str().into()],
+        )
+        .await
+        .expect("read");
+    assert_eq!(billed.len(), 1, "one ledger row for the one call");
+    assert_eq!(billed[0].int("input_tokens").expect("tokens"), 100);
+    let row = app
+        .ports
+        .sql
+        .query_opt(
+            "SELECT status, content::text AS content, input_tokens FROM messages WHERE id = $1",
+            &[spec.assistant_message_id.as_str().into()],
+        )
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(row.text("status").expect("status"), "incomplete");
+    assert_eq!(row.int("input_tokens").expect("tokens"), 100);
+    let content: Value =
+        serde_json::from_str(&row.text("content").expect("content")).expect("json");
+    assert_eq!(content[0]["type"], "text", "{content}");
+    assert!(
+        content[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Hello there")),
+        "{content}"
+    );
+}
+
 /// A driver that was only slow, whose run a reader already ended as lost
 /// (storing its partial answer), stops at its next look and stores no
 /// second answer.
@@ -2563,7 +2630,18 @@ async fn a_run_ended_as_lost_stops_its_slow_driver_without_a_second_answer() {
     app.clock.advance_ms(1_000);
     assert!(sink.cancel_requested().await, "stops like a cancelled run");
     http.push(200, &[], anthropic(&["late"], &[], "end_turn"));
-    everjust_core::chat::agent::run(&app.ports, &spec, &SpySink::default()).await;
+    let spy = SpySink::default();
+    let outcome = everjust_core::chat::agent::run(&app.ports, &spec, &spy).await;
+    // Its readers were told the run ended as the reader stored it: so is
+    // the driver's own client.
+    assert_eq!(
+        (outcome.status, outcome.stop_reason.as_str()),
+        ("incomplete", "driver_lost")
+    );
+    let ends = spy.ends.take();
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0]["status"], "incomplete", "{}", ends[0]);
+    assert_eq!(ends[0]["stop_reason"], "driver_lost", "{}", ends[0]);
     let answers = app
         .ports
         .sql

@@ -53,7 +53,8 @@ async function connected(files = { 'README.md': '# bench\n' }) {
   const project = await api('POST', '/v1/projects', { token, json: { name: `bench ${owner}` } });
   for (const [p, c] of Object.entries(files)) await api('PUT', `/v1/projects/${project.id}/files/${p}`, { token, body: c });
   const { code } = await fake('POST', '/_fake/oauth-codes', { installations: [installation] });
-  await api('POST', '/v1/github/installations', { token, json: { installation_id: installation, code } });
+  const { state } = await api('POST', '/v1/github/link-state', { token, json: {} });
+  await api('POST', '/v1/github/installations', { token, json: { installation_id: installation, code, state } });
   const link = await api('POST', `/v1/projects/${project.id}/github`, { token, json: { installation_id: installation, repository: `${owner}/site` } });
   if (link.sync.status !== 'ok') throw new Error(`connect: ${JSON.stringify(link.sync)}`);
   return { token, project, owner };

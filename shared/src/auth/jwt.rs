@@ -28,13 +28,47 @@ fn time(now_ms: i64) -> TimeOptions<impl Fn() -> DateTime<Utc>> {
 
 /// Signs an access token for `user_id`.
 pub fn issue_access(config: &Config, now_ms: i64, user_id: &str, role: &str) -> String {
+    sign(config, now_ms, user_id, AUDIENCE, role, ACCESS_TTL_SECS)
+}
+
+/// Verifies signature (HS256 only), expiry, issuer and audience.
+pub fn verify_access(config: &Config, now_ms: i64, token: &str) -> Option<AccessClaims> {
+    verify(config, now_ms, token, AUDIENCE)
+}
+
+/// Signs a token that says only "issued to `user_id` for `audience`", for
+/// `ttl_secs`: never an access token (its audience is another).
+pub fn issue_scoped(
+    config: &Config,
+    now_ms: i64,
+    user_id: &str,
+    audience: &str,
+    ttl_secs: i64,
+) -> String {
+    sign(config, now_ms, user_id, audience, "", ttl_secs)
+}
+
+/// The user a token of [`issue_scoped`] for `audience` was issued to,
+/// while it is valid.
+pub fn verify_scoped(config: &Config, now_ms: i64, token: &str, audience: &str) -> Option<String> {
+    verify(config, now_ms, token, audience).map(|c| c.sub)
+}
+
+fn sign(
+    config: &Config,
+    now_ms: i64,
+    user_id: &str,
+    audience: &str,
+    role: &str,
+    ttl_secs: i64,
+) -> String {
     let claims = Claims::new(AccessClaims {
         sub: user_id.to_owned(),
         iss: ISSUER.to_owned(),
-        aud: AUDIENCE.to_owned(),
+        aud: audience.to_owned(),
         role: role.to_owned(),
     })
-    .set_duration_and_issuance(&time(now_ms), Duration::seconds(ACCESS_TTL_SECS));
+    .set_duration_and_issuance(&time(now_ms), Duration::seconds(ttl_secs));
     let header = Header::empty().with_token_type("JWT");
     Hs256
         .token(&header, &claims, &Hs256Key::new(&config.jwt_secret))
@@ -42,8 +76,7 @@ pub fn issue_access(config: &Config, now_ms: i64, user_id: &str, role: &str) -> 
         .unwrap_or_default()
 }
 
-/// Verifies signature (HS256 only), expiry, issuer and audience.
-pub fn verify_access(config: &Config, now_ms: i64, token: &str) -> Option<AccessClaims> {
+fn verify(config: &Config, now_ms: i64, token: &str, audience: &str) -> Option<AccessClaims> {
     let untrusted = UntrustedToken::new(token).ok()?;
     if untrusted.algorithm() != "HS256" {
         return None;
@@ -56,7 +89,7 @@ pub fn verify_access(config: &Config, now_ms: i64, token: &str) -> Option<Access
     claims.validate_expiration(&time(now_ms)).ok()?;
     claims.expiration?;
     let c = &claims.custom;
-    (c.iss == ISSUER && c.aud == AUDIENCE).then(|| c.clone())
+    (c.iss == ISSUER && c.aud == audience).then(|| c.clone())
 }
 
 #[derive(Deserialize)]
@@ -105,6 +138,26 @@ mod tests {
             Config::from_vars(|k| (k == "JWT_SECRET").then(|| "x".repeat(40))).expect("config");
         let t = issue_access(&other, 1_700_000_000_000, "usr_1", "admin");
         assert!(verify_access(&config(), 1_700_000_000_000, &t).is_none());
+    }
+
+    #[test]
+    fn a_scoped_token_is_only_good_for_its_audience() {
+        let c = config();
+        let now = 1_700_000_000_000;
+        let scoped = issue_scoped(&c, now, "usr_1", "everjust-github-link", 600);
+        assert_eq!(
+            verify_scoped(&c, now, &scoped, "everjust-github-link").as_deref(),
+            Some("usr_1")
+        );
+        assert!(
+            verify_access(&c, now, &scoped).is_none(),
+            "not an access token"
+        );
+        assert!(verify_scoped(&c, now, &scoped, "other").is_none());
+        let access = issue_access(&c, now, "usr_1", "user");
+        assert!(verify_scoped(&c, now, &access, "everjust-github-link").is_none());
+        let late = now + (600 + LEEWAY_SECS + 1) * 1000;
+        assert!(verify_scoped(&c, late, &scoped, "everjust-github-link").is_none());
     }
 
     #[test]

@@ -27,6 +27,23 @@ struct LinkInstallation {
     /// The OAuth code GitHub gave the App's callback URL: it proves which
     /// GitHub account the caller is.
     code: String,
+    /// The `state` of the same redirect: the caller's, from
+    /// `POST /v1/github/link-state` (see `oauth`).
+    state: Option<String>,
+}
+
+/// `POST /v1/github/link-state`: a state to send to GitHub with the App's
+/// install link (`?state=`) or its authorization (`authorize_url`), and to
+/// bring back with the code.
+pub async fn link_state(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
+    let caller = authenticate(ctx, req).await?;
+    let client = oauth::client(super::config(ctx)?)?;
+    let state = oauth::new_state(ctx.ports.config()?, ctx.ports.clock.now_ms(), caller.id());
+    Ok(ok(&json!({
+        "authorize_url": oauth::authorize_url(client, &state),
+        "state": state,
+        "expires_in": oauth::STATE_TTL_SECS,
+    })))
 }
 
 /// `POST /v1/github/installations`: the caller claims an installation of
@@ -45,6 +62,12 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
     }
     oauth::check_code(&body.code)?;
     let client = oauth::client(cfg)?;
+    oauth::check_state(
+        ctx.ports.config()?,
+        ctx.ports.clock.now_ms(),
+        body.state.as_deref(),
+        caller.id(),
+    )?;
     let sql = ctx.ports.sql.as_ref();
     if let Some(existing) = store::installation_by_id(sql, body.installation_id).await? {
         if existing

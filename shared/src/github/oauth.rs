@@ -9,12 +9,20 @@
 //! enough: an outside collaborator on one repository reaches the whole
 //! installation, whose token then reads every repository in it. The token
 //! is used for these reads, never stored, and revoked after the answer.
+//!
+//! A code proves who the GitHub user is, not that our caller is the one
+//! who went through GitHub: a link to our callback with an attacker's own
+//! code in it would link the attacker's installation to a victim, whose
+//! projects would then be pushed into the attacker's repositories. So a
+//! link also takes the `state` GitHub hands back unchanged: one we signed
+//! for the caller when they started (`POST /v1/github/link-state`), good
+//! for an hour.
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::api::{seg, Api, GhError};
-use crate::config::{GithubConfig, GithubOauth};
+use crate::config::{Config, GithubConfig, GithubOauth};
 use crate::error::{ApiError, ApiResult};
 use crate::ports::Ports;
 
@@ -22,6 +30,50 @@ use crate::ports::Ports;
 /// than 1,000 installations is not one we serve).
 const PER_PAGE: usize = 100;
 const MAX_PAGES: usize = 10;
+
+/// The audience of a link state (never an access token's).
+const STATE_AUDIENCE: &str = "everjust-github-link";
+/// How long a link state is good for: an install or an authorization at
+/// GitHub takes minutes.
+pub const STATE_TTL_SECS: i64 = 60 * 60;
+
+/// A state for `user_id` to send to GitHub with an install or an
+/// authorization, and to bring back with the code.
+pub fn new_state(config: &Config, now_ms: i64, user_id: &str) -> String {
+    crate::auth::jwt::issue_scoped(config, now_ms, user_id, STATE_AUDIENCE, STATE_TTL_SECS)
+}
+
+/// Checks that `state` was made for `user_id` by [`new_state`] within the
+/// last hour.
+pub fn check_state(
+    config: &Config,
+    now_ms: i64,
+    state: Option<&str>,
+    user_id: &str,
+) -> ApiResult<()> {
+    let ours = state
+        .filter(|s| s.len() <= 1024)
+        .and_then(|s| crate::auth::jwt::verify_scoped(config, now_ms, s, STATE_AUDIENCE));
+    if ours.as_deref() == Some(user_id) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_github_state",
+        "The state GitHub handed back is not one this account started in the last hour. Start the link again (POST /v1/github/link-state) and send its state to GitHub.",
+    ))
+}
+
+/// Where to send the user to authorize the App and come back with a code
+/// and `state` (when the App was installed at GitHub, not from here).
+pub fn authorize_url(oauth: &GithubOauth, state: &str) -> String {
+    use crate::http::escape;
+    format!(
+        "{}/login/oauth/authorize?client_id={}&state={}",
+        oauth.url,
+        escape(&oauth.client_id),
+        escape(state)
+    )
+}
 
 fn bad_code() -> ApiError {
     ApiError::bad_request(

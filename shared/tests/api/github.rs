@@ -725,6 +725,15 @@ struct Gh {
 
 const INST: i64 = 77;
 
+/// A state for `token`'s user to send to GitHub (`POST /v1/github/link-state`).
+async fn link_state(app: &TestApp, token: &str) -> String {
+    let r = app
+        .json("POST", "/v1/github/link-state", Some(token), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    r.json()["state"].as_str().expect("state").to_owned()
+}
+
 /// A user with a linked installation on the organisation `acme`, a project,
 /// and an empty repository acme/site.
 async fn setup_with(extra: &[(&str, &str)]) -> Gh {
@@ -739,7 +748,7 @@ async fn setup_with(extra: &[(&str, &str)]) -> Gh {
             "POST",
             "/v1/github/installations",
             Some(&token),
-            json!({"installation_id": INST, "code": fake.grant(&[INST])}),
+            json!({"installation_id": INST, "code": fake.grant(&[INST]), "state": link_state(&app, &token).await}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.json());
@@ -1055,11 +1064,12 @@ async fn linking_an_installation_checks_it_with_github() {
         let who = who.to_owned();
         let app = &g.app;
         async move {
+            let state = link_state(app, &who).await;
             app.json(
                 "POST",
                 "/v1/github/installations",
                 Some(&who),
-                json!({"installation_id": id, "code": code}),
+                json!({"installation_id": id, "code": code, "state": state}),
             )
             .await
         }
@@ -1159,11 +1169,98 @@ async fn without_an_oauth_client_installations_cannot_be_linked() {
         "POST",
         "/v1/github/installations",
         Some(&t),
-        json!({"installation_id": INST, "code": fake.grant(&[INST])}),
+        json!({"installation_id": INST, "code": fake.grant(&[INST]), "state": "s"}),
     )
     .await
     .problem(503, "github_oauth_not_configured");
+    app.json("POST", "/v1/github/link-state", Some(&t), json!({}))
+        .await
+        .problem(503, "github_oauth_not_configured");
     assert_eq!(app.count("github_installations").await, 0);
+}
+
+/// A code proves who the GitHub user is, not who sent it to us: a link to
+/// our callback carrying an attacker's code (for the attacker's own
+/// installation) must not link that installation to the victim who opens
+/// it, or the victim's projects would be pushed into the attacker's
+/// repositories. The link takes the state the caller started, and
+/// nothing reaches GitHub or the database without it.
+#[tokio::test]
+async fn a_link_takes_the_state_its_caller_started() {
+    let mut g = setup().await;
+    let (eve, _, _) = g.app.signup("eve@example.com").await;
+    g.fake.add_installation(88, "eve-org", "Organization");
+    let started = g
+        .app
+        .json("POST", "/v1/github/link-state", Some(&eve), json!({}))
+        .await;
+    assert_eq!(started.status, 200, "{}", started.json());
+    let started = started.json();
+    let eves_state = started["state"].as_str().expect("state").to_owned();
+    assert_eq!(started["expires_in"], 3600);
+    let authorize = started["authorize_url"].as_str().expect("url");
+    assert!(
+        authorize.contains("/login/oauth/authorize?client_id=")
+            && authorize.ends_with(&format!("&state={eves_state}")),
+        "{authorize}"
+    );
+    // Eve's code for her own installation, and her state, in a link the
+    // victim opens: refused, as is the same without a state, with a state
+    // that is not one, and with the victim's access token as one.
+    let eves_code = g.fake.grant(&[88]);
+    let calls = g.fake.calls_since(0).len();
+    for state in [
+        json!(eves_state),
+        json!(null),
+        json!("not-a-state"),
+        json!(g.token),
+    ] {
+        let mut body = json!({"installation_id": 88, "code": eves_code});
+        if !state.is_null() {
+            body["state"] = state;
+        }
+        g.app
+            .json("POST", "/v1/github/installations", Some(&g.token), body)
+            .await
+            .problem(400, "invalid_github_state");
+    }
+    assert_eq!(g.fake.calls_since(0).len(), calls, "GitHub was not asked");
+    assert_eq!(g.app.count("github_installations").await, 1);
+    // A state is good for an hour.
+    let late = link_state(&g.app, &g.token).await;
+    g.app.clock.advance_ms(61 * 60 * 1000);
+    g.login().await;
+    g.app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&g.token),
+            json!({"installation_id": 88, "code": eves_code, "state": late}),
+        )
+        .await
+        .problem(400, "invalid_github_state");
+    // Eve's own link with her state works (her code was never spent).
+    let r = g
+        .app
+        .json(
+            "POST",
+            "/v1/auth/login",
+            None,
+            json!({"email": "eve@example.com", "password": crate::helpers::PASSWORD}),
+        )
+        .await;
+    let eve = r.json()["access_token"].as_str().expect("token").to_owned();
+    let eves_state = link_state(&g.app, &eve).await;
+    let r = g
+        .app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&eve),
+            json!({"installation_id": 88, "code": eves_code, "state": eves_state}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
 }
 
 // ------------------------------------------------------------------ connect and push
@@ -1227,7 +1324,7 @@ async fn a_repository_is_created_in_an_organisation_but_not_on_a_personal_accoun
             "POST",
             "/v1/github/installations",
             Some(&t),
-            json!({"installation_id": 5, "code": fake.grant(&[5])}),
+            json!({"installation_id": 5, "code": fake.grant(&[5]), "state": link_state(&app, &t).await}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.json());

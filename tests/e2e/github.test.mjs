@@ -77,7 +77,7 @@ async function linkState(token) {
 }
 
 /** `POST /v1/github/installations` with a state the caller started. */
-const link = async (body, opts) => post('/v1/github/installations', { ...body, state: await linkState(opts.token) }, opts);
+const linkInstallation = async (body, opts) => post('/v1/github/installations', { ...body, state: await linkState(opts.token) }, opts);
 
 async function setup({ type = 'Organization', files } = {}) {
   const installation = ++seq;
@@ -85,7 +85,7 @@ async function setup({ type = 'Organization', files } = {}) {
   assert.equal((await fake('POST', '/_fake/installations', { id: installation, login: owner, type })).status, 201);
   assert.equal((await fake('POST', '/_fake/repos', { installation, owner, name: 'site', files })).status, 201);
   const user = await newUser('github');
-  const linked = await link({ installation_id: installation, code: await oauthCode([installation]) }, { token: user.access });
+  const linked = await linkInstallation({ installation_id: installation, code: await oauthCode([installation]) }, { token: user.access });
   api.answers('post', '/v1/github/installations', 201, expectJson(linked, 201));
   api.answers('get', '/v1/github/installations', 200, expectJson(await get('/v1/github/installations', { token: user.access }), 200));
   const project = await createProject(user.access);
@@ -346,26 +346,26 @@ describe('GitHub sync', { skip }, () => {
     const theirs = ++seq;
     await fake('POST', '/_fake/installations', { id: theirs, login: `e2e-${nonce()}`, type: 'Organization' });
     // Naming an installation (and its account) proves nothing: the code's GitHub user must reach it.
-    expectProblem(await link({ installation_id: theirs, code: await oauthCode([ctx.installation]) }, { token: ctx.token }), 403, 'github_installation_mismatch');
-    expectProblem(await link({ installation_id: 999_999_999, code: await oauthCode([]) }, { token: ctx.token }), 403, 'github_installation_mismatch');
+    expectProblem(await linkInstallation({ installation_id: theirs, code: await oauthCode([ctx.installation]) }, { token: ctx.token }), 403, 'github_installation_mismatch');
+    expectProblem(await linkInstallation({ installation_id: 999_999_999, code: await oauthCode([]) }, { token: ctx.token }), 403, 'github_installation_mismatch');
     // Reaching it (a collaborator on one repository, a plain member) is not controlling it.
-    expectProblem(await link({ installation_id: theirs, code: await oauthCode([theirs], []) }, { token: ctx.token }), 403, 'github_installation_mismatch');
-    expectProblem(await link({ installation_id: theirs, account: `e2e-${nonce()}` }, { token: ctx.token }), 400, 'invalid_body');
+    expectProblem(await linkInstallation({ installation_id: theirs, code: await oauthCode([theirs], []) }, { token: ctx.token }), 403, 'github_installation_mismatch');
+    expectProblem(await linkInstallation({ installation_id: theirs, account: `e2e-${nonce()}` }, { token: ctx.token }), 400, 'invalid_body');
     // A code works once, and a made-up one not at all.
     const code = await oauthCode([theirs]);
     const other = await newUser('github-other');
     const since = (await fake('GET', '/_fake/calls?since=0')).json.total;
-    expectJson(await link({ installation_id: theirs, code }, { token: other.access }), 201);
+    expectJson(await linkInstallation({ installation_id: theirs, code }, { token: other.access }), 201);
     // The user's GitHub token was revoked once used (after the answer).
     await waitFor('the user token revoked', async () => {
       const { calls } = (await fake('GET', `/_fake/calls?since=${since}`)).json;
       return calls.some((c) => c.method === 'DELETE' && c.path.startsWith('/applications/')) || null;
     });
-    expectProblem(await link({ installation_id: theirs, code }, { token: other.access }), 400, 'invalid_github_code');
-    expectProblem(await link({ installation_id: theirs, code: 'not a code' }, { token: other.access }), 400, 'invalid_github_code');
+    expectProblem(await linkInstallation({ installation_id: theirs, code }, { token: other.access }), 400, 'invalid_github_code');
+    expectProblem(await linkInstallation({ installation_id: theirs, code: 'not a code' }, { token: other.access }), 400, 'invalid_github_code');
     const eve = await newUser('github-eve');
     // Held by another user: not found, whatever the code reaches.
-    expectProblem(await link({ installation_id: ctx.installation, code: await oauthCode([ctx.installation]) }, { token: eve.access }), 404, 'not_found');
+    expectProblem(await linkInstallation({ installation_id: ctx.installation, code: await oauthCode([ctx.installation]) }, { token: eve.access }), 404, 'not_found');
     const evesProject = await createProject(eve.access);
     expectProblem(await post(`/v1/projects/${evesProject.id}/github`, { installation_id: ctx.installation, repository: `${ctx.owner}/site` }, { token: eve.access }), 404, 'not_found');
     assert.deepEqual(expectJson(await get('/v1/github/installations', { token: eve.access }), 200).items, []);

@@ -416,31 +416,26 @@ enum Start {
 /// (Anthropic's `overloaded_error` event right after `message_start`).
 /// What came before the first block is replayed in front of the stream,
 /// so the first token is not held back. Waits look at cancel, silence and
-/// the wall time like [`next_event`].
-async fn start_stream<'a>(
-    ports: &'a Ports,
+/// the wall time ([`Waiter`]).
+async fn start_stream(
     provider: &Provider,
     req: &ChatRequest,
-    sink: &dyn RunSink,
-    tick: &mut futures_util::future::LocalBoxFuture<'a, ()>,
-    last_event_ms: &mut i64,
-    deadline: i64,
+    waiter: &mut Waiter<'_>,
 ) -> Result<Start, ModelError> {
     let mut attempt = 0u32;
     loop {
-        *last_event_ms = ports.clock.now_ms();
-        let call = provider.stream(ports.http.as_ref(), req);
-        let answer = match wait(ports, sink, call, tick, last_event_ms, deadline).await {
+        waiter.heard();
+        let call = provider.stream(waiter.ports.http.as_ref(), req);
+        let answer = match waiter.wait(call).await {
             Ok(answer) => answer,
             Err(stopped) => return Ok(Start::Stopped(stopped)),
         };
         let retry_after = match answer {
             Ok(mut stream) => {
-                *last_event_ms = ports.clock.now_ms();
+                waiter.heard();
                 let mut head = Vec::new();
                 loop {
-                    match next_event(ports, sink, &mut stream, tick, last_event_ms, deadline).await
-                    {
+                    match waiter.next_event(&mut stream).await {
                         Next::Item(Err(ModelError::Busy { retry_after, .. })) if attempt < 3 => {
                             break retry_after;
                         }
@@ -466,12 +461,13 @@ async fn start_stream<'a>(
         };
         attempt += 1;
         let pause = retry_after.unwrap_or(1u64 << attempt).min(30);
+        let (ports, sink) = (waiter.ports, waiter.sink);
         for _ in 0..pause * 1000 / WAIT_TICK_MS {
             ports.clock.sleep_ms(WAIT_TICK_MS).await;
             if sink.cancel_requested().await {
                 return Ok(Start::Stopped(Next::Cancelled));
             }
-            if ports.clock.now_ms() > deadline {
+            if ports.clock.now_ms() > waiter.deadline {
                 return Ok(Start::Stopped(Next::TimeUp));
             }
         }
@@ -496,57 +492,72 @@ enum Next {
     TimeUp,
 }
 
-/// Waits for `fut` (the answer's headers, the stream's next event); while
-/// nothing comes, every [`WAIT_TICK_MS`] a cancel, a stall (nothing since
-/// `last_event_ms` for [`MODEL_IDLE_MS`]) or the end of the run's wall time
+/// The watch over one model call's waits (its answer's headers, each next
+/// event): while nothing comes, every [`WAIT_TICK_MS`] a cancel, a stall
+/// (nothing heard for [`MODEL_IDLE_MS`]) or the end of the run's wall time
 /// stops the wait. One timer serves a whole call (`tick`), not one per
 /// event.
-async fn wait<'a, T>(
+struct Waiter<'a> {
     ports: &'a Ports,
-    sink: &dyn RunSink,
-    fut: impl std::future::Future<Output = T>,
-    tick: &mut futures_util::future::LocalBoxFuture<'a, ()>,
-    last_event_ms: &i64,
+    /// Asked whether the run was cancelled.
+    sink: &'a dyn RunSink,
+    tick: futures_util::future::LocalBoxFuture<'a, ()>,
+    /// When the model last said something.
+    last_event_ms: i64,
+    /// The end of the run's wall time.
     deadline: i64,
-) -> Result<T, Next> {
-    use futures_util::future::{select, Either};
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match select(fut.as_mut(), tick.as_mut()).await {
-            Either::Left((v, _)) => return Ok(v),
-            Either::Right(((), _)) => {
-                *tick = ports.clock.sleep_ms(WAIT_TICK_MS);
-                let now = ports.clock.now_ms();
-                if sink.cancel_requested().await {
-                    return Err(Next::Cancelled);
-                }
-                if now - *last_event_ms >= MODEL_IDLE_MS {
-                    return Err(Next::Stalled);
-                }
-                if now > deadline {
-                    return Err(Next::TimeUp);
+}
+
+impl<'a> Waiter<'a> {
+    fn new(ports: &'a Ports, sink: &'a dyn RunSink, deadline: i64) -> Self {
+        Self {
+            ports,
+            sink,
+            tick: ports.clock.sleep_ms(WAIT_TICK_MS),
+            last_event_ms: ports.clock.now_ms(),
+            deadline,
+        }
+    }
+
+    /// The model said something now.
+    fn heard(&mut self) {
+        self.last_event_ms = self.ports.clock.now_ms();
+    }
+
+    /// `fut`'s output, or why the wait for it stopped.
+    async fn wait<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Result<T, Next> {
+        use futures_util::future::{select, Either};
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            match select(fut.as_mut(), self.tick.as_mut()).await {
+                Either::Left((v, _)) => return Ok(v),
+                Either::Right(((), _)) => {
+                    self.tick = self.ports.clock.sleep_ms(WAIT_TICK_MS);
+                    let now = self.ports.clock.now_ms();
+                    if self.sink.cancel_requested().await {
+                        return Err(Next::Cancelled);
+                    }
+                    if now - self.last_event_ms >= MODEL_IDLE_MS {
+                        return Err(Next::Stalled);
+                    }
+                    if now > self.deadline {
+                        return Err(Next::TimeUp);
+                    }
                 }
             }
         }
     }
-}
 
-/// The stream's next event, or why the wait for it stopped (see [`wait`]).
-async fn next_event<'a>(
-    ports: &'a Ports,
-    sink: &dyn RunSink,
-    stream: &mut crate::llm::ModelStream,
-    tick: &mut futures_util::future::LocalBoxFuture<'a, ()>,
-    last_event_ms: &mut i64,
-    deadline: i64,
-) -> Next {
-    match wait(ports, sink, stream.next(), tick, last_event_ms, deadline).await {
-        Ok(Some(item)) => {
-            *last_event_ms = ports.clock.now_ms();
-            Next::Item(item)
+    /// The stream's next event, or why the wait for it stopped.
+    async fn next_event(&mut self, stream: &mut crate::llm::ModelStream) -> Next {
+        match self.wait(stream.next()).await {
+            Ok(Some(item)) => {
+                self.heard();
+                Next::Item(item)
+            }
+            Ok(None) => Next::End,
+            Err(stopped) => stopped,
         }
-        Ok(None) => Next::End,
-        Err(stopped) => stopped,
     }
 }
 
@@ -862,18 +873,8 @@ async fn drive(
         let mut seen = 0u32;
         let mut cancelled = false;
         let mut time_up = false;
-        let mut tick = ports.clock.sleep_ms(WAIT_TICK_MS);
-        let mut last_event_ms = ports.clock.now_ms();
-        let started = start_stream(
-            ports,
-            &provider,
-            &req,
-            sink,
-            &mut tick,
-            &mut last_event_ms,
-            deadline,
-        )
-        .await;
+        let mut waiter = Waiter::new(ports, sink, deadline);
+        let started = start_stream(&provider, &req, &mut waiter).await;
         let mut stream = match started {
             Ok(Start::Streaming(s)) => s,
             Ok(Start::Stopped(stopped)) => {
@@ -906,16 +907,7 @@ async fn drive(
         // what the call said and cost is still counted below.
         let relayed = async {
             loop {
-                let item = match next_event(
-                    ports,
-                    sink,
-                    &mut stream,
-                    &mut tick,
-                    &mut last_event_ms,
-                    deadline,
-                )
-                .await
-                {
+                let item = match waiter.next_event(&mut stream).await {
                     Next::Item(item) => item,
                     Next::End => break,
                     Next::Cancelled => {
@@ -963,22 +955,29 @@ async fn drive(
                             text = Some((id, String::new()));
                         }
                         if let Some((id, t)) = text.as_mut() {
+                            // The answer keeps the text its readers were sent.
+                            let sent = t.len();
                             t.push_str(&d);
-                            sink.emit(
-                                &spec.run_id,
-                                EventBody::TextDelta {
-                                    block_id: id.clone(),
-                                    delta: d,
-                                },
-                            )
-                            .await?;
+                            let emitted = sink
+                                .emit(
+                                    &spec.run_id,
+                                    EventBody::TextDelta {
+                                        block_id: id.clone(),
+                                        delta: d,
+                                    },
+                                )
+                                .await;
+                            if let Err(e) = emitted {
+                                t.truncate(sent);
+                                return Err(e);
+                            }
                         }
                     }
                     Ok(ModelEvent::TextEnd) => {
                         if let Some((id, t)) = text.take() {
+                            step_blocks.push(Block::Text { text: t });
                             sink.emit(&spec.run_id, EventBody::TextEnd { block_id: id })
                                 .await?;
-                            step_blocks.push(Block::Text { text: t });
                         }
                     }
                     Ok(ModelEvent::ToolStart { id, name }) => {

@@ -2599,12 +2599,36 @@ async fn a_storage_failure_mid_stream_still_bills_that_call_and_keeps_its_text()
     assert_eq!(row.int("input_tokens").expect("tokens"), 100);
     let content: Value =
         serde_json::from_str(&row.text("content").expect("content")).expect("json");
-    assert_eq!(content[0]["type"], "text", "{content}");
-    assert!(
-        content[0]["text"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("Hello there")),
-        "{content}"
+    // What its readers were sent: not the delta that could not be stored.
+    assert_eq!(content, json!([{"type": "text", "text": "Hello there"}]));
+    // The block's end cannot be stored: its whole text is kept.
+    let spec = room_spec(&mut app, &t, &s).await;
+    http.push(
+        200,
+        &[],
+        anthropic(&["Hello", " there", " and more"], &[], "end_turn"),
+    );
+    let sink = SpySink {
+        fail_on: Some(("text_end", 1)),
+        ..Default::default()
+    };
+    let outcome = everjust_core::chat::agent::run(&app.ports, &spec, &sink).await;
+    assert_eq!(outcome.status, "error");
+    let row = app
+        .ports
+        .sql
+        .query_opt(
+            "SELECT content::text AS content FROM messages WHERE id = $1",
+            &[spec.assistant_message_id.as_str().into()],
+        )
+        .await
+        .expect("read")
+        .expect("stored");
+    let content: Value =
+        serde_json::from_str(&row.text("content").expect("content")).expect("json");
+    assert_eq!(
+        content,
+        json!([{"type": "text", "text": "Hello there and more"}])
     );
 }
 

@@ -19,6 +19,9 @@ pub struct AccessClaims {
     pub iss: String,
     pub aud: String,
     pub role: String,
+    /// A scoped token's own id: two issued in one second differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 fn time(now_ms: i64) -> TimeOptions<impl Fn() -> DateTime<Utc>> {
@@ -28,7 +31,15 @@ fn time(now_ms: i64) -> TimeOptions<impl Fn() -> DateTime<Utc>> {
 
 /// Signs an access token for `user_id`.
 pub fn issue_access(config: &Config, now_ms: i64, user_id: &str, role: &str) -> String {
-    sign(config, now_ms, user_id, AUDIENCE, role, ACCESS_TTL_SECS)
+    sign(
+        config,
+        now_ms,
+        user_id,
+        AUDIENCE,
+        role,
+        None,
+        ACCESS_TTL_SECS,
+    )
 }
 
 /// Verifies signature (HS256 only), expiry, issuer and audience.
@@ -36,22 +47,46 @@ pub fn verify_access(config: &Config, now_ms: i64, token: &str) -> Option<Access
     verify(config, now_ms, token, AUDIENCE)
 }
 
-/// Signs a token that says only "issued to `user_id` for `audience`", for
-/// `ttl_secs`: never an access token (its audience is another).
+/// What a token of [`issue_scoped`] is good for: one thing, never access.
+#[derive(Clone, Copy)]
+pub enum Scope {
+    /// The `state` of a GitHub App installation link (`github::oauth`).
+    GithubLink,
+}
+
+impl Scope {
+    fn audience(self) -> &'static str {
+        match self {
+            Scope::GithubLink => "everjust-github-link",
+        }
+    }
+}
+
+/// Signs a token that says only "issued to `user_id` for `scope`", for
+/// `ttl_secs`; `id` makes it one of its own (`jti`).
 pub fn issue_scoped(
     config: &Config,
     now_ms: i64,
     user_id: &str,
-    audience: &str,
+    scope: Scope,
+    id: &str,
     ttl_secs: i64,
 ) -> String {
-    sign(config, now_ms, user_id, audience, "", ttl_secs)
+    sign(
+        config,
+        now_ms,
+        user_id,
+        scope.audience(),
+        "",
+        Some(id.to_owned()),
+        ttl_secs,
+    )
 }
 
-/// The user a token of [`issue_scoped`] for `audience` was issued to,
-/// while it is valid.
-pub fn verify_scoped(config: &Config, now_ms: i64, token: &str, audience: &str) -> Option<String> {
-    verify(config, now_ms, token, audience).map(|c| c.sub)
+/// The user a token of [`issue_scoped`] for `scope` was issued to, while
+/// it is valid.
+pub fn verify_scoped(config: &Config, now_ms: i64, token: &str, scope: Scope) -> Option<String> {
+    verify(config, now_ms, token, scope.audience()).map(|c| c.sub)
 }
 
 fn sign(
@@ -60,6 +95,7 @@ fn sign(
     user_id: &str,
     audience: &str,
     role: &str,
+    jti: Option<String>,
     ttl_secs: i64,
 ) -> String {
     let claims = Claims::new(AccessClaims {
@@ -67,6 +103,7 @@ fn sign(
         iss: ISSUER.to_owned(),
         aud: audience.to_owned(),
         role: role.to_owned(),
+        jti,
     })
     .set_duration_and_issuance(&time(now_ms), Duration::seconds(ttl_secs));
     let header = Header::empty().with_token_type("JWT");
@@ -141,23 +178,24 @@ mod tests {
     }
 
     #[test]
-    fn a_scoped_token_is_only_good_for_its_audience() {
+    fn a_scoped_token_is_only_good_for_its_scope() {
         let c = config();
         let now = 1_700_000_000_000;
-        let scoped = issue_scoped(&c, now, "usr_1", "everjust-github-link", 600);
+        let scoped = issue_scoped(&c, now, "usr_1", Scope::GithubLink, "gls_1", 600);
+        let other = issue_scoped(&c, now, "usr_1", Scope::GithubLink, "gls_2", 600);
+        assert_ne!(scoped, other, "two in one second differ");
         assert_eq!(
-            verify_scoped(&c, now, &scoped, "everjust-github-link").as_deref(),
+            verify_scoped(&c, now, &scoped, Scope::GithubLink).as_deref(),
             Some("usr_1")
         );
         assert!(
             verify_access(&c, now, &scoped).is_none(),
             "not an access token"
         );
-        assert!(verify_scoped(&c, now, &scoped, "other").is_none());
         let access = issue_access(&c, now, "usr_1", "user");
-        assert!(verify_scoped(&c, now, &access, "everjust-github-link").is_none());
+        assert!(verify_scoped(&c, now, &access, Scope::GithubLink).is_none());
         let late = now + (600 + LEEWAY_SECS + 1) * 1000;
-        assert!(verify_scoped(&c, late, &scoped, "everjust-github-link").is_none());
+        assert!(verify_scoped(&c, late, &scoped, Scope::GithubLink).is_none());
     }
 
     #[test]

@@ -38,7 +38,7 @@ struct LinkInstallation {
 pub async fn link_state(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let client = oauth::client(super::config(ctx)?)?;
-    let state = oauth::new_state(ctx.ports.config()?, ctx.ports.clock.now_ms(), caller.id());
+    let state = oauth::new_state(ctx.ports, caller.id())?;
     Ok(ok(&json!({
         "authorize_url": oauth::authorize_url(client, &state),
         "state": state,
@@ -62,12 +62,7 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
     }
     oauth::check_code(&body.code)?;
     let client = oauth::client(cfg)?;
-    oauth::check_state(
-        ctx.ports.config()?,
-        ctx.ports.clock.now_ms(),
-        body.state.as_deref(),
-        caller.id(),
-    )?;
+    let state = oauth::check_state(ctx.ports, body.state.as_deref(), caller.id()).await?;
     let sql = ctx.ports.sql.as_ref();
     if let Some(existing) = store::installation_by_id(sql, body.installation_id).await? {
         if existing
@@ -117,6 +112,7 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
     {
         return Err(ApiError::not_found("installation"));
     }
+    oauth::spend_state(ctx.ports, &state).await;
     audit::record(
         sql,
         ctx,

@@ -16,13 +16,16 @@
 //! projects would then be pushed into the attacker's repositories. So a
 //! link also takes the `state` GitHub hands back unchanged: one we signed
 //! for the caller when they started (`POST /v1/github/link-state`), good
-//! for an hour.
+//! for 20 minutes and for one link (a spent state is remembered in KV, so
+//! that part is best effort across locations; the signature and the
+//! caller's id are what hold).
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::api::{seg, Api, GhError};
-use crate::config::{Config, GithubConfig, GithubOauth};
+use crate::auth::jwt::Scope;
+use crate::config::{GithubConfig, GithubOauth};
 use crate::error::{ApiError, ApiResult};
 use crate::ports::Ports;
 
@@ -31,36 +34,66 @@ use crate::ports::Ports;
 const PER_PAGE: usize = 100;
 const MAX_PAGES: usize = 10;
 
-/// The audience of a link state (never an access token's).
-const STATE_AUDIENCE: &str = "everjust-github-link";
 /// How long a link state is good for: an install or an authorization at
 /// GitHub takes minutes.
-pub const STATE_TTL_SECS: i64 = 60 * 60;
+pub const STATE_TTL_SECS: i64 = 20 * 60;
 
 /// A state for `user_id` to send to GitHub with an install or an
 /// authorization, and to bring back with the code.
-pub fn new_state(config: &Config, now_ms: i64, user_id: &str) -> String {
-    crate::auth::jwt::issue_scoped(config, now_ms, user_id, STATE_AUDIENCE, STATE_TTL_SECS)
+pub fn new_state(ports: &Ports, user_id: &str) -> ApiResult<String> {
+    Ok(crate::auth::jwt::issue_scoped(
+        ports.config()?,
+        ports.clock.now_ms(),
+        user_id,
+        Scope::GithubLink,
+        &crate::ids::new_id(ports, "gls"),
+        STATE_TTL_SECS,
+    ))
 }
 
-/// Checks that `state` was made for `user_id` by [`new_state`] within the
-/// last hour.
-pub fn check_state(
-    config: &Config,
-    now_ms: i64,
-    state: Option<&str>,
-    user_id: &str,
-) -> ApiResult<()> {
-    let ours = state
-        .filter(|s| s.len() <= 1024)
-        .and_then(|s| crate::auth::jwt::verify_scoped(config, now_ms, s, STATE_AUDIENCE));
-    if ours.as_deref() == Some(user_id) {
-        return Ok(());
-    }
-    Err(ApiError::bad_request(
+fn bad_state() -> ApiError {
+    ApiError::bad_request(
         "invalid_github_state",
-        "The state GitHub handed back is not one this account started in the last hour. Start the link again (POST /v1/github/link-state) and send its state to GitHub.",
-    ))
+        "The state GitHub handed back is not one this account started in the last 20 minutes, or it linked an installation already. Start the link again (POST /v1/github/link-state) and send its state to GitHub.",
+    )
+}
+
+/// Where a spent state is remembered.
+fn spent_key(state: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "github-link-state:{}",
+        crate::projects::handlers::hex(&Sha256::digest(state.as_bytes()))
+    )
+}
+
+/// Checks that `state` was made for `user_id` by [`new_state`] in the
+/// last 20 minutes and has not linked an installation yet; answers what
+/// [`spend_state`] takes once it has.
+pub async fn check_state(ports: &Ports, state: Option<&str>, user_id: &str) -> ApiResult<String> {
+    let config = ports.config()?;
+    let state = state.filter(|s| s.len() <= 1024).ok_or_else(bad_state)?;
+    let now = ports.clock.now_ms();
+    let ours = crate::auth::jwt::verify_scoped(config, now, state, Scope::GithubLink);
+    if ours.as_deref() != Some(user_id) {
+        return Err(bad_state());
+    }
+    let key = spent_key(state);
+    // A store that cannot be read does not stop the link: the signature
+    // and the caller's id are what hold.
+    if matches!(ports.kv.get(&key).await, Ok(Some(_))) {
+        return Err(bad_state());
+    }
+    Ok(key)
+}
+
+/// Remembers that the state of `key` ([`check_state`]) linked an
+/// installation, for as long as it would be good.
+pub async fn spend_state(ports: &Ports, key: &str) {
+    let ttl = u64::try_from(STATE_TTL_SECS + 60).unwrap_or(3600);
+    if let Err(e) = ports.kv.put(key, b"1", Some(ttl)).await {
+        crate::log::error("github_link_state_not_spent", &e.to_string());
+    }
 }
 
 /// Where to send the user to authorize the App and come back with a code

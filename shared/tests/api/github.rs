@@ -1197,7 +1197,7 @@ async fn a_link_takes_the_state_its_caller_started() {
     assert_eq!(started.status, 200, "{}", started.json());
     let started = started.json();
     let eves_state = started["state"].as_str().expect("state").to_owned();
-    assert_eq!(started["expires_in"], 3600);
+    assert_eq!(started["expires_in"], 1200);
     let authorize = started["authorize_url"].as_str().expect("url");
     assert!(
         authorize.contains("/login/oauth/authorize?client_id=")
@@ -1226,9 +1226,9 @@ async fn a_link_takes_the_state_its_caller_started() {
     }
     assert_eq!(g.fake.calls_since(0).len(), calls, "GitHub was not asked");
     assert_eq!(g.app.count("github_installations").await, 1);
-    // A state is good for an hour.
+    // A state is good for 20 minutes.
     let late = link_state(&g.app, &g.token).await;
-    g.app.clock.advance_ms(61 * 60 * 1000);
+    g.app.clock.advance_ms(21 * 60 * 1000);
     g.login().await;
     g.app
         .json(
@@ -1239,7 +1239,8 @@ async fn a_link_takes_the_state_its_caller_started() {
         )
         .await
         .problem(400, "invalid_github_state");
-    // Eve's own link with her state works (her code was never spent).
+    // Eve's own link with a state of hers works near its end (her code was
+    // never spent), and the state links nothing more after that.
     let r = g
         .app
         .json(
@@ -1251,6 +1252,7 @@ async fn a_link_takes_the_state_its_caller_started() {
         .await;
     let eve = r.json()["access_token"].as_str().expect("token").to_owned();
     let eves_state = link_state(&g.app, &eve).await;
+    g.app.clock.advance_ms(14 * 60 * 1000);
     let r = g
         .app
         .json(
@@ -1261,6 +1263,17 @@ async fn a_link_takes_the_state_its_caller_started() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.json());
+    g.fake.add_installation(89, "eve-too", "Organization");
+    g.app
+        .json(
+            "POST",
+            "/v1/github/installations",
+            Some(&eve),
+            json!({"installation_id": 89, "code": g.fake.grant(&[89]), "state": eves_state}),
+        )
+        .await
+        .problem(400, "invalid_github_state");
+    assert_eq!(g.app.count("github_installations").await, 2);
 }
 
 // ------------------------------------------------------------------ connect and push

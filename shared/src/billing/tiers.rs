@@ -136,27 +136,29 @@ pub fn check_overrides(overrides: &serde_json::Value) -> Result<(), String> {
                 names.join(", ")
             ));
         };
-        let fits = match slot {
-            serde_json::Value::Array(_) => v
-                .as_array()
-                .is_some_and(|a| a.iter().all(|m| m.as_str().is_some_and(|m| !m.is_empty()))),
-            _ => v.as_i64().is_some_and(|n| match k.as_str() {
-                "api_requests_minute" => true,
-                "sandbox_idle_minutes" => (0..=i64::from(i32::MAX)).contains(&n),
-                _ => n >= 0,
-            }),
+        // Each limit's rule, and what it says when a value breaks it.
+        let (fits, rule) = match (slot, k.as_str()) {
+            (serde_json::Value::Array(_), _) => (
+                v.as_array()
+                    .is_some_and(|a| a.iter().all(|m| m.as_str().is_some_and(|m| !m.is_empty()))),
+                "must be an array of model name prefixes.".to_owned(),
+            ),
+            (_, "api_requests_minute") => (
+                v.as_i64().is_some(),
+                "must be a whole number (negative: no limit).".to_owned(),
+            ),
+            (_, "sandbox_idle_minutes") => (
+                v.as_i64()
+                    .is_some_and(|n| (0..=i64::from(i32::MAX)).contains(&n)),
+                format!("must be a whole number from 0 to {}.", i32::MAX),
+            ),
+            _ => (
+                v.as_i64().is_some_and(|n| n >= 0),
+                "must be a whole number from 0.".to_owned(),
+            ),
         };
         if !fits {
-            return Err(match k.as_str() {
-                _ if slot.is_array() => format!("{k} must be an array of model name prefixes."),
-                "api_requests_minute" => {
-                    format!("{k} must be a whole number (negative: no limit).")
-                }
-                "sandbox_idle_minutes" => {
-                    format!("{k} must be a whole number from 0 to {}.", i32::MAX)
-                }
-                _ => format!("{k} must be a whole number from 0."),
-            });
+            return Err(format!("{k} {rule}"));
         }
     }
     Ok(())

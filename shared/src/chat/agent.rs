@@ -929,20 +929,10 @@ async fn drive(
                     break;
                 }
                 match item {
-                    Ok(ModelEvent::TextStart) => {
-                        block_n += 1;
-                        let id = format!("{}-{block_n}", spec.assistant_message_id);
-                        sink.emit(
-                            &spec.run_id,
-                            EventBody::TextStart {
-                                block_id: id.clone(),
-                            },
-                        )
-                        .await?;
-                        text = Some((id, String::new()));
-                    }
-                    Ok(ModelEvent::TextDelta(d)) => {
-                        if text.is_none() {
+                    Ok(ev @ (ModelEvent::TextStart | ModelEvent::TextDelta(_))) => {
+                        // A block starts with its start, or with a delta
+                        // that comes without one.
+                        if text.is_none() || matches!(ev, ModelEvent::TextStart) {
                             block_n += 1;
                             let id = format!("{}-{block_n}", spec.assistant_message_id);
                             sink.emit(
@@ -954,6 +944,9 @@ async fn drive(
                             .await?;
                             text = Some((id, String::new()));
                         }
+                        let ModelEvent::TextDelta(d) = ev else {
+                            continue;
+                        };
                         if let Some((id, t)) = text.as_mut() {
                             // The answer keeps the text its readers were sent.
                             let sent = t.len();

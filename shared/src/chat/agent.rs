@@ -1045,10 +1045,12 @@ async fn drive(
         }
         .await;
         // Keep whatever text arrived, even when the stream broke mid-block.
-        let open_text = text.take();
-        if let Some((_, t)) = open_text.as_ref().filter(|(_, t)| !t.is_empty()) {
-            step_blocks.push(Block::Text { text: t.clone() });
-        }
+        let open_block = text.take().map(|(id, t)| {
+            if !t.is_empty() {
+                step_blocks.push(Block::Text { text: t });
+            }
+            id
+        });
         // What the call cost counts however its stream ended.
         let call_cost = pricing::cost_micros(provider.model(), &call_usage);
         total.add(&call_usage);
@@ -1061,8 +1063,8 @@ async fn drive(
             cost_micros: call_cost,
             byok,
         });
-        let told = match (relayed, open_text) {
-            (Ok(()), Some((id, _))) => sink
+        let told = match (relayed, open_block) {
+            (Ok(()), Some(id)) => sink
                 .emit(&spec.run_id, EventBody::TextEnd { block_id: id })
                 .await
                 .map(drop),

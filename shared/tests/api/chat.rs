@@ -2324,6 +2324,26 @@ async fn a_run_announces_how_long_its_commands_may_be_silent() {
     assert_eq!(events.iter().filter(|e| e.starts_with("quiet")).count(), 2);
 }
 
+/// A stored message: its status, its content blocks and its input tokens.
+async fn stored_message(app: &TestApp, id: &str) -> (String, Value, i64) {
+    let row = app
+        .ports
+        .sql
+        .query_opt(
+            "SELECT status, content::text AS content, input_tokens FROM messages WHERE id = $1",
+            &[id.into()],
+        )
+        .await
+        .expect("read")
+        .expect("stored");
+    let content = serde_json::from_str(&row.text("content").expect("content")).expect("json");
+    (
+        row.text("status").expect("status"),
+        content,
+        row.int("input_tokens").expect("tokens"),
+    )
+}
+
 /// The same run again: its answer removed, running once more.
 async fn clear(app: &TestApp, run_id: &str) {
     app.ports
@@ -2377,21 +2397,9 @@ async fn a_silent_model_stream_ends_by_stall_cancel_or_time_limit() {
     );
     assert!((120_000..125_000).contains(&waited), "{waited} ms");
     assert!(events.contains(&"run_error".to_owned()), "{events:?}");
-    let stored = app
-        .ports
-        .sql
-        .query_opt(
-            "SELECT status, content::text AS c FROM messages WHERE id = $1",
-            &[spec.assistant_message_id.as_str().into()],
-        )
-        .await
-        .expect("read")
-        .expect("stored");
-    assert_eq!(stored.text("status").expect("status"), "incomplete");
-    assert!(stored
-        .text("c")
-        .expect("content")
-        .contains("half an answer"));
+    let (status, content, _) = stored_message(&app, &spec.assistant_message_id).await;
+    assert_eq!(status, "incomplete");
+    assert!(content.to_string().contains("half an answer"), "{content}");
     // Cancelled while silent: at the next look, a second later.
     clear(&app, &spec.run_id).await;
     http.push(200, &[], hang.clone());
@@ -2531,20 +2539,9 @@ async fn a_run_that_fails_midway_keeps_its_finished_steps_and_their_usage() {
     let outcome = everjust_core::chat::agent::run(&app.ports, &spec, &sink).await;
     assert_eq!(outcome.status, "error");
     assert_eq!(outcome.usage.input_tokens, 100, "the first call's usage");
-    let row = app
-        .ports
-        .sql
-        .query_opt(
-            "SELECT status, content::text AS content, input_tokens FROM messages WHERE id = $1",
-            &[spec.assistant_message_id.as_str().into()],
-        )
-        .await
-        .expect("read")
-        .expect("stored");
-    assert_eq!(row.text("status").expect("status"), "incomplete");
-    assert_eq!(row.int("input_tokens").expect("tokens"), 100);
-    let content: Value =
-        serde_json::from_str(&row.text("content").expect("content")).expect("json");
+    let (status, content, input_tokens) = stored_message(&app, &spec.assistant_message_id).await;
+    assert_eq!(status, "incomplete");
+    assert_eq!(input_tokens, 100);
     let kinds: Vec<&str> = content
         .as_array()
         .expect("blocks")
@@ -2585,20 +2582,9 @@ async fn a_storage_failure_mid_stream_still_bills_that_call_and_keeps_its_text()
         .expect("read");
     assert_eq!(billed.len(), 1, "one ledger row for the one call");
     assert_eq!(billed[0].int("input_tokens").expect("tokens"), 100);
-    let row = app
-        .ports
-        .sql
-        .query_opt(
-            "SELECT status, content::text AS content, input_tokens FROM messages WHERE id = $1",
-            &[spec.assistant_message_id.as_str().into()],
-        )
-        .await
-        .expect("read")
-        .expect("stored");
-    assert_eq!(row.text("status").expect("status"), "incomplete");
-    assert_eq!(row.int("input_tokens").expect("tokens"), 100);
-    let content: Value =
-        serde_json::from_str(&row.text("content").expect("content")).expect("json");
+    let (status, content, input_tokens) = stored_message(&app, &spec.assistant_message_id).await;
+    assert_eq!(status, "incomplete");
+    assert_eq!(input_tokens, 100);
     // What its readers were sent: not the delta that could not be stored.
     assert_eq!(content, json!([{"type": "text", "text": "Hello there"}]));
     // The block's end cannot be stored: its whole text is kept.
@@ -2614,18 +2600,7 @@ async fn a_storage_failure_mid_stream_still_bills_that_call_and_keeps_its_text()
     };
     let outcome = everjust_core::chat::agent::run(&app.ports, &spec, &sink).await;
     assert_eq!(outcome.status, "error");
-    let row = app
-        .ports
-        .sql
-        .query_opt(
-            "SELECT content::text AS content FROM messages WHERE id = $1",
-            &[spec.assistant_message_id.as_str().into()],
-        )
-        .await
-        .expect("read")
-        .expect("stored");
-    let content: Value =
-        serde_json::from_str(&row.text("content").expect("content")).expect("json");
+    let (_, content, _) = stored_message(&app, &spec.assistant_message_id).await;
     assert_eq!(
         content,
         json!([{"type": "text", "text": "Hello there and more"}])

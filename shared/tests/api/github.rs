@@ -725,6 +725,20 @@ struct Gh {
 
 const INST: i64 = 77;
 
+/// A fresh access token of the user `email` (signed up with the test password).
+async fn log_in(app: &TestApp, email: &str) -> String {
+    let r = app
+        .json(
+            "POST",
+            "/v1/auth/login",
+            None,
+            json!({"email": email, "password": crate::helpers::PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    r.json()["access_token"].as_str().expect("token").to_owned()
+}
+
 /// A state for `token`'s user to send to GitHub (`POST /v1/github/link-state`).
 async fn link_state(app: &TestApp, token: &str) -> String {
     let r = app
@@ -767,17 +781,7 @@ async fn setup() -> Gh {
 impl Gh {
     /// A fresh access token (after the clock moved past its 15 minutes).
     async fn login(&mut self) {
-        let r = self
-            .app
-            .json(
-                "POST",
-                "/v1/auth/login",
-                None,
-                json!({"email": "ada@example.com", "password": crate::helpers::PASSWORD}),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.json());
-        self.token = r.json()["access_token"].as_str().expect("token").to_owned();
+        self.token = log_in(&self.app, "ada@example.com").await;
     }
 
     async fn put(&self, path: &str, content: &str) {
@@ -1241,16 +1245,7 @@ async fn a_link_takes_the_state_its_caller_started() {
         .problem(400, "invalid_github_state");
     // Eve's own link with a state of hers works near its end (her code was
     // never spent), and the state links nothing more after that.
-    let r = g
-        .app
-        .json(
-            "POST",
-            "/v1/auth/login",
-            None,
-            json!({"email": "eve@example.com", "password": crate::helpers::PASSWORD}),
-        )
-        .await;
-    let eve = r.json()["access_token"].as_str().expect("token").to_owned();
+    let eve = log_in(&g.app, "eve@example.com").await;
     let eves_state = link_state(&g.app, &eve).await;
     g.app.clock.advance_ms(14 * 60 * 1000);
     let r = g

@@ -108,7 +108,7 @@ pub async fn export(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                  FROM messages m WHERE m.session_id = s.id)::text AS messages
              FROM sessions s WHERE s.owner_id = $1 ORDER BY s.id", caller.id()).await?,
         "usage": rows_json(sql, "SELECT id, kind, provider, model, input_tokens, output_tokens, cache_read_tokens,
-                cache_write_tokens, cost_micros, byok, created_at AT TIME ZONE 'UTC' AS created_at FROM usage_ledger WHERE owner_id = $1 ORDER BY id", caller.id()).await?,
+                cache_write_tokens, cost_micros, byok, estimated, created_at AT TIME ZONE 'UTC' AS created_at FROM usage_ledger WHERE owner_id = $1 ORDER BY id", caller.id()).await?,
         "provider_keys": rows_json(sql, "SELECT provider, last4, created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at FROM provider_keys WHERE owner_id = $1 ORDER BY provider", caller.id()).await?,
         "github": rows_json(sql, "SELECT project_id, repo_owner, repo_name, branch, last_synced_sha, status, created_at AT TIME ZONE 'UTC' AS created_at
              FROM github_links WHERE owner_id = $1 ORDER BY project_id", caller.id()).await?,

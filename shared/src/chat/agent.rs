@@ -706,6 +706,8 @@ struct LedgerRow {
     usage: Usage,
     cost_micros: i64,
     byok: bool,
+    /// The usage is [`estimate_unreported`]'s.
+    estimated: bool,
 }
 
 /// Stores a model call's ledger row, if there is one.
@@ -728,8 +730,42 @@ async fn record_usage(
         &row.usage,
         row.cost_micros,
         row.byok,
+        row.estimated,
     )
     .await
+}
+
+/// Tokens of about this many bytes of text or JSON: about four bytes a
+/// token, what the providers' own guides give for English text and code.
+fn estimate_tokens(bytes: usize) -> i64 {
+    i64::try_from(bytes.div_ceil(4)).unwrap_or(i64::MAX)
+}
+
+/// Fills in what a model call's provider did not report, and says whether
+/// it did. Providers report output tokens only at a stream's end (and
+/// OpenAI-compatible ones all their usage), so a stream cut short (a
+/// cancel, a stall, a broken connection, the time limit) would otherwise
+/// have made its output free, and a server that sends no usage every call.
+/// The estimate counts what was streamed (`out_bytes`: text, thinking and
+/// tool input) and what was sent (`req`), never less than was reported.
+fn estimate_unreported(
+    usage: &mut Usage,
+    complete: bool,
+    out_bytes: usize,
+    req: &ChatRequest,
+) -> bool {
+    let mut estimated = false;
+    if usage.input_tokens == 0 && usage.cache_read_tokens == 0 && usage.cache_write_tokens == 0 {
+        let sent = req.system.len() + json_len(&req.messages) + json_len(&req.tools);
+        usage.input_tokens = estimate_tokens(sent);
+        estimated = true;
+    }
+    let streamed = estimate_tokens(out_bytes);
+    if (!complete || usage.output_tokens == 0) && streamed > usage.output_tokens {
+        usage.output_tokens = streamed;
+        estimated = true;
+    }
+    estimated
 }
 
 /// The run's steps. Each model call's usage row is stored before the
@@ -871,10 +907,15 @@ async fn drive(
         let mut stop = StopReason::EndTurn;
         let mut failure: Option<ModelError> = None;
         let mut seen = 0u32;
+        // The stream ended as its provider ended it, and what it streamed.
+        let mut complete = false;
+        let mut out_bytes = 0usize;
         let mut cancelled = false;
         let mut time_up = false;
         let mut waiter = Waiter::new(ports, sink, deadline);
         let started = start_stream(&provider, &req, &mut waiter).await;
+        // The provider answered: the call may have used tokens.
+        let answered = matches!(started, Ok(Start::Streaming(_)));
         let mut stream = match started {
             Ok(Start::Streaming(s)) => s,
             Ok(Start::Stopped(stopped)) => {
@@ -909,7 +950,10 @@ async fn drive(
             loop {
                 let item = match waiter.next_event(&mut stream).await {
                     Next::Item(item) => item,
-                    Next::End => break,
+                    Next::End => {
+                        complete = true;
+                        break;
+                    }
                     Next::Cancelled => {
                         cancelled = true;
                         break;
@@ -947,6 +991,7 @@ async fn drive(
                         let ModelEvent::TextDelta(d) = ev else {
                             continue;
                         };
+                        out_bytes += d.len();
                         if let Some((id, t)) = text.as_mut() {
                             // The answer keeps the text its readers were sent.
                             let sent = t.len();
@@ -985,6 +1030,7 @@ async fn drive(
                         tool_json.push((id, name, String::new()));
                     }
                     Ok(ModelEvent::ToolDelta { id, partial_json }) => {
+                        out_bytes += partial_json.len();
                         if let Some(t) = tool_json.iter_mut().find(|t| t.0 == id) {
                             t.2.push_str(&partial_json);
                         }
@@ -1028,10 +1074,13 @@ async fn drive(
                     Ok(ModelEvent::Thinking {
                         thinking,
                         signature,
-                    }) => step_blocks.push(Block::Thinking {
-                        thinking,
-                        signature,
-                    }),
+                    }) => {
+                        out_bytes += thinking.len();
+                        step_blocks.push(Block::Thinking {
+                            thinking,
+                            signature,
+                        });
+                    }
                     Ok(ModelEvent::Usage(u)) => call_usage = u,
                     Ok(ModelEvent::Alive) => {}
                     Ok(ModelEvent::Stop(r)) => stop = r,
@@ -1051,7 +1100,16 @@ async fn drive(
             }
             id
         });
-        // What the call cost counts however its stream ended.
+        // What the call cost counts however its stream ended (the demo
+        // model costs nothing and reports no usage).
+        let estimated = answered
+            && provider.name() != "demo"
+            && estimate_unreported(
+                &mut call_usage,
+                complete && relayed.is_ok(),
+                out_bytes,
+                &req,
+            );
         let call_cost = pricing::cost_micros(provider.model(), &call_usage);
         total.add(&call_usage);
         *cost += call_cost;
@@ -1062,6 +1120,7 @@ async fn drive(
             usage: call_usage,
             cost_micros: call_cost,
             byok,
+            estimated,
         });
         let told = match (relayed, open_block) {
             (Ok(()), Some(id)) => sink

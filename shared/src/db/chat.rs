@@ -587,11 +587,12 @@ pub async fn insert_usage(
     usage: &Usage,
     cost: i64,
     byok: bool,
+    estimated: bool,
 ) -> Result<(), SqlError> {
     sql.execute(
         "INSERT INTO usage_ledger (id, owner_id, session_id, run_id, kind, provider, model, input_tokens, output_tokens,
-             cache_read_tokens, cache_write_tokens, cost_micros, byok)
-         VALUES ($1, $2, $3, $4, 'model', $5, $6, $7, $8, $9, $10, $11, $12)",
+             cache_read_tokens, cache_write_tokens, cost_micros, byok, estimated)
+         VALUES ($1, $2, $3, $4, 'model', $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             id.into(),
             owner.into(),
@@ -605,6 +606,7 @@ pub async fn insert_usage(
             Value::Int(usage.cache_write_tokens),
             Value::Int(cost),
             byok.into(),
+            estimated.into(),
         ],
     )
     .await?;

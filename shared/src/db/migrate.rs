@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_files_blob_fk_no_cascade",
         sql: include_str!("../../../migrations/0011_files_blob_fk_no_cascade.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_usage_estimated",
+        sql: include_str!("../../../migrations/0012_usage_estimated.sql"),
+    },
 ];
 
 /// A fixed key for the advisory lock that serialises concurrent migrators.

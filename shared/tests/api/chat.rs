@@ -853,6 +853,85 @@ async fn openai_compatible_provider_streams_and_calls_tools() {
         "tool"
     );
     assert_eq!(app.count("files").await, 1);
+    // The second call's server sent no usage: it is billed an estimate of
+    // what it was sent and what it streamed, and says so.
+    let rows = ledger(&app).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], (10, 5, false), "the first call's reported usage");
+    let (input, output, estimated) = rows[1];
+    assert!(estimated);
+    assert_eq!(output, 1, "\"done\" is about one token");
+    assert!(
+        input > 300,
+        "its request held the system prompt, tools and the history: {input}"
+    );
+}
+
+/// Each of the session's model calls as billed, oldest first: input and
+/// output tokens and whether they are an estimate.
+async fn ledger(app: &TestApp) -> Vec<(i64, i64, bool)> {
+    app.ports
+        .sql
+        .query(
+            "SELECT input_tokens, output_tokens, estimated FROM usage_ledger WHERE kind = 'model' ORDER BY created_at, id",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .iter()
+        .map(|r| {
+            (
+                r.int("input_tokens").expect("input"),
+                r.int("output_tokens").expect("output"),
+                r.bool("estimated").expect("estimated"),
+            )
+        })
+        .collect()
+}
+
+/// Providers report output tokens only at a stream's end: a stream cut
+/// short is billed an estimate of what it streamed, never less than was
+/// reported, and a complete one exactly what its provider reported.
+#[tokio::test]
+async fn a_stream_cut_short_bills_an_estimate_of_what_it_streamed() {
+    let (app, http, t, s) = setup(ANTHROPIC).await;
+    let words = "A fairly long answer that the model streams before its connection breaks. ";
+    let full = anthropic(&[words, words, words], &[], "end_turn");
+    let cut = full
+        .split("event: message_delta")
+        .next()
+        .expect("head")
+        .to_owned()
+        + "!CUT";
+    http.push(200, &[], cut);
+    let r = send(&app, &t, &s, "hi", "native").await;
+    assert_eq!(
+        native(&r.body).last().map(|e| e["status"].clone()),
+        Some(json!("incomplete"))
+    );
+    // Cut before the stream began: only what was sent can be estimated.
+    http.push(200, &[], "!CUT".to_owned());
+    send(&app, &t, &s, "again", "native").await;
+    http.push(200, &[], anthropic(&["ok"], &[], "end_turn"));
+    let r = send(&app, &t, &s, "once more", "native").await;
+    assert_eq!(
+        native(&r.body).last().map(|e| e["status"].clone()),
+        Some(json!("complete"))
+    );
+    let rows = ledger(&app).await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let streamed = i64::try_from((3 * words.len()).div_ceil(4)).expect("tokens");
+    assert_eq!(
+        rows[0],
+        (100, streamed, true),
+        "reported input, estimated output"
+    );
+    let (input, output, estimated) = rows[1];
+    assert!(estimated && input > 300 && output == 0, "{:?}", rows[1]);
+    assert_eq!(rows[2], (100, 50, false), "a complete call as reported");
+    // The answer's usage (and so the run's cost) counts the estimate.
+    let msgs = messages(&app, &t, &s).await;
+    assert_eq!(msgs[1]["usage"]["output_tokens"], streamed);
 }
 
 #[tokio::test]

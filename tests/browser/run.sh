@@ -12,7 +12,9 @@
 #   --bench   run scripts/bench-web's measurements instead of the tests (same server setup)
 # Without BASE_URL it also starts the OIDC fake (tests/fakes/oidc.mjs) and configures the server's
 # OIDC_ISSUER / OIDC_CLIENT_ID with it; with BASE_URL, set OIDC_FAKE_URL to the fake that server trusts.
-# Environment: BASE_URL, MODEL_FAKE_URL, OIDC_FAKE_URL, MODEL_TAP_URL (bench: a tests/browser/model-tap.mjs between that
+# Likewise the GitHub fake (tests/fakes/github.mjs): the server's GitHub App (GITHUB_APP_ID, its test
+# key, GITHUB_API_URL and GITHUB_OAUTH_URL at the fake); with BASE_URL, set GITHUB_FAKE_URL.
+# Environment: BASE_URL, MODEL_FAKE_URL, OIDC_FAKE_URL, GITHUB_FAKE_URL, MODEL_TAP_URL (bench: a tests/browser/model-tap.mjs between that
 # server and the fake), CHROMIUM, KEEP_TEST_DBS=1, BROWSER_TEST_TIMEOUT (s, default 900).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
@@ -67,6 +69,15 @@ if [[ -z "${BASE_URL:-}" ]]; then
     die "the OIDC fake did not start"
   }
   export OIDC_FAKE_URL="http://127.0.0.1:$oidc_port/"
+  # The GitHub screens: the GitHub fake (API, OAuth and the App's authorize page) is the server's App.
+  github_port="$(free_port)"
+  github_secret="$(random_hex 16)"
+  start_bg "$tmp/github-fake.log" env GITHUB_FAKE_PORT="$github_port" GITHUB_FAKE_WEBHOOK_SECRET="$github_secret" node tests/fakes/github.mjs
+  wait_http "http://127.0.0.1:$github_port/health" 20 "$BG_PID" || {
+    cat "$tmp/github-fake.log"
+    die "the GitHub fake did not start"
+  }
+  export GITHUB_FAKE_URL="http://127.0.0.1:$github_port"
   if ((bench)); then
     # The benchmark times tokens as they leave for the server: a tap between the server and the fake.
     tap_port="$(free_port)"
@@ -86,6 +97,14 @@ if [[ -z "${BASE_URL:-}" ]]; then
     dotenv_line OIDC_JWKS_URL "${OIDC_FAKE_URL}.well-known/jwks.json"
     dotenv_line OIDC_CLIENT_ID everjust-web
     dotenv_line KEYS_ENCRYPTION_KEY "k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    # The fake's test-only App key on one line (the core turns literal \n back into newlines).
+    dotenv_line GITHUB_APP_ID 4242
+    dotenv_line GITHUB_APP_PRIVATE_KEY "$(awk '{printf "%s\\n", $0}' tests/fakes/github-app-test-key.pem)"
+    dotenv_line GITHUB_WEBHOOK_SECRET "$github_secret"
+    dotenv_line GITHUB_API_URL "$GITHUB_FAKE_URL"
+    dotenv_line GITHUB_CLIENT_ID Iv1.fakeclient
+    dotenv_line GITHUB_CLIENT_SECRET github-fake-oauth-secret
+    dotenv_line GITHUB_OAUTH_URL "$GITHUB_FAKE_URL"
   ) >"$tmp/worker.env"
   chmod 600 "$tmp/worker.env"
   start_worker "$db_url" "$tmp/worker.env" "$tmp/state" "$tmp/wrangler.log" || {
@@ -93,7 +112,7 @@ if [[ -z "${BASE_URL:-}" ]]; then
     die "wrangler dev did not answer /health"
   }
   export BASE_URL="http://127.0.0.1:$WORKER_PORT"
-  log "server on $BASE_URL, model fake on $MODEL_FAKE_URL"
+  log "server on $BASE_URL, model fake on $MODEL_FAKE_URL, GitHub fake on $GITHUB_FAKE_URL"
 fi
 export BASE_URL
 

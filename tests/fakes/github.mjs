@@ -30,6 +30,18 @@
 //   POST  /login/oauth/access_token                  {client_id, client_secret, code} (JSON or form) ->
 //                                                    {access_token, token_type, scope}; a wrong, used or
 //                                                    10-minute-old code: 200 {error: "bad_verification_code"}
+// GitHub's pages (what a browser is sent to; the user is the one set with POST /_fake/browser):
+//   GET   /login/oauth/authorize?client_id=&state=[&redirect_uri=]  the App's authorization: approves at
+//                                                    once and redirects (302) to the App's callback URL with
+//                                                    a new OAuth code and the state; with `install` set, the
+//                                                    user installs the App on the way, as GitHub does with
+//                                                    "Request user authorization (OAuth) during installation":
+//                                                    installation_id and setup_action=install are added (once:
+//                                                    the next visit finds the App installed).
+//                                                    `deny: true`: ?error=access_denied&state= instead
+//   GET   /apps/{app}/installations/new?state=       the App's install page: redirects to the callback with
+//                                                    installation_id (`install`), setup_action=install, a code
+//                                                    and the state when one was given
 // Every answer carries x-ratelimit-limit / -remaining / -reset (5000 per installation per hour, or
 // GITHUB_FAKE_RATE_LIMIT); past it, 403 "API rate limit exceeded" until the window resets.
 // Every ref change (ours or the server's) is delivered as a signed `push` webhook to the hook target
@@ -56,6 +68,12 @@
 //                                                    delay_ms and no status they are only that slow
 //   POST /_fake/race {owner, name, branch, files}    before the next ref update of that branch, someone
 //                                                    else pushes these files (a non-fast-forward)
+//   POST /_fake/browser {installations, controls?, install?: id, callback_url?, deny?}  the GitHub user
+//                                                    signed in to the pages above: the installations they
+//                                                    reach and control (as oauth-codes), the one they install
+//                                                    on the way, and the App's callback URL (default env
+//                                                    GITHUB_FAKE_CALLBACK_URL); {} signs them out
+//   GET  /_fake/authorizations                       {authorizations: [{page, client_id, state, redirect}]}
 //   GET  /_fake/repos/{owner}/{name}?ref=branch      {head, files: {path: text}, modes, branches}
 //   GET  /_fake/commits/{sha}                        {tree, parents, message, author}
 //   GET  /_fake/calls?since=N&repo=owner/name        {total, calls: [{method, path}]}
@@ -121,6 +139,8 @@ export function newState() {
     remaining: new Map(), // installation -> {left, reset} of its hourly window
     hook: { url: process.env.GITHUB_FAKE_WEBHOOK_URL || '', secret: null },
     deliveries: [], // {id, event, status, ms}
+    browser: null, // the user signed in to GitHub's pages: {installations, controls, install, callbackUrl, deny}
+    authorizations: [], // {page, client_id, state, redirect, at}: visits of those pages
   };
 }
 
@@ -382,6 +402,22 @@ async function route(state, opts, req, url, body) {
       const c = state.commits.get(segs[2]);
       return c ? [200, c] : err(404, 'no such commit');
     }
+    if (method === 'POST' && what === 'browser') {
+      if (!b.installations && !b.install) {
+        state.browser = null;
+        return [200, { browser: null }];
+      }
+      const installations = (b.installations || [b.install]).map(Number);
+      state.browser = {
+        installations,
+        controls: (b.controls || installations).map(Number),
+        install: b.install ? Number(b.install) : null,
+        callbackUrl: b.callback_url || process.env.GITHUB_FAKE_CALLBACK_URL || '',
+        deny: !!b.deny,
+      };
+      return [200, { browser: state.browser }];
+    }
+    if (method === 'GET' && what === 'authorizations') return [200, { authorizations: state.authorizations }];
     if (method === 'GET' && what === 'calls') {
       const since = Number(url.searchParams.get('since') || 0);
       const repo = (url.searchParams.get('repo') || '').toLowerCase();
@@ -389,6 +425,38 @@ async function route(state, opts, req, url, body) {
       return [200, { total: state.calls.length, calls }];
     }
     return err(404, 'unknown control');
+  }
+
+  // ---------------------------------------------------------------- GitHub's pages (a browser's)
+  const authorizePage = segs[0] === 'login' && segs[1] === 'oauth' && segs[2] === 'authorize' && segs.length === 3;
+  const installPage = segs[0] === 'apps' && segs[2] === 'installations' && segs[3] === 'new' && segs.length === 4;
+  if (method === 'GET' && (authorizePage || installPage)) {
+    const q = url.searchParams;
+    const user = state.browser;
+    if (authorizePage && q.get('client_id') !== opts.clientId) return err(404, 'Not Found (no such OAuth client_id)');
+    if (!user) return err(401, 'Nobody is signed in to the GitHub fake (POST /_fake/browser)');
+    const callback = q.get('redirect_uri') || user.callbackUrl;
+    if (!callback) return err(400, 'The App has no callback URL (POST /_fake/browser {callback_url})');
+    if (installPage && !user.install) return err(400, 'Nothing to install: POST /_fake/browser {install}');
+    const back = new URL(callback);
+    const given = q.get('state');
+    if (user.deny) {
+      back.searchParams.set('error', 'access_denied');
+      back.searchParams.set('error_description', 'The user has denied your application access.');
+    } else {
+      const code = randomUUID().replace(/-/g, '').slice(0, 20);
+      state.codes.set(code, { installations: user.installations, controls: user.controls, expires: Date.now() + 600_000 });
+      if (user.install) {
+        // Installed once: later authorizations come back with a code and the state only.
+        back.searchParams.set('installation_id', String(user.install));
+        back.searchParams.set('setup_action', 'install');
+        user.install = null;
+      }
+      back.searchParams.set('code', code);
+    }
+    if (given !== null) back.searchParams.set('state', given);
+    state.authorizations.push({ page: authorizePage ? 'authorize' : 'install', client_id: q.get('client_id'), state: given, redirect: back.toString(), at: Date.now() });
+    return [302, { redirect: back.toString() }, { location: back.toString(), 'cache-control': 'no-store' }];
   }
 
   // ---------------------------------------------------------------- the API

@@ -8,6 +8,7 @@ import { projectsView } from './views/projects.js';
 import { projectView } from './views/project.js';
 import { accountView } from './views/account.js';
 import { finishOidcLogin, isOidcReturn } from './oidc.js';
+import { hasGithubArrival, isGithubReturn, receiveGithubReturn } from './github.js';
 
 const main = /** @type {HTMLElement} */ (document.getElementById('main'));
 const account = /** @type {HTMLElement} */ (document.getElementById('account'));
@@ -114,7 +115,8 @@ async function route() {
     onSignedIn: async (note) => {
       await loadMe();
       flash = note || '';
-      go('#/');
+      // Back from GitHub while logged out: the account page finishes the link.
+      go(hasGithubArrival() ? '#/account' : '#/');
     },
     setCleanup: (fn) => {
       cleanup = fn;
@@ -186,8 +188,21 @@ addEventListener('unhandledrejection', (e) => {
   toast((err && (err.detail || err.message)) || 'Something went wrong.');
 });
 
-/** The identity provider's redirect back (`/?code=…&state=…`): finish that login first. */
+/**
+ * A redirect back to this page: GitHub's (an App installation or
+ * authorization, see github.js) goes to the account page, which finishes
+ * the link; the identity provider's (`/?code=…&state=…`) finishes that
+ * login first.
+ */
 async function start() {
+  if (isGithubReturn()) {
+    receiveGithubReturn();
+    if (!hasSession()) {
+      flash = 'Log in to finish linking your GitHub installation.';
+      history.replaceState(null, '', `${location.pathname}#/login`);
+    }
+    return route();
+  }
   if (!isOidcReturn()) return route();
   mount(main, h('p', { class: 'muted center', role: 'status' }, 'Logging in…'));
   try {

@@ -68,6 +68,16 @@ export async function startOidcLogin(info) {
   location.assign(url.toString());
 }
 
+/** The login this tab started and has not finished ({state, at}), or null: read, not removed. */
+export function pendingOidcLogin() {
+  try {
+    const pending = JSON.parse(sessionStorage.getItem(KEY) || 'null');
+    return pending && pending.state ? pending : null;
+  } catch {
+    return null;
+  }
+}
+
 /** True when this page load is the issuer's redirect back (?code or ?error, with state). */
 export function isOidcReturn() {
   const q = new URLSearchParams(location.search);

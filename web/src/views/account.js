@@ -1,9 +1,12 @@
-// The account page: tier and this month's usage, and the bring-your-own
-// provider keys (listed by provider and last four characters only; the
-// key itself is never shown again once sent).
+// The account page: tier and this month's usage, the linked GitHub App
+// installations ("Link GitHub", and the end of a link when GitHub sends the
+// browser back: see github.js), and the bring-your-own provider keys
+// (listed by provider and last four characters only; the key itself is
+// never shown again once sent).
 
 import { json } from '../api.js';
 import { errorBox, formatDate, h, mount, showError } from '../dom.js';
+import { installationLabel, listInstallations, startGithubLink, takeGithubArrival } from '../github.js';
 
 /** The providers PUT /v1/keys/{provider} accepts. */
 const PROVIDERS = [
@@ -26,6 +29,7 @@ export function accountView(ctx) {
       h('a', { href: '#/', class: 'back' }, '← Projects'),
       h('h1', null, 'Account'),
       h('section', { class: 'card', 'aria-labelledby': 'usage-title' }, h('h2', { id: 'usage-title' }, 'Usage this month'), usage),
+      githubSection(ctx),
       keysSection(ctx),
     ),
   );
@@ -44,6 +48,108 @@ function usageList(u, me) {
     t.billable_tokens !== t.tokens ? row('Billable tokens', `${n(t.billable_tokens)} (your own keys’ use is not counted)`) : null,
     row('Model calls', n(t.model_calls)),
     row('Compute', `${n(t.compute_minutes)} min`),
+  );
+}
+
+function githubSection(ctx) {
+  const list = h('ul', { class: 'installations', 'aria-label': 'Your linked GitHub installations' });
+  const status = h('p', { class: 'muted', role: 'status' }, 'Loading GitHub installations…');
+  const done = h('p', { class: 'notice', role: 'status', hidden: true });
+  const error = h('div', { class: 'error', role: 'alert', hidden: true });
+  const link = h('button', { type: 'button', class: 'primary', 'aria-describedby': 'github-hint' }, 'Link GitHub');
+  const hint = h(
+    'p',
+    { id: 'github-hint', class: 'hint' },
+    'You go to GitHub to install or authorize the EverJust GitHub App on your account or an organisation you administer, then come back here. Then connect a project to a repository from the project’s page.',
+  );
+
+  let items = [];
+  const render = () => {
+    status.hidden = items.length > 0;
+    status.textContent = items.length ? '' : 'No GitHub installation linked yet.';
+    mount(
+      list,
+      items.map((inst) =>
+        h(
+          'li',
+          { class: 'installation card', dataset: { installationId: String(inst.installation_id) } },
+          h('span', { class: 'installation-name' }, inst.account),
+          h('span', { class: 'muted small' }, inst.account_type === 'Organization' ? 'organisation' : 'personal account'),
+          h('span', { class: 'muted small' }, `installation ${inst.installation_id}`),
+          inst.suspended ? h('span', { class: 'badge warn' }, 'suspended on GitHub') : null,
+        ),
+      ),
+    );
+  };
+  const load = () =>
+    listInstallations()
+      .then((found) => {
+        items = found;
+        render();
+        return found;
+      })
+      .catch((e) => {
+        status.hidden = true;
+        showError(error, e);
+        return null;
+      });
+
+  const begin = async (installationId) => {
+    showError(error, null);
+    done.hidden = true;
+    link.disabled = true;
+    link.textContent = 'Going to GitHub…';
+    try {
+      await startGithubLink(installationId);
+    } catch (e) {
+      showError(error, e);
+      link.disabled = false;
+      link.textContent = 'Link GitHub';
+    }
+  };
+  link.addEventListener('click', () => begin());
+
+  // Back from GitHub: finish what it brought, then list what the server has.
+  const arrival = takeGithubArrival();
+  if (arrival && arrival.error) {
+    showError(error, arrival.error);
+    load();
+  } else if (arrival && arrival.authorize) {
+    // Installed at GitHub: confirm the GitHub account (authorize) with a state of ours.
+    load().then((found) => {
+      if (found && found.some((i) => String(i.installation_id) === arrival.authorize)) {
+        done.hidden = false;
+        done.textContent = 'That GitHub installation is linked to your account already.';
+        return;
+      }
+      done.hidden = false;
+      done.textContent = 'Taking you to GitHub to confirm your account…';
+      begin(arrival.authorize);
+    });
+  } else if (arrival && arrival.link) {
+    status.textContent = 'Linking your GitHub installation…';
+    json('/v1/github/installations', { method: 'POST', json: arrival.link })
+      .then((inst) => {
+        done.hidden = false;
+        done.textContent = `Linked ${installationLabel(inst)}. Connect a project to one of its repositories from the project’s page.`;
+        ctx.toast(`Linked GitHub: ${inst.account}.`);
+      })
+      .catch((e) => showError(error, e))
+      .finally(load);
+  } else {
+    load();
+  }
+
+  return h(
+    'section',
+    { class: 'card stack', id: 'github', 'aria-labelledby': 'github-title' },
+    h('h2', { id: 'github-title' }, 'GitHub'),
+    status,
+    list,
+    done,
+    error,
+    link,
+    hint,
   );
 }
 

@@ -5,6 +5,7 @@ import { all, json } from '../api.js';
 import { Chat } from '../chat.js';
 import { errorBox, h, mount } from '../dom.js';
 import { Files } from '../files.js';
+import { githubPanel } from '../github-panel.js';
 import { showPreview } from '../preview.js';
 
 export function projectView(ctx, projectId) {
@@ -15,7 +16,18 @@ export function projectView(ctx, projectId) {
     h('span', { class: 'presence-label' }, 'Here now:'),
     h('ul', null),
   );
-  const head = h('div', { class: 'project-head' }, h('a', { href: '#/', class: 'back' }, '← Projects'), title, presence);
+  // --- GitHub (a panel under the head, opened by its button) ---
+  let projectName = '';
+  let onGithubSync = () => {};
+  const github = githubPanel(ctx, projectId, { projectName: () => projectName, onSynced: (report) => onGithubSync(report) });
+  const head = h(
+    'div',
+    { class: 'project-head' },
+    h('a', { href: '#/', class: 'back' }, '← Projects'),
+    title,
+    presence,
+    github.toggle,
+  );
 
   // --- tabs (narrow screens) ---
   const tabNames = ['chat', 'files', 'preview'];
@@ -115,7 +127,14 @@ export function projectView(ctx, projectId) {
   });
   select('chat');
 
-  const page = h('div', { class: 'project-page' }, head, tablist, h('div', { class: 'panes' }, chatPane, filesPane, previewPane));
+  const page = h(
+    'div',
+    { class: 'project-page' },
+    head,
+    github.panel,
+    tablist,
+    h('div', { class: 'panes' }, chatPane, filesPane, previewPane),
+  );
   mount(ctx.main, page);
 
   const files = new Files(projectId, tree, viewer);
@@ -141,8 +160,19 @@ export function projectView(ctx, projectId) {
     filesTimer = setTimeout(() => files.load().catch(() => {}), 200);
   };
 
+  // A sync that took GitHub's changes into the project changed its files.
+  onGithubSync = (report) => {
+    if (report && ((report.pulled || []).length || (report.deleted || []).length)) {
+      files
+        .load()
+        .then(refreshPreview)
+        .catch(() => {});
+    }
+  };
+
   ctx.setCleanup(() => {
     closed = true;
+    github.close();
     clearTimeout(filesTimer);
     if (chat) chat.close();
   });
@@ -184,6 +214,7 @@ export function projectView(ctx, projectId) {
     }
     if (closed) return;
     title.textContent = project.name;
+    projectName = project.name;
     document.title = `${project.name} · EverJust`;
     filesP.then(refreshPreview).catch((e) => mount(tree, errorBox(e)));
     try {
@@ -201,6 +232,7 @@ export function projectView(ctx, projectId) {
         onFilesChanged: filesChanged,
         onRunFinished: async (changed) => {
           ctx.refreshUsage();
+          if (changed) github.refresh();
           clearTimeout(filesTimer);
           let differs = false;
           try {

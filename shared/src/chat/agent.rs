@@ -748,9 +748,12 @@ fn estimate_tokens(bytes: usize) -> i64 {
 /// have made its output free, and a server that sends no usage every call.
 /// The estimate counts what was streamed (`out_bytes`: text, thinking and
 /// tool input) and what was sent (`req`), never less than was reported.
+/// Output usage reported after the output (`final_output`: Anthropic's
+/// `message_delta`, an OpenAI-compatible usage chunk) is the provider's
+/// count and stands, however the stream ended after it.
 fn estimate_unreported(
     usage: &mut Usage,
-    complete: bool,
+    final_output: bool,
     out_bytes: usize,
     req: &ChatRequest,
 ) -> bool {
@@ -761,7 +764,7 @@ fn estimate_unreported(
         estimated = true;
     }
     let streamed = estimate_tokens(out_bytes);
-    if (!complete || usage.output_tokens == 0) && streamed > usage.output_tokens {
+    if !final_output && streamed > usage.output_tokens {
         usage.output_tokens = streamed;
         estimated = true;
     }
@@ -907,9 +910,12 @@ async fn drive(
         let mut stop = StopReason::EndTurn;
         let mut failure: Option<ModelError> = None;
         let mut seen = 0u32;
-        // The stream ended as its provider ended it, and what it streamed.
-        let mut complete = false;
+        // What the call streamed, and whether its provider counted it: a
+        // usage report after output, or a stream that ended as its
+        // provider ended it (see `estimate_unreported`).
         let mut out_bytes = 0usize;
+        let mut output_counted = false;
+        let mut complete = false;
         let mut cancelled = false;
         let mut time_up = false;
         let mut waiter = Waiter::new(ports, sink, deadline);
@@ -1081,7 +1087,10 @@ async fn drive(
                             signature,
                         });
                     }
-                    Ok(ModelEvent::Usage(u)) => call_usage = u,
+                    Ok(ModelEvent::Usage(u)) => {
+                        output_counted |= out_bytes > 0;
+                        call_usage = u;
+                    }
                     Ok(ModelEvent::Alive) => {}
                     Ok(ModelEvent::Stop(r)) => stop = r,
                     Err(e) => {
@@ -1102,14 +1111,11 @@ async fn drive(
         });
         // What the call cost counts however its stream ended (the demo
         // model costs nothing and reports no usage).
+        let counted =
+            output_counted || (complete && relayed.is_ok() && call_usage.output_tokens > 0);
         let estimated = answered
             && provider.name() != "demo"
-            && estimate_unreported(
-                &mut call_usage,
-                complete && relayed.is_ok(),
-                out_bytes,
-                &req,
-            );
+            && estimate_unreported(&mut call_usage, counted, out_bytes, &req);
         let call_cost = pricing::cost_micros(provider.model(), &call_usage);
         total.add(&call_usage);
         *cost += call_cost;

@@ -929,6 +929,25 @@ async fn a_stream_cut_short_bills_an_estimate_of_what_it_streamed() {
     let (input, output, estimated) = rows[1];
     assert!(estimated && input > 300 && output == 0, "{:?}", rows[1]);
     assert_eq!(rows[2], (100, 50, false), "a complete call as reported");
+    // Cut after the provider counted the output (its `message_delta`),
+    // before the stream's end: its count stands.
+    let counted = anthropic(&[words, words, words], &[], "end_turn");
+    let cut = counted
+        .split("event: message_stop")
+        .next()
+        .expect("head")
+        .to_owned()
+        // (The fake connection loses the last few bytes before its cut.)
+        + &ev("ping", json!({"type": "ping"}))
+        + "!CUT";
+    http.push(200, &[], cut);
+    send(&app, &t, &s, "and again", "native").await;
+    let rows = ledger(&app).await;
+    assert_eq!(
+        rows[3],
+        (100, 50, false),
+        "the provider's own count: {rows:?}"
+    );
     // The answer's usage (and so the run's cost) counts the estimate.
     let msgs = messages(&app, &t, &s).await;
     assert_eq!(msgs[1]["usage"]["output_tokens"], streamed);

@@ -36,6 +36,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("GITHUB_CLIENT_ID", false),
     ("GITHUB_CLIENT_SECRET", true),
     ("GITHUB_OAUTH_URL", false),
+    ("GITHUB_APP_SLUG", false),
     ("GITHUB_COMMIT_AUTHOR_NAME", false),
     ("GITHUB_COMMIT_AUTHOR_EMAIL", false),
     ("DAYTONA_API_URL", false),
@@ -157,6 +158,10 @@ pub struct GithubConfig {
     /// how a user proves which installations their GitHub account can
     /// reach. `None`: installations cannot be linked.
     pub oauth: Option<GithubOauth>,
+    /// The App's name in its GitHub URL (`GITHUB_APP_SLUG`,
+    /// `https://github.com/apps/<slug>`): with it, a link starts at the
+    /// App's install page (`install_url`).
+    pub app_slug: Option<String>,
     pub commit_author_name: String,
     pub commit_author_email: String,
 }
@@ -440,6 +445,18 @@ impl Config {
                             return Err(ConfigError {
                                 name: "GITHUB_CLIENT_ID",
                                 problem: "GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET must be set together",
+                            })
+                        }
+                    },
+                    app_slug: match get("GITHUB_APP_SLUG") {
+                        None => None,
+                        Some(slug) if !slug.is_empty()
+                            && slug.len() <= 100
+                            && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => Some(slug),
+                        Some(_) => {
+                            return Err(ConfigError {
+                                name: "GITHUB_APP_SLUG",
+                                problem: "the App's name as in its URL https://github.com/apps/<slug>: lowercase letters, digits and '-'",
                             })
                         }
                     },

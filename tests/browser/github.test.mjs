@@ -1,7 +1,7 @@
 // The GitHub screens in Chromium against a running server (BASE_URL) whose GitHub App is the fake
-// tests/fakes/github.mjs (GITHUB_FAKE_URL; run.sh starts and configures both): "Link GitHub" on the
-// account page goes to the App's authorization at the fake, which installs the App and sends the
-// browser back with installation_id, code and state; the installation is listed; a project is
+// tests/fakes/github.mjs (GITHUB_FAKE_URL; run.sh starts and configures both, with the App's slug):
+// "Link GitHub" on the account page goes to the App's install page at the fake (install_url), which
+// installs the App and sends the browser back with installation_id, code and state; the installation is listed; a project is
 // connected to a repository of it from the project page, pushed, and the commits are checked in the
 // fake's repository. A redirect back with a state this tab did not send is refused, visibly, and
 // links nothing. Skipped when there is no fake or the server has no GitHub App configured.
@@ -110,7 +110,8 @@ describe('GitHub', () => {
     // GitHub was given the state the server made, and it came back with the installation.
     const visits = (await fake('GET', '/_fake/authorizations')).doc.authorizations;
     const visit = visits.at(-1);
-    assert.equal(visit.page, 'authorize');
+    assert.equal(visit.page, 'install', 'the App\'s install page (install_url)');
+    assert.equal(visit.app, 'everjust-test', 'the App the server named (GITHUB_APP_SLUG)');
     assert.ok(visit.state && visit.state.length > 20, JSON.stringify(visit));
     assert.match(visit.redirect, new RegExp(`installation_id=${inst.id}`));
     // The code and state are gone from the address bar, and the tab's pending state is spent.
@@ -210,7 +211,8 @@ describe('GitHub', () => {
     const inst = await installation();
     await fake('POST', '/_fake/browser', { install: inst.id, installations: [inst.id], callback_url: CALLBACK });
     // Someone changes the state on the way back (GitHub's real redirect, with a real code).
-    await page.route(`${FAKE}/login/oauth/authorize**`, async (route) => {
+    const githubPage = (u) => u.origin === FAKE && /^\/(login\/oauth\/authorize|apps\/[^/]+\/installations\/new)$/.test(u.pathname);
+    await page.route(githubPage, async (route) => {
       const res = await fetch(route.request().url(), { redirect: 'manual' });
       const back = new URL(res.headers.get('location'));
       assert.equal(back.searchParams.get('installation_id'), String(inst.id));

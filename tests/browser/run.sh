@@ -105,6 +105,7 @@ if [[ -z "${BASE_URL:-}" ]]; then
     dotenv_line GITHUB_CLIENT_ID Iv1.fakeclient
     dotenv_line GITHUB_CLIENT_SECRET github-fake-oauth-secret
     dotenv_line GITHUB_OAUTH_URL "$GITHUB_FAKE_URL"
+    dotenv_line GITHUB_APP_SLUG everjust-test
   ) >"$tmp/worker.env"
   chmod 600 "$tmp/worker.env"
   start_worker "$db_url" "$tmp/worker.env" "$tmp/state" "$tmp/wrangler.log" || {

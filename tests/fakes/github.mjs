@@ -73,7 +73,7 @@
 //                                                    reach and control (as oauth-codes), the one they install
 //                                                    on the way, and the App's callback URL (default env
 //                                                    GITHUB_FAKE_CALLBACK_URL); {} signs them out
-//   GET  /_fake/authorizations                       {authorizations: [{page, client_id, state, redirect}]}
+//   GET  /_fake/authorizations                       {authorizations: [{page, app, client_id, state, redirect}]}
 //   GET  /_fake/repos/{owner}/{name}?ref=branch      {head, files: {path: text}, modes, branches}
 //   GET  /_fake/commits/{sha}                        {tree, parents, message, author}
 //   GET  /_fake/calls?since=N&repo=owner/name        {total, calls: [{method, path}]}
@@ -455,7 +455,7 @@ async function route(state, opts, req, url, body) {
       back.searchParams.set('code', code);
     }
     if (given !== null) back.searchParams.set('state', given);
-    state.authorizations.push({ page: authorizePage ? 'authorize' : 'install', client_id: q.get('client_id'), state: given, redirect: back.toString(), at: Date.now() });
+    state.authorizations.push({ page: authorizePage ? 'authorize' : 'install', app: installPage ? segs[1] : null, client_id: q.get('client_id'), state: given, redirect: back.toString(), at: Date.now() });
     return [302, { redirect: back.toString() }, { location: back.toString(), 'cache-control': 'no-store' }];
   }
 

@@ -10,11 +10,13 @@
 // state} links the installation (the account page does it, from what
 // takeGithubArrival() hands it).
 //
-// The client does not know the App's name (its install page is
-// https://github.com/apps/<app>/installations/new), so "Link GitHub" always
-// goes to the authorization URL. An installation made at GitHub comes back
-// with `installation_id` and no state: it is kept, and the browser goes to
-// the authorization URL with a new state of ours to finish the link.
+// "Link GitHub" goes to the App's install page with the state
+// (`install_url`, when the server knows the App's name: GITHUB_APP_SLUG),
+// where the user installs the App or picks an installation; else to the
+// authorization URL, which links an App already installed. An installation
+// made at GitHub comes back with `installation_id` and no state: it is kept,
+// and the browser goes to the authorization URL with a new state of ours to
+// finish the link.
 //
 // OIDC login's redirect back also carries `code` and `state` (oidc.js):
 // isGithubReturn tells the two apart by which pending state matches.
@@ -63,7 +65,7 @@ export async function startGithubLink(installationId) {
   const doc = await json('/v1/github/link-state', { method: 'POST', json: {} });
   let target;
   try {
-    target = new URL(doc.authorize_url);
+    target = new URL(!installationId && doc.install_url ? doc.install_url : doc.authorize_url);
   } catch {
     target = null;
   }

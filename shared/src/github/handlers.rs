@@ -37,9 +37,11 @@ struct LinkInstallation {
 /// bring back with the code.
 pub async fn link_state(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
-    let client = oauth::client(super::config(ctx)?)?;
+    let cfg = super::config(ctx)?;
+    let client = oauth::client(cfg)?;
     let state = oauth::new_state(ctx.ports, caller.id())?;
     Ok(ok(&json!({
+        "install_url": oauth::install_url(client, cfg.app_slug.as_deref(), &state),
         "authorize_url": oauth::authorize_url(client, &state),
         "state": state,
         "expires_in": oauth::STATE_TTL_SECS,

@@ -108,6 +108,19 @@ pub fn authorize_url(oauth: &GithubOauth, state: &str) -> String {
     )
 }
 
+/// The App's install page with `state` (GitHub hands it back to the App's
+/// callback URL with `installation_id` and a `code`), when the App's slug
+/// is configured.
+pub fn install_url(oauth: &GithubOauth, slug: Option<&str>, state: &str) -> Option<String> {
+    use crate::http::escape;
+    Some(format!(
+        "{}/apps/{}/installations/new?state={}",
+        oauth.url,
+        escape(slug?),
+        escape(state)
+    ))
+}
+
 fn bad_code() -> ApiError {
     ApiError::bad_request(
         "invalid_github_code",

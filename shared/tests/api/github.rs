@@ -994,6 +994,7 @@ fn app_key_parses_as_pkcs1_and_pkcs8_and_the_jwt_is_short_lived_rs256() {
         webhook_secret: SECRET.into(),
         api_url: API.into(),
         oauth: None,
+        app_slug: None,
         commit_author_name: "x".into(),
         commit_author_email: "x@y".into(),
     };
@@ -1181,6 +1182,45 @@ async fn without_an_oauth_client_installations_cannot_be_linked() {
         .await
         .problem(503, "github_oauth_not_configured");
     assert_eq!(app.count("github_installations").await, 0);
+}
+
+/// With the App's slug configured, a link starts at the App's install page
+/// with the state (where a user both installs the App and links it);
+/// without it there is none, and a slug that is not one is refused at
+/// start-up.
+#[tokio::test]
+async fn a_link_state_names_the_apps_install_page_when_its_slug_is_known() {
+    let fake = FakeGithub::new();
+    let app = TestApp::build(&vars(&[("GITHUB_APP_SLUG", "everjust-dev")]), fake.clone()).await;
+    let (t, _, _) = app.signup("ada@example.com").await;
+    let started = app
+        .json("POST", "/v1/github/link-state", Some(&t), json!({}))
+        .await
+        .json();
+    let state = started["state"].as_str().expect("state");
+    assert_eq!(
+        started["install_url"],
+        json!(format!(
+            "{API}/apps/everjust-dev/installations/new?state={state}"
+        ))
+    );
+    let g = setup().await;
+    let started = g
+        .app
+        .json("POST", "/v1/github/link-state", Some(&g.token), json!({}))
+        .await
+        .json();
+    assert_eq!(started["install_url"], Value::Null);
+    assert!(started["authorize_url"].is_string());
+    for bad in ["Everjust", "x/../y", "a b"] {
+        let vars: std::collections::HashMap<String, String> = vars(&[("GITHUB_APP_SLUG", bad)])
+            .iter()
+            .chain(&[("JWT_SECRET", "test-secret-test-secret-test-secret-0123")])
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let e = everjust_core::Config::from_vars(|k| vars.get(k).cloned()).expect_err("refused");
+        assert_eq!(e.name, "GITHUB_APP_SLUG", "{bad:?}");
+    }
 }
 
 /// A code proves who the GitHub user is, not who sent it to us: a link to

@@ -266,6 +266,7 @@ impl std::fmt::Debug for GithubConfig {
             .field("webhook_secret", &REDACTED)
             .field("api_url", &self.api_url)
             .field("oauth", &self.oauth)
+            .field("app_slug", &self.app_slug)
             .field("commit_author_name", &self.commit_author_name)
             .field("commit_author_email", &self.commit_author_email)
             .finish_non_exhaustive()
@@ -530,6 +531,8 @@ mod tests {
                     "OIDC_ISSUER" => "https://issuer.example/".into(),
                     "EVERJUST_ENV" => "test".into(),
                     "OIDC_ALGORITHMS" => "RS256".into(),
+                    // A slug has no '_'.
+                    "GITHUB_APP_SLUG" => "github-app-slug-value".into(),
                     n if n.ends_with("_URL") => "https://service.example".into(),
                     n if n.starts_with("MAX_")
                         || n.starts_with("AGENT_")

@@ -406,8 +406,10 @@ const WAIT_TICK_MS: u64 = 1_000;
 /// How a model call began.
 enum Start {
     Streaming(crate::llm::ModelStream),
-    /// Stopped before any content: cancelled, stalled or out of time.
-    Stopped(Next),
+    /// Stopped before any content: cancelled, stalled or out of time; with
+    /// the usage reported so far when the provider had answered (the call
+    /// may have cost something).
+    Stopped(Next, Option<Usage>),
 }
 
 /// Calls the model, retrying (at most 3 times, after `retry-after` or a
@@ -428,7 +430,7 @@ async fn start_stream(
         let call = provider.stream(waiter.ports.http.as_ref(), req);
         let answer = match waiter.wait(call).await {
             Ok(answer) => answer,
-            Err(stopped) => return Ok(Start::Stopped(stopped)),
+            Err(stopped) => return Ok(Start::Stopped(stopped, None)),
         };
         let retry_after = match answer {
             Ok(mut stream) => {
@@ -452,7 +454,13 @@ async fn start_stream(
                                 futures_util::stream::iter(head).boxed_local(),
                             ))
                         }
-                        stopped => return Ok(Start::Stopped(stopped)),
+                        stopped => {
+                            let usage = head.iter().rev().find_map(|ev| match ev {
+                                Ok(ModelEvent::Usage(u)) => Some(*u),
+                                _ => None,
+                            });
+                            return Ok(Start::Stopped(stopped, Some(usage.unwrap_or_default())));
+                        }
                     }
                 }
             }
@@ -465,10 +473,10 @@ async fn start_stream(
         for _ in 0..pause * 1000 / WAIT_TICK_MS {
             ports.clock.sleep_ms(WAIT_TICK_MS).await;
             if sink.cancel_requested().await {
-                return Ok(Start::Stopped(Next::Cancelled));
+                return Ok(Start::Stopped(Next::Cancelled, None));
             }
             if ports.clock.now_ms() > waiter.deadline {
-                return Ok(Start::Stopped(Next::TimeUp));
+                return Ok(Start::Stopped(Next::TimeUp, None));
             }
         }
     }
@@ -735,6 +743,19 @@ async fn record_usage(
     .await
 }
 
+/// What a model call's stream showed of its cost (see [`estimate_unreported`]).
+#[derive(Default)]
+struct CallSeen {
+    /// The provider answered: the call may have cost something.
+    answered: bool,
+    /// Bytes of output streamed: text, thinking and tool input.
+    out_bytes: usize,
+    /// The provider sent its count of the whole call.
+    counted: bool,
+    /// The call was ended by us: a cancel, a stall, the time limit.
+    ended_by_us: bool,
+}
+
 /// Tokens of about this many bytes of text or JSON: about four bytes a
 /// token, what the providers' own guides give for English text and code.
 fn estimate_tokens(bytes: usize) -> i64 {
@@ -746,25 +767,24 @@ fn estimate_tokens(bytes: usize) -> i64 {
 /// OpenAI-compatible ones all their usage), so a stream cut short (a
 /// cancel, a stall, a broken connection, the time limit) would otherwise
 /// have made its output free, and a server that sends no usage every call.
-/// The estimate counts what was streamed (`out_bytes`: text, thinking and
-/// tool input) and what was sent (`req`), never less than was reported.
-/// Output usage reported after the output (`final_output`: Anthropic's
-/// `message_delta`, an OpenAI-compatible usage chunk) is the provider's
-/// count and stands, however the stream ended after it.
-fn estimate_unreported(
-    usage: &mut Usage,
-    final_output: bool,
-    out_bytes: usize,
-    req: &ChatRequest,
-) -> bool {
+/// The estimate counts what was streamed (`seen.out_bytes`: text, thinking
+/// and tool input) and what was sent (`req`), never less than was reported.
+/// The provider's count of the whole call (`seen.counted`:
+/// [`ModelEvent::FinalUsage`]) stands, however the stream ended after it.
+/// Input is estimated only for a call that got as far as output, or that
+/// we ended (a cancel, a stall, the time limit): one that failed on the
+/// provider's side before any output most likely cost nothing.
+fn estimate_unreported(usage: &mut Usage, seen: &CallSeen, req: &ChatRequest) -> bool {
     let mut estimated = false;
-    if usage.input_tokens == 0 && usage.cache_read_tokens == 0 && usage.cache_write_tokens == 0 {
+    let unreported =
+        usage.input_tokens == 0 && usage.cache_read_tokens == 0 && usage.cache_write_tokens == 0;
+    if unreported && (seen.out_bytes > 0 || seen.ended_by_us) {
         let sent = req.system.len() + json_len(&req.messages) + json_len(&req.tools);
         usage.input_tokens = estimate_tokens(sent);
         estimated = true;
     }
-    let streamed = estimate_tokens(out_bytes);
-    if !final_output && streamed > usage.output_tokens {
+    let streamed = estimate_tokens(seen.out_bytes);
+    if !seen.counted && streamed > usage.output_tokens {
         usage.output_tokens = streamed;
         estimated = true;
     }
@@ -910,22 +930,22 @@ async fn drive(
         let mut stop = StopReason::EndTurn;
         let mut failure: Option<ModelError> = None;
         let mut seen = 0u32;
-        // What the call streamed, and whether its provider counted it: a
-        // usage report after output, or a stream that ended as its
-        // provider ended it (see `estimate_unreported`).
-        let mut out_bytes = 0usize;
-        let mut output_counted = false;
-        let mut complete = false;
+        let mut call = CallSeen::default();
         let mut cancelled = false;
         let mut time_up = false;
         let mut waiter = Waiter::new(ports, sink, deadline);
         let started = start_stream(&provider, &req, &mut waiter).await;
-        // The provider answered: the call may have used tokens.
-        let answered = matches!(started, Ok(Start::Streaming(_)));
+        call.answered = matches!(started, Ok(Start::Streaming(_)));
         let mut stream = match started {
             Ok(Start::Streaming(s)) => s,
-            Ok(Start::Stopped(stopped)) => {
-                // Nothing streamed: the checks after the stream end it.
+            Ok(Start::Stopped(stopped, reported)) => {
+                // Nothing streamed: the checks after the stream end it. A
+                // provider that answered may have counted the input.
+                if let Some(usage) = reported {
+                    call.answered = true;
+                    call_usage = usage;
+                }
+                call.ended_by_us = true;
                 match stopped {
                     Next::Cancelled => cancelled = true,
                     Next::TimeUp => time_up = true,
@@ -956,26 +976,27 @@ async fn drive(
             loop {
                 let item = match waiter.next_event(&mut stream).await {
                     Next::Item(item) => item,
-                    Next::End => {
-                        complete = true;
-                        break;
-                    }
+                    Next::End => break,
                     Next::Cancelled => {
                         cancelled = true;
+                        call.ended_by_us = true;
                         break;
                     }
                     Next::Stalled => {
                         failure = Some(stalled());
+                        call.ended_by_us = true;
                         break;
                     }
                     Next::TimeUp => {
                         time_up = true;
+                        call.ended_by_us = true;
                         break;
                     }
                 };
                 seen += 1;
                 if seen.is_multiple_of(64) && sink.cancel_requested().await {
                     cancelled = true;
+                    call.ended_by_us = true;
                     break;
                 }
                 match item {
@@ -997,7 +1018,7 @@ async fn drive(
                         let ModelEvent::TextDelta(d) = ev else {
                             continue;
                         };
-                        out_bytes += d.len();
+                        call.out_bytes += d.len();
                         if let Some((id, t)) = text.as_mut() {
                             // The answer keeps the text its readers were sent.
                             let sent = t.len();
@@ -1036,7 +1057,7 @@ async fn drive(
                         tool_json.push((id, name, String::new()));
                     }
                     Ok(ModelEvent::ToolDelta { id, partial_json }) => {
-                        out_bytes += partial_json.len();
+                        call.out_bytes += partial_json.len();
                         if let Some(t) = tool_json.iter_mut().find(|t| t.0 == id) {
                             t.2.push_str(&partial_json);
                         }
@@ -1081,14 +1102,15 @@ async fn drive(
                         thinking,
                         signature,
                     }) => {
-                        out_bytes += thinking.len();
+                        call.out_bytes += thinking.len();
                         step_blocks.push(Block::Thinking {
                             thinking,
                             signature,
                         });
                     }
-                    Ok(ModelEvent::Usage(u)) => {
-                        output_counted |= out_bytes > 0;
+                    Ok(ModelEvent::Usage(u)) => call_usage = u,
+                    Ok(ModelEvent::FinalUsage(u)) => {
+                        call.counted = true;
                         call_usage = u;
                     }
                     Ok(ModelEvent::Alive) => {}
@@ -1111,11 +1133,9 @@ async fn drive(
         });
         // What the call cost counts however its stream ended (the demo
         // model costs nothing and reports no usage).
-        let counted =
-            output_counted || (complete && relayed.is_ok() && call_usage.output_tokens > 0);
-        let estimated = answered
+        let estimated = call.answered
             && provider.name() != "demo"
-            && estimate_unreported(&mut call_usage, counted, out_bytes, &req);
+            && estimate_unreported(&mut call_usage, &call, &req);
         let call_cost = pricing::cost_micros(provider.model(), &call_usage);
         total.add(&call_usage);
         *cost += call_cost;

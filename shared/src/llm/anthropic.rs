@@ -212,7 +212,7 @@ impl Decoder {
                 if let Some(out) = tokens(&data["usage"], "output_tokens") {
                     self.usage.output_tokens = out;
                 }
-                vec![Ok(ModelEvent::Usage(self.usage))]
+                vec![Ok(ModelEvent::FinalUsage(self.usage))]
             }
             "message_stop" => {
                 self.finished = true;
@@ -285,7 +285,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             .collect();
         assert_eq!(json, "{\"path\":1}");
         assert_eq!(got.last(), Some(&ModelEvent::Stop(StopReason::ToolUse)));
-        assert!(got.contains(&ModelEvent::Usage(Usage {
+        assert!(got.contains(&ModelEvent::FinalUsage(Usage {
             input_tokens: 12,
             output_tokens: 30,
             ..Usage::default()

@@ -119,6 +119,10 @@ pub enum ModelEvent {
     },
     /// Usage so far (providers report input at the start and output at the end).
     Usage(Usage),
+    /// The provider's count of the whole call, output included: Anthropic's
+    /// `message_delta`, an OpenAI-compatible usage chunk at or after the
+    /// finish (a server may send partial counts in earlier chunks).
+    FinalUsage(Usage),
     Stop(StopReason),
     /// Events arrived that carry nothing for the run (a `ping`, thinking
     /// still in progress): the model is alive, its silence is not a stall.

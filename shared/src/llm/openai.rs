@@ -189,12 +189,24 @@ impl Decoder {
                 .pointer("/prompt_tokens_details/cached_tokens")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
-            out.push(Ok(ModelEvent::Usage(Usage {
+            let usage = Usage {
                 input_tokens: get("prompt_tokens") - cached,
                 output_tokens: get("completion_tokens"),
                 cache_read_tokens: cached,
                 cache_write_tokens: 0,
-            })));
+            };
+            // The count of the whole call comes with the finish or after it
+            // (`choices: []`); some servers send partial counts before.
+            let last = self.stop.is_some()
+                || data
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty);
+            out.push(Ok(if last {
+                ModelEvent::FinalUsage(usage)
+            } else {
+                ModelEvent::Usage(usage)
+            }));
         }
         out
     }

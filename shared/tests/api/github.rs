@@ -1212,7 +1212,8 @@ async fn a_link_state_names_the_apps_install_page_when_its_slug_is_known() {
         .json();
     assert_eq!(started["install_url"], Value::Null);
     assert!(started["authorize_url"].is_string());
-    for bad in ["Everjust", "x/../y", "a b"] {
+    let long = "a".repeat(101);
+    for bad in ["Everjust", "x/../y", "a b", "app?x=1", long.as_str()] {
         let vars: std::collections::HashMap<String, String> = vars(&[("GITHUB_APP_SLUG", bad)])
             .iter()
             .chain(&[("JWT_SECRET", "test-secret-test-secret-test-secret-0123")])

@@ -97,6 +97,9 @@ if [[ -z "${BASE_URL:-}" ]]; then
     dotenv_line OIDC_JWKS_URL "${OIDC_FAKE_URL}.well-known/jwks.json"
     dotenv_line OIDC_CLIENT_ID everjust-web
     dotenv_line KEYS_ENCRYPTION_KEY "k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    # Every test signs up, logs in or refreshes from 127.0.0.1, dozens a minute: the anonymous
+    # routes' per-IP limit (60 a minute by default) would refuse the later tests' signups.
+    dotenv_line RATE_LIMIT_ANONYMOUS_PER_MINUTE 1000
     # The fake's test-only App key on one line (the core turns literal \n back into newlines).
     dotenv_line GITHUB_APP_ID 4242
     dotenv_line GITHUB_APP_PRIVATE_KEY "$(awk '{printf "%s\\n", $0}' tests/fakes/github-app-test-key.pem)"

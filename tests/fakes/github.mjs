@@ -41,7 +41,10 @@
 //                                                    `deny: true`: ?error=access_denied&state= instead
 //   GET   /apps/{app}/installations/new?state=       the App's install page: redirects to the callback with
 //                                                    installation_id (`install`), setup_action=install, a code
-//                                                    and the state when one was given
+//                                                    and the state when one was given; with nothing to install
+//                                                    (no `install`: the App is installed already) a 200 HTML
+//                                                    page that offers "Configure" and does not send the browser
+//                                                    back, as GitHub's (recorded with redirect: null)
 // Every answer carries x-ratelimit-limit / -remaining / -reset (5000 per installation per hour, or
 // GITHUB_FAKE_RATE_LIMIT); past it, 403 "API rate limit exceeded" until the window resets.
 // Every ref change (ours or the server's) is delivered as a signed `push` webhook to the hook target
@@ -437,9 +440,16 @@ async function route(state, opts, req, url, body) {
     if (!user) return err(401, 'Nobody is signed in to the GitHub fake (POST /_fake/browser)');
     const callback = q.get('redirect_uri') || user.callbackUrl;
     if (!callback) return err(400, 'The App has no callback URL (POST /_fake/browser {callback_url})');
-    if (installPage && !user.install) return err(400, 'Nothing to install: POST /_fake/browser {install}');
-    const back = new URL(callback);
     const given = q.get('state');
+    if (installPage && !user.install) {
+      // Nothing to install: the App is installed where this user could put it. GitHub then shows
+      // the installations with "Configure" and does not send the browser back: a dead end.
+      state.authorizations.push({ page: 'install', app: segs[1], client_id: null, state: given, redirect: null, at: Date.now() });
+      const html = `<!doctype html><meta charset="utf-8"><title>Install ${escapeHtml(segs[1])} · GitHub (fake)</title>
+<h1>Install ${escapeHtml(segs[1])}</h1><p>${escapeHtml(segs[1])} is already installed on your account. <a href="#configure">Configure</a></p>`;
+      return [200, html, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }];
+    }
+    const back = new URL(callback);
     if (user.deny) {
       back.searchParams.set('error', 'access_denied');
       back.searchParams.set('error_description', 'The user has denied your application access.');
@@ -702,6 +712,8 @@ async function route(state, opts, req, url, body) {
   return err(404, 'Not Found', rl);
 }
 
+const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
 function isAncestor(state, ancestor, of) {
   const seen = new Set();
   const todo = [of];
@@ -742,7 +754,8 @@ export async function startGithubFake({
       const url = new URL(req.url, 'http://127.0.0.1');
       const body = await readBody(req);
       const [status, doc, headers = {}] = await route(state, opts, req, url, body);
-      const out = status === 204 ? Buffer.alloc(0) : Buffer.from(JSON.stringify(doc));
+      // A page (GitHub's, for a browser) is text; the rest JSON.
+      const out = status === 204 ? Buffer.alloc(0) : Buffer.from(typeof doc === 'string' ? doc : JSON.stringify(doc));
       res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(out.length), 'x-github-request-id': randomUUID(), ...headers });
       res.end(out);
     } catch (e) {

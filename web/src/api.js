@@ -10,13 +10,15 @@ export class ApiError extends Error {
    * @param {string} code
    * @param {string} detail
    * @param {string} [requestId]
+   * @param {any} [doc]  the whole problem document (some carry more, e.g. a sync's report)
    */
-  constructor(status, code, detail, requestId) {
+  constructor(status, code, detail, requestId, doc) {
     super(detail);
     this.status = status;
     this.code = code;
     this.detail = detail;
     this.requestId = requestId || '';
+    this.doc = doc && typeof doc === 'object' ? doc : null;
   }
 }
 
@@ -82,7 +84,7 @@ export async function problem(res) {
   const detail =
     (doc && (doc.detail || doc.title)) ||
     `The server answered ${res.status} ${res.statusText || ''}`.trim() + '.';
-  return new ApiError(res.status, (doc && doc.code) || `http_${res.status}`, detail, doc && doc.request_id);
+  return new ApiError(res.status, (doc && doc.code) || `http_${res.status}`, detail, doc && doc.request_id, doc);
 }
 
 /**

@@ -5,7 +5,11 @@
 // the repository stays on GitHub); or, when not connected, a form that
 // connects a repository of one of the user's linked installations (POST
 // …/github {installation_id, repository, branch?}). Errors are shown with
-// the server's problem+json detail and code. Loaded when first opened.
+// the server's problem+json detail and code. A push refused with 409 (a
+// conflict: 409 github_conflict carries the sync's report, whose changes
+// from GitHub were taken) or a 5xx reloads the status, so the conflict or
+// the failure recorded on the link shows with the problem. Loaded when
+// first opened.
 
 import { ApiError, json } from './api.js';
 import { errorBox, formatDate, h, mount, showError } from './dom.js';
@@ -82,8 +86,11 @@ export function githubPanel(ctx, projectId, hooks) {
     toggle.focus();
   });
 
-  /** Shows the connected repository, or the connect form; `note` is a result line to show first. */
-  async function load(note) {
+  /**
+   * Shows the connected repository, or the connect form; `note` is a result
+   * line to show first, `problem` an error to show with it.
+   */
+  async function load(note, problem) {
     const mine = ++seq;
     let link = null;
     let failure = null;
@@ -97,13 +104,13 @@ export function githubPanel(ctx, projectId, hooks) {
     if (failure) {
       mount(body, errorBox(failure), h('button', { type: 'button', class: 'secondary small', onclick: () => load() }, 'Try again'));
     } else if (link) {
-      showLink(link, note);
+      showLink(link, note, problem);
     } else {
-      await showConnect(note);
+      await showConnect(note, problem);
     }
   }
 
-  function showLink(link, note) {
+  function showLink(link, note, problem) {
     const row = (label, value) => [h('dt', null, label), h('dd', null, value)];
     const repoUrl = `https://github.com/${encodeURIComponent(link.owner)}/${encodeURIComponent(link.name)}`;
     const result = h('p', { class: 'notice', role: 'status', hidden: !note }, note || '');
@@ -130,6 +137,10 @@ export function githubPanel(ctx, projectId, hooks) {
       h('div', { class: 'actions' }, push, disconnect),
       h('p', { class: 'hint' }, 'Push now commits the project’s files in one commit (changes made on GitHub are taken in first). Runs of the agent that change files are committed by themselves.'),
     );
+    if (problem) {
+      showError(error, problem);
+      error.scrollIntoView({ block: 'nearest' });
+    }
     push.addEventListener('click', async () => {
       showError(error, null);
       result.hidden = true;
@@ -142,6 +153,15 @@ export function githubPanel(ctx, projectId, hooks) {
         ctx.toast('Pushed to GitHub.');
         await load(syncSummary(report));
       } catch (e) {
+        if (e instanceof ApiError && (e.status === 409 || e.status >= 500)) {
+          // A conflict (or a failure the server recorded on the link): it
+          // may have taken changes from GitHub, and the link's status moved
+          // on (the conflict, the last error). Show both, and the problem.
+          const report = e.code === 'github_conflict' && e.doc && Array.isArray(e.doc.pulled) ? e.doc : null;
+          if (report) hooks.onSynced(report);
+          await load(report ? syncSummary(report) : undefined, e);
+          return;
+        }
         showError(error, e);
         error.scrollIntoView({ block: 'nearest' });
         push.disabled = false;
@@ -166,7 +186,7 @@ export function githubPanel(ctx, projectId, hooks) {
     });
   }
 
-  async function showConnect(note) {
+  async function showConnect(note, problem) {
     let installations;
     try {
       installations = await listInstallations();
@@ -176,10 +196,13 @@ export function githubPanel(ctx, projectId, hooks) {
     }
     if (closed) return;
     const result = h('p', { class: 'notice', role: 'status', hidden: !note }, note || '');
+    const error = h('div', { class: 'error', role: 'alert', hidden: true });
+    if (problem) showError(error, problem);
     if (!installations.length) {
       mount(
         body,
         result,
+        error,
         h('p', null, 'This project is not connected to GitHub, and no GitHub account is linked to yours yet.'),
         h('a', { href: '#/account', class: 'button-link' }, 'Link GitHub on your account page'),
       );
@@ -212,7 +235,6 @@ export function githubPanel(ctx, projectId, hooks) {
       maxlength: '200',
       placeholder: 'the repository’s default branch',
     });
-    const error = h('div', { class: 'error', role: 'alert', hidden: true });
     const submit = h('button', { type: 'submit', class: 'primary' }, 'Connect repository');
     const form = h(
       'form',

@@ -8,7 +8,7 @@ import { projectsView } from './views/projects.js';
 import { projectView } from './views/project.js';
 import { accountView } from './views/account.js';
 import { finishOidcLogin, isOidcReturn } from './oidc.js';
-import { hasGithubArrival, isGithubReturn, receiveGithubReturn } from './github.js';
+import { githubArrivalKind, hasGithubArrival, isGithubReturn, receiveGithubReturn } from './github.js';
 
 const main = /** @type {HTMLElement} */ (document.getElementById('main'));
 const account = /** @type {HTMLElement} */ (document.getElementById('account'));
@@ -132,7 +132,7 @@ async function route() {
     document.title = hash.startsWith('#/signup') ? 'Sign up · EverJust' : 'Log in · EverJust';
     const failure = authFailure;
     authFailure = null;
-    authView(ctx, hash.startsWith('#/signup') ? 'signup' : 'login', note, failure);
+    authView(ctx, hash.startsWith('#/signup') ? 'signup' : 'login', note || githubNote(), failure);
     focusMain();
     return;
   }
@@ -171,6 +171,14 @@ async function route() {
   focusMain();
 }
 
+/** What the login page says while a redirect back from GitHub waits for a login. */
+function githubNote() {
+  const kind = githubArrivalKind();
+  if (kind === 'link' || kind === 'authorize') return 'Log in to finish linking your GitHub installation.';
+  if (kind === 'error') return 'Log in to see how linking GitHub went.';
+  return '';
+}
+
 function focusMain() {
   // Move focus to the new view for keyboard and screen reader users, unless
   // the view already put it somewhere useful.
@@ -191,16 +199,14 @@ addEventListener('unhandledrejection', (e) => {
 /**
  * A redirect back to this page: GitHub's (an App installation or
  * authorization, see github.js) goes to the account page, which finishes
- * the link; the identity provider's (`/?code=…&state=…`) finishes that
- * login first.
+ * the link (after a login, when logged out: the page asks for one); the
+ * identity provider's (`/?code=…&state=…`) finishes that login first.
  */
 async function start() {
   if (isGithubReturn()) {
+    // Kept in sessionStorage (a login with OIDC leaves the page) until the account page uses it.
     receiveGithubReturn();
-    if (!hasSession()) {
-      flash = 'Log in to finish linking your GitHub installation.';
-      history.replaceState(null, '', `${location.pathname}#/login`);
-    }
+    if (!hasSession()) history.replaceState(null, '', `${location.pathname}#/login`);
     return route();
   }
   if (!isOidcReturn()) return route();
@@ -208,7 +214,8 @@ async function start() {
   try {
     await finishOidcLogin();
     await loadMe();
-    go('#/');
+    // Back from GitHub while logged out, before this login: the account page finishes the link.
+    go(hasGithubArrival() ? '#/account' : '#/');
   } catch (e) {
     authFailure = e;
     go('#/login');

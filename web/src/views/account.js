@@ -1,12 +1,20 @@
 // The account page: tier and this month's usage, the linked GitHub App
-// installations ("Link GitHub", and the end of a link when GitHub sends the
+// installations ("Install the GitHub App" and "Already installed?
+// Authorize", or "Link GitHub", and the end of a link when GitHub sends the
 // browser back: see github.js), and the bring-your-own provider keys
 // (listed by provider and last four characters only; the key itself is
 // never shown again once sent).
 
-import { json } from '../api.js';
+import { ApiError, json } from '../api.js';
 import { errorBox, formatDate, h, mount, showError } from '../dom.js';
-import { installationLabel, listInstallations, startGithubLink, takeGithubArrival } from '../github.js';
+import {
+  githubLinkOptions,
+  installationLabel,
+  isInstallationId,
+  listInstallations,
+  startGithubLink,
+  takeGithubArrival,
+} from '../github.js';
 
 /** The providers PUT /v1/keys/{provider} accepts. */
 const PROVIDERS = [
@@ -56,12 +64,10 @@ function githubSection(ctx) {
   const status = h('p', { class: 'muted', role: 'status' }, 'Loading GitHub installations…');
   const done = h('p', { class: 'notice', role: 'status', hidden: true });
   const error = h('div', { class: 'error', role: 'alert', hidden: true });
-  const link = h('button', { type: 'button', class: 'primary', 'aria-describedby': 'github-hint' }, 'Link GitHub');
-  const hint = h(
-    'p',
-    { id: 'github-hint', class: 'hint' },
-    'You go to GitHub to install or authorize the EverJust GitHub App on your account or an organisation you administer, then come back here. Then connect a project to a repository from the project’s page.',
-  );
+  // An installation made at GitHub, to finish linking (with a click: it leaves for GitHub).
+  const finish = h('button', { type: 'button', class: 'primary', hidden: true });
+  // The ways to link, once the server said which it offers (githubLinkOptions).
+  const actions = h('div', { class: 'stack github-link' });
 
   let items = [];
   const render = () => {
@@ -94,20 +100,109 @@ function githubSection(ctx) {
         return null;
       });
 
-  const begin = async (installationId) => {
+  /** Undoes what `begin` showed while leaving for GitHub. */
+  let restore = () => {};
+  /** Leaves for GitHub; `button` says so meanwhile. */
+  const begin = async (button, how) => {
     showError(error, null);
     done.hidden = true;
-    link.disabled = true;
-    link.textContent = 'Going to GitHub…';
+    const buttons = [finish, ...actions.querySelectorAll('button')];
+    const label = button.textContent;
+    for (const b of buttons) b.disabled = true;
+    button.textContent = 'Going to GitHub…';
+    restore = () => {
+      for (const b of buttons) b.disabled = false;
+      button.textContent = label;
+      restore = () => {};
+    };
     try {
-      await startGithubLink(installationId);
+      await startGithubLink(how);
     } catch (e) {
       showError(error, e);
-      link.disabled = false;
-      link.textContent = 'Link GitHub';
+      restore();
     }
   };
-  link.addEventListener('click', () => begin());
+  // Back from GitHub with the browser's back button, this page may be the
+  // one kept in memory: its buttons are usable again.
+  const onShow = (e) => {
+    if (e.persisted) restore();
+  };
+  addEventListener('pageshow', onShow);
+  ctx.setCleanup(() => removeEventListener('pageshow', onShow));
+
+  /** "Install the GitHub App" (with install_url) and the authorization, with the installation's number. */
+  const showActions = (install) => {
+    const number = h('input', {
+      id: 'github-installation-number',
+      name: 'installation_id',
+      type: 'text',
+      inputmode: 'numeric',
+      autocomplete: 'off',
+      spellcheck: 'false',
+      maxlength: '19',
+      required: install,
+      'aria-describedby': 'github-number-hint',
+    });
+    const authorize = h('button', { type: 'submit', class: install ? 'secondary' : 'primary' }, install ? 'Already installed? Authorize' : 'Link GitHub');
+    const form = h(
+      'form',
+      { class: 'stack github-authorize', novalidate: true },
+      h(
+        'p',
+        { class: 'muted small' },
+        install
+          ? 'Installed the App already? GitHub’s install page then only offers to configure it: give the installation’s number here and authorize the App instead, which links it.'
+          : 'You go to GitHub to authorize the EverJust GitHub App, then come back here. If the App is installed on your account or an organisation already, give the installation’s number.',
+      ),
+      h('label', { for: 'github-installation-number' }, install ? 'Installation number' : 'Installation number (optional)'),
+      number,
+      h(
+        'p',
+        { id: 'github-number-hint', class: 'hint' },
+        'On GitHub: Settings → Applications → Installed GitHub Apps (an organisation’s own settings for an organisation), Configure next to the App. The number ends that page’s address: …/installations/12345678.',
+      ),
+      authorize,
+    );
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const id = number.value.trim();
+      if ((install || id) && !isInstallationId(id)) {
+        showError(error, {
+          detail: id
+            ? 'An installation number is digits only, as at the end of the installation’s page on GitHub (…/installations/12345678).'
+            : 'Give the installation’s number (the end of its page’s address on GitHub), or install the App instead.',
+        });
+        number.focus();
+        return;
+      }
+      begin(authorize, { via: 'authorize', installationId: id || undefined });
+    });
+    const parts = [];
+    if (install) {
+      const go = h('button', { type: 'button', class: 'primary', 'aria-describedby': 'github-install-hint' }, 'Install the GitHub App');
+      go.addEventListener('click', () => begin(go, { via: 'install' }));
+      parts.push(
+        go,
+        h(
+          'p',
+          { id: 'github-install-hint', class: 'hint' },
+          'You go to GitHub to install the EverJust GitHub App on your account or an organisation you administer, and come back here with it linked. Then connect a project to a repository from the project’s page.',
+        ),
+      );
+    }
+    mount(actions, parts, form);
+  };
+
+  githubLinkOptions()
+    .then((o) => showActions(o.install))
+    .catch((e) => {
+      if (e instanceof ApiError && e.status === 503) {
+        // GitHub is not set up on this server: say so, offer nothing.
+        mount(actions, h('p', { class: 'muted' }, e.detail));
+      } else {
+        showActions(false);
+      }
+    });
 
   // Back from GitHub: finish what it brought, then list what the server has.
   const arrival = takeGithubArrival();
@@ -115,17 +210,20 @@ function githubSection(ctx) {
     showError(error, arrival.error);
     load();
   } else if (arrival && arrival.authorize) {
-    // Installed at GitHub: confirm the GitHub account (authorize) with a state of ours.
+    // Installed at GitHub: confirm the GitHub account (authorize) with a state of ours, when the user says so.
+    const id = arrival.authorize;
     load().then((found) => {
-      if (found && found.some((i) => String(i.installation_id) === arrival.authorize)) {
+      if (found && found.some((i) => String(i.installation_id) === id)) {
         done.hidden = false;
         done.textContent = 'That GitHub installation is linked to your account already.';
         return;
       }
       done.hidden = false;
-      done.textContent = 'Taking you to GitHub to confirm your account…';
-      begin(arrival.authorize);
+      done.textContent = `GitHub installed the App (installation ${id}). To link it to your account, GitHub first confirms who you are there.`;
+      finish.textContent = `Finish linking installation ${id}`;
+      finish.hidden = false;
     });
+    finish.addEventListener('click', () => begin(finish, { via: 'authorize', installationId: id }));
   } else if (arrival && arrival.link) {
     status.textContent = 'Linking your GitHub installation…';
     json('/v1/github/installations', { method: 'POST', json: arrival.link })
@@ -148,8 +246,8 @@ function githubSection(ctx) {
     list,
     done,
     error,
-    link,
-    hint,
+    finish,
+    actions,
   );
 }
 

@@ -183,7 +183,7 @@ fn shapes(route: Route) -> Shape {
         Route::Health => Shape::answer(200, Some(schema_ref("Health"))),
         Route::Ready => Shape::answer(200, Some(schema_ref("Ready"))),
         Route::GithubLinkState => Shape::answer(200, Some(schema_ref("GithubLinkState"))),
-        Route::GithubLinkInstallation => Shape::answer(201, Some(schema_ref("GithubInstallation")))
+        Route::GithubLinkInstallation => Shape::answer(201, Some(schema_ref("GithubInstallationsLinked")))
             .body(json_body("LinkInstallation"))
             .also(403, json!({"description": "The installation is not on the GitHub account behind the code or on an organisation it administers (github_installation_mismatch); nothing linked", "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})),
         Route::GithubInstallations => Shape::answer(

@@ -23,7 +23,11 @@ const PUSH_WAIT_MS: u64 = 10_000;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LinkInstallation {
-    installation_id: i64,
+    /// The installation to link; without it, every installation of the
+    /// App the code's GitHub user controls (an App installed already,
+    /// authorized through `authorize_url`, whose redirect names none).
+    #[serde(default)]
+    installation_id: Option<i64>,
     /// The OAuth code GitHub gave the App's callback URL: it proves which
     /// GitHub account the caller is.
     code: String,
@@ -49,14 +53,15 @@ pub async fn link_state(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
 }
 
 /// `POST /v1/github/installations`: the caller claims an installation of
-/// the App. The OAuth code they bring must prove that their GitHub account
-/// controls the installation's account (see `oauth`), and it must not be
-/// held by another user.
+/// the App (or, without `installation_id`, every one their GitHub account
+/// controls). The OAuth code they bring must prove that their GitHub
+/// account controls the installation's account (see `oauth`), and it must
+/// not be held by another user.
 pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     let caller = authenticate(ctx, req).await?;
     let body: LinkInstallation = json_body(req)?;
     let cfg = super::config(ctx)?;
-    if body.installation_id <= 0 {
+    if body.installation_id.is_some_and(|id| id <= 0) {
         return Err(ApiError::bad_request(
             "invalid_installation",
             "installation_id must be a positive integer.",
@@ -66,18 +71,20 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
     let client = oauth::client(cfg)?;
     let state = oauth::check_state(ctx.ports, body.state.as_deref(), caller.id()).await?;
     let sql = ctx.ports.sql.as_ref();
-    if let Some(existing) = store::installation_by_id(sql, body.installation_id).await? {
-        if existing
-            .owner_id
-            .as_deref()
-            .is_some_and(|o| o != caller.id())
-        {
-            return Err(ApiError::not_found("installation"));
+    if let Some(id) = body.installation_id {
+        if let Some(existing) = store::installation_by_id(sql, id).await? {
+            if existing
+                .owner_id
+                .as_deref()
+                .is_some_and(|o| o != caller.id())
+            {
+                return Err(ApiError::not_found("installation"));
+            }
         }
     }
     let token = oauth::user_token(ctx.ports, client, &body.code).await?;
-    let inst =
-        oauth::controlled_installation(ctx.ports, cfg, token.clone(), body.installation_id).await;
+    let found =
+        oauth::controlled_installations(ctx.ports, cfg, token.clone(), body.installation_id).await;
     // Its work done, the user's token is revoked (after the answer).
     let (ports, cfg_owned) = (ctx.ports.clone(), cfg.clone());
     ctx.ports
@@ -87,24 +94,59 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
             }
         }))
         .await;
-    let Some(inst) = inst? else {
+    let found = found?;
+    if found.is_empty() {
         return Err(ApiError::forbidden(
             "github_installation_mismatch",
-            "That installation of the App is not on your GitHub account or on an organisation you administer.",
+            if body.installation_id.is_some() {
+                "That installation of the App is not on your GitHub account or on an organisation you administer."
+            } else {
+                "No installation of the App is on your GitHub account or on an organisation you administer: install it first."
+            },
         ));
-    };
-    let login = inst["account"]["login"].as_str().unwrap_or("");
-    if login.is_empty() {
-        return Err(
-            super::api::GhError::Invalid("installation without an account".into()).into_api(),
-        );
     }
+    let mut linked = Vec::new();
+    for inst in &found {
+        if let Some(one) = claim(ctx, caller.id(), inst).await? {
+            linked.push(one);
+        }
+    }
+    // Each the caller's now, or held by another user (as a 404: which
+    // installations others linked is not told).
+    if linked.is_empty() {
+        return Err(ApiError::not_found("installation"));
+    }
+    oauth::spend_state(ctx.ports, &state).await;
+    let mut items: Vec<_> = linked.iter().map(store::Installation::json).collect();
+    Ok(match body.installation_id {
+        Some(_) => created(&items.remove(0)),
+        None => created(&json!({ "items": items })),
+    })
+}
+
+/// Links one installation GitHub said the caller controls, unless another
+/// user holds it: the stored installation, or `None`.
+async fn claim(
+    ctx: &Ctx<'_>,
+    user_id: &str,
+    inst: &serde_json::Value,
+) -> ApiResult<Option<store::Installation>> {
+    let sql = ctx.ports.sql.as_ref();
+    let (Some(id), Some(login)) = (
+        inst["id"].as_i64(),
+        inst["account"]["login"].as_str().filter(|l| !l.is_empty()),
+    ) else {
+        return Err(super::api::GhError::Invalid(
+            "installation without an id or an account".into(),
+        )
+        .into_api());
+    };
     let account_type = inst["account"]["type"].as_str().unwrap_or("User");
     let suspended = !inst["suspended_at"].is_null();
     if !store::claim_installation(
         sql,
-        caller.id(),
-        body.installation_id,
+        user_id,
+        id,
         login,
         inst["account"]["id"].as_i64(),
         account_type,
@@ -112,22 +154,18 @@ pub async fn link_installation(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Respon
     )
     .await?
     {
-        return Err(ApiError::not_found("installation"));
+        return Ok(None);
     }
-    oauth::spend_state(ctx.ports, &state).await;
     audit::record(
         sql,
         ctx,
-        caller.id(),
+        user_id,
         "github.installation.link",
         None,
-        json!({ "installation_id": body.installation_id, "account": login }),
+        json!({ "installation_id": id, "account": login }),
     )
     .await?;
-    let inst = store::installation_by_id(sql, body.installation_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("installation"))?;
-    Ok(created(&inst.json()))
+    store::installation_by_id(sql, id).await.map_err(Into::into)
 }
 
 /// `GET /v1/github/installations`: the caller's installations.

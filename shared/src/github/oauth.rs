@@ -211,6 +211,20 @@ pub async fn controlled_installation(
     token: String,
     id: i64,
 ) -> ApiResult<Option<Value>> {
+    Ok(controlled_installations(ports, config, token, Some(id))
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// The App's installations the user behind `token` reaches and controls
+/// (see the module docs), all of them or only `only`.
+pub async fn controlled_installations(
+    ports: &Ports,
+    config: &GithubConfig,
+    token: String,
+    only: Option<i64>,
+) -> ApiResult<Vec<Value>> {
     let api = Api::user(ports, config, token);
     let refused = |e: GhError| match e {
         // The token was refused (revoked at once): as a bad code.
@@ -222,7 +236,7 @@ pub async fn controlled_installation(
         ),
         other => other.into_api(),
     };
-    let mut found = None;
+    let mut reached = Vec::new();
     for page in 1..=MAX_PAGES {
         let answer = api
             .get(&format!(
@@ -235,35 +249,49 @@ pub async fn controlled_installation(
                 GhError::Invalid("GET /user/installations: no installations".into()).into_api(),
             );
         };
-        found = list.iter().find(|i| i["id"].as_i64() == Some(id)).cloned();
-        if found.is_some() || list.len() < PER_PAGE {
+        reached.extend(
+            list.iter()
+                .filter(|i| only.is_none_or(|id| i["id"].as_i64() == Some(id)))
+                .cloned(),
+        );
+        let found = only.is_some() && !reached.is_empty();
+        if found || list.len() < PER_PAGE {
             break;
         }
     }
-    let Some(inst) = found else {
-        return Ok(None);
-    };
-    let account = &inst["account"];
-    let login = account["login"].as_str().unwrap_or_default();
-    let controls = if account["type"] == "Organization" {
-        match api.get(&format!("/user/memberships/orgs/{}", seg(login))).await {
-            Ok(m) => m["state"] == "active" && m["role"] == "admin",
-            Err(GhError::Status { status: 404, .. }) => false,
-            Err(GhError::Status { status: 403, .. }) => {
-                return Err(ApiError::forbidden(
-                    "github_installation_mismatch",
-                    "Could not confirm that you administer that organisation: the GitHub App needs the Organization permission Members (read).",
-                ))
+    // Who the user is, asked once and only when an installation is on a
+    // User account.
+    let mut me: Option<Value> = None;
+    let mut controlled = Vec::new();
+    for inst in reached {
+        let account = &inst["account"];
+        let login = account["login"].as_str().unwrap_or_default();
+        let controls = if account["type"] == "Organization" {
+            match api.get(&format!("/user/memberships/orgs/{}", seg(login))).await {
+                Ok(m) => m["state"] == "active" && m["role"] == "admin",
+                Err(GhError::Status { status: 404, .. }) => false,
+                Err(GhError::Status { status: 403, .. }) => {
+                    return Err(ApiError::forbidden(
+                        "github_installation_mismatch",
+                        "Could not confirm that you administer that organisation: the GitHub App needs the Organization permission Members (read).",
+                    ))
+                }
+                Err(e) => return Err(refused(e)),
             }
-            Err(e) => return Err(refused(e)),
+        } else {
+            if me.is_none() {
+                me = Some(api.get("/user").await.map_err(refused)?);
+            }
+            let my_id = me.as_ref().and_then(|m| m["id"].as_i64());
+            // Only a User account can be the caller's own (an Enterprise
+            // account's id is of another numbering).
+            account["type"] == "User" && my_id.is_some() && account["id"].as_i64() == my_id
+        };
+        if controls {
+            controlled.push(inst);
         }
-    } else {
-        let me = api.get("/user").await.map_err(refused)?;
-        // Only a User account can be the caller's own (an Enterprise
-        // account's id is of another numbering).
-        account["type"] == "User" && me["id"].as_i64().is_some() && me["id"] == account["id"]
-    };
-    Ok(controls.then_some(inst))
+    }
+    Ok(controlled)
 }
 
 /// Revokes the user's token (`DELETE /applications/{client_id}/token`,

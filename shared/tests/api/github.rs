@@ -1184,6 +1184,77 @@ async fn without_an_oauth_client_installations_cannot_be_linked() {
     assert_eq!(app.count("github_installations").await, 0);
 }
 
+/// Without an installation id (an App installed already, authorized
+/// through `authorize_url`, whose redirect names none), a link takes every
+/// installation the code's GitHub user controls and nobody else holds.
+#[tokio::test]
+async fn a_link_without_an_installation_id_takes_every_one_the_user_controls() {
+    let g = setup().await;
+    let (bob, _, _) = g.app.signup("bob@example.com").await;
+    g.fake.add_installation(501, "bob", "User");
+    g.fake.add_installation(502, "bob-org", "Organization");
+    g.fake
+        .add_installation(503, "where-bob-is-a-member", "Organization");
+    let link = |code: String, state: String| {
+        let (app, bob) = (&g.app, bob.clone());
+        async move {
+            app.json(
+                "POST",
+                "/v1/github/installations",
+                Some(&bob),
+                json!({"code": code, "state": state}),
+            )
+            .await
+        }
+    };
+    // Nothing controlled: refused, nothing linked.
+    let state = link_state(&g.app, &bob).await;
+    link(g.fake.grant_as(&[503], &[]), state)
+        .await
+        .problem(403, "github_installation_mismatch");
+    // Only one another user holds (ada's acme): not found.
+    let state = link_state(&g.app, &bob).await;
+    link(g.fake.grant(&[INST]), state)
+        .await
+        .problem(404, "not_found");
+    assert_eq!(g.app.count("github_installations").await, 1);
+    // Bob's own account and his organisation; not the one he is only a
+    // member of, nor ada's.
+    let state = link_state(&g.app, &bob).await;
+    let code = g.fake.grant_as(&[501, 502, 503, INST], &[501, 502, INST]);
+    let r = link(code, state.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let mut got: Vec<(i64, String)> = r.json()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["installation_id"].as_i64().expect("id"),
+                i["account"].as_str().expect("account").to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(501, "bob".into()), (502, "bob-org".into())]);
+    let listed = g
+        .app
+        .get("/v1/github/installations", Some(&bob))
+        .await
+        .json();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
+    let adas = g
+        .app
+        .get("/v1/github/installations", Some(&g.token))
+        .await
+        .json();
+    assert_eq!(adas["items"][0]["installation_id"], INST, "ada keeps hers");
+    // The state was spent by the link.
+    link(g.fake.grant_as(&[501], &[501]), state)
+        .await
+        .problem(400, "invalid_github_state");
+}
+
 /// With the App's slug configured, a link starts at the App's install page
 /// with the state (where a user both installs the App and links it);
 /// without it there is none, and a slug that is not one is refused at

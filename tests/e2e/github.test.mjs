@@ -374,6 +374,26 @@ describe('GitHub sync', { skip }, () => {
     expectProblem(await post(`/v1/projects/${ctx.project.id}/github/push`, {}, { token: eve.access }), 404, 'not_found');
   });
 
+  test('without an installation id (an App installed already), a link takes every installation the user controls', async () => {
+    const user = await newUser('github-noid');
+    const [own, admin, member] = [++seq, ++seq, ++seq];
+    for (const id of [own, admin, member]) {
+      assert.equal((await fake('POST', '/_fake/installations', { id, login: `e2e-${nonce()}`, type: 'Organization' })).status, 201);
+    }
+    const byId = (a, b) => a - b;
+    const linked = expectJson(await linkInstallation({ code: await oauthCode([own, admin, member], [own, admin]) }, { token: user.access }), 201);
+    api.answers('post', '/v1/github/installations', 201, linked);
+    assert.deepEqual(linked.items.map((i) => i.installation_id).sort(byId), [own, admin].sort(byId));
+    const listed = expectJson(await get('/v1/github/installations', { token: user.access }), 200).items;
+    assert.deepEqual(listed.map((i) => i.installation_id).sort(byId), [own, admin].sort(byId));
+    // None controlled: refused, nothing linked.
+    const other = await newUser('github-noid-other');
+    expectProblem(await linkInstallation({ code: await oauthCode([member], []) }, { token: other.access }), 403, 'github_installation_mismatch');
+    // Only ones another user holds: not found.
+    expectProblem(await linkInstallation({ code: await oauthCode([own]) }, { token: other.access }), 404, 'not_found');
+    assert.deepEqual(expectJson(await get('/v1/github/installations', { token: other.access }), 200).items, []);
+  });
+
   test('a link takes the state its caller started, so an attacker\'s callback link links nothing', async () => {
     const victim = await newUser('github-victim');
     const attacker = await newUser('github-attacker');

@@ -5,8 +5,9 @@
 // installs the App and sends the browser back with installation_id, code and state; the installation
 // is listed; a project is connected to a repository of it from the project page, pushed, and the
 // commits are checked in the fake's repository. An App installed already (whose install page at
-// GitHub does not come back) is linked through "Already installed? Authorize" with its number; one
-// installed at GitHub comes back without a state and is linked with a click. A return while logged
+// GitHub does not come back) is linked through "Already installed? Authorize", with no number asked:
+// every installation the user's GitHub account controls is linked (a user who controls none is
+// told so); one installed at GitHub comes back without a state and is linked with a click. A return while logged
 // out waits for a login (with a password, or with OIDC, which leaves the page). A redirect back with
 // a state this tab did not send, or GitHub's denial, is refused visibly and links nothing. A push
 // that ends in a conflict shows it at once. Skipped when there is no fake or the server has no GitHub
@@ -353,7 +354,6 @@ describe('GitHub', () => {
     await startButton(section).click();
     await denied(`denied at ${startPage()}`);
     // ... and on the authorization of an App installed already.
-    await section.getByLabel(/Installation number/).fill(String(inst.id));
     await authorizeButton(section).click();
     await denied('denied at authorize');
     assert.equal((await visits()).at(-1).page, 'authorize');
@@ -364,16 +364,41 @@ describe('GitHub', () => {
     await context.close();
   });
 
-  test('an App installed already is linked through the authorization with its number (its install page at GitHub does not come back)', async (t) => {
+  test('an App installed already is linked through the authorization, no number asked: every installation the user controls (its install page at GitHub does not come back)', async (t) => {
     if (off) return t.skip(off);
     const { context, page } = await newPage(browser, { width: 1280, height: 800 });
+    // What the page sends to link.
+    const sent = [];
+    page.on('request', (r) => {
+      const u = new URL(r.url());
+      if (u.origin === BASE_URL && u.pathname === '/v1/github/installations' && r.method() === 'POST') sent.push(r.postDataJSON());
+    });
     await signUp(page);
     const inst = await installation();
-    // The GitHub user installed the App on their account before: there is nothing to install.
-    await fake('POST', '/_fake/browser', { installations: [inst.id], callback_url: CALLBACK });
+    // The App is on an organisation the user administers too, and on one they are a plain member of.
+    const org = { id: ++seq, owner: `web-org-${nonce()}` };
+    const other = { id: ++seq, owner: `web-other-${nonce()}` };
+    for (const o of [org, other]) {
+      assert.equal((await fake('POST', '/_fake/installations', { id: o.id, login: o.owner, type: 'Organization' })).status, 201);
+    }
     await page.getByRole('link', { name: 'Account' }).click();
     const section = page.getByRole('region', { name: 'GitHub' });
+    const alert = section.locator('.error[role="alert"]');
+    const item = (i) => section.locator(`.installation[data-installation-id="${i.id}"]`);
     await section.getByText('No GitHub installation linked yet.').waitFor();
+    await authorizeButton(section).waitFor();
+    assert.equal(await section.locator('input').count(), 0, 'no installation number is asked');
+
+    // A GitHub user who reaches only the organisation they are a plain member of: nothing to link, said so.
+    await fake('POST', '/_fake/browser', { installations: [other.id], controls: [], callback_url: CALLBACK });
+    await authorizeButton(section).click();
+    await visible(page, alert).waitFor({ timeout: 20000 });
+    assert.match(await alert.textContent(), /github_installation_mismatch/);
+    assert.equal(new URL(page.url()).search, '');
+    await section.getByText('No GitHub installation linked yet.').waitFor();
+
+    // The GitHub user installed the App on their account and their organisation before: there is nothing to install.
+    await fake('POST', '/_fake/browser', { installations: [inst.id, org.id, other.id], controls: [inst.id, org.id], callback_url: CALLBACK });
     if (offersInstall) {
       // "Install the GitHub App" leads to GitHub's page for an App installed already: a dead end.
       await section.getByRole('button', { name: 'Install the GitHub App' }).click();
@@ -386,26 +411,26 @@ describe('GitHub', () => {
       // Back here, the other way is there, and usable.
       await page.goBack();
       await section.getByText('No GitHub installation linked yet.').waitFor();
-      // Authorizing an App installed already needs its number: asked before leaving.
-      const before = (await visits()).length;
-      await authorizeButton(section).click();
-      const alert = section.locator('.error[role="alert"]');
-      await visible(page, alert).waitFor();
-      assert.match(await alert.textContent(), /installation’s number/);
-      assert.equal(new URL(page.url()).origin, BASE_URL);
-      assert.equal((await visits()).length, before);
     }
-    await section.getByLabel(/Installation number/).fill(String(inst.id));
     await authorizeButton(section).click();
-    const item = section.locator(`.installation[data-installation-id="${inst.id}"]`);
-    await item.waitFor({ timeout: 20000 });
-    await section.getByText(`Linked ${inst.owner}`).waitFor();
+    await item(inst).waitFor({ timeout: 20000 });
+    await item(org).waitFor();
+    assert.match(await item(org).textContent(), /organisation/);
+    assert.equal(await item(other).count(), 0, 'not an organisation the user administers');
+    const done = section.locator('.notice');
+    await visible(page, done).waitFor();
+    assert.match(await done.textContent(), new RegExp(`^Linked (?=.*${inst.owner} \\(personal account\\))(?=.*${org.owner} \\(organisation\\))`));
+    assert.doesNotMatch(await done.textContent(), new RegExp(other.owner));
     const visit = (await visits()).at(-1);
     assert.equal(visit.page, 'authorize', 'the App’s authorization (authorize_url)');
     assert.ok(visit.state, 'with our state');
-    assert.doesNotMatch(visit.redirect, /installation_id/, 'GitHub did not name the installation: the number given here was used');
+    assert.doesNotMatch(visit.redirect, /installation_id/, 'GitHub did not name the installation');
+    // Both links were sent with the code and state only: no installation number.
+    assert.equal(sent.length, 2);
+    for (const body of sent) assert.deepEqual(Object.keys(body).sort(), ['code', 'state']);
     assert.equal(new URL(page.url()).search, '');
-    assert.deepEqual((await api('/v1/github/installations', { token: await token(page) })).doc.items.map((i) => i.installation_id), [inst.id]);
+    const listed = (await api('/v1/github/installations', { token: await token(page) })).doc.items.map((i) => i.installation_id);
+    assert.deepEqual(listed.sort(), [inst.id, org.id].sort());
     assert.deepEqual(page.errors, []);
     await context.close();
   });

@@ -9,8 +9,11 @@
 // this tab sent is kept in sessionStorage until the redirect back: a state
 // that is not it is refused here, before anything is sent (the server checks
 // it again). Then POST /v1/github/installations {installation_id, code,
-// state} links the installation (the account page does it, from what
-// takeGithubArrival() hands it).
+// state} links that installation, or, when the redirect back names none,
+// {code, state} links every installation of the App the user's GitHub
+// account controls (their own account, organisations they administer) and
+// no other user of ours holds, answered {items} (the account page does it,
+// from what takeGithubArrival() hands it).
 //
 // Two ways to start, both offered on the account page: "Install the GitHub
 // App" (install_url), for a user who has not installed it; and the
@@ -18,10 +21,10 @@
 // GitHub" when the server has no install_url), for an App installed
 // already. GitHub's install page does not come back for an App that is
 // installed (it offers to configure it), and its authorization does not say
-// which installation: the user gives its number (kept with the state).
+// which installation: the server finds them (the user never gives a number).
 // An installation made at GitHub comes back with `installation_id` and no
 // state: the account page offers to finish that link, through the
-// authorization with a new state of ours.
+// authorization with a new state of ours (the number kept with the state).
 //
 // What the redirect back brought, checked, is kept in sessionStorage (not
 // in memory) for 10 minutes, the life of GitHub's code, until the account
@@ -67,7 +70,7 @@ let arrivalInMemory = null;
 
 /**
  * Keeps what GitHub's redirect back brought, checked, for the account page:
- * {link: {installation_id, code, state}} | {authorize: installationId}
+ * {link: {installation_id?, code, state}} | {authorize: installationId}
  * | {error: {detail, code}}.
  */
 function keepArrival(a) {
@@ -95,7 +98,7 @@ function forgetArrival() {
 const fail = (detail, code) => Object.assign(new Error(detail), { detail, code });
 
 /** A number GitHub gives an installation ("12345678"), as the client checks it. */
-export function isInstallationId(s) {
+function isInstallationId(s) {
   return INSTALLATION_ID.test(String(s || ''));
 }
 
@@ -115,7 +118,9 @@ export async function githubLinkOptions() {
  * leaves for GitHub: its install page (`via: 'install'`, when the server
  * gave one) or the App's authorization (`via: 'authorize'`).
  * `installationId`: the installation to link when GitHub's redirect back
- * does not name one (an App installed already, or installed at GitHub).
+ * does not name one (an App installed at GitHub: "Finish linking
+ * installation N"); without it, such a redirect back links every
+ * installation the user controls.
  * Rejects with an ApiError (e.g. 503 github_not_configured) or an Error.
  */
 export async function startGithubLink({ via = 'authorize', installationId } = {}) {
@@ -195,9 +200,14 @@ function checkReturn(q, pending) {
   if (!code) {
     return refused('GitHub sent you back without an authorization code. Start the link again.', 'github_no_code');
   }
+  if (!installation) {
+    // Authorized without naming an installation (an App installed already):
+    // the server links every one the user's GitHub account controls.
+    return { link: { code, state: pending.state } };
+  }
   if (!isInstallationId(installation)) {
     return refused(
-      'GitHub confirmed your GitHub account but did not say which installation of the App to link. Install the App, or, if it is installed already, give its number and authorize again.',
+      'GitHub sent you back with an installation this page does not recognise: nothing was linked. Link GitHub again.',
       'github_no_installation',
     );
   }

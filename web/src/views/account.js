@@ -10,7 +10,6 @@ import { errorBox, formatDate, h, mount, showError } from '../dom.js';
 import {
   githubLinkOptions,
   installationLabel,
-  isInstallationId,
   listInstallations,
   startGithubLink,
   takeGithubArrival,
@@ -130,53 +129,27 @@ function githubSection(ctx) {
   addEventListener('pageshow', onShow);
   ctx.setCleanup(() => removeEventListener('pageshow', onShow));
 
-  /** "Install the GitHub App" (with install_url) and the authorization, with the installation's number. */
+  /**
+   * "Install the GitHub App" (with install_url) and the authorization, which
+   * links every installation of the App the user's GitHub account controls.
+   */
   const showActions = (install) => {
-    const number = h('input', {
-      id: 'github-installation-number',
-      name: 'installation_id',
-      type: 'text',
-      inputmode: 'numeric',
-      autocomplete: 'off',
-      spellcheck: 'false',
-      maxlength: '19',
-      required: install,
-      'aria-describedby': 'github-number-hint',
-    });
-    const authorize = h('button', { type: 'submit', class: install ? 'secondary' : 'primary' }, install ? 'Already installed? Authorize' : 'Link GitHub');
-    const form = h(
-      'form',
-      { class: 'stack github-authorize', novalidate: true },
-      h(
-        'p',
-        { class: 'muted small' },
-        install
-          ? 'Installed the App already? GitHub’s install page then only offers to configure it: give the installation’s number here and authorize the App instead, which links it.'
-          : 'You go to GitHub to authorize the EverJust GitHub App, then come back here. If the App is installed on your account or an organisation already, give the installation’s number.',
-      ),
-      h('label', { for: 'github-installation-number' }, install ? 'Installation number' : 'Installation number (optional)'),
-      number,
-      h(
-        'p',
-        { id: 'github-number-hint', class: 'hint' },
-        'On GitHub: Settings → Applications → Installed GitHub Apps (an organisation’s own settings for an organisation), Configure next to the App. The number ends that page’s address: …/installations/12345678.',
-      ),
-      authorize,
+    const authorize = h(
+      'button',
+      { type: 'button', class: install ? 'secondary' : 'primary', 'aria-describedby': 'github-authorize-hint' },
+      install ? 'Already installed? Authorize' : 'Link GitHub',
     );
-    form.addEventListener('submit', (e) => {
-      e.preventDefault();
-      const id = number.value.trim();
-      if ((install || id) && !isInstallationId(id)) {
-        showError(error, {
-          detail: id
-            ? 'An installation number is digits only, as at the end of the installation’s page on GitHub (…/installations/12345678).'
-            : 'Give the installation’s number (the end of its page’s address on GitHub), or install the App instead.',
-        });
-        number.focus();
-        return;
-      }
-      begin(authorize, { via: 'authorize', installationId: id || undefined });
-    });
+    authorize.addEventListener('click', () => begin(authorize, { via: 'authorize' }));
+    const authorizePart = [
+      authorize,
+      h(
+        'p',
+        { id: 'github-authorize-hint', class: 'hint' },
+        install
+          ? 'Installed the App already? GitHub’s install page then only offers to configure it: authorize the App instead. You come back here with its installations on your account and on organisations you administer linked.'
+          : 'You go to GitHub to authorize the EverJust GitHub App, then come back here with its installations on your account and on organisations you administer linked.',
+      ),
+    ];
     const parts = [];
     if (install) {
       const go = h('button', { type: 'button', class: 'primary', 'aria-describedby': 'github-install-hint' }, 'Install the GitHub App');
@@ -190,7 +163,7 @@ function githubSection(ctx) {
         ),
       );
     }
-    mount(actions, parts, form);
+    mount(actions, parts, authorizePart);
   };
 
   githubLinkOptions()
@@ -225,12 +198,14 @@ function githubSection(ctx) {
     });
     finish.addEventListener('click', () => begin(finish, { via: 'authorize', installationId: id }));
   } else if (arrival && arrival.link) {
-    status.textContent = 'Linking your GitHub installation…';
+    status.textContent = arrival.link.installation_id ? 'Linking your GitHub installation…' : 'Linking your GitHub installations…';
     json('/v1/github/installations', { method: 'POST', json: arrival.link })
-      .then((inst) => {
+      .then((doc) => {
+        // One installation (the redirect back named it), or {items}: every one the user controls.
+        const linked = doc && Array.isArray(doc.items) ? doc.items : [doc];
         done.hidden = false;
-        done.textContent = `Linked ${installationLabel(inst)}. Connect a project to one of its repositories from the project’s page.`;
-        ctx.toast(`Linked GitHub: ${inst.account}.`);
+        done.textContent = `Linked ${linked.map(installationLabel).join(', ')}. Connect a project to one of its repositories from the project’s page.`;
+        ctx.toast(`Linked GitHub: ${linked.map((i) => i.account).join(', ')}.`);
       })
       .catch((e) => showError(error, e))
       .finally(load);

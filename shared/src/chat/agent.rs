@@ -931,6 +931,8 @@ async fn drive(
         let mut failure: Option<ModelError> = None;
         let mut seen = 0u32;
         let mut call = CallSeen::default();
+        // The model went silent past MODEL_IDLE_MS (a `failure` of ours).
+        let mut stalled_out = false;
         let mut cancelled = false;
         let mut time_up = false;
         let mut waiter = Waiter::new(ports, sink, deadline);
@@ -945,11 +947,13 @@ async fn drive(
                     call.answered = true;
                     call_usage = usage;
                 }
-                call.ended_by_us = true;
                 match stopped {
                     Next::Cancelled => cancelled = true,
                     Next::TimeUp => time_up = true,
-                    _ => failure = Some(stalled()),
+                    _ => {
+                        failure = Some(stalled());
+                        stalled_out = true;
+                    }
                 }
                 futures_util::stream::empty().boxed_local()
             }
@@ -979,24 +983,21 @@ async fn drive(
                     Next::End => break,
                     Next::Cancelled => {
                         cancelled = true;
-                        call.ended_by_us = true;
                         break;
                     }
                     Next::Stalled => {
                         failure = Some(stalled());
-                        call.ended_by_us = true;
+                        stalled_out = true;
                         break;
                     }
                     Next::TimeUp => {
                         time_up = true;
-                        call.ended_by_us = true;
                         break;
                     }
                 };
                 seen += 1;
                 if seen.is_multiple_of(64) && sink.cancel_requested().await {
                     cancelled = true;
-                    call.ended_by_us = true;
                     break;
                 }
                 match item {
@@ -1131,6 +1132,7 @@ async fn drive(
             }
             id
         });
+        call.ended_by_us = cancelled || time_up || stalled_out;
         // What the call cost counts however its stream ended (the demo
         // model costs nothing and reports no usage).
         let estimated = call.answered

@@ -203,20 +203,6 @@ pub async fn user_token(ports: &Ports, oauth: &GithubOauth, code: &str) -> ApiRe
     }
 }
 
-/// The installation `id` if the user behind `token` reaches it and
-/// controls its account (see the module docs), or `None`.
-pub async fn controlled_installation(
-    ports: &Ports,
-    config: &GithubConfig,
-    token: String,
-    id: i64,
-) -> ApiResult<Option<Value>> {
-    Ok(controlled_installations(ports, config, token, Some(id))
-        .await?
-        .into_iter()
-        .next())
-}
-
 /// The App's installations the user behind `token` reaches and controls
 /// (see the module docs), all of them or only `only`.
 pub async fn controlled_installations(

@@ -15,6 +15,17 @@ const ANTHROPIC: &[(&str, &str)] = &[
     ("ANTHROPIC_MODEL", "claude-sonnet-4-5"),
 ];
 
+const OPENAI: &[(&str, &str)] = &[
+    ("OPENAI_API_KEY", "sk-o"),
+    ("OPENAI_BASE_URL", "http://oai.test"),
+    ("OPENAI_MODEL", "gpt-4o"),
+];
+
+/// One chunk of an OpenAI-compatible stream.
+fn chunk(v: Value) -> String {
+    format!("data: {v}\n\n")
+}
+
 fn ev(name: &str, data: Value) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
@@ -810,13 +821,7 @@ async fn edit_file_needs_exactly_one_match() {
 
 #[tokio::test]
 async fn openai_compatible_provider_streams_and_calls_tools() {
-    let vars = [
-        ("OPENAI_API_KEY", "sk-o"),
-        ("OPENAI_BASE_URL", "http://oai.test"),
-        ("OPENAI_MODEL", "gpt-4o"),
-    ];
-    let (app, http, t, s) = setup(&vars).await;
-    let chunk = |v: Value| format!("data: {v}\n\n");
+    let (app, http, t, s) = setup(OPENAI).await;
     let mut first =
         chunk(json!({"choices":[{"index":0,"delta":{"role":"assistant","content":"Writing"}}]}));
     first += &chunk(
@@ -918,13 +923,7 @@ async fn a_call_stopped_before_its_first_block_bills_the_reported_input() {
 /// streamed (its last partial count was not the whole call's).
 #[tokio::test]
 async fn partial_counts_of_a_cut_openai_stream_are_not_taken_as_final() {
-    let vars = [
-        ("OPENAI_API_KEY", "sk-o"),
-        ("OPENAI_BASE_URL", "http://oai.test"),
-        ("OPENAI_MODEL", "gpt-4o"),
-    ];
-    let (app, http, t, s) = setup(&vars).await;
-    let chunk = |v: Value| format!("data: {v}\n\n");
+    let (app, http, t, s) = setup(OPENAI).await;
     let words = "Streaming along with partial usage counts in every chunk. ";
     let mut body = String::new();
     for n in 1..=4 {

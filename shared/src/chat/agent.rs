@@ -1103,12 +1103,13 @@ async fn drive(
                         thinking,
                         signature,
                     }) => {
-                        call.out_bytes += thinking.len();
+                        // Its bytes were counted as they streamed.
                         step_blocks.push(Block::Thinking {
                             thinking,
                             signature,
                         });
                     }
+                    Ok(ModelEvent::ThinkingDelta(n)) => call.out_bytes += n,
                     Ok(ModelEvent::Usage(u)) => call_usage = u,
                     Ok(ModelEvent::FinalUsage(u)) => {
                         call.counted = true;

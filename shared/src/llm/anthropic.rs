@@ -149,8 +149,13 @@ impl Decoder {
                             .and_then(Value::as_str)
                             .unwrap_or_default()
                             .to_owned();
+                        let streamed = t.len();
                         self.blocks.insert(index, Kind::Thinking(t, String::new()));
-                        vec![]
+                        if streamed == 0 {
+                            vec![]
+                        } else {
+                            vec![Ok(ModelEvent::ThinkingDelta(streamed))]
+                        }
                     }
                     _ => {
                         self.blocks.insert(index, Kind::Other);
@@ -181,8 +186,9 @@ impl Decoder {
                         })]
                     }
                     (Some("thinking_delta"), Some(Kind::Thinking(t, _))) => {
-                        t.push_str(&text("thinking"));
-                        vec![]
+                        let delta = text("thinking");
+                        t.push_str(&delta);
+                        vec![Ok(ModelEvent::ThinkingDelta(delta.len()))]
                     }
                     (Some("signature_delta"), Some(Kind::Thinking(_, s))) => {
                         s.push_str(&text("signature"));

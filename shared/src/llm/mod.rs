@@ -113,6 +113,10 @@ pub enum ModelEvent {
     ToolEnd {
         id: String,
     },
+    /// Bytes of thinking streamed. The run gets the thinking whole at its
+    /// block's end ([`ModelEvent::Thinking`]); these count what a call cut
+    /// short inside the block had produced (billed as an estimate).
+    ThinkingDelta(usize),
     Thinking {
         thinking: String,
         signature: String,

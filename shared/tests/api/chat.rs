@@ -1005,6 +1005,32 @@ async fn a_stream_cut_short_bills_an_estimate_of_what_it_streamed() {
     // The answer's usage (and so the run's cost) counts the estimate.
     let msgs = messages(&app, &t, &s).await;
     assert_eq!(msgs[1]["usage"]["output_tokens"], streamed);
+    // Cut inside a thinking block: the thinking streamed so far counts,
+    // though the run only gets thinking whole at its block's end.
+    let mut thinking = full
+        .split("event: content_block_start")
+        .next()
+        .expect("head")
+        .to_owned();
+    thinking += &ev(
+        "content_block_start",
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}),
+    );
+    for _ in 0..2 {
+        thinking += &ev(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":words}}),
+        );
+    }
+    http.push(
+        200,
+        &[],
+        thinking + &ev("ping", json!({"type": "ping"})) + "!CUT",
+    );
+    send(&app, &t, &s, "think", "native").await;
+    let rows = ledger(&app).await;
+    let thought = i64::try_from((2 * words.len()).div_ceil(4)).expect("tokens");
+    assert_eq!(rows[4], (100, thought, true), "{rows:?}");
 }
 
 #[tokio::test]

@@ -27,6 +27,12 @@ const f1 = (x) => fixed(x, 1);
 const api = (method, path, token, body) => request(BASE, method, path, token, body);
 
 const marker = `[scenario:long:${DELTAS}]`;
+// The same stream from a model that takes MODEL_TTFT ms to its first token, as a real one does (hundreds
+// of ms): what a relay adds to it is what its users see. A relay that does its own work (ours: the
+// admission) while the model works adds only its relay of the first token; one that does its work
+// first adds all of it.
+const MODEL_TTFT = Number(process.env.BENCH_MODEL_TTFT_MS ?? 100);
+const thinkMarker = `[scenario:long:${DELTAS}:${MODEL_TTFT}]`;
 
 const direct = (text = marker) =>
   fetch(`${MODEL}/v1/messages`, {
@@ -38,8 +44,9 @@ const direct = (text = marker) =>
 // The Node peer: streamText from the fake, relayed as an AI SDK UI message stream.
 const anthropic = createAnthropic({ baseURL: `${MODEL}/v1`, apiKey: 'bench-key' });
 const peer = http.createServer(async (req, res) => {
-  const tag = new URL(req.url, 'http://peer').searchParams.get('tag') ?? '';
-  const result = streamText({ model: anthropic('claude-sonnet-4-5'), prompt: `${marker} ${tag}` });
+  const q = new URL(req.url, 'http://peer').searchParams;
+  const tag = q.get('tag') ?? '';
+  const result = streamText({ model: anthropic('claude-sonnet-4-5'), prompt: `${q.get('think') ? thinkMarker : marker} ${tag}` });
   result.pipeUIMessageStreamToResponse(res);
 });
 await new Promise((r) => peer.listen(0, '127.0.0.1', r));
@@ -111,7 +118,7 @@ async function timed(path, start, isText, textOf) {
   return r;
 }
 
-const results = { direct: [], worker: [], runtime: [], next: [], peer: [], byok: [], heavy: [], workerd: [], bare: [], roomBare: [], nodeBare: [] };
+const results = { direct: [], worker: [], runtime: [], next: [], peer: [], byok: [], heavy: [], workerd: [], bare: [], roomBare: [], nodeBare: [], directThink: [], think: [], peerThink: [] };
 const byok = { token: own.access_token, project: ownProject };
 // Warm-up of each path.
 await timed('direct', direct, isAnthropicText, anthropicText);
@@ -173,9 +180,15 @@ for (let i = 0; i < RUNS; i++) {
   results.nodeBare.push(tagged(await timed('pass-through in Node', () => fetch(`${BARE}/?tag=${nb}`), isAnthropicText, anthropicText), nb));
   const p = tag('peer');
   results.peer.push(tagged(await timed('Node peer', () => fetch(`${PEER}/?tag=${p}`), isUiText, deltaText), p));
+  // A model that takes MODEL_TTFT ms to its first token: directly, through ours, through the Node peer.
+  results.directThink.push(await timed('direct, thinking model', () => direct(thinkMarker), isAnthropicText, anthropicText));
+  const th = tag('think');
+  results.think.push(tagged(await timed('Worker, thinking model', await viaWorker(`${thinkMarker} ${th}`, 'native', RUNTIME ?? BASE), isNativeText, deltaText), th));
+  const pt = tag('peerthink');
+  results.peerThink.push(tagged(await timed('Node peer, thinking model', () => fetch(`${PEER}/?think=1&tag=${pt}`), isUiText, deltaText), pt));
 }
 // When the fake was called (ms since the epoch, whole ms: the split is good to about a millisecond).
-for (const path of ['worker', 'runtime', 'next', 'peer', 'byok', 'heavy', 'workerd', 'bare', 'roomBare', 'nodeBare']) {
+for (const path of ['worker', 'runtime', 'next', 'peer', 'byok', 'heavy', 'workerd', 'bare', 'roomBare', 'nodeBare', 'think', 'peerThink']) {
   for (const r of results[path]) {
     const { items } = await (await fetch(`${MODEL}/_fake/requests?contains=${encodeURIComponent(r.tag)}`)).json();
     r.called = items.length ? items[0].at - r.startedAt : NaN;
@@ -187,7 +200,7 @@ if (process.env.BENCH_DUMP) {
     for (const [i, r] of results[path].entries()) console.error('DUMP', path, i, (r.ttft - results.direct[i].ttft).toFixed(1), r.called, JSON.stringify(r.timing));
   }
 }
-const added = (path, key) => results[path].map((r, i) => r[key] - results.direct[i][key]);
+const added = (path, key, base = 'direct') => results[path].map((r, i) => r[key] - results[base][i][key]);
 
 const rows = [];
 const row = (name, value, unit, baseName, base, goal = '') =>
@@ -202,6 +215,13 @@ for (const key of ['ttft', 'total']) {
     // Each runtime's floor: what passing the stream through untouched adds.
     if (WORKERD_RELAY) row(`${key} added by a pass-through, workerd, p${p}`, pct(added('bare', key), p), 'ms', 'by a pass-through, Node', pct(added('nodeBare', key), p), 'the runtimes\' floors');
     if (WORKERD_RELAY) row(`${key} added by a pass-through via a DO, p${p}`, pct(added('roomBare', key), p), 'ms', 'by a pass-through, workerd', pct(added('bare', key), p), 'the floor with a room');
+  }
+}
+// The same, from a model that takes MODEL_TTFT ms to its first token (its own time is the baseline's).
+for (const key of ['ttft', 'total']) {
+  for (const p of [50, 99]) {
+    row(`${key} direct, model's ttft ${MODEL_TTFT} ms, p${p}`, pct(results.directThink.map((r) => r[key]), p), 'ms', '', NaN);
+    row(`${key} added by our Worker, model's ttft ${MODEL_TTFT} ms, p${p}`, pct(added('think', key, 'directThink'), p), 'ms', 'added by the Node ai relay', pct(added('peerThink', key, 'directThink'), p), 'ours well below');
   }
 }
 // Where the time to first token goes: before the model is called (ours: authentication, rate limit,

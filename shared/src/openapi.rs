@@ -160,8 +160,8 @@ fn shapes(route: Route) -> Shape {
                 .also(200, event_stream("With Accept: text/event-stream, the run's events until its run_finished"));
             for (_, response) in &mut shape.responses {
                 response["headers"] = json!({"Server-Timing": {
-                    "description": "How long the start took, in ms: `admit` (authentication, rate limit, quota, the run stored) and, with live rooms, `room` (until the session's room answered the start; it calls the model once it has stored the run, before that answer)",
-                    "schema": {"type": "string", "pattern": "^admit;dur=[0-9]+(, room;dur=[0-9]+)?$"}
+                    "description": "How long the start took, in ms: `admit` (authentication, rate limit, quota, the run stored) and, with live rooms, `room` (until the session's room answered the start; it calls the model once it has stored the run, before that answer); `early` (no duration) when the model call was started beside the checks (a session's first message, in a room holding its owner's lease)",
+                    "schema": {"type": "string", "pattern": "^admit;dur=[0-9]+(, room;dur=[0-9]+)?(, early;dur=0)?$"}
                 }});
             }
             // One run at a time per session.

@@ -15,7 +15,8 @@
 //   GET  /_fake/requests?contains=TEXT
 //                               test-only: the requests whose last user text contains TEXT, newest last:
 //                               [{at, api, path, auth, keyLast4, version, scenario, step, status, output_tokens, body,
-//                               sent}]; `sent` (paced scenarios only): when each text delta was written, ms
+//                               sent, aborted}]; `sent` (paced scenarios only): when each text delta was written, ms;
+//                               `aborted`: the caller went away before the answer's end
 //   ANY  /_fake/echo/request    test-only, for the HTTP conformance suite (GET /v1/_conformance?http=...):
 //                               201, x-echo: yes, {method, path, header (of x-conformance), body_hex}
 //   GET  /_fake/echo/status/NNN  status NNN, body "status"
@@ -193,6 +194,8 @@ async function streamAnthropic(res, body, p, ctx) {
       usage: { ...USAGE, output_tokens: 1 },
     },
   });
+  // The model's time to its first token (a scenario's `firstMs`).
+  if (p.firstMs) await sleep(p.firstMs);
   let index = 0;
   for (const b of p.blocks) {
     if (b.type === 'unknown') {
@@ -302,6 +305,10 @@ async function handleAnthropic(req, res, raw, ctx) {
   const bad = checkAnthropicMessages(body.messages);
   const view = bad ? null : anthropicView(body);
   ctx.log({ ...entry, body, scenario: null, step: view?.step ?? null, lastUserText: view?.lastUserText ?? '', status: bad ? 400 : null });
+  // A caller that goes away before the answer's end (an aborted call) is logged as such.
+  res.on('close', () => {
+    if (!res.writableEnded) ctx.amend({ aborted: true });
+  });
   if (bad) return anthropicError(res, 400, 'invalid_request_error', bad);
   const p = plan(view, ctx.busyKeys);
   ctx.amend({ scenario: p.scenario, status: p.busy ? p.busy.status : 200, output_tokens: p.busy ? 0 : outputTokens(p) });

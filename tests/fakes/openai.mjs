@@ -129,6 +129,8 @@ async function streamOpenAi(res, body, p) {
     return true;
   };
   await send(chunk({ role: 'assistant', content: '', refusal: null }));
+  // The model's time to its first token (a scenario's `firstMs`).
+  if (p.firstMs) await sleep(p.firstMs);
   let toolIndex = 0;
   for (const b of p.blocks) {
     if (b.type === 'unknown') continue;

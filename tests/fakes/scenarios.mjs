@@ -31,7 +31,8 @@
 //                             with retry-after SECS (default 1) before any stream; later ones: RECOVERED_REPLY
 //   cut[:K]                   K (default 5) deltas of CUT_PARTIAL, half an event, then the socket is destroyed
 //   slow:N:MSms               N deltas `w0 `, `w1 `, ... MS ms apart (slowText(N))
-//   long:N                    N deltas `t0 `, `t1 `, ... at once (longText(N)), for benchmarks
+//   long:N[:MS]               N deltas `t0 `, `t1 `, ... at once (longText(N)), for benchmarks; with MS,
+//                             the first comes MS ms after the answer's start (a model's time to first token)
 //   blocks:N                  N text blocks of one delta each (`b0 `, `b1 `, ...) at once: three events
 //                             per block that no relay can merge (a long run, for the replay benchmark)
 //   forever                   every step calls list_files again (tool_use), never stops
@@ -111,7 +112,7 @@ const toolUse = (name, input, { size = 3, raw } = {}) => ({
 
 /**
  * The plan of the answer to one request:
- *   { busy?: {status, retryAfter}, blocks: [...], stop, delayMs, pings, unknown, crlf, split,
+ *   { busy?: {status, retryAfter}, blocks: [...], stop, delayMs, firstMs, pings, unknown, crlf, split,
  *     fail?: {kind: 'error'|'cut', afterDeltas} }
  * blocks: {type:'text', deltas} | {type:'tool_use', id, name, fragments} | {type:'thinking', deltas, signature}
  *       | {type:'unknown'}
@@ -174,7 +175,7 @@ export function plan(view, busyKeys) {
     }
     case 'long': {
       const n = int(args[0], 1000);
-      return { ...base, blocks: [{ type: 'text', deltas: Array.from({ length: n }, (_, i) => `t${i} `) }] };
+      return { ...base, blocks: [{ type: 'text', deltas: Array.from({ length: n }, (_, i) => `t${i} `) }], firstMs: int(args[1], 0) };
     }
     case 'blocks': {
       const n = int(args[0], 100);

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use everjust_core::ports::http_client::{HttpClient, HttpError, StreamingResponse};
 use futures_util::StreamExt;
-use worker::{Fetch, Method, Request, RequestInit};
+use worker::{AbortController, Fetch, Method, Request, RequestInit};
 
 use crate::convert;
 
@@ -14,10 +14,33 @@ fn err(e: worker::Error) -> HttpError {
     HttpError(e.to_string())
 }
 
-/// Sends `req`; resolves when the response headers have arrived.
+/// Aborts its fetch when dropped: a call given up before its answer ended
+/// (a model call made early and not taken, a cancelled run) stops at the
+/// other end too, instead of running on unread. After the answer was read
+/// to its end this does nothing.
+struct AbortOnDrop(Option<AbortController>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(controller) = self.0.take() {
+            controller.abort();
+        }
+    }
+}
+
+/// Sends `req`; resolves when the response headers have arrived, with what
+/// aborts it.
 async fn fetch(
     req: http::Request<Bytes>,
-) -> Result<(http::StatusCode, http::HeaderMap, worker::Response), HttpError> {
+) -> Result<
+    (
+        http::StatusCode,
+        http::HeaderMap,
+        worker::Response,
+        AbortOnDrop,
+    ),
+    HttpError,
+> {
     let (parts, body) = req.into_parts();
     let mut init = RequestInit::new();
     init.with_method(Method::from(parts.method.as_str().to_owned()))
@@ -26,17 +49,23 @@ async fn fetch(
         init.with_body(Some(js_sys::Uint8Array::from(body.as_ref()).into()));
     }
     let request = Request::new_with_init(&parts.uri.to_string(), &init).map_err(err)?;
-    let res = Fetch::Request(request).send().await.map_err(err)?;
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let abort = AbortOnDrop(Some(controller));
+    let res = Fetch::Request(request)
+        .send_with_signal(&signal)
+        .await
+        .map_err(err)?;
     let status =
         http::StatusCode::from_u16(res.status_code()).map_err(|e| HttpError(e.to_string()))?;
     let headers = convert::header_map(res.headers());
-    Ok((status, headers, res))
+    Ok((status, headers, res, abort))
 }
 
 #[async_trait(?Send)]
 impl HttpClient for WorkerFetch {
     async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
-        let (status, headers, mut res) = fetch(req).await?;
+        let (status, headers, mut res, _abort) = fetch(req).await?;
         let body = res.bytes().await.map_err(err)?;
         let mut out = http::Response::new(Bytes::from(body));
         *out.status_mut() = status;
@@ -48,7 +77,7 @@ impl HttpClient for WorkerFetch {
         &self,
         req: http::Request<Bytes>,
     ) -> Result<StreamingResponse, HttpError> {
-        let (status, headers, res) = fetch(req).await?;
+        let (status, headers, res, abort) = fetch(req).await?;
         // One turn of the event loop before the body is read: a burst of it
         // is read in microtasks, without a turn, and would hold back what
         // this isolate has to send meanwhile (a room's answer to the request
@@ -61,7 +90,11 @@ impl HttpClient for WorkerFetch {
         // request would terminate the wasm instance).
         let body = crate::body_stream::of(&res)
             .map_err(HttpError)?
-            .map(|chunk| chunk.map_err(HttpError))
+            .map(move |chunk| {
+                // The body holds the abort: dropped with it.
+                let _held = &abort;
+                chunk.map_err(HttpError)
+            })
             .boxed_local();
         Ok(StreamingResponse {
             status,

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use everjust_core::chat::agent::RunSpec;
+use everjust_core::chat::early::Lease;
 use everjust_core::chat::encode::Protocol;
 use everjust_core::ports::rooms::{Member, RoomError, Rooms};
 use everjust_core::Body;
@@ -171,7 +172,16 @@ impl Rooms for DurableRooms {
         Ok((started.last_seq, None))
     }
 
-    async fn prepare(&self, session_id: &str) {
+    async fn prepare(&self, session_id: &str, lease: Option<Lease>) {
+        // The lease (its provider's key with it) goes to the room in this
+        // request's body only; the room keeps it in memory.
+        let body = match lease.as_ref().map(serde_json::to_string).transpose() {
+            Ok(body) => body,
+            Err(e) => {
+                worker::console_warn!("room prepare: lease: {e}");
+                None
+            }
+        };
         match self
             .call(
                 session_id,
@@ -179,7 +189,7 @@ impl Rooms for DurableRooms {
                 "/prepare",
                 &[],
                 Headers::new(),
-                None,
+                body,
             )
             .await
         {

@@ -64,6 +64,7 @@ use std::rc::Rc;
 use std::task::Waker;
 
 use everjust_core::chat::agent::{self, blocks_from_events, RunSpec};
+use everjust_core::chat::early::Lease;
 use everjust_core::chat::encode::{Encoder, Protocol, KEEP_ALIVE, KEEP_ALIVE_MS};
 use everjust_core::chat::events::{Event, EventBody};
 use everjust_core::chat::room::{
@@ -186,6 +187,9 @@ pub struct Room {
     /// The session is gone (`/purge`): the storage is erased once no run
     /// of this isolate is being driven.
     erase: Cell<bool>,
+    /// The lease `/prepare` brought for the session's first message
+    /// (`everjust_core::chat::early`), until that message takes it.
+    lease: RefCell<Option<Lease>>,
 }
 
 /// A live SSE reader: its response body and how it encodes events.
@@ -431,6 +435,7 @@ impl DurableObject for SessionRoom {
             kept_pg: crate::sql::KeptPg::new(),
             schema_made: Cell::new(made),
             erase: Cell::new(false),
+            lease: RefCell::new(None),
         };
         if made {
             if let Ok(Some(run)) = room.active() {
@@ -489,6 +494,13 @@ impl DurableObject for SessionRoom {
             // Made by now (`new`); its tables are made and, its first message
             // being near, its Postgres connection opened.
             (Method::Post, "/prepare") => {
+                let body = req.text().await?;
+                if !body.is_empty() {
+                    match serde_json::from_str::<Lease>(&body) {
+                        Ok(lease) => *self.lease.borrow_mut() = Some(lease),
+                        Err(e) => return problem(400, "invalid_body", &e.to_string()),
+                    }
+                }
                 self.sql();
                 self.kept_pg.warm(|| crate::sql_target(&self.env));
                 Ok(Response::empty()?.with_status(204))
@@ -809,6 +821,7 @@ impl Room {
     /// when this isolate drives the run, once that run has ended.
     async fn purge(&self) -> worker::Result<Response> {
         self.erase.set(true);
+        self.lease.take();
         self.cancel_active()?;
         self.end_readers();
         for ws in self.state.get_websockets() {
@@ -1317,6 +1330,17 @@ impl Rooms for HereRooms {
             .events(session_id, after, protocol)
             .map(|res| crate::convert::PassThrough::body_of(&res))
             .map_err(|e| RoomError::Failed(format!("events: {e}")))
+    }
+
+    fn take_lease(&self, session_id: &str, owner_id: &str) -> Option<Lease> {
+        let room = self.here(session_id).ok()?;
+        let mut held = room.lease.borrow_mut();
+        // Another caller's message leaves the owner's lease in place.
+        if held.as_ref()?.owner_id != owner_id {
+            return None;
+        }
+        held.take()
+            .filter(|l| now_ms() - l.granted_ms < everjust_core::chat::early::LEASE_MS)
     }
 
     async fn cancel(&self, session_id: &str) -> Result<bool, RoomError> {

@@ -69,6 +69,22 @@ pub struct Preload {
     /// before it stores the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own_key: Option<Secret>,
+    /// The first call, started while the run was being admitted
+    /// ([`super::early`]): taken if it is the call the run would make.
+    #[serde(skip)]
+    pub early: super::early::EarlyHandle,
+}
+
+/// A model request of the agent: the system prompt, the tools and the
+/// conversation so far.
+pub fn model_request(provider: &Provider, messages: Vec<Message>, config: &Config) -> ChatRequest {
+    ChatRequest {
+        model: provider.model().to_owned(),
+        system: prompt::SYSTEM.to_owned(),
+        messages,
+        tools: tools::specs(),
+        max_tokens: config.agent_max_tokens,
+    }
 }
 
 /// Where a run's events go. `emit` numbers the event and makes it visible
@@ -423,11 +439,26 @@ async fn start_stream(
     provider: &Provider,
     req: &ChatRequest,
     waiter: &mut Waiter<'_>,
+    mut early: Option<
+        futures_channel::oneshot::Receiver<Result<crate::llm::ModelStream, ModelError>>,
+    >,
 ) -> Result<Start, ModelError> {
     let mut attempt = 0u32;
     loop {
         waiter.heard();
-        let call = provider.stream(waiter.ports.http.as_ref(), req);
+        let http = waiter.ports.http.clone();
+        let early = early.take();
+        let call = async move {
+            // The call made while the run was admitted; a new one if its
+            // task ended without an answer.
+            if let Some(Ok(answer)) = match early {
+                Some(answer) => Some(answer.await),
+                None => None,
+            } {
+                return answer;
+            }
+            provider.stream(http.as_ref(), req).await
+        };
         let answer = match waiter.wait(call).await {
             Ok(answer) => answer,
             Err(stopped) => return Ok(Start::Stopped(stopped, None)),
@@ -915,12 +946,12 @@ async fn drive(
         }
         sink.emit(&spec.run_id, EventBody::StepStarted { step })
             .await?;
-        let req = ChatRequest {
-            model: provider.model().to_owned(),
-            system: prompt::SYSTEM.to_owned(),
-            messages: messages.clone(),
-            tools: tools::specs(),
-            max_tokens: config.agent_max_tokens,
+        let req = model_request(&provider, messages.clone(), config);
+        // The first call may have been made already, while the run was
+        // admitted: it is used if it is exactly this one.
+        let early = match &spec.preload {
+            Some(p) if step == 1 => p.early.take().and_then(|c| c.take_if(&provider, &req)),
+            _ => None,
         };
         let mut step_blocks: Vec<Block> = Vec::new();
         let mut text: Option<(String, String)> = None; // (block id, text so far)
@@ -936,7 +967,7 @@ async fn drive(
         let mut cancelled = false;
         let mut time_up = false;
         let mut waiter = Waiter::new(ports, sink, deadline);
-        let started = start_stream(&provider, &req, &mut waiter).await;
+        let started = start_stream(&provider, &req, &mut waiter, early).await;
         call.answered = matches!(started, Ok(Start::Streaming(_)));
         let mut stream = match started {
             Ok(Start::Streaming(s)) => s,

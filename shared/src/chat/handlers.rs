@@ -7,6 +7,7 @@ use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use super::agent::{resolve_provider, RunSpec};
+use super::early;
 use super::encode::Protocol;
 use super::inline;
 use crate::auth::{authenticate, authenticate_and};
@@ -50,7 +51,32 @@ async fn own_session(ctx: &Ctx<'_>, user_id: &str) -> ApiResult<db::Session> {
 }
 
 pub async fn create_session(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
-    let caller = authenticate(ctx, req).await?;
+    let sql = ctx.ports.sql.as_ref();
+    // With rooms, what the session's lease needs (`early::grant`) is read
+    // with the caller's row and the project, in the same round trip.
+    let leasing = ctx.ports.rooms.is_some();
+    let (caller, (project, keys, usage)) = authenticate_and(ctx, req, |user_id| async move {
+        let lease_read = async {
+            if !leasing {
+                return None;
+            }
+            Some(
+                futures_util::future::join(
+                    crate::billing::keys::user_keys(ctx, &user_id),
+                    crate::billing::quota::model_usage(ctx, &user_id),
+                )
+                .await,
+            )
+        };
+        let (project, read) = futures_util::future::join(
+            projects::get(sql, &user_id, ctx.params.get("id")),
+            lease_read,
+        )
+        .await;
+        let (keys, usage) = read.unzip();
+        Ok((project, keys, usage))
+    })
+    .await?;
     let body: CreateSession = if req.body().is_empty() {
         CreateSession { title: None }
     } else {
@@ -63,10 +89,7 @@ pub async fn create_session(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
             "A session title has at most 200 characters and no control characters.",
         ));
     }
-    let sql = ctx.ports.sql.as_ref();
-    let project = projects::get(sql, caller.id(), ctx.params.get("id"))
-        .await?
-        .ok_or_else(|| ApiError::not_found("project"))?;
+    let project = project?.ok_or_else(|| ApiError::not_found("project"))?;
     let session = db::insert_session(
         sql,
         &ids::new_id(ctx.ports, "ses"),
@@ -75,11 +98,18 @@ pub async fn create_session(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
         title.trim(),
     )
     .await?;
-    // The first message usually follows at once: have its room made meanwhile.
+    // The first message usually follows at once: have its room made
+    // meanwhile, with the lease to start its model call early.
     if let Some(rooms) = ctx.ports.rooms.clone() {
         let id = session.id.clone();
+        let lease = match (keys, usage) {
+            (Some(keys), Some(usage)) => {
+                early::grant(ctx, caller.id(), &caller.user.limits(), keys, usage)
+            }
+            _ => None,
+        };
         ctx.ports
-            .after_response(Box::pin(async move { rooms.prepare(&id).await }))
+            .after_response(Box::pin(async move { rooms.prepare(&id, lease).await }))
             .await;
     }
     Ok(created(&session))
@@ -270,6 +300,8 @@ struct Admitted {
     budget_checked: bool,
     /// The run's stored provider or model is not this one (see [`send_message`]).
     stored_other_provider: bool,
+    /// The first model call, if it was started beside the checks.
+    early_call: Option<early::EarlyCall>,
 }
 
 /// Sends a message: stores it with a new run and starts the run (in the
@@ -337,6 +369,7 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         limits,
         budget_checked,
         stored_other_provider,
+        early_call,
     } = admitted;
     let admitted_ms = ctx.ports.clock.now_ms();
     let RunIds {
@@ -347,22 +380,14 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     // The user's message ends the conversation, whichever way the history
     // read saw it.
     history.retain(|m| m.id != *user_message_id);
-    history.push(db::StoredMessage {
-        id: user_message_id.clone(),
-        run_id: Some(run_id.clone()),
-        role: "user".into(),
-        content,
-        status: "complete".into(),
-        model: None,
-        usage: Default::default(),
-        cost_micros: 0,
-        created_at: String::new(),
-    });
+    history.push(early::user_message(user_message_id, run_id, content));
+    let timed_early = early_call.is_some();
     let preload = super::agent::Preload {
         messages: super::agent::context(&history, ctx.ports.config()?.agent_context_tokens),
         limits,
         budget_checked,
         own_key: provider.api_key().filter(|_| byok).cloned(),
+        early: early::EarlyHandle::new(early_call),
     };
     let spec = RunSpec {
         run_id: run_id.clone(),
@@ -416,6 +441,8 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         })
     };
     let admit = ("admit", admitted_ms - started_ms);
+    // A model call made beside the checks shows as `early` (no duration).
+    let early_mark = timed_early.then_some(("early", 0));
     let (mut res, timing) = match &ctx.ports.rooms {
         Some(rooms) => {
             let stream = wants_stream(req).then_some(protocol);
@@ -471,7 +498,11 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
                 None => json(StatusCode::ACCEPTED, &accepted(first_seq)),
             };
             let room = ("room", ctx.ports.clock.now_ms() - admitted_ms);
-            (res, server_timing(&[admit, room]))
+            let phases: Vec<_> = [Some(admit), Some(room), early_mark]
+                .into_iter()
+                .flatten()
+                .collect();
+            (res, server_timing(&phases))
         }
         None => {
             let (aside, committed) = futures_util::future::join(aside, commit.wait()).await;
@@ -538,8 +569,22 @@ async fn admit(
         Some((&m.content, provider, detail))
     });
     let (early_ref, run_ctx_ref) = (early.as_ref(), &run_ctx);
-    let (caller, (own, session, running, stored, usage)) =
+    let wanted = input
+        .as_ref()
+        .ok()
+        .map(|m| (m.provider.as_deref(), &m.content));
+    let (caller, (own, session, running, stored, usage, early_call)) =
         authenticate_and(ctx, req, |user_id| async move {
+            // The session's first message, from the owner its room holds a
+            // lease for: its model call starts now, beside the checks.
+            let early_call = wanted.and_then(|(provider, content)| {
+                let lease = ctx.ports.rooms.as_ref()?.take_lease(session_id, &user_id)?;
+                if provider.is_some_and(|p| p != lease.provider.name()) {
+                    return None;
+                }
+                let message = early::user_message(&ids.message, &ids.run, content.clone());
+                early::EarlyCall::start(ctx.ports, config, lease, message)
+            });
             // The caller's runs in progress: with the run stored early,
             // the budget read counts them (`in_flight`), after the start's
             // lock, so two starts of one owner cannot both see none.
@@ -599,7 +644,7 @@ async fn admit(
                 Box::pin(store),
             )
             .await;
-            Ok((own, session, running, stored, usage))
+            Ok((own, session, running, stored, usage, early_call))
         })
         .await?;
     // The provider the run was stored under, if it was.
@@ -705,6 +750,7 @@ async fn admit(
         budget_checked: budget_free || budget_checked,
         // Only a run stored with the checks was stored under a guess.
         stored_other_provider: stored_other_provider && stored_early,
+        early_call,
     })
 }
 

@@ -3,6 +3,7 @@
 //! Durable Object room on Workers, the Postgres event log elsewhere).
 
 pub mod agent;
+pub mod early;
 pub mod encode;
 pub mod events;
 pub mod handlers;

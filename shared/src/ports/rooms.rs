@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 
 use crate::chat::agent::RunSpec;
+use crate::chat::early::Lease;
 use crate::chat::encode::Protocol;
 use crate::http::body::Body;
 
@@ -53,7 +54,15 @@ pub trait Rooms {
     /// Object is created and its storage opened on its first request, which
     /// would otherwise be added to the first answer's time to first token).
     /// Best effort: a room that could not be prepared is made by `start`.
-    async fn prepare(&self, _session_id: &str) {}
+    /// With a lease, the room may start its first message's model call
+    /// while that message is admitted ([`crate::chat::early`]).
+    async fn prepare(&self, _session_id: &str, _lease: Option<Lease>) {}
+
+    /// Takes the session's lease, if the room holds one for `owner_id`
+    /// that has not expired; a lease is used once.
+    fn take_lease(&self, _session_id: &str, _owner_id: &str) -> Option<Lease> {
+        None
+    }
 
     /// Erases what the session's room holds (its event log, its tickets):
     /// its session is gone with its project or its user's account. A run

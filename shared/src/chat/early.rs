@@ -1,0 +1,174 @@
+//! A message's model call started while its admission is still under way.
+//!
+//! Admitting a message (the caller's row, keys, limits and budget read, the
+//! run stored) is a round trip to Postgres, which production pays across
+//! the distance to the database. The model's own time to its first token
+//! is longer still, so the two are overlapped: a session's room that holds
+//! a [`Lease`] for the caller starts the call at once, and the run takes its
+//! answer only if the admission then passes and the run's first request is
+//! exactly the one that was sent ([`EarlyCall::take_if`]). Anything else
+//! (a refusal, another provider, another history) drops it, which aborts
+//! the call. Nothing reaches the caller before the admission answers: its
+//! answer and its errors are what they would be without this.
+//!
+//! A lease is granted when a session is made ([`grant`]) by a caller whose
+//! tier allows the model, with budget and a free run slot at that moment;
+//! it is for the session's first message and is used once, so a call made
+//! for a request the admission refuses costs at most one per session made
+//! by a caller that was within its limits.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use serde::{Deserialize, Serialize};
+
+use crate::billing::quota::ModelUsage;
+use crate::billing::tiers::Limits;
+use crate::chat::agent;
+use crate::db::chat::StoredMessage;
+use crate::llm::{ChatRequest, ModelError, ModelStream, Provider};
+use crate::ports::Ports;
+use crate::routes::Ctx;
+use crate::{ApiResult, Config};
+
+/// How long a session's lease lasts: a user types their first message.
+pub const LEASE_MS: i64 = 10 * 60 * 1000;
+
+/// What a session's room may start a first message's model call with: the
+/// provider (and key) its owner's message would use, as resolved when the
+/// session was made. Passed to the room in memory; never stored.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner_id: String,
+    pub provider: Provider,
+    pub granted_ms: i64,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("owner_id", &self.owner_id)
+            .field("provider", &self.provider.name())
+            .field("granted_ms", &self.granted_ms)
+            .finish()
+    }
+}
+
+/// The lease of a session its owner just made, if they may run the model
+/// now: a paid provider their tier allows, with budget and a run slot free
+/// (the admission of the message checks all of it again). The demo provider
+/// answers at once and needs none.
+pub fn grant(
+    ctx: &Ctx<'_>,
+    owner_id: &str,
+    limits: &Limits,
+    keys: ApiResult<Vec<(&'static str, String)>>,
+    usage: ApiResult<ModelUsage>,
+) -> Option<Lease> {
+    let config = ctx.ports.config().ok()?;
+    let (provider, byok) = agent::resolve_provider(config, None, &keys.ok()?).ok()?;
+    let usage = usage.ok()?;
+    let allowed = provider.name() != "demo"
+        && limits.allows_model(provider.model())
+        && usage.in_flight() < limits.concurrent_runs
+        && (byok || crate::billing::quota::judge_model(ctx, &usage, limits).is_ok());
+    allowed.then(|| Lease {
+        owner_id: owner_id.to_owned(),
+        provider,
+        granted_ms: ctx.ports.clock.now_ms(),
+    })
+}
+
+/// The user's message as the run's history holds it.
+pub fn user_message(id: &str, run_id: &str, content: serde_json::Value) -> StoredMessage {
+    StoredMessage {
+        id: id.to_owned(),
+        run_id: Some(run_id.to_owned()),
+        role: "user".into(),
+        content,
+        status: "complete".into(),
+        model: None,
+        usage: Default::default(),
+        cost_micros: 0,
+        created_at: String::new(),
+    }
+}
+
+type Answer = Result<ModelStream, ModelError>;
+
+/// A model call started before its run was admitted.
+pub struct EarlyCall {
+    provider: Provider,
+    request: ChatRequest,
+    answer: oneshot::Receiver<Answer>,
+}
+
+impl EarlyCall {
+    /// Starts the first call of a new session's run for `message`, with the
+    /// lease's provider, in the background of this request (the call goes
+    /// on while the admission runs). Dropping the result aborts the call.
+    pub fn start(
+        ports: &Ports,
+        config: &Config,
+        lease: Lease,
+        message: StoredMessage,
+    ) -> Option<EarlyCall> {
+        let background = ports.background.clone()?;
+        let messages = agent::context(&[message], config.agent_context_tokens);
+        let request = agent::model_request(&lease.provider, messages, config);
+        let (tx, answer) = oneshot::channel::<Answer>();
+        let (http, provider, sent) = (ports.http.clone(), lease.provider.clone(), request.clone());
+        background.spawn(Box::pin(async move {
+            let mut tx = tx;
+            let call = provider.stream(http.as_ref(), &sent);
+            let dropped = futures_util::future::poll_fn(|cx| tx.poll_canceled(cx));
+            let answered = match futures_util::future::select(Box::pin(call), dropped).await {
+                futures_util::future::Either::Left((answer, _)) => Some(answer),
+                // Nobody will take it: the call is dropped, and so aborted.
+                futures_util::future::Either::Right(_) => None,
+            };
+            if let Some(answer) = answered {
+                // A receiver gone meanwhile drops the answer (aborting it).
+                let _ = tx.send(answer);
+            }
+        }));
+        Some(EarlyCall {
+            provider: lease.provider,
+            request,
+            answer,
+        })
+    }
+
+    /// The call's answer, if it was made with `provider` and `request`
+    /// exactly; otherwise `None`, and the call is aborted.
+    pub fn take_if(
+        self,
+        provider: &Provider,
+        request: &ChatRequest,
+    ) -> Option<oneshot::Receiver<Answer>> {
+        (self.provider == *provider && self.request == *request).then_some(self.answer)
+    }
+}
+
+/// An [`EarlyCall`] on its way to the run's driver, which may take it once
+/// (a run's spec is cloned on the way; the call is not).
+#[derive(Clone, Default)]
+pub struct EarlyHandle(Rc<RefCell<Option<EarlyCall>>>);
+
+impl EarlyHandle {
+    pub fn new(call: Option<EarlyCall>) -> Self {
+        Self(Rc::new(RefCell::new(call)))
+    }
+
+    pub fn take(&self) -> Option<EarlyCall> {
+        self.0.borrow_mut().take()
+    }
+}
+
+impl std::fmt::Debug for EarlyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.0.try_borrow().map(|c| c.is_some()).unwrap_or(true);
+        write!(f, "EarlyHandle({})", if held { "a call" } else { "none" })
+    }
+}

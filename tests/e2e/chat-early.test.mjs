@@ -1,7 +1,7 @@
-// A session's first message calls the model while it is admitted (shared/src/chat/early.rs): the
-// session's room holds a lease from when its owner made it, starts the model call at once, and the
-// run takes that call only if the admission passes and the run's first request is exactly the one
-// sent. What the caller sees is what it would see without it. Observed here from the outside: the
+// A message calls the model while it is admitted (shared/src/chat/early.rs): the session's room
+// holds a lease from when its owner made it (renewed as each run ends), starts the model call at
+// once, and the run takes that call only if the admission passes and the run's first request is
+// exactly the one sent. What the caller sees is what it would see without it. Observed here from the outside: the
 // answer's Server-Timing names `early` when a call was started beside the checks, and the model fake
 // logs every call, with `aborted` when its caller went away before the answer's end.
 //
@@ -11,9 +11,9 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 
-import { chatSetup, checkNativeRun, fakeRequests, listMessages, natives, newSession, scenario, sendMessage, serverMode, textOf, waitFor } from './lib/chat.mjs';
-import { slowText } from '../fakes/scenarios.mjs';
-import { createProject, expectJson, expectProblem, get, login, newUser, patch, post, put } from './lib/client.mjs';
+import { chatSetup, checkNativeRun, fakeRequests, listMessages, natives, newSession, scenario, sendMessage, serverMode, sleep, textOf, waitFor } from './lib/chat.mjs';
+import { ECHO_PREFIX, slowText } from '../fakes/scenarios.mjs';
+import { createProject, del, expectJson, expectProblem, get, login, newUser, patch, post, put } from './lib/client.mjs';
 
 const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
 // The same default as sandbox.test.mjs and ratelimit.test.mjs: any of them may create this admin.
@@ -28,7 +28,7 @@ before(async () => {
   rooms = (await serverMode()) === 'rooms';
 });
 
-test('a new session\'s first message is answered by the call made while it was admitted; the next one calls after', async () => {
+test('a new session\'s first message is answered by the call made while it was admitted, and so is the next, with the first run in its history', async () => {
   const session = await newSession(ctx.token, ctx.project.id);
   const first = scenario('text');
   const run = await sendMessage(ctx.token, session.id, first.text);
@@ -43,12 +43,21 @@ test('a new session\'s first message is answered by the call made while it was a
   const messages = await listMessages(ctx.token, session.id);
   assert.deepEqual(messages.map((m) => [m.role, m.status]), [['user', 'complete'], ['assistant', 'complete']]);
 
-  // The lease was for the first message: the next one is admitted, then calls.
-  const next = scenario('text');
+  // The room renews the lease as the run ends (a round trip after its end: a user reads the answer
+  // first), with the session's messages: the next call is started early too, and taken only because
+  // the history it sent is exactly the one the admission read.
+  await sleep(300);
+  const next = scenario('echo');
   const second = await sendMessage(ctx.token, session.id, next.text);
   assert.equal(checkNativeRun(second.events).status, 'complete');
-  assert.equal(early(second.headers), false);
-  if (calls !== null) assert.equal((await fakeRequests(next.nonce)).length, 1);
+  assert.equal(early(second.headers), rooms);
+  const echoed = JSON.parse(textOf(natives(second.events)).slice(ECHO_PREFIX.length));
+  assert.deepEqual(echoed.roles, ['user', 'assistant', 'user'], 'the first run is in the history sent');
+  if (calls !== null) {
+    const nextCalls = await fakeRequests(next.nonce);
+    assert.equal(nextCalls.length, 1, 'one call: the early one, its history the admission\'s');
+    assert.ok(!nextCalls[0].aborted);
+  }
 });
 
 test('another user\'s message to the session starts no call and leaves the owner\'s lease', async (t) => {
@@ -116,6 +125,15 @@ test('an early call the run would not make (the user added their own key meanwhi
   assert.deepEqual(calls.map((c) => c.keyLast4), ['-key', 'k3Yp'], 'the early call on the server\'s key, then the run\'s on the user\'s');
   assert.ok(calls[0].aborted, 'the early call was aborted');
   assert.ok(!calls[1].aborted);
+
+  // Leases are on the server's key only: a user's own key, once deleted, is never called again.
+  assert.equal((await del('/v1/keys/anthropic', { token: user.access })).status, 204);
+  await sleep(300);
+  const after = scenario('text');
+  const next = await sendMessage(user.access, session.id, after.text);
+  assert.equal(checkNativeRun(next.events).status, 'complete');
+  assert.equal(early(next.headers), false, 'no lease was renewed for a run on the user\'s key');
+  assert.deepEqual((await fakeRequests(after.nonce)).map((c) => c.keyLast4), ['-key']);
 });
 
 test('bad input to a new session\'s first message is refused as before, with no call', async (t) => {

@@ -187,8 +187,9 @@ pub struct Room {
     /// The session is gone (`/purge`): the storage is erased once no run
     /// of this isolate is being driven.
     erase: Cell<bool>,
-    /// The lease `/prepare` brought for the session's first message
-    /// (`everjust_core::chat::early`), until that message takes it.
+    /// The lease for the session's next message (`everjust_core::chat::
+    /// early`): brought by `/prepare` for the first, renewed as each run
+    /// ends; the message takes it.
     lease: RefCell<Option<Lease>>,
 }
 
@@ -1094,7 +1095,18 @@ impl Room {
                 }
             }
         }
-        record_last_seq(&ports, &run.spec.session_id, log.last_seq()).await;
+        let last_seq = log.last_seq();
+        let ((), lease) = futures_util::future::join(
+            record_last_seq(&ports, &run.spec.session_id, last_seq),
+            everjust_core::chat::early::renew(&ports, &run.spec),
+        )
+        .await;
+        // The next message's lease, unless another run began meanwhile
+        // (its history would be this run's) or the session is gone.
+        let idle = self.claimed.borrow().is_none() && matches!(self.active(), Ok(None));
+        if idle && !self.erase.get() && self.log().last_seq() == last_seq {
+            *self.lease.borrow_mut() = lease;
+        }
         let armed = if self.erase.get() {
             self.erase_now().await
         } else {

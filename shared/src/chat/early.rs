@@ -11,11 +11,13 @@
 //! the call. Nothing reaches the caller before the admission answers: its
 //! answer and its errors are what they would be without this.
 //!
-//! A lease is granted when a session is made ([`grant`]) by a caller whose
-//! tier allows the model, with budget and a free run slot at that moment;
-//! it is for the session's first message and is used once, so a call made
-//! for a request the admission refuses costs at most one per session made
-//! by a caller that was within its limits.
+//! A lease is granted when a session is made ([`grant`]) and again when
+//! one of its runs ends ([`renew`]), to an owner whose tier allows the
+//! model on the server's key, with budget and a free run slot at that
+//! moment (never with a key of the owner's own); it holds the
+//! session's messages so far, and is used once: a call made for a request
+//! the admission refuses costs at most one per session made, or run ended,
+//! by an owner who was within their limits.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -25,24 +27,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::billing::quota::ModelUsage;
 use crate::billing::tiers::Limits;
-use crate::chat::agent;
+use crate::chat::agent::{self, RunSpec};
 use crate::db::chat::StoredMessage;
+use crate::http::request::Meta;
 use crate::llm::{ChatRequest, ModelError, ModelStream, Provider};
 use crate::ports::Ports;
-use crate::routes::Ctx;
+use crate::routes::{Ctx, Params};
 use crate::{ApiResult, Config};
 
 /// How long a session's lease lasts: a user types their first message.
 pub const LEASE_MS: i64 = 10 * 60 * 1000;
 
-/// What a session's room may start a first message's model call with: the
-/// provider (and key) its owner's message would use, as resolved when the
-/// session was made. Passed to the room in memory; never stored.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+/// What a session's room may start its next message's model call with:
+/// the provider its owner's message would use (on the server's key) and the session's
+/// messages before it, as read when the session was made or its last run
+/// ended. Kept by the room in memory; never stored.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Lease {
     pub owner_id: String,
     pub provider: Provider,
     pub granted_ms: i64,
+    /// The session's messages (none for a new session, whose lease comes
+    /// to its room in a request: this is never sent).
+    #[serde(skip)]
+    pub history: Vec<StoredMessage>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -51,14 +59,17 @@ impl std::fmt::Debug for Lease {
             .field("owner_id", &self.owner_id)
             .field("provider", &self.provider.name())
             .field("granted_ms", &self.granted_ms)
+            .field("history", &self.history.len())
             .finish()
     }
 }
 
 /// The lease of a session its owner just made, if they may run the model
 /// now: a paid provider their tier allows, with budget and a run slot free
-/// (the admission of the message checks all of it again). The demo provider
-/// answers at once and needs none.
+/// (the admission of the message checks all of it again). Only on the
+/// server's key: a key of the owner's own that they delete must never be
+/// used again, and a room cannot hear of that. The demo provider answers
+/// at once and needs none.
 pub fn grant(
     ctx: &Ctx<'_>,
     owner_id: &str,
@@ -69,15 +80,49 @@ pub fn grant(
     let config = ctx.ports.config().ok()?;
     let (provider, byok) = agent::resolve_provider(config, None, &keys.ok()?).ok()?;
     let usage = usage.ok()?;
-    let allowed = provider.name() != "demo"
+    let allowed = !byok
+        && provider.name() != "demo"
         && limits.allows_model(provider.model())
         && usage.in_flight() < limits.concurrent_runs
-        && (byok || crate::billing::quota::judge_model(ctx, &usage, limits).is_ok());
+        && crate::billing::quota::judge_model(ctx, &usage, limits).is_ok();
     allowed.then(|| Lease {
         owner_id: owner_id.to_owned(),
         provider,
         granted_ms: ctx.ports.clock.now_ms(),
+        history: Vec::new(),
     })
+}
+
+/// The lease for the message after `spec`'s run, which just ended, if its
+/// owner may still run the model: what [`grant`] checks, read again with
+/// the session's messages as the next message's admission will read them
+/// (one round trip, after the run; nothing waits for it).
+pub async fn renew(ports: &Ports, spec: &RunSpec) -> Option<Lease> {
+    let config = ports.config().ok()?;
+    let ctx = Ctx {
+        ports,
+        request_id: &spec.run_id,
+        meta: Meta::default(),
+        params: Params::default(),
+        rate: Default::default(),
+    };
+    let (sql, owner) = (ports.sql.as_ref(), spec.owner_id.as_str());
+    let (user, keys, usage, history) = futures_util::future::join4(
+        crate::db::users::by_id(sql, owner),
+        crate::billing::keys::user_keys(&ctx, owner),
+        crate::billing::quota::model_usage(&ctx, owner),
+        crate::db::chat::recent_messages(
+            sql,
+            &spec.session_id,
+            Some(owner),
+            agent::context_bytes(config.agent_context_tokens),
+        ),
+    )
+    .await;
+    let limits = user.ok()??.limits();
+    let mut lease = grant(&ctx, owner, &limits, keys, usage)?;
+    lease.history = history.ok()?;
+    Some(lease)
 }
 
 /// The user's message as the run's history holds it.
@@ -105,9 +150,10 @@ pub struct EarlyCall {
 }
 
 impl EarlyCall {
-    /// Starts the first call of a new session's run for `message`, with the
-    /// lease's provider, in the background of this request (the call goes
-    /// on while the admission runs). Dropping the result aborts the call.
+    /// Starts the first call of the run of `message`, the session's next,
+    /// as the lease says it would be made, in the background of this
+    /// request (the call goes on while the admission runs). Dropping the
+    /// result aborts the call.
     pub fn start(
         ports: &Ports,
         config: &Config,
@@ -115,7 +161,9 @@ impl EarlyCall {
         message: StoredMessage,
     ) -> Option<EarlyCall> {
         let background = ports.background.clone()?;
-        let messages = agent::context(&[message], config.agent_context_tokens);
+        let mut history = lease.history;
+        history.push(message);
+        let messages = agent::context(&history, config.agent_context_tokens);
         let request = agent::model_request(&lease.provider, messages, config);
         let (tx, answer) = oneshot::channel::<Answer>();
         let (http, provider, sent) = (ports.http.clone(), lease.provider.clone(), request.clone());

@@ -575,8 +575,8 @@ async fn admit(
         .map(|m| (m.provider.as_deref(), &m.content));
     let (caller, (own, session, running, stored, usage, early_call)) =
         authenticate_and(ctx, req, |user_id| async move {
-            // The session's first message, from the owner its room holds a
-            // lease for: its model call starts now, beside the checks.
+            // A message from the owner its session's room holds a lease
+            // for: its model call starts now, beside the checks.
             let early_call = wanted.and_then(|(provider, content)| {
                 let lease = ctx.ports.rooms.as_ref()?.take_lease(session_id, &user_id)?;
                 if provider.is_some_and(|p| p != lease.provider.name()) {

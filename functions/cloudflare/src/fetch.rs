@@ -87,9 +87,17 @@ impl HttpClient for WorkerFetch {
         // without; p50 7.3 and 7.2.
         crate::clock::sleep(0).await;
         // Not `res.stream()`: see `body_stream` (dropping it outside a
-        // request would terminate the wasm instance).
-        let body = crate::body_stream::of(&res)
-            .map_err(HttpError)?
+        // request would terminate the wasm instance). Read from its first
+        // poll, not before: a model call made early (`chat::early`) is
+        // answered while its run is still admitted, and a burst read then
+        // (in microtasks, a few µs a chunk) would hold the admission's own
+        // answers back; 2,000 deltas held it 50-100 ms (scripts/bench-chat).
+        // Unread, the answer waits in the socket.
+        let body = futures_util::stream::once(async move { crate::body_stream::of(&res) })
+            .flat_map(|made| match made {
+                Ok(body) => body.left_stream(),
+                Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+            })
             .map(move |chunk| {
                 // The body holds the abort: dropped with it.
                 let _held = &abort;

@@ -173,8 +173,8 @@ impl Rooms for DurableRooms {
     }
 
     async fn prepare(&self, session_id: &str, lease: Option<Lease>) {
-        // The lease (its provider's key with it) goes to the room in this
-        // request's body only; the room keeps it in memory.
+        // The lease goes to the room in this request's body; the room keeps
+        // it in memory.
         let body = match lease.as_ref().map(serde_json::to_string).transpose() {
             Ok(body) => body,
             Err(e) => {

@@ -38,14 +38,15 @@ use crate::{ApiResult, Config};
 /// How long a session's lease lasts: a user types their first message.
 pub const LEASE_MS: i64 = 10 * 60 * 1000;
 
-/// What a session's room may start its next message's model call with:
-/// the provider its owner's message would use (on the server's key) and the session's
-/// messages before it, as read when the session was made or its last run
-/// ended. Kept by the room in memory; never stored.
+/// What lets a session's room start its next message's model call: whose
+/// message it may be and the session's messages before it, as read when
+/// the session was made or its last run ended. The call goes to the
+/// server's default provider on the server's key (the room's own
+/// configuration: no key travels with a lease). Kept by the room in
+/// memory; never stored.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Lease {
     pub owner_id: String,
-    pub provider: Provider,
     pub granted_ms: i64,
     /// The session's messages (none for a new session, whose lease comes
     /// to its room in a request: this is never sent).
@@ -57,7 +58,6 @@ impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease")
             .field("owner_id", &self.owner_id)
-            .field("provider", &self.provider.name())
             .field("granted_ms", &self.granted_ms)
             .field("history", &self.history.len())
             .finish()
@@ -87,7 +87,6 @@ pub fn grant(
         && crate::billing::quota::judge_model(ctx, &usage, limits).is_ok();
     allowed.then(|| Lease {
         owner_id: owner_id.to_owned(),
-        provider,
         granted_ms: ctx.ports.clock.now_ms(),
         history: Vec::new(),
     })
@@ -152,24 +151,31 @@ pub struct EarlyCall {
 impl EarlyCall {
     /// Starts the first call of the run of `message`, the session's next,
     /// as the lease says it would be made, in the background of this
-    /// request (the call goes on while the admission runs). Dropping the
-    /// result aborts the call.
+    /// request (the call goes on while the admission runs); not when the
+    /// message names another provider (`wanted`) than the server's default.
+    /// Dropping the result aborts the call.
     pub fn start(
         ports: &Ports,
         config: &Config,
         lease: Lease,
         message: StoredMessage,
+        wanted: Option<&str>,
     ) -> Option<EarlyCall> {
         let background = ports.background.clone()?;
+        // With no keys of the owner's: the server's default, on its key.
+        let (provider, _) = agent::resolve_provider(config, None, &[]).ok()?;
+        if wanted.is_some_and(|w| w != provider.name()) {
+            return None;
+        }
         let mut history = lease.history;
         history.push(message);
         let messages = agent::context(&history, config.agent_context_tokens);
-        let request = agent::model_request(&lease.provider, messages, config);
+        let request = agent::model_request(&provider, messages, config);
         let (tx, answer) = oneshot::channel::<Answer>();
-        let (http, provider, sent) = (ports.http.clone(), lease.provider.clone(), request.clone());
+        let (http, calling, sent) = (ports.http.clone(), provider.clone(), request.clone());
         background.spawn(Box::pin(async move {
             let mut tx = tx;
-            let call = provider.stream(http.as_ref(), &sent);
+            let call = calling.stream(http.as_ref(), &sent);
             let dropped = futures_util::future::poll_fn(|cx| tx.poll_canceled(cx));
             let answered = match futures_util::future::select(Box::pin(call), dropped).await {
                 futures_util::future::Either::Left((answer, _)) => Some(answer),
@@ -182,7 +188,7 @@ impl EarlyCall {
             }
         }));
         Some(EarlyCall {
-            provider: lease.provider,
+            provider,
             request,
             answer,
         })

@@ -579,11 +579,8 @@ async fn admit(
             // for: its model call starts now, beside the checks.
             let early_call = wanted.and_then(|(provider, content)| {
                 let lease = ctx.ports.rooms.as_ref()?.take_lease(session_id, &user_id)?;
-                if provider.is_some_and(|p| p != lease.provider.name()) {
-                    return None;
-                }
                 let message = early::user_message(&ids.message, &ids.run, content.clone());
-                early::EarlyCall::start(ctx.ports, config, lease, message)
+                early::EarlyCall::start(ctx.ports, config, lease, message, provider)
             });
             // The caller's runs in progress: with the run stored early,
             // the budget read counts them (`in_flight`), after the start's

@@ -175,8 +175,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// A configured provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Provider {
     Anthropic {
         base_url: String,

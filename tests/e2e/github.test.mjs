@@ -218,13 +218,15 @@ describe('GitHub sync', { skip }, () => {
       return x.last_synced_commit === pushed.commit ? x : null;
     });
     assert.deepEqual(l.last_report.pulled.sort(), ['a.txt', 'docs/new.md']);
-    const audit = expectJson(await get('/v1/audit?limit=100', { token: ctx.token }), 200);
     // The connect's own sync may be audited as a pull too, after this one: look for the outside one.
-    const pulls = audit.items.filter((e) => e.action === 'github.pull');
-    assert.ok(
-      pulls.some((e) => e.detail.by === 'github:octocat'),
-      `the outside push is audited as a pull by its pusher: ${JSON.stringify(pulls.map((e) => e.detail.by))}`,
-    );
+    // Its audit row is written once the sync is done, a round trip after the link above records it.
+    const pullsNow = async () =>
+      expectJson(await get('/v1/audit?limit=100', { token: ctx.token }), 200).items.filter((e) => e.action === 'github.pull');
+    const byPusher = await waitFor('the outside push audited', async () => (await pullsNow()).some((e) => e.detail.by === 'github:octocat'), {
+      timeoutMs: 5000,
+      everyMs: 100,
+    }).catch(() => false);
+    assert.ok(byPusher, `the outside push is audited as a pull by its pusher: ${JSON.stringify((await pullsNow()).map((e) => e.detail.by))}`);
   });
 
   test('a replayed delivery changes nothing', async () => {

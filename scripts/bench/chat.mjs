@@ -196,8 +196,8 @@ for (const path of ['worker', 'runtime', 'next', 'peer', 'byok', 'heavy', 'worke
 }
 if (stopProfile) await stopProfile(process.env.BENCH_PROFILE);
 if (process.env.BENCH_DUMP) {
-  for (const path of ['runtime', 'next']) {
-    for (const [i, r] of results[path].entries()) console.error('DUMP', path, i, (r.ttft - results.direct[i].ttft).toFixed(1), r.called, JSON.stringify(r.timing));
+  for (const path of ['worker', 'runtime', 'next', 'think']) {
+    for (const [i, r] of results[path].entries()) console.error('DUMP', path, i, (r.ttft - results.direct[i].ttft).toFixed(1), (r.total - results.direct[i].total).toFixed(1), r.called, JSON.stringify(r.timing));
   }
 }
 const added = (path, key, base = 'direct') => results[path].map((r, i) => r[key] - results[base][i][key]);

@@ -52,6 +52,19 @@ pub struct RunSpec {
     pub preload: Option<Preload>,
 }
 
+impl RunSpec {
+    /// The context of work done for the run (no request: its id is the run's).
+    pub fn ctx<'a>(&'a self, ports: &'a Ports) -> Ctx<'a> {
+        Ctx {
+            ports,
+            request_id: &self.run_id,
+            meta: Meta::default(),
+            params: Params::default(),
+            rate: Default::default(),
+        }
+    }
+}
+
 /// The conversation and the tier's limits as the starting request saw them:
 /// the first model call needs no database round trip (on a Worker the
 /// room's own Postgres connection is opened while the model streams).
@@ -836,13 +849,7 @@ async fn drive(
 ) -> ApiResult<RunOutcome> {
     let config = ports.config()?;
     let sql = ports.sql.as_ref();
-    let ctx = Ctx {
-        ports,
-        request_id: &spec.run_id,
-        meta: Meta::default(),
-        params: Params::default(),
-        rate: Default::default(),
-    };
+    let ctx = spec.ctx(ports);
     // What the run needs before its first model call, read together: each
     // round trip here is added to the time to the first token.
     let preloaded_key = spec

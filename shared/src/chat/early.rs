@@ -29,10 +29,9 @@ use crate::billing::quota::ModelUsage;
 use crate::billing::tiers::Limits;
 use crate::chat::agent::{self, RunSpec};
 use crate::db::chat::StoredMessage;
-use crate::http::request::Meta;
 use crate::llm::{ChatRequest, ModelError, ModelStream, Provider};
 use crate::ports::Ports;
-use crate::routes::{Ctx, Params};
+use crate::routes::Ctx;
 use crate::{ApiResult, Config};
 
 /// How long a session's lease lasts: a user types their first message.
@@ -98,13 +97,7 @@ pub fn grant(
 /// (one round trip, after the run; nothing waits for it).
 pub async fn renew(ports: &Ports, spec: &RunSpec) -> Option<Lease> {
     let config = ports.config().ok()?;
-    let ctx = Ctx {
-        ports,
-        request_id: &spec.run_id,
-        meta: Meta::default(),
-        params: Params::default(),
-        rate: Default::default(),
-    };
+    let ctx = spec.ctx(ports);
     let (sql, owner) = (ports.sql.as_ref(), spec.owner_id.as_str());
     let (user, keys, usage, history) = futures_util::future::join4(
         crate::db::users::by_id(sql, owner),

@@ -13,11 +13,7 @@ import { before, test } from 'node:test';
 
 import { chatSetup, checkNativeRun, fakeRequests, listMessages, natives, newSession, scenario, sendMessage, serverMode, sleep, textOf, waitFor } from './lib/chat.mjs';
 import { ECHO_PREFIX, slowText } from '../fakes/scenarios.mjs';
-import { createProject, del, expectJson, expectProblem, get, login, newUser, patch, post, put } from './lib/client.mjs';
-
-const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
-// The same default as sandbox.test.mjs and ratelimit.test.mjs: any of them may create this admin.
-const ADMIN_PASSWORD = process.env.E2E_ADMIN_PASSWORD || 'Sandbox-admin-e2e-Passw0rd';
+import { ADMIN_EMAIL, adminToken, createProject, del, expectJson, expectProblem, get, newUser, patch, post, put } from './lib/client.mjs';
 
 const early = (headers) => /(^|,\s*)early(;|,|$)/.test(headers.get('server-timing') || '');
 
@@ -84,9 +80,7 @@ test('a first message the admission refuses gets its problem, aborts the early c
   const project = await createProject(user.access);
   const session = await newSession(user.access, project.id);
   // Within its limits when the session was made (so it holds a lease); out of model calls now.
-  let r = await post('/v1/auth/signup', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
-  if (r.status === 409) r = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
-  const admin = expectJson(r, r.status === 201 ? 201 : 200).access_token;
+  const admin = await adminToken();
   expectJson(await patch(`/v1/admin/users/${user.user.id}`, { limits: { model_calls_day: 0 } }, { token: admin }), 200);
 
   const sc = scenario('slow', 40, '50ms');

@@ -10,23 +10,12 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { MODEL_FAKE_URL } from './lib/chat.mjs';
-import { BASE_URL, expectJson, get, login, newUser, patch, post } from './lib/client.mjs';
+import { ADMIN_EMAIL, adminToken, BASE_URL, expectJson, get, newUser, patch } from './lib/client.mjs';
 import { openApiDocument } from './lib/openapi.mjs';
 import { objectRows } from './lib/worker-state.mjs';
 
-const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
-// The same default as sandbox.test.mjs: both may create this admin first.
-const ADMIN_PASSWORD = process.env.E2E_ADMIN_PASSWORD || 'Sandbox-admin-e2e-Passw0rd';
 const LIMIT = 5;
 const BURST = 20;
-
-async function adminToken() {
-  let r = await post('/v1/auth/signup', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
-  if (r.status === 409) r = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
-  const body = expectJson(r, r.status === 201 ? 201 : 200);
-  assert.equal(body.user.role, 'admin', `${ADMIN_EMAIL} is not an admin: is it in ADMIN_EMAILS?`);
-  return body.access_token;
-}
 
 test(`${BURST} concurrent requests over a limit of ${LIMIT} get ${LIMIT} successes and 429s with rate-limit headers`, async (t) => {
   if (!ADMIN_EMAIL) {

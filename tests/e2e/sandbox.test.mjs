@@ -19,13 +19,14 @@ import { COMMAND_FILE } from '../fakes/scenarios.mjs';
 import { checkNativeRun, fakeRequests, natives, newSession, scenario, sendMessage, textOf } from './lib/chat.mjs';
 import { openApiDocument } from './lib/openapi.mjs';
 import {
+  ADMIN_EMAIL,
+  adminToken,
   BASE_URL,
   createProject,
   del,
   expectJson,
   expectProblem,
   get,
-  login,
   newUser,
   patch,
   post,
@@ -35,8 +36,6 @@ import {
 
 const FAKE = daytonaControls(process.env.DAYTONA_FAKE_URL || `http://127.0.0.1:${process.env.DAYTONA_FAKE_PORT || 8793}`);
 const JOBS_SECRET = process.env.JOBS_SECRET || '';
-const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
-const ADMIN_PASSWORD = process.env.E2E_ADMIN_PASSWORD || 'Sandbox-admin-e2e-Passw0rd';
 const DIR = '/home/daytona/project';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -96,19 +95,14 @@ async function uploadsOf(project) {
   return calls.filter((c) => c.path.endsWith('/files/bulk-upload')).length;
 }
 
-let adminToken = null;
+let adminTokenHeld = null;
 async function admin(t) {
   if (!ADMIN_EMAIL) {
     t.skip('E2E_ADMIN_EMAIL is not set (an address in the server ADMIN_EMAILS)');
     return null;
   }
-  if (adminToken) return adminToken;
-  let r = await post('/v1/auth/signup', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
-  if (r.status === 409) r = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
-  const body = expectJson(r, r.status === 201 ? 201 : 200);
-  assert.equal(body.user.role, 'admin', `${ADMIN_EMAIL} is not an admin: is it in ADMIN_EMAILS?`);
-  adminToken = body.access_token;
-  return adminToken;
+  adminTokenHeld ??= await adminToken();
+  return adminTokenHeld;
 }
 
 async function setLimits(t, userId, limits) {

@@ -1104,7 +1104,7 @@ impl Room {
         // The next message's lease, unless another run began meanwhile
         // (its history would be this run's) or the session is gone.
         let idle = self.claimed.borrow().is_none() && matches!(self.active(), Ok(None));
-        if idle && !self.erase.get() && self.log().last_seq() == last_seq {
+        if idle && !self.erase.get() && log.last_seq() == last_seq {
             *self.lease.borrow_mut() = lease;
         }
         let armed = if self.erase.get() {

@@ -464,10 +464,7 @@ async fn start_stream(
         let call = async move {
             // The call made while the run was admitted; a new one if its
             // task ended without an answer.
-            if let Some(Ok(answer)) = match early {
-                Some(answer) => Some(answer.await),
-                None => None,
-            } {
+            if let Some(Ok(answer)) = futures_util::future::OptionFuture::from(early).await {
                 return answer;
             }
             provider.stream(http.as_ref(), req).await

@@ -55,7 +55,7 @@ pub async fn create_session(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
     // With rooms, what the session's lease needs (`early::grant`) is read
     // with the caller's row and the project, in the same round trip.
     let leasing = ctx.ports.rooms.is_some();
-    let (caller, (project, keys, usage)) = authenticate_and(ctx, req, |user_id| async move {
+    let (caller, (project, lease_read)) = authenticate_and(ctx, req, |user_id| async move {
         let lease_read = async {
             if !leasing {
                 return None;
@@ -68,13 +68,11 @@ pub async fn create_session(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
                 .await,
             )
         };
-        let (project, read) = futures_util::future::join(
+        Ok(futures_util::future::join(
             projects::get(sql, &user_id, ctx.params.get("id")),
             lease_read,
         )
-        .await;
-        let (keys, usage) = read.unzip();
-        Ok((project, keys, usage))
+        .await)
     })
     .await?;
     let body: CreateSession = if req.body().is_empty() {
@@ -102,12 +100,9 @@ pub async fn create_session(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response>
     // meanwhile, with the lease to start its model call early.
     if let Some(rooms) = ctx.ports.rooms.clone() {
         let id = session.id.clone();
-        let lease = match (keys, usage) {
-            (Some(keys), Some(usage)) => {
-                early::grant(ctx, caller.id(), &caller.user.limits(), keys, usage)
-            }
-            _ => None,
-        };
+        let lease = lease_read.and_then(|(keys, usage)| {
+            early::grant(ctx, caller.id(), &caller.user.limits(), keys, usage)
+        });
         ctx.ports
             .after_response(Box::pin(async move { rooms.prepare(&id, lease).await }))
             .await;
@@ -381,7 +376,8 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
     // read saw it.
     history.retain(|m| m.id != *user_message_id);
     history.push(early::user_message(user_message_id, run_id, content));
-    let timed_early = early_call.is_some();
+    // A model call made beside the checks shows as `early` (no duration).
+    let early_mark = early_call.is_some().then_some(("early", 0));
     let preload = super::agent::Preload {
         messages: super::agent::context(&history, ctx.ports.config()?.agent_context_tokens),
         limits,
@@ -441,8 +437,6 @@ pub async fn send_message(ctx: &Ctx<'_>, req: &Request) -> ApiResult<Response> {
         })
     };
     let admit = ("admit", admitted_ms - started_ms);
-    // A model call made beside the checks shows as `early` (no duration).
-    let early_mark = timed_early.then_some(("early", 0));
     let (mut res, timing) = match &ctx.ports.rooms {
         Some(rooms) => {
             let stream = wants_stream(req).then_some(protocol);

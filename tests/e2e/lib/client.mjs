@@ -218,6 +218,19 @@ export async function login(email, password) {
   return post('/v1/auth/login', { email, password });
 }
 
+/** The admin the suite may use: an address in the server's ADMIN_EMAILS (tests that need one skip without). */
+export const ADMIN_EMAIL = process.env.E2E_ADMIN_EMAIL || '';
+const ADMIN_PASSWORD = process.env.E2E_ADMIN_PASSWORD || 'Sandbox-admin-e2e-Passw0rd';
+
+/** An access token of ADMIN_EMAIL: signed up the first time, logged in after (any test file may be first). */
+export async function adminToken() {
+  let r = await post('/v1/auth/signup', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
+  if (r.status === 409) r = await login(ADMIN_EMAIL, ADMIN_PASSWORD);
+  const body = expectJson(r, r.status === 201 ? 201 : 200);
+  assert.equal(body.user.role, 'admin', `${ADMIN_EMAIL} is not an admin: is it in ADMIN_EMAILS?`);
+  return body.access_token;
+}
+
 // ---------------------------------------------------------------- projects and files
 
 export async function createProject(token, fields = {}) {
